@@ -1,0 +1,579 @@
+//! The engine: the email one-time-code step, built from the rules in [`crate::throttle`] and
+//! [`crate::otp`] over the ports in [`crate::ports`].
+//!
+//! ## A challenge's life
+//! ```text
+//!  begin ─▶ [pending] ─send-code─▶ [code live] ─verify ok (first, ≤ 5th guess)─▶ [done, deleted]
+//!               │                    │    ▲ send-code while live: same code again
+//!               │                    │    └──────────────┘
+//!               │                    ├─ 10 min pass, or 5 guesses ─▶ [code dead] ─send-code─▶ [code live] (new code)
+//!               └─ challenge TTL passes ─▶ [gone]: begin again
+//! ```
+//!
+//! ## Failing closed
+//! Each operation changes state first, then writes its audit record, then reports success. If the
+//! audit sink fails, the change is undone where undoing is safe (a consumed code is given back, an
+//! opened challenge is withdrawn) and the caller gets [`Error::Audit`]. If the store fails, the caller
+//! gets [`Error::Store`] and no code is accepted or sent. A code is mailed only after it is stored and
+//! its `code_sent` record is written; a mail failure is recorded as `code_delivery_failed`.
+//!
+//! ## No enumeration
+//! A wrong code, an expired code, a used code, an unknown challenge and a user the component has never
+//! seen all give [`Error::Rejected`], and all walk the same steps: the failure counters are keyed by the
+//! IdP's user id whether or not anything else is stored for it, and a code is derived and compared
+//! even when there is nothing to compare it with.
+
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Action, Event, Outcome};
+use crate::error::{Error, Result};
+use crate::model::{
+    ChallengeView, CodeSent, Decision, Denied, Explanation, LoginContext, Purpose, UserStatus,
+    Verified,
+};
+use crate::ports::{AuditEntry, AuditSink, Mailer, Store};
+use crate::secret::{HmacKey, OtpCode};
+use crate::settings::Settings;
+use crate::throttle::{self, GuessState, SendLog};
+use crate::time::Timestamp;
+use crate::{email, input, keys, otp};
+
+/// A code that was sent: its seed, never the code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredCode {
+    generation: u32,
+    seed: String,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for StoredCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCode")
+            .field("generation", &self.generation)
+            .field("seed", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The user's current challenge, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredChallenge {
+    v: u8,
+    id: String,
+    purpose: Purpose,
+    email: String,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    code: Option<StoredCode>,
+}
+
+/// Who a login-step call is about, for records and keys.
+struct Who<'c> {
+    org: &'c str,
+    user: &'c str,
+    ip: String,
+    user_agent: &'c str,
+}
+
+impl<'c> Who<'c> {
+    fn of(ctx: &'c LoginContext, ip: std::net::IpAddr) -> Self {
+        Self {
+            org: &ctx.org_id,
+            user: &ctx.user_id,
+            ip: ip.to_string(),
+            user_agent: &ctx.device.traits.user_agent,
+        }
+    }
+
+    fn event(&self, action: Action, outcome: Outcome) -> Event {
+        Event {
+            org: self.org.to_owned(),
+            actor: self.user.to_owned(),
+            subject: self.user.to_owned(),
+            action,
+            outcome,
+            reason: None,
+            ip: Some(self.ip.clone()),
+            user_agent: (!self.user_agent.is_empty()).then(|| self.user_agent.to_owned()),
+            device_id: None,
+            challenge_id: None,
+        }
+    }
+}
+
+trait EventExt {
+    fn reason(self, reason: &str) -> Self;
+    fn challenge(self, id: &str) -> Self;
+}
+
+impl EventExt for Event {
+    fn reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_owned());
+        self
+    }
+    fn challenge(mut self, id: &str) -> Self {
+        self.challenge_id = Some(id.to_owned());
+        self
+    }
+}
+
+/// The MFA engine over one set of ports. Cheap to build: build one per request.
+pub struct Engine<'a> {
+    /// Storage.
+    pub store: &'a dyn Store,
+    /// Mail.
+    pub mailer: &'a dyn Mailer,
+    /// Audit trail.
+    pub audit: &'a dyn AuditSink,
+    /// Limits.
+    pub settings: Settings,
+    /// The host's key.
+    pub key: &'a HmacKey,
+}
+
+fn mfa_required() -> Explanation {
+    Explanation {
+        rule: "platform:mfa-required".to_owned(),
+        message: "Your organization requires a code from your email at every new sign-in."
+            .to_owned(),
+    }
+}
+
+fn locked_explanation() -> Explanation {
+    Explanation {
+        rule: "user:locked".to_owned(),
+        message:
+            "Too many wrong codes were entered. Ask your administrator to unlock your account."
+                .to_owned(),
+    }
+}
+
+impl Engine<'_> {
+    /// Decides whether this login needs a code and opens a challenge if it does.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad context (nothing stored); [`Error::Store`] or
+    /// [`Error::Audit`] when a port fails (no challenge is left open).
+    pub fn begin<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Decision> {
+        let ip = input::login_context(ctx)?;
+        let who = Who::of(ctx, ip);
+        if self.guess_state(&who, now)?.locked() {
+            let why = locked_explanation();
+            self.record(
+                who.event(Action::AccessDenied, Outcome::Denied)
+                    .reason(&why.rule),
+                now,
+                rng,
+            )?;
+            return Ok(Decision::Deny(Denied { why }));
+        }
+        // The policies issue replaces this with the org → role → user precedence; the devices
+        // issue lets a trusted device allow the login here.
+        let why = mfa_required();
+        let challenge = StoredChallenge {
+            v: 1,
+            id: otp::new_id(rng),
+            purpose: Purpose::Login,
+            email: ctx.email.clone(),
+            created_at: now,
+            expires_at: now.plus(self.settings.challenge_ttl_seconds),
+            code: None,
+        };
+        let challenge_key = keys::challenge(who.org, who.user);
+        let previous = self.store.get(&challenge_key).map_err(Error::store)?;
+        self.put(&challenge_key, &challenge)?;
+        let event = who
+            .event(Action::ChallengeStarted, Outcome::Success)
+            .reason(&why.rule);
+        if let Err(e) = self.record(event.challenge(&challenge.id), now, rng) {
+            // Withdraw the challenge: the login must not proceed on an unrecorded step.
+            let _ = match &previous {
+                Some(bytes) => self.store.set(&challenge_key, bytes),
+                None => self.store.delete(&challenge_key),
+            };
+            return Err(e);
+        }
+        if let Some(old) = previous
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<StoredChallenge>(b).ok())
+        {
+            self.forget_counters(&old);
+        }
+        Ok(Decision::Challenge(ChallengeView {
+            challenge_id: challenge.id,
+            purpose: challenge.purpose,
+            masked_email: input::mask_email(&challenge.email),
+            expires_at: challenge.expires_at,
+            why,
+        }))
+    }
+
+    /// Emails the challenge's code: the same code while it is live, a fresh one otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] for an unknown or expired challenge; [`Error::Locked`];
+    /// [`Error::Throttled`] beyond the send window; [`Error::Store`], [`Error::Audit`] (nothing
+    /// mailed) or [`Error::Mail`] (recorded as `code_delivery_failed`).
+    pub fn send_code<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        challenge_id: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<CodeSent> {
+        let ip = input::login_context(ctx)?;
+        input::id("challenge_id", challenge_id)?;
+        let who = Who::of(ctx, ip);
+        let challenge_key = keys::challenge(who.org, who.user);
+        let Some(mut challenge) = self
+            .load_challenge(&challenge_key)?
+            .filter(|c| c.id == challenge_id && now <= c.expires_at)
+        else {
+            return Err(Error::Rejected);
+        };
+        if self.guess_state(&who, now)?.locked() {
+            let event = who
+                .event(Action::AccessDenied, Outcome::Denied)
+                .reason("user:locked");
+            self.record(event.challenge(challenge_id), now, rng)?;
+            return Err(Error::Locked);
+        }
+
+        let (cap, window) = (
+            self.settings.sends_per_window,
+            self.settings.send_window_seconds,
+        );
+        let log_key = keys::send_log(who.org, who.user);
+        let mut log = self.load_json::<SendLog>(&log_key)?.unwrap_or_default();
+        log.prune(now, window);
+        if let Some(until) = log.full_until(cap, window) {
+            let event = who
+                .event(Action::SendThrottled, Outcome::Denied)
+                .reason("send-window");
+            self.record(event.challenge(challenge_id), now, rng)?;
+            return Err(Error::Throttled {
+                retry_after: now.seconds_until(until).max(1),
+            });
+        }
+        // Backstop for concurrent sends that all read the log before any wrote it.
+        let bucket = now.0.div_euclid(window);
+        let in_bucket = self
+            .store
+            .increment(&keys::send_bucket(who.org, who.user, bucket), 1)
+            .map_err(Error::store)?;
+        if in_bucket > i64::from(cap) {
+            let event = who
+                .event(Action::SendThrottled, Outcome::Denied)
+                .reason("send-window");
+            self.record(event.challenge(challenge_id), now, rng)?;
+            let until = Timestamp((bucket + 1) * window);
+            return Err(Error::Throttled {
+                retry_after: now.seconds_until(until).max(1),
+            });
+        }
+        // Housekeeping only: a stale window counter is harmless, so its failure is ignored.
+        let _ = self
+            .store
+            .delete(&keys::send_bucket(who.org, who.user, bucket - 1));
+
+        let live = match &challenge.code {
+            Some(code) if now <= code.expires_at => {
+                let guesses = self
+                    .store
+                    .increment(&keys::attempts(&challenge.id, code.generation), 0)
+                    .map_err(Error::store)?;
+                (guesses < throttle::MAX_GUESSES_PER_CODE).then(|| code.clone())
+            }
+            _ => None,
+        };
+        let resent = live.is_some();
+        let code = match live {
+            Some(code) => code,
+            None => StoredCode {
+                generation: challenge.code.as_ref().map_or(1, |c| c.generation + 1),
+                seed: otp::new_seed(rng),
+                issued_at: now,
+                expires_at: now.plus(self.settings.code_ttl_seconds),
+            },
+        };
+        challenge.expires_at = challenge.expires_at.max(code.expires_at);
+        challenge.code = Some(code.clone());
+        log.0.push(now);
+        self.put(&log_key, &log)?;
+        self.put(&challenge_key, &challenge)?;
+        let action = if resent {
+            Action::CodeResent
+        } else {
+            Action::CodeSent
+        };
+        self.record(
+            who.event(action, Outcome::Success).challenge(&challenge.id),
+            now,
+            rng,
+        )?;
+
+        let otp = otp::derive(
+            self.key,
+            &challenge.id,
+            code.generation,
+            &code.seed,
+            self.settings.code_digits,
+        );
+        let mail = email::code_email(
+            &challenge.email,
+            who.org,
+            &otp,
+            code.expires_at,
+            self.settings.code_ttl_seconds,
+        );
+        if let Err(e) = self.mailer.send(&mail) {
+            let event = who
+                .event(Action::CodeDeliveryFailed, Outcome::Failure)
+                .reason("mailer-refused");
+            // The mail error is what the caller must see; this record is best effort on top of the
+            // `code_sent` record already written.
+            let _ = self.record(event.challenge(&challenge.id), now, rng);
+            return Err(Error::Mail(e.0));
+        }
+        Ok(CodeSent {
+            resent,
+            code_expires_at: code.expires_at,
+            sends_left: log.left(cap),
+        })
+    }
+
+    /// Checks a code against the user's challenge.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the input cannot be a code (no guess is counted);
+    /// [`Error::Rejected`] for a wrong, expired or used code or an unknown challenge or user;
+    /// [`Error::Throttled`] while the wrong-guess delay runs; [`Error::Locked`];
+    /// [`Error::Store`] / [`Error::Audit`] with nothing taking effect.
+    pub fn verify<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        challenge_id: &str,
+        code: &str,
+        _remember_device: bool,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Verified> {
+        let ip = input::login_context(ctx)?;
+        input::id("challenge_id", challenge_id)?;
+        let submitted = OtpCode::new(input::code(code, self.settings.code_digits)?);
+        let who = Who::of(ctx, ip);
+        let rejected = |reason: &str| {
+            who.event(Action::CodeRejected, Outcome::Failure)
+                .reason(reason)
+                .challenge(challenge_id)
+        };
+
+        let state = self.guess_state(&who, now)?;
+        if state.locked() {
+            self.record(rejected("user:locked"), now, rng)?;
+            return Err(Error::Locked);
+        }
+        if let Some(until) = state.wait_until(now) {
+            let event = who
+                .event(Action::VerifyThrottled, Outcome::Denied)
+                .reason("guess-delay");
+            self.record(event.challenge(challenge_id), now, rng)?;
+            return Err(Error::Throttled {
+                retry_after: now.seconds_until(until).max(1),
+            });
+        }
+        // Count the guess as a failure before looking at it, so that concurrent guesses can never
+        // exceed the lock threshold; a success takes it back.
+        let failures_key = keys::failures(who.org, who.user);
+        let failures = self
+            .store
+            .increment(&failures_key, 1)
+            .map_err(Error::store)?;
+        if failures > throttle::LOCK_AT {
+            self.record(rejected("user:locked"), now, rng)?;
+            return Err(Error::Locked);
+        }
+
+        let challenge_key = keys::challenge(who.org, who.user);
+        let challenge = self.load_challenge(&challenge_key)?;
+        let (live, mut reason) = match &challenge {
+            None => (None, "no-challenge"),
+            Some(c) if c.id != challenge_id => (None, "no-challenge"),
+            Some(c) => match &c.code {
+                None => (None, "no-code-sent"),
+                Some(code) if now > code.expires_at || now > c.expires_at => (None, "expired"),
+                Some(code) => (Some(code), "wrong-code"),
+            },
+        };
+        let generation = live.map_or(0, |c| c.generation);
+        let guesses = self
+            .store
+            .increment(&keys::attempts(challenge_id, generation), 1)
+            .map_err(Error::store)?;
+        let dummy_seed = "00".repeat(32);
+        let expected = otp::derive(
+            self.key,
+            challenge_id,
+            generation,
+            live.map_or(dummy_seed.as_str(), |c| c.seed.as_str()),
+            self.settings.code_digits,
+        );
+        let matches = expected.ct_eq(&submitted);
+        if live.is_some() && guesses > throttle::MAX_GUESSES_PER_CODE {
+            reason = "code-guesses-exhausted";
+        } else if live.is_some() && matches {
+            let used_key = keys::used(challenge_id, generation);
+            if self.store.increment(&used_key, 1).map_err(Error::store)? == 1 {
+                let event = who
+                    .event(Action::CodeVerified, Outcome::Success)
+                    .challenge(challenge_id);
+                if let Err(e) = self.record(event, now, rng) {
+                    // Give the code and the guess back: nothing took effect.
+                    let _ = self.store.increment(&used_key, -1);
+                    let _ = self.store.increment(&failures_key, -1);
+                    return Err(e);
+                }
+                // The code is spent by the `used` counter whatever happens below; clearing the
+                // challenge and the failure streak is tidy-up whose failure only errs on the safe side.
+                let _ = self.store.delete(&challenge_key);
+                let _ = self.store.delete(&failures_key);
+                let _ = self.store.delete(&keys::last_failure(who.org, who.user));
+                return Ok(Verified {
+                    amr: vec!["otp".to_owned(), "mfa".to_owned()],
+                    device_id: None,
+                    set_cookie: None,
+                });
+            }
+            reason = "code-already-used";
+        }
+
+        self.put(&keys::last_failure(who.org, who.user), &now)?;
+        let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
+        let window_failures = self.store.increment(&window_key, 1).map_err(Error::store)?;
+        self.record(rejected(reason), now, rng)?;
+        if failures == throttle::LOCK_AT || window_failures == throttle::WINDOW_CAP {
+            let why = if failures == throttle::LOCK_AT {
+                "consecutive-failures"
+            } else {
+                "failures-in-30-days"
+            };
+            self.record(
+                who.event(Action::UserLocked, Outcome::Denied).reason(why),
+                now,
+                rng,
+            )?;
+        }
+        Err(Error::Rejected)
+    }
+
+    /// The user's MFA state.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn status(&self, ctx: &LoginContext, now: Timestamp) -> Result<UserStatus> {
+        let ip = input::login_context(ctx)?;
+        let who = Who::of(ctx, ip);
+        let state = self.guess_state(&who, now)?;
+        let challenge = self
+            .load_challenge(&keys::challenge(who.org, who.user))?
+            .filter(|c| now <= c.expires_at);
+        let (cap, window) = (
+            self.settings.sends_per_window,
+            self.settings.send_window_seconds,
+        );
+        let mut log = self
+            .load_json::<SendLog>(&keys::send_log(who.org, who.user))?
+            .unwrap_or_default();
+        log.prune(now, window);
+        Ok(UserStatus {
+            // Enrollment arrives with the policies issue; until then every user is enrolled by
+            // the IdP's word (the email in the context).
+            enrolled: true,
+            locked: state.locked(),
+            consecutive_failures: u32::try_from(state.failures.max(0)).unwrap_or(u32::MAX),
+            verify_blocked_until: state.wait_until(now),
+            active_challenge: challenge.as_ref().map(|c| c.id.clone()),
+            code_expires_at: challenge
+                .as_ref()
+                .and_then(|c| c.code.as_ref())
+                .map(|c| c.expires_at)
+                .filter(|t| now <= *t),
+            sends_left: log.left(cap),
+            next_send_at: log.full_until(cap, window),
+        })
+    }
+
+    fn guess_state(&self, who: &Who<'_>, now: Timestamp) -> Result<GuessState> {
+        let failures = self
+            .store
+            .increment(&keys::failures(who.org, who.user), 0)
+            .map_err(Error::store)?;
+        let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
+        let window_failures = self.store.increment(&window_key, 0).map_err(Error::store)?;
+        let last_failure = self.load_json::<Timestamp>(&keys::last_failure(who.org, who.user))?;
+        Ok(GuessState {
+            failures,
+            window_failures,
+            last_failure,
+        })
+    }
+
+    fn load_challenge(&self, key: &str) -> Result<Option<StoredChallenge>> {
+        self.load_json(key)
+    }
+
+    /// Reads a JSON value. A value that does not parse (a foreign or corrupt record) reads as absent:
+    /// for every key here, absent is the restrictive answer (no challenge, empty log, no last failure
+    /// — the counters, which cannot be corrupted this way, carry the limits).
+    fn load_json<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
+        let bytes = self.store.get(key).map_err(Error::store)?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Store(e.to_string()))?;
+        self.store.set(key, &bytes).map_err(Error::store)
+    }
+
+    /// Drops a replaced challenge's per-code counters. Best effort: leftovers are unreachable.
+    fn forget_counters(&self, old: &StoredChallenge) {
+        let last = old.code.as_ref().map_or(0, |c| c.generation);
+        for generation in 0..=last {
+            let _ = self.store.delete(&keys::attempts(&old.id, generation));
+            let _ = self.store.delete(&keys::used(&old.id, generation));
+        }
+    }
+
+    /// Writes one audit record: allocates its sequence number with the atomic counter, then appends.
+    fn record<R: CryptoRng + ?Sized>(
+        &self,
+        event: Event,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let seq = self
+            .store
+            .increment(&keys::audit_seq(&event.org), 1)
+            .map_err(Error::store)?;
+        let seq = u64::try_from(seq)
+            .map_err(|_| Error::Store("audit sequence is negative".to_owned()))?;
+        let id = otp::new_id(rng);
+        let entry = AuditEntry {
+            org_id: event.org.clone(),
+            seq,
+            at: now.0,
+            action: event.action.as_str().to_owned(),
+            line: event.line(&id, seq, now),
+        };
+        self.audit.append(&entry).map_err(Error::audit)
+    }
+}

@@ -1,0 +1,288 @@
+//! The engine's rules, stepped with an explicit clock over in-memory ports. The same behaviours are
+//! proven again end to end through the compiled component in `tests/`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use rand_core::{OsRng, TryRngCore, UnwrapErr};
+
+use crate::testing::{MemAudit, MemMailer, MemStore};
+use crate::{Decision, Engine, Error, HmacKey, LoginContext, Settings, Timestamp};
+
+struct World {
+    store: MemStore,
+    mailer: MemMailer,
+    audit: MemAudit,
+    key: HmacKey,
+    rng: UnwrapErr<OsRng>,
+}
+
+const T0: Timestamp = Timestamp(1_795_000_000);
+
+impl World {
+    fn new() -> Self {
+        Self {
+            store: MemStore::default(),
+            mailer: MemMailer::default(),
+            audit: MemAudit::default(),
+            key: HmacKey::from_bytes(&[7; 32]).unwrap(),
+            rng: OsRng.unwrap_err(),
+        }
+    }
+    fn engine(&self) -> Engine<'_> {
+        Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        }
+    }
+    fn begin(&mut self, ctx: &LoginContext, now: Timestamp) -> String {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        match engine.begin(ctx, now, &mut self.rng).unwrap() {
+            Decision::Challenge(c) => c.challenge_id,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+    fn send(
+        &mut self,
+        ctx: &LoginContext,
+        id: &str,
+        now: Timestamp,
+    ) -> crate::Result<crate::CodeSent> {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        engine.send_code(ctx, id, now, &mut self.rng)
+    }
+    fn verify(
+        &mut self,
+        ctx: &LoginContext,
+        id: &str,
+        code: &str,
+        now: Timestamp,
+    ) -> crate::Result<crate::Verified> {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        engine.verify(ctx, id, code, false, now, &mut self.rng)
+    }
+}
+
+fn ctx(user: &str) -> LoginContext {
+    LoginContext {
+        user_id: user.into(),
+        org_id: "acme".into(),
+        email: format!("{user}@clinic.example"),
+        roles: vec!["provider".into()],
+        locale: None,
+        device: crate::DevicePresentation {
+            ip: "203.0.113.7".into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn wrong(code: &str) -> String {
+    let n: u32 = code.parse().unwrap();
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+#[test]
+fn a_code_works_once() {
+    let mut w = World::new();
+    let c = ctx("dr-a");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert!(w.verify(&c, &id, &code, T0.plus(5)).is_ok());
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(6)).err(),
+        Some(Error::Rejected)
+    );
+    assert_eq!(
+        w.audit.actions(),
+        [
+            "challenge_started",
+            "code_sent",
+            "code_verified",
+            "code_rejected"
+        ]
+    );
+}
+
+#[test]
+fn a_code_expires_after_ten_minutes() {
+    let mut w = World::new();
+    let c = ctx("dr-b");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(601)).err(),
+        Some(Error::Rejected)
+    );
+    // And at exactly ten minutes it still works (a fresh challenge, same rule).
+    let id = w.begin(&c, T0.plus(700));
+    w.send(&c, &id, T0.plus(700)).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert!(w.verify(&c, &id, &code, T0.plus(1300)).is_ok());
+}
+
+#[test]
+fn resend_carries_the_same_code_and_the_fourth_send_waits() {
+    let mut w = World::new();
+    let c = ctx("dr-c");
+    let id = w.begin(&c, T0);
+    let first = w.send(&c, &id, T0).unwrap();
+    assert!(!first.resent);
+    let code = w.mailer.last_code().unwrap();
+    let again = w.send(&c, &id, T0.plus(30)).unwrap();
+    assert!(again.resent);
+    assert_eq!(w.mailer.last_code().unwrap(), code);
+    assert_eq!(again.code_expires_at, first.code_expires_at);
+    w.send(&c, &id, T0.plus(60)).unwrap();
+    assert_eq!(
+        w.send(&c, &id, T0.plus(90)).err(),
+        Some(Error::Throttled { retry_after: 210 })
+    );
+    assert!(w.send(&c, &id, T0.plus(300)).is_ok());
+}
+
+#[test]
+fn unknown_user_looks_like_a_wrong_code() {
+    let mut w = World::new();
+    let nobody = ctx("never-seen");
+    assert_eq!(
+        w.verify(&nobody, "00112233445566778899aabbccddeeff", "123456", T0)
+            .err(),
+        Some(Error::Rejected)
+    );
+    let c = ctx("dr-d");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert_eq!(
+        w.verify(&c, &id, &wrong(&code), T0).err(),
+        Some(Error::Rejected)
+    );
+}
+
+#[test]
+fn fifth_wrong_guess_kills_the_code_and_delays_start() {
+    let mut w = World::new();
+    let c = ctx("dr-e");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            w.verify(&c, &id, &wrong(&code), T0).err(),
+            Some(Error::Rejected)
+        );
+    }
+    // Five failures: the next try waits 30 s, and then the dead code is still refused.
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(1)).err(),
+        Some(Error::Throttled { retry_after: 29 })
+    );
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(30)).err(),
+        Some(Error::Rejected)
+    );
+    // A new email brings a new code, which works.
+    let sent = w.send(&c, &id, T0.plus(100)).unwrap();
+    assert!(!sent.resent);
+    let fresh = w.mailer.last_code().unwrap();
+    assert!(w.verify(&c, &id, &fresh, T0.plus(200)).is_ok());
+}
+
+#[test]
+fn failing_audit_leaves_the_code_usable_and_nothing_verified() {
+    let mut w = World::new();
+    let c = ctx("dr-f");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    w.audit.fail.set(true);
+    assert!(matches!(w.verify(&c, &id, &code, T0), Err(Error::Audit(_))));
+    w.audit.fail.set(false);
+    assert!(w.verify(&c, &id, &code, T0.plus(1)).is_ok());
+}
+
+#[test]
+fn failing_store_refuses_and_changes_nothing() {
+    let mut w = World::new();
+    let c = ctx("dr-g");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let before = w.store.snapshot();
+    w.store.fail.set(true);
+    assert!(matches!(w.verify(&c, &id, &code, T0), Err(Error::Store(_))));
+    assert!(matches!(w.send(&c, &id, T0), Err(Error::Store(_))));
+    w.store.fail.set(false);
+    assert_eq!(w.store.snapshot(), before);
+}
+
+#[test]
+fn failing_mail_is_an_error_and_recorded() {
+    let mut w = World::new();
+    let c = ctx("dr-h");
+    let id = w.begin(&c, T0);
+    w.mailer.fail.set(true);
+    assert!(matches!(w.send(&c, &id, T0), Err(Error::Mail(_))));
+    assert_eq!(
+        w.audit.actions().last().map(String::as_str),
+        Some("code_delivery_failed")
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let mut c = ctx("dr-i");
+    c.email = "not-an-email".into();
+    let before = w.store.snapshot();
+    let mut rng = OsRng.unwrap_err();
+    let err = w.engine().begin(&c, T0, &mut rng).err();
+    assert!(
+        matches!(err, Some(Error::InvalidInput { field: "email", .. })),
+        "{err:?}"
+    );
+    assert_eq!(w.store.snapshot(), before);
+    assert!(w.audit.entries.borrow().is_empty());
+}
+
+#[test]
+fn no_secret_reaches_the_audit_trail() {
+    let mut w = World::new();
+    let c = ctx("dr-j");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let _ = w.verify(&c, &id, &wrong(&code), T0);
+    w.verify(&c, &id, &code, T0).unwrap();
+    for entry in w.audit.entries.borrow().iter() {
+        assert!(!entry.line.contains(&code), "{}", entry.line);
+        assert!(!entry.line.contains(&c.email), "{}", entry.line);
+    }
+}

@@ -1,0 +1,49 @@
+//! Every store key the core uses, in one place. Components are validated identifiers (see
+//! [`crate::input::id`]), which never contain the `:` separator, so no two keys can collide.
+//! The `v1:` prefix versions the layout.
+
+/// The user's current challenge (value).
+#[must_use]
+pub fn challenge(org: &str, user: &str) -> String {
+    format!("v1:challenge:{org}:{user}")
+}
+/// Guesses made against one code (counter).
+#[must_use]
+pub fn attempts(challenge_id: &str, generation: u32) -> String {
+    format!("v1:attempts:{challenge_id}:{generation}")
+}
+/// Successful uses of one code (counter): the first verify to take it to 1 wins.
+#[must_use]
+pub fn used(challenge_id: &str, generation: u32) -> String {
+    format!("v1:used:{challenge_id}:{generation}")
+}
+/// Consecutive wrong codes (counter), reset by a success.
+#[must_use]
+pub fn failures(org: &str, user: &str) -> String {
+    format!("v1:failures:{org}:{user}")
+}
+/// Time of the last wrong code (value).
+#[must_use]
+pub fn last_failure(org: &str, user: &str) -> String {
+    format!("v1:last-failure:{org}:{user}")
+}
+/// Wrong codes in one fixed 30-day window (counter), not reset by a success.
+#[must_use]
+pub fn failures_window(org: &str, user: &str, window: i64) -> String {
+    format!("v1:failures-30d:{org}:{user}:{window}")
+}
+/// Times of recent emails (value).
+#[must_use]
+pub fn send_log(org: &str, user: &str) -> String {
+    format!("v1:send-log:{org}:{user}")
+}
+/// Emails in one aligned send window (counter): the concurrency backstop of the send log.
+#[must_use]
+pub fn send_bucket(org: &str, user: &str, bucket: i64) -> String {
+    format!("v1:send-bucket:{org}:{user}:{bucket}")
+}
+/// The organization's audit sequence (counter).
+#[must_use]
+pub fn audit_seq(org: &str) -> String {
+    format!("v1:audit-seq:{org}")
+}

@@ -1,0 +1,107 @@
+//! What the core needs from the outside world, as traits. The component implements them over the WIT
+//! imports; native hosts and tests implement them directly. Each mirrors one WIT interface, with the
+//! same contract (see `wit/store.wit`, `wit/mailer.wit`, `wit/audit.wit`).
+
+use std::fmt;
+
+/// A failure reported by a port, with a host-written reason (never a secret: hosts are told so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortError(pub String);
+
+impl fmt::Display for PortError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Result of a port call.
+pub type PortResult<T> = std::result::Result<T, PortError>;
+
+/// Durable key-value storage with an atomic counter. See `wit/store.wit`.
+pub trait Store {
+    /// Reads a value; `None` when absent.
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>>;
+    /// Writes a value.
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn set(&self, key: &str, value: &[u8]) -> PortResult<()>;
+    /// Removes a value or counter; absent is fine.
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn delete(&self, key: &str) -> PortResult<()>;
+    /// Atomically adds `delta` to a counter (absent = 0) and returns the new value.
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn increment(&self, key: &str, delta: i64) -> PortResult<i64>;
+    /// Value keys starting with `prefix`.
+    ///
+    /// # Errors
+    /// The backend failed.
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>>;
+}
+
+/// One rendered email. Its `Debug` leaves out the bodies, which carry the code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingMail {
+    /// Recipient address.
+    pub to: String,
+    /// Display name for `From`.
+    pub sender_name: Option<String>,
+    /// Subject line (never contains the code).
+    pub subject: String,
+    /// HTML part.
+    pub html: String,
+    /// Plain-text part.
+    pub text: String,
+}
+
+impl fmt::Debug for OutgoingMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingMail")
+            .field("to", &self.to)
+            .field("sender_name", &self.sender_name)
+            .field("subject", &self.subject)
+            .field("html", &"<redacted>")
+            .field("text", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Delivers email. See `wit/mailer.wit`.
+pub trait Mailer {
+    /// Hands the message to the mail service.
+    ///
+    /// # Errors
+    /// The service refused it or could not be reached.
+    fn send(&self, mail: &OutgoingMail) -> PortResult<()>;
+}
+
+/// One audit record as the sink stores it. See `wit/audit.wit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Organization stream.
+    pub org_id: String,
+    /// Sequence number in the stream, from 1.
+    pub seq: u64,
+    /// Event time, Unix seconds.
+    pub at: i64,
+    /// Action name.
+    pub action: String,
+    /// Canonical JSON line.
+    pub line: String,
+}
+
+/// Appends audit records durably. See `wit/audit.wit`.
+pub trait AuditSink {
+    /// Appends one record; `Ok` only once it is durable.
+    ///
+    /// # Errors
+    /// The sink could not persist it.
+    fn append(&self, entry: &AuditEntry) -> PortResult<()>;
+}

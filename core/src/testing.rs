@@ -1,0 +1,149 @@
+//! In-memory fakes of the ports, for tests and benchmarks of the core alone. Not for production:
+//! nothing here is durable. Enabled by the `testing` feature.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::ports::{AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store};
+
+/// Every value and every counter, sorted: what [`MemStore::snapshot`] returns.
+pub type Snapshot = (Vec<(String, Vec<u8>)>, Vec<(String, i64)>);
+
+/// A store in a `HashMap`, with a switch that makes every call fail.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    values: RefCell<HashMap<String, Vec<u8>>>,
+    counters: RefCell<HashMap<String, i64>>,
+    /// When set, every call fails.
+    pub fail: Cell<bool>,
+}
+
+impl MemStore {
+    fn check(&self) -> PortResult<()> {
+        if self.fail.get() {
+            Err(PortError("injected store fault".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A snapshot of all values and counters, to prove that a failed call changed nothing.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        let mut v: Vec<_> = self
+            .values
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut c: Vec<_> = self
+            .counters
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort();
+        c.sort();
+        (v, c)
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        self.check()?;
+        Ok(self.values.borrow().get(key).cloned())
+    }
+    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+        self.check()?;
+        self.values
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> PortResult<()> {
+        self.check()?;
+        self.values.borrow_mut().remove(key);
+        self.counters.borrow_mut().remove(key);
+        Ok(())
+    }
+    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+        self.check()?;
+        let mut counters = self.counters.borrow_mut();
+        let slot = counters.entry(key.to_owned()).or_insert(0);
+        *slot += delta;
+        Ok(*slot)
+    }
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        self.check()?;
+        Ok(self
+            .values
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Captures mail; can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemMailer {
+    /// Every message accepted.
+    pub sent: RefCell<Vec<OutgoingMail>>,
+    /// When set, sending fails.
+    pub fail: Cell<bool>,
+}
+
+impl Mailer for MemMailer {
+    fn send(&self, mail: &OutgoingMail) -> PortResult<()> {
+        if self.fail.get() {
+            return Err(PortError("injected mail fault".into()));
+        }
+        self.sent.borrow_mut().push(mail.clone());
+        Ok(())
+    }
+}
+
+impl MemMailer {
+    /// The code in the last message's text part: the run of digits on its own indented line.
+    #[must_use]
+    pub fn last_code(&self) -> Option<String> {
+        let sent = self.sent.borrow();
+        let text = &sent.last()?.text;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned)
+    }
+}
+
+/// Captures audit entries; can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemAudit {
+    /// Every entry accepted.
+    pub entries: RefCell<Vec<AuditEntry>>,
+    /// When set, appending fails.
+    pub fail: Cell<bool>,
+}
+
+impl AuditSink for MemAudit {
+    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
+        if self.fail.get() {
+            return Err(PortError("injected audit fault".into()));
+        }
+        self.entries.borrow_mut().push(entry.clone());
+        Ok(())
+    }
+}
+
+impl MemAudit {
+    /// The actions recorded, in order.
+    #[must_use]
+    pub fn actions(&self) -> Vec<String> {
+        self.entries
+            .borrow()
+            .iter()
+            .map(|e| e.action.clone())
+            .collect()
+    }
+}
