@@ -120,3 +120,25 @@ mod tests {
         assert!(!a.ct_eq(&OtpCode::new("1234567".into())));
     }
 }
+
+/// Whether a presented REST API key equals the configured one, in constant time. An empty configured
+/// key matches nothing (a host that forgot to set it must not open the API).
+#[must_use]
+pub fn api_key_matches(presented: &str, configured: &str) -> bool {
+    !configured.is_empty()
+        && presented.len() == configured.len()
+        && bool::from(presented.as_bytes().ct_eq(configured.as_bytes()))
+}
+
+#[cfg(test)]
+mod api_key_tests {
+    use super::api_key_matches;
+
+    #[test]
+    fn api_keys() {
+        assert!(api_key_matches("s3cret-key", "s3cret-key"));
+        assert!(!api_key_matches("s3cret-kez", "s3cret-key"));
+        assert!(!api_key_matches("s3cret", "s3cret-key"));
+        assert!(!api_key_matches("", ""));
+    }
+}

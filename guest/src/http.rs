@@ -1,0 +1,311 @@
+//! The REST API, as the component's `wasi:http/incoming-handler` export. Presentation only: it parses
+//! JSON, calls the same service path as the function exports, and maps the core's answers and errors
+//! to HTTP. Every `/v1/` route is server-to-server (it carries the IdP's word about the user), so it
+//! requires `Authorization: Bearer <api_key>`; without it the request gets 401 before its body is read.
+//!
+//! | status | when |
+//! |---|---|
+//! | 200 | success |
+//! | 400 `invalid-input` | malformed JSON or field (`field` names it) |
+//! | 401 `unauthorized` | missing or wrong API key |
+//! | 403 `rejected` / `forbidden` | wrong, expired or used code, unknown challenge; not allowed |
+//! | 404, 405, 413 | unknown route, wrong method, body over 64 KiB |
+//! | 423 `locked` | too many wrong codes |
+//! | 429 `throttled` | with `Retry-After` |
+//! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
+
+use mfa_step_core::secret::api_key_matches;
+use mfa_step_core::{Error, LoginContext};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::bindings::Component;
+use crate::bindings::exports::wasi::http::incoming_handler;
+use crate::bindings::wasi::http::types::{
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+use crate::service;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextBody {
+    context: LoginContext,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeBody {
+    context: LoginContext,
+    challenge_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    context: LoginContext,
+    challenge_id: String,
+    code: String,
+    #[serde(default)]
+    remember_device: bool,
+}
+
+/// An HTTP answer: status, JSON body, extra headers.
+struct Reply {
+    status: u16,
+    body: serde_json::Value,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn ok(body: serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn problem(status: u16, kind: &str, message: &str) -> Self {
+        let body = json!({ "error": { "kind": kind, "message": message, "field": null, "retry_after_seconds": null } });
+        Self {
+            status,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn from_error(e: &Error) -> Self {
+        let message = e.to_string();
+        let (status, kind) = match e {
+            Error::InvalidInput { .. } => (400, "invalid-input"),
+            Error::Rejected => (403, "rejected"),
+            Error::Forbidden(_) => (403, "forbidden"),
+            Error::Locked => (423, "locked"),
+            Error::Throttled { .. } => (429, "throttled"),
+            Error::Misconfigured(_) => (500, "misconfigured"),
+            Error::NotImplemented(_) => (501, "not-implemented"),
+            Error::Store(_) | Error::Mail(_) | Error::Audit(_) => (503, "unavailable"),
+        };
+        let field = match e {
+            Error::InvalidInput { field, .. } => Some(*field),
+            _ => None,
+        };
+        let retry = match e {
+            Error::Throttled { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        let body = json!({ "error": { "kind": kind, "message": message, "field": field, "retry_after_seconds": retry } });
+        let headers = retry
+            .map(|r| vec![("retry-after", r.to_string())])
+            .unwrap_or_default();
+        Self {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    fn result<T: serde::Serialize>(r: mfa_step_core::Result<T>) -> Self {
+        match r {
+            Ok(v) => Self::ok(serde_json::to_value(v).unwrap_or_default()),
+            Err(e) => Self::from_error(&e),
+        }
+    }
+}
+
+impl incoming_handler::Guest for Component {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let reply = route(&request);
+        respond(response_out, &reply);
+    }
+}
+
+fn route(request: &IncomingRequest) -> Reply {
+    let path_and_query = request.path_with_query().unwrap_or_default();
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    let method = request.method();
+    if path == "/healthz" {
+        return match method {
+            Method::Get => Reply::ok(json!({ "status": "ok" })),
+            _ => Reply::problem(405, "method-not-allowed", "use GET"),
+        };
+    }
+    if !path.starts_with("/v1/") {
+        return Reply::problem(404, "not-found", "no such route; the API lives under /v1/");
+    }
+    if let Some(denied) = authorize(request) {
+        return denied;
+    }
+    if !matches!(method, Method::Post) {
+        return Reply::problem(
+            405,
+            "method-not-allowed",
+            "every /v1/ route takes POST with a JSON body",
+        );
+    }
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    match path {
+        "/v1/login/begin" => with_body::<ContextBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.begin(&b.context, now, rng)
+            }))
+        }),
+        "/v1/login/send-code" => with_body::<ChallengeBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.send_code(&b.context, &b.challenge_id, now, rng)
+            }))
+        }),
+        "/v1/login/verify" => with_body::<VerifyBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.verify(
+                    &b.context,
+                    &b.challenge_id,
+                    &b.code,
+                    b.remember_device,
+                    now,
+                    rng,
+                )
+            }))
+        }),
+        "/v1/login/status" => with_body::<ContextBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, _| e.status(&b.context, now)))
+        }),
+        "/v1/devices/list" | "/v1/devices/revoke" | "/v1/devices/revoke-all" => Reply::from_error(
+            &Error::NotImplemented("trusted devices arrive with the devices issue"),
+        ),
+        p if p.starts_with("/v1/admin/") => Reply::from_error(&Error::NotImplemented(
+            "administration arrives with the policies issue",
+        )),
+        _ => Reply::problem(404, "not-found", "no such route"),
+    }
+}
+
+/// A body that did not parse. Its message says where, never what: a value may be a code.
+struct BadBody(String);
+
+impl BadBody {
+    fn into_reply(self) -> Reply {
+        Reply::from_error(&Error::InvalidInput {
+            field: "body",
+            reason: self.0,
+        })
+    }
+}
+
+/// Parses the body as `T` and runs `f`, or answers 400.
+fn with_body<T: for<'de> Deserialize<'de>>(body: &[u8], f: impl FnOnce(T) -> Reply) -> Reply {
+    match parse::<T>(body) {
+        Ok(parsed) => f(parsed),
+        Err(bad) => bad.into_reply(),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, BadBody> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "is not valid JSON"
+            }
+            _ => "has a missing, unknown or mistyped field for this route",
+        };
+        BadBody(format!(
+            "the request body {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn authorize(request: &IncomingRequest) -> Option<Reply> {
+    let Some(configured) = service::setting("api_key").filter(|k| !k.is_empty()) else {
+        return Some(Reply::from_error(&Error::Misconfigured(
+            "api_key is not set: the REST API is closed until the host provides one".to_owned(),
+        )));
+    };
+    let values = request.headers().get("authorization");
+    let presented = match values.as_slice() {
+        [one] => std::str::from_utf8(one)
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or(""),
+        _ => "",
+    };
+    if api_key_matches(presented, &configured) {
+        None
+    } else {
+        let mut reply = Reply::problem(
+            401,
+            "unauthorized",
+            "present the API key as `Authorization: Bearer <api_key>`",
+        );
+        reply
+            .headers
+            .push(("www-authenticate", "Bearer".to_owned()));
+        Some(reply)
+    }
+}
+
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
+    let unreadable = || Reply::problem(400, "invalid-input", "the request body could not be read");
+    let body = request.consume().map_err(|()| unreadable())?;
+    let stream = body.stream().map_err(|()| unreadable())?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(16 * 1024) {
+            Ok(chunk) => {
+                if bytes.len() + chunk.len() > MAX_BODY {
+                    return Err(Reply::problem(
+                        413,
+                        "too-large",
+                        "the request body is over 64 KiB",
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => return Err(unreadable()),
+        }
+    }
+    drop(stream);
+    drop(IncomingBody::finish(body));
+    Ok(bytes)
+}
+
+fn respond(out: ResponseOutparam, reply: &Reply) {
+    let bytes = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let headers = Fields::new();
+    let mut all: Vec<(&str, String)> = vec![
+        ("content-type", "application/json".to_owned()),
+        ("cache-control", "no-store".to_owned()),
+        ("x-content-type-options", "nosniff".to_owned()),
+        ("content-length", bytes.len().to_string()),
+    ];
+    all.extend(reply.headers.iter().map(|(k, v)| (*k, v.clone())));
+    for (name, value) in all {
+        // These names and values are fixed ASCII written above; the host accepts them.
+        let _ = headers.append(name, value.as_bytes());
+    }
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(reply.status);
+    let Ok(body) = response.body() else {
+        ResponseOutparam::set(out, Ok(response));
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = body.write() {
+        for chunk in bytes.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    let _ = OutgoingBody::finish(body, None);
+}

@@ -1,0 +1,96 @@
+//! The core's ports over the host's imports: a direct mapping, no decisions.
+
+use mfa_step_core::ports::{
+    AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+};
+use rand_core::{CryptoRng, RngCore};
+
+use crate::bindings::mfa_step::plugin::{audit, mailer, store};
+use crate::bindings::wasi::random::random;
+
+/// The `store` import.
+pub(crate) struct WitStore;
+
+fn store_err(e: store::StoreError) -> PortError {
+    PortError(match e {
+        store::StoreError::Unavailable(m) => format!("store unavailable: {m}"),
+        store::StoreError::Invalid(m) => format!("store refused the request: {m}"),
+    })
+}
+
+impl Store for WitStore {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        store::get(key).map_err(store_err)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+        store::set(key, value).map_err(store_err)
+    }
+    fn delete(&self, key: &str) -> PortResult<()> {
+        store::delete(key).map_err(store_err)
+    }
+    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+        store::increment(key, delta).map_err(store_err)
+    }
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        store::list_keys(prefix).map_err(store_err)
+    }
+}
+
+/// The `mailer` import.
+pub(crate) struct WitMailer;
+
+impl Mailer for WitMailer {
+    fn send(&self, mail: &OutgoingMail) -> PortResult<()> {
+        let message = mailer::Message {
+            to: mail.to.clone(),
+            sender_name: mail.sender_name.clone(),
+            subject: mail.subject.clone(),
+            html: mail.html.clone(),
+            text: mail.text.clone(),
+        };
+        mailer::send(&message).map_err(|e| {
+            PortError(match e {
+                mailer::MailError::Unavailable(m) => format!("mail service unavailable: {m}"),
+                mailer::MailError::RejectedRecipient(m) => format!("recipient refused: {m}"),
+            })
+        })
+    }
+}
+
+/// The `audit` import.
+pub(crate) struct WitAudit;
+
+impl AuditSink for WitAudit {
+    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
+        let wit_entry = audit::Entry {
+            org_id: entry.org_id.clone(),
+            seq: entry.seq,
+            at: entry.at,
+            action: entry.action.clone(),
+            line: entry.line.clone(),
+        };
+        audit::append(&wit_entry).map_err(|audit::AuditError::Unavailable(m)| {
+            PortError(format!("audit sink unavailable: {m}"))
+        })
+    }
+}
+
+/// The host's CSPRNG through `wasi:random/random`, whose `get-random-u64` cannot fail.
+pub(crate) struct WasiRng;
+
+impl RngCore for WasiRng {
+    fn next_u32(&mut self) -> u32 {
+        (random::get_random_u64() >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        random::get_random_u64()
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = random::get_random_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+impl CryptoRng for WasiRng {}
