@@ -1,0 +1,101 @@
+//! Host implementations of the core's ports: stores, mailers, audit sinks, and fault injection.
+//!
+//! Every backend here is `Send + Sync` (the harness shares them through `Arc` across tokio tasks)
+//! and reports every failure as a [`PortError`](mfa_step_core::ports::PortError): none panics, so a
+//! failing disk, database or mail server makes the component fail closed instead of crashing the host.
+//! No error message ever carries a value, a message body or a password: bodies carry one-time codes.
+//!
+//! | port | for tests | for a real host |
+//! | --- | --- | --- |
+//! | [`Store`](mfa_step_core::ports::Store) | [`MemoryStore`] | [`SqliteStore`] |
+//! | [`Mailer`](mfa_step_core::ports::Mailer) | [`MemoryMailer`] | [`OutboxMailer`] (files), [`SmtpMailer`] |
+//! | [`AuditSink`](mfa_step_core::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`] |
+//!
+//! [`FaultyStore`], [`FaultyMailer`] and [`FaultyAuditSink`] wrap any of them and fail on demand,
+//! driven by one shared [`Faults`] handle, to prove that the component fails closed.
+//!
+//! Port calls return [`PortError`](mfa_step_core::ports::PortError); constructors, which run while
+//! the host starts, return [`BackendError`].
+
+use std::path::PathBuf;
+
+pub mod audit;
+pub mod faults;
+pub mod mailer;
+pub mod store;
+
+pub use audit::{JsonlAuditSink, MemoryAuditSink};
+pub use faults::{Faults, FaultyAuditSink, FaultyMailer, FaultyStore};
+pub use mailer::{
+    MemoryMailer, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,
+    validate_outgoing_mail,
+};
+pub use store::{
+    MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStore, SqliteStore, validate_key, validate_value,
+};
+
+/// Why a backend could not be set up (opening a database, creating a folder, reading a config).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The SQLite database could not be opened or prepared.
+    #[error("cannot open the SQLite store at {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file or folder could not be created, opened or read.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. `create the folder`.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is missing, malformed or contradicts another one.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Result of setting up a backend.
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// Locks a mutex, turning poisoning (a panic while another caller held it) into a port error
+/// instead of a second panic: the caller then fails closed.
+fn lock<'a, T>(
+    mutex: &'a std::sync::Mutex<T>,
+    what: &str,
+) -> mfa_step_core::ports::PortResult<std::sync::MutexGuard<'a, T>> {
+    mutex.lock().map_err(|_| {
+        mfa_step_core::ports::PortError(format!(
+            "{what} is unusable: an earlier call panicked while holding its lock; restart the host"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_backend_is_send_and_sync() {
+        assert_send_sync::<MemoryStore>();
+        assert_send_sync::<SqliteStore>();
+        assert_send_sync::<MemoryMailer>();
+        assert_send_sync::<OutboxMailer>();
+        assert_send_sync::<SmtpMailer>();
+        assert_send_sync::<MemoryAuditSink>();
+        assert_send_sync::<JsonlAuditSink>();
+        assert_send_sync::<Faults>();
+        assert_send_sync::<FaultyStore<SqliteStore>>();
+        assert_send_sync::<FaultyMailer<SmtpMailer>>();
+        assert_send_sync::<FaultyAuditSink<JsonlAuditSink>>();
+    }
+}

@@ -1,0 +1,696 @@
+//! Key-value stores: [`MemoryStore`] for tests and [`SqliteStore`] for a real host.
+//!
+//! Both keep the contract of `wit/store.wit`:
+//! - Keys are 1 to [`MAX_KEY_BYTES`] bytes of printable ASCII, values at most [`MAX_VALUE_BYTES`];
+//!   anything else is refused with an error that starts with `invalid` and never echoes the value.
+//! - Counters live in their own namespace: `increment` never touches a value, `get` and `list_keys`
+//!   never see a counter, and `delete` removes both.
+//! - `increment` is atomic and checked: an overflow is an error and leaves the counter unchanged.
+//!
+//! [`SqliteStore`] adds durability and sharing across processes:
+//! - WAL journal with `synchronous=FULL`: a call that returned `Ok` survives a crash or power loss.
+//! - `busy_timeout` of 5 s: processes sharing one file wait for each other instead of failing.
+//! - `increment` is one `INSERT … ON CONFLICT DO UPDATE … RETURNING` statement, so concurrent calls
+//!   from any number of threads or processes never lose an update; `delete` is one transaction.
+//! - Tables are `STRICT`, so a value of the wrong type can never be stored (an overflowing counter
+//!   would otherwise silently become a float).
+//!
+//! Calls block the calling thread (a mutex, then disk I/O); async callers use `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mfa_step_core::ports::{PortError, PortResult, Store};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{BackendError, lock};
+
+/// The longest key the store accepts, in bytes (`wit/store.wit`).
+pub const MAX_KEY_BYTES: usize = 512;
+/// The largest value the store accepts, in bytes (`wit/store.wit`).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// How long a call waits for another process holding the database's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Checks a key against the WIT limits: 1 to [`MAX_KEY_BYTES`] bytes of printable ASCII.
+///
+/// Every store here calls it; a WIT adapter may call it first to report `store-error::invalid`.
+///
+/// # Errors
+/// The key is empty, too long or holds a byte outside `0x20..=0x7E`; the message starts with `invalid`.
+pub fn validate_key(key: &str) -> PortResult<()> {
+    if key.is_empty() {
+        return Err(PortError("invalid key: it is empty".to_owned()));
+    }
+    validate_key_text(key, "key")
+}
+
+/// Checks a value against the WIT limit of [`MAX_VALUE_BYTES`].
+///
+/// # Errors
+/// The value is too large; the message starts with `invalid` and gives only its length.
+pub fn validate_value(value: &[u8]) -> PortResult<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(PortError(format!(
+            "invalid value: {} bytes is over the limit of {MAX_VALUE_BYTES} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A prefix follows the key rules but may be empty (it then lists every value key).
+fn validate_prefix(prefix: &str) -> PortResult<()> {
+    validate_key_text(prefix, "prefix")
+}
+
+fn validate_key_text(text: &str, what: &str) -> PortResult<()> {
+    if text.len() > MAX_KEY_BYTES {
+        return Err(PortError(format!(
+            "invalid {what}: {} bytes is over the limit of {MAX_KEY_BYTES} bytes",
+            text.len()
+        )));
+    }
+    if let Some(position) = text.bytes().position(|b| !(0x20..=0x7E).contains(&b)) {
+        return Err(PortError(format!(
+            "invalid {what}: byte {position} is not printable ASCII (0x20 to 0x7E)"
+        )));
+    }
+    Ok(())
+}
+
+fn overflow() -> PortError {
+    PortError(
+        "counter overflow: the increment would leave the 64-bit range; nothing changed".to_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// MemoryStore
+
+/// A store in process memory, for tests and single-process demos. Nothing survives a restart.
+#[derive(Default)]
+pub struct MemoryStore {
+    maps: Mutex<MemoryMaps>,
+}
+
+#[derive(Default)]
+struct MemoryMaps {
+    values: HashMap<String, Vec<u8>>,
+    counters: HashMap<String, i64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn maps(&self) -> PortResult<std::sync::MutexGuard<'_, MemoryMaps>> {
+        lock(&self.maps, "the memory store")
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    /// Shows sizes only: values are the component's state, not for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("MemoryStore");
+        match self.maps.lock() {
+            Ok(maps) => s
+                .field("values", &maps.values.len())
+                .field("counters", &maps.counters.len()),
+            Err(_) => s.field("state", &"poisoned"),
+        };
+        s.finish()
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        validate_key(key)?;
+        Ok(self.maps()?.values.get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+        validate_key(key)?;
+        validate_value(value)?;
+        self.maps()?.values.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> PortResult<()> {
+        validate_key(key)?;
+        let mut maps = self.maps()?;
+        maps.values.remove(key);
+        maps.counters.remove(key);
+        Ok(())
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+        validate_key(key)?;
+        let mut maps = self.maps()?;
+        let current = maps.counters.get(key).copied().unwrap_or(0);
+        let next = current.checked_add(delta).ok_or_else(overflow)?;
+        maps.counters.insert(key.to_owned(), next);
+        Ok(next)
+    }
+
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        validate_prefix(prefix)?;
+        Ok(self
+            .maps()?
+            .values
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SqliteStore
+
+/// The schema. `STRICT` makes SQLite refuse a value of the wrong type instead of converting it.
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+    CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+";
+
+/// A durable store in one SQLite file, safe to share between threads and between processes.
+///
+/// Within a process a mutex serializes calls on the one connection; across processes SQLite's
+/// file locks do, with a 5 s busy timeout.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`, creating missing parent folders, and prepares it:
+    /// 5 s busy timeout, WAL journal, `synchronous=FULL`, and the `kv` and `counters` tables.
+    ///
+    /// # Errors
+    /// The folder cannot be created, the file cannot be opened as a SQLite database, or WAL mode
+    /// cannot be enabled (e.g. a file system without shared memory support).
+    pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| BackendError::Io {
+                action: "create the folder",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| BackendError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sqlite)?;
+        // The busy timeout first, so that the statements below also wait for another process.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(sqlite)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(BackendError::Config(format!(
+                "{} cannot use SQLite's WAL journal (it reports `{mode}`); put it on a local file system",
+                path.display()
+            )));
+        }
+        // FULL: in WAL mode, NORMAL may lose the last commits on power loss; FULL syncs every commit.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> PortResult<std::sync::MutexGuard<'_, Connection>> {
+        lock(&self.conn, "the SQLite store")
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Describes a SQLite failure. rusqlite's messages name the failure, never a bound parameter.
+fn sqlite_error(op: &str, e: &rusqlite::Error) -> PortError {
+    PortError(format!("sqlite {op} failed: {e}"))
+}
+
+impl Store for SqliteStore {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        validate_key(key)?;
+        self.conn()?
+            .prepare_cached("SELECT value FROM kv WHERE key = ?1")
+            .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())
+            .map_err(|e| sqlite_error("get", &e))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+        validate_key(key)?;
+        validate_value(value)?;
+        self.conn()?
+            .prepare_cached(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key, value]))
+            .map(drop)
+            .map_err(|e| sqlite_error("set", &e))
+    }
+
+    fn delete(&self, key: &str) -> PortResult<()> {
+        validate_key(key)?;
+        let mut conn = self.conn()?;
+        // One transaction, so no reader ever sees the value gone but the counter still there.
+        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+            tx.execute("DELETE FROM counters WHERE key = ?1", [key])?;
+            tx.commit()
+        };
+        run(&mut conn).map_err(|e| sqlite_error("delete", &e))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+        validate_key(key)?;
+        // One statement: SQLite runs it under the database write lock, so no update is ever lost.
+        let result = self
+            .conn()?
+            .prepare_cached(
+                "INSERT INTO counters (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = value + excluded.value
+                 RETURNING value",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![key, delta], |row| row.get(0)));
+        match result {
+            Ok(value) => Ok(value),
+            // SQLite turns an overflowing sum into a float, which the STRICT table refuses
+            // (the statement is rolled back).
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(overflow())
+            }
+            Err(e) => Err(sqlite_error("increment", &e)),
+        }
+    }
+
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        validate_prefix(prefix)?;
+        // Keys are printable ASCII (at most 0x7E), so every key that starts with `prefix` sorts in
+        // [prefix, prefix + 0x7F): a range scan of the primary key index, with no LIKE escaping.
+        let upper = format!("{prefix}\u{7f}");
+        let conn = self.conn()?;
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt =
+                conn.prepare_cached("SELECT key FROM kv WHERE key >= ?1 AND key < ?2")?;
+            let rows = stmt.query_map([prefix, upper.as_str()], |row| row.get::<_, String>(0))?;
+            rows.collect()
+        };
+        run().map_err(|e| sqlite_error("list_keys", &e))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on purpose"
+)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn sorted(mut keys: Vec<String>) -> Vec<String> {
+        keys.sort();
+        keys
+    }
+
+    /// The contract of `wit/store.wit`, run against every store.
+    fn check_semantics(store: &dyn Store) {
+        // get / set / overwrite
+        assert_eq!(store.get("a").unwrap(), None);
+        store.set("a", b"one").unwrap();
+        assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"one"[..]));
+        store.set("a", b"two").unwrap();
+        assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"two"[..]));
+        store.set("empty", b"").unwrap();
+        assert_eq!(store.get("empty").unwrap(), Some(Vec::new()));
+        let binary: Vec<u8> = (0..=255).collect();
+        store.set("bin", &binary).unwrap();
+        assert_eq!(store.get("bin").unwrap(), Some(binary));
+
+        // delete, also of an absent key
+        store.delete("a").unwrap();
+        assert_eq!(store.get("a").unwrap(), None);
+        store.delete("a").unwrap();
+        store.delete("never-there").unwrap();
+
+        // counters: absent = 0, negative and zero deltas, zero reads
+        assert_eq!(store.increment("c", 0).unwrap(), 0);
+        assert_eq!(store.increment("c", 1).unwrap(), 1);
+        assert_eq!(store.increment("c", 5).unwrap(), 6);
+        assert_eq!(store.increment("c", -10).unwrap(), -4);
+        assert_eq!(store.increment("c", 0).unwrap(), -4);
+
+        // counters live in their own namespace
+        assert_eq!(store.get("c").unwrap(), None, "a counter is not a value");
+        store.set("both", b"v").unwrap();
+        assert_eq!(store.increment("both", 3).unwrap(), 3);
+        assert_eq!(store.get("both").unwrap().as_deref(), Some(&b"v"[..]));
+        store.delete("both").unwrap();
+        assert_eq!(store.get("both").unwrap(), None, "delete removes the value");
+        assert_eq!(store.increment("both", 0).unwrap(), 0, "and the counter");
+        store.delete("c").unwrap();
+        assert_eq!(store.increment("c", 0).unwrap(), 0);
+
+        // overflow is an error and changes nothing
+        assert_eq!(store.increment("big", i64::MAX).unwrap(), i64::MAX);
+        let err = store.increment("big", 1).unwrap_err();
+        assert!(err.0.contains("overflow"), "{err}");
+        assert_eq!(store.increment("big", 0).unwrap(), i64::MAX);
+        assert_eq!(store.increment("small", i64::MIN).unwrap(), i64::MIN);
+        assert!(store.increment("small", -1).is_err());
+        assert_eq!(store.increment("small", 0).unwrap(), i64::MIN);
+
+        // list_keys: value keys only, exact prefix (no wildcards, case-sensitive)
+        for key in [
+            "dev/u1/a",
+            "dev/u1/b",
+            "dev/u10/a",
+            "dev/u2/a",
+            "dev/U1/x",
+            "dev%u1",
+        ] {
+            store.set(key, b"x").unwrap();
+        }
+        store.increment("dev/u1/counter", 1).unwrap();
+        assert_eq!(
+            sorted(store.list_keys("dev/u1/").unwrap()),
+            ["dev/u1/a", "dev/u1/b"]
+        );
+        assert_eq!(
+            sorted(store.list_keys("dev/u1").unwrap()),
+            ["dev/u1/a", "dev/u1/b", "dev/u10/a"]
+        );
+        assert_eq!(store.list_keys("dev_u1").unwrap(), Vec::<String>::new());
+        assert_eq!(store.list_keys("dev/u3/").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            sorted(store.list_keys("").unwrap()),
+            [
+                "bin",
+                "dev%u1",
+                "dev/U1/x",
+                "dev/u1/a",
+                "dev/u1/b",
+                "dev/u10/a",
+                "dev/u2/a",
+                "empty"
+            ]
+        );
+        let edge = "~".repeat(MAX_KEY_BYTES);
+        store.set(&edge, b"x").unwrap();
+        assert_eq!(store.list_keys("~~").unwrap(), std::slice::from_ref(&edge));
+        assert_eq!(store.list_keys(&edge).unwrap(), [edge]);
+    }
+
+    /// The WIT limits, run against every store.
+    fn check_limits(store: &dyn Store) {
+        let longest = "k".repeat(MAX_KEY_BYTES);
+        store.set(&longest, b"ok").unwrap();
+        assert!(store.get(&longest).unwrap().is_some());
+        let too_long = "k".repeat(MAX_KEY_BYTES + 1);
+        let biggest = vec![7u8; MAX_VALUE_BYTES];
+        store.set("big", &biggest).unwrap();
+        assert_eq!(store.get("big").unwrap(), Some(biggest));
+
+        let bad_keys = [
+            too_long.as_str(),
+            "",
+            "new\nline",
+            "tab\t",
+            "caf\u{e9}",
+            "nul\0",
+            "del\u{7f}",
+        ];
+        for key in bad_keys {
+            for err in [
+                store.get(key).unwrap_err(),
+                store.set(key, b"v").unwrap_err(),
+                store.delete(key).unwrap_err(),
+                store.increment(key, 1).unwrap_err(),
+            ] {
+                assert!(err.0.starts_with("invalid key"), "{key:?}: {err}");
+            }
+        }
+        for prefix in [too_long.as_str(), "new\nline", "caf\u{e9}"] {
+            let err = store.list_keys(prefix).unwrap_err();
+            assert!(err.0.starts_with("invalid prefix"), "{prefix:?}: {err}");
+        }
+        let err = store.set("v", &vec![1u8; MAX_VALUE_BYTES + 1]).unwrap_err();
+        assert!(err.0.starts_with("invalid value"), "{err}");
+        assert_eq!(
+            store.get("v").unwrap(),
+            None,
+            "a refused set stores nothing"
+        );
+        // Printable ASCII includes the space and every symbol.
+        let symbols: String = (0x20u8..=0x7E).map(char::from).collect();
+        store.set(&symbols, b"s").unwrap();
+        assert_eq!(store.list_keys(" !\"#").unwrap(), [symbols]);
+    }
+
+    fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(dir.path().join("store.sqlite")).unwrap()
+    }
+
+    #[test]
+    fn memory_store_semantics() {
+        check_semantics(&MemoryStore::new());
+    }
+
+    #[test]
+    fn memory_store_limits() {
+        check_limits(&MemoryStore::new());
+    }
+
+    #[test]
+    fn sqlite_store_semantics() {
+        let dir = tempfile::tempdir().unwrap();
+        check_semantics(&sqlite(&dir));
+    }
+
+    #[test]
+    fn sqlite_store_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        check_limits(&sqlite(&dir));
+    }
+
+    #[test]
+    fn sqlite_store_is_durable_and_shared_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir);
+        let conn = store.conn.lock().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        let busy: i64 = conn
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+        assert_eq!(busy, 5000);
+    }
+
+    #[test]
+    fn sqlite_store_creates_parent_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("a/b/store.sqlite")).unwrap();
+        store.set("k", b"v").unwrap();
+        assert!(dir.path().join("a/b/store.sqlite").is_file());
+    }
+
+    #[test]
+    fn sqlite_store_refuses_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(err.to_string().contains("not-a-db"), "{err}");
+    }
+
+    #[test]
+    fn sqlite_store_survives_drop_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = sqlite(&dir);
+            store.set("kept", b"value").unwrap();
+            store.set("gone", b"value").unwrap();
+            store.delete("gone").unwrap();
+            assert_eq!(store.increment("n", 41).unwrap(), 41);
+        }
+        let store = sqlite(&dir);
+        assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"value"[..]));
+        assert_eq!(store.get("gone").unwrap(), None);
+        assert_eq!(store.increment("n", 1).unwrap(), 42);
+        assert_eq!(store.list_keys("").unwrap(), ["kept"]);
+    }
+
+    /// Runs `per_thread` increments on each handle in its own thread and checks that the returned
+    /// values are exactly 1..=total: no update lost, no value handed out twice.
+    fn increment_concurrently(handles: Vec<Arc<SqliteStore>>, per_thread: i64) {
+        let total = i64::try_from(handles.len()).unwrap() * per_thread;
+        let threads: Vec<_> = handles
+            .into_iter()
+            .map(|store| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| store.increment("hits", 1).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seen: Vec<i64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sqlite_increments_from_8_threads_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(sqlite(&dir));
+        increment_concurrently(vec![Arc::clone(&store); 8], 200);
+        assert_eq!(store.increment("hits", 0).unwrap(), 1600);
+    }
+
+    #[test]
+    fn sqlite_increments_from_two_handles_on_one_file_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Arc::new(sqlite(&dir));
+        let second = Arc::new(sqlite(&dir));
+        increment_concurrently(
+            vec![
+                Arc::clone(&first),
+                Arc::clone(&second),
+                Arc::clone(&first),
+                Arc::clone(&second),
+            ],
+            250,
+        );
+        assert_eq!(first.increment("hits", 0).unwrap(), 1000);
+        assert_eq!(second.increment("hits", 0).unwrap(), 1000);
+        // read-your-writes across handles
+        first.set("k", b"from first").unwrap();
+        assert_eq!(
+            second.get("k").unwrap().as_deref(),
+            Some(&b"from first"[..])
+        );
+    }
+
+    const CHILD_ENV: &str = "MFA_STEP_TEST_SQLITE_CHILD";
+    const CHILD_INCREMENTS: usize = 300;
+
+    /// Not a test on its own: `sqlite_increments_from_two_processes_lose_nothing` runs it in child
+    /// processes. It increments the shared counter and writes the values it got, one per line.
+    #[test]
+    #[ignore = "helper run in a child process by sqlite_increments_from_two_processes_lose_nothing"]
+    fn sqlite_child_process_increments() {
+        // Run on its own (e.g. `--include-ignored`), it has nothing to do.
+        let Ok(db) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let store = SqliteStore::open(&db).unwrap();
+        let seen: Vec<String> = (0..CHILD_INCREMENTS)
+            .map(|_| store.increment("hits", 1).unwrap().to_string())
+            .collect();
+        let out = format!("{db}.{}", std::process::id());
+        std::fs::write(out, seen.join("\n")).unwrap();
+    }
+
+    #[test]
+    fn sqlite_increments_from_two_processes_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("shared.sqlite");
+        drop(SqliteStore::open(&db).unwrap());
+        let exe = std::env::current_exe().unwrap();
+        let name = "backends::store::tests::sqlite_child_process_increments";
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args([name, "--exact", "--ignored", "--test-threads=1", "--quiet"])
+                    .env(CHILD_ENV, &db)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "child failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+                "the child ran no test: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let mut seen: Vec<i64> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("shared.sqlite.") && !n.contains('-'))
+            })
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .map(|l| l.parse::<i64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        seen.sort_unstable();
+        let total = i64::try_from(2 * CHILD_INCREMENTS).unwrap();
+        assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+        assert_eq!(
+            SqliteStore::open(&db)
+                .unwrap()
+                .increment("hits", 0)
+                .unwrap(),
+            total
+        );
+    }
+}

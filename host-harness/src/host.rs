@@ -1,0 +1,187 @@
+//! The per-request host state and the component's custom imports (`store`, `mailer`, `audit`,
+//! `config`), each a direct call into a backend. No decisions are taken here: a backend failure is
+//! handed to the component as an error, and the component's core fails closed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use mfa_step_core::ports::{AuditEntry, AuditSink, Mailer, OutgoingMail, Store};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use zeroize::Zeroizing;
+
+use crate::bindings::mfa_step::plugin::{audit, config, mailer, store};
+use crate::clock::Clock;
+
+/// Settings and secrets for the `config` import. Values are wiped on drop and never printed.
+#[derive(Clone, Default)]
+pub struct Config(Arc<HashMap<String, Zeroizing<String>>>);
+
+impl Config {
+    /// Builds a config from name/value pairs.
+    pub fn new<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self(Arc::new(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), Zeroizing::new(v.into())))
+                .collect(),
+        ))
+    }
+
+    /// One setting.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|v| v.as_str().to_owned())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_struct("Config")
+            .field("names", &names)
+            .field("values", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The backends behind the imports, shared by every request.
+#[derive(Clone)]
+pub struct Backends {
+    /// Behind `store`.
+    pub store: Arc<dyn Store + Send + Sync>,
+    /// Behind `mailer`.
+    pub mailer: Arc<dyn Mailer + Send + Sync>,
+    /// Behind `audit`.
+    pub audit: Arc<dyn AuditSink + Send + Sync>,
+    /// Behind `config`.
+    pub config: Config,
+    /// Behind `wasi:clocks`.
+    pub clock: Clock,
+}
+
+/// One request's store data.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    backends: Backends,
+}
+
+impl HostState {
+    /// Fresh state for one instance.
+    #[must_use]
+    pub fn new(backends: Backends) -> Self {
+        let mut wasi = WasiCtx::builder();
+        if let Clock::Test(clock) = &backends.clock {
+            wasi.wall_clock(clock.clone())
+                .monotonic_clock(clock.clone());
+        }
+        Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            backends,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+impl store::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        self.backends
+            .store
+            .get(&key)
+            .map_err(|e| store::StoreError::Unavailable(e.0))
+    }
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), store::StoreError> {
+        self.backends
+            .store
+            .set(&key, &value)
+            .map_err(|e| store::StoreError::Unavailable(e.0))
+    }
+    fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
+        self.backends
+            .store
+            .delete(&key)
+            .map_err(|e| store::StoreError::Unavailable(e.0))
+    }
+    fn increment(&mut self, key: String, delta: i64) -> Result<i64, store::StoreError> {
+        self.backends
+            .store
+            .increment(&key, delta)
+            .map_err(|e| store::StoreError::Unavailable(e.0))
+    }
+    fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
+        self.backends
+            .store
+            .list_keys(&prefix)
+            .map_err(|e| store::StoreError::Unavailable(e.0))
+    }
+}
+
+impl mailer::Host for HostState {
+    fn send(&mut self, message: mailer::Message) -> Result<(), mailer::MailError> {
+        let mail = OutgoingMail {
+            to: message.to,
+            sender_name: message.sender_name,
+            subject: message.subject,
+            html: message.html,
+            text: message.text,
+        };
+        self.backends
+            .mailer
+            .send(&mail)
+            .map_err(|e| mailer::MailError::Unavailable(e.0))
+    }
+}
+
+impl audit::Host for HostState {
+    fn append(&mut self, entry: audit::Entry) -> Result<(), audit::AuditError> {
+        let entry = AuditEntry {
+            org_id: entry.org_id,
+            seq: entry.seq,
+            at: entry.at,
+            action: entry.action,
+            line: entry.line,
+        };
+        self.backends
+            .audit
+            .append(&entry)
+            .map_err(|e| audit::AuditError::Unavailable(e.0))
+    }
+}
+
+impl config::Host for HostState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.backends.config.get(&name)
+    }
+}
+
+impl crate::bindings::mfa_step::plugin::types::Host for HostState {}

@@ -1,0 +1,168 @@
+//! Loading and running the component. One [`Runtime`] compiles the component once, links it once
+//! (`InstancePre`, pooling allocator) and then gives every call a fresh `Store` and instance, so that
+//! no state survives in the instance between requests: all state lives in the host's store.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::error::Context as _;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Result, bail, format_err};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::bindings::mfa_step::plugin::{audit, config, mailer, store, types};
+use crate::bindings::{Plugin, PluginPre};
+use crate::host::{Backends, HostState};
+
+/// The component built for the `plugin` world (function exports only, no wasi:http).
+pub const PLUGIN_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mfa_step_plugin.wasm"));
+/// The component built for the `http-app` world (function exports plus the REST API).
+pub const HTTP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mfa_step_http.wasm"));
+
+/// Which world a runtime loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `plugin`: what an IdP host loads; linked without wasi:http to prove it needs none.
+    Plugin,
+    /// `http-app`: what `serve` and Spin run.
+    HttpApp,
+}
+
+/// A compiled, linked component, ready to instantiate per call.
+pub struct Runtime {
+    engine: Engine,
+    plugin: PluginPre<HostState>,
+    proxy: Option<ProxyPre<HostState>>,
+}
+
+/// The engine configuration: async (wasi:http needs it), the pooling allocator sized for a small
+/// server, and nothing else beyond defaults.
+fn engine() -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(256)
+        .total_memories(256)
+        .total_tables(512)
+        .max_memory_size(64 << 20)
+        .total_stacks(256);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Links the component's own interfaces: `store`, `mailer`, `audit`, `config` (and `types`, empty).
+fn add_mfa_step_imports(linker: &mut Linker<HostState>) -> Result<()> {
+    store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    mailer::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    audit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    config::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}
+
+impl Runtime {
+    /// Compiles and links the component for `world`.
+    ///
+    /// # Errors
+    /// The engine cannot be built, or the component does not compile or link (a component whose
+    /// imports are not the WIT package's own plus WASI fails here).
+    pub fn new(world: World) -> Result<Self> {
+        let engine = engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        add_mfa_step_imports(&mut linker)?;
+        match world {
+            World::Plugin => {
+                let component =
+                    Component::new(&engine, PLUGIN_WASM).context("compile the plugin component")?;
+                let pre = linker
+                    .instantiate_pre(&component)
+                    .context("link the plugin component")?;
+                Ok(Self {
+                    plugin: PluginPre::new(pre)?,
+                    proxy: None,
+                    engine,
+                })
+            }
+            World::HttpApp => {
+                wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+                let component =
+                    Component::new(&engine, HTTP_WASM).context("compile the http-app component")?;
+                let pre: InstancePre<HostState> = linker
+                    .instantiate_pre(&component)
+                    .context("link the http-app component")?;
+                Ok(Self {
+                    plugin: PluginPre::new(pre.clone())?,
+                    proxy: Some(ProxyPre::new(pre)?),
+                    engine,
+                })
+            }
+        }
+    }
+
+    /// The engine.
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A fresh instance over `backends`, for calling the function exports.
+    ///
+    /// # Errors
+    /// Instantiation failed (out of pooled slots, or a trap in start-up).
+    pub async fn instantiate(&self, backends: &Backends) -> Result<(Store<HostState>, Plugin)> {
+        let mut store = Store::new(&self.engine, HostState::new(backends.clone()));
+        let plugin = self.plugin.instantiate_async(&mut store).await?;
+        Ok((store, plugin))
+    }
+
+    /// Serves one HTTP request with a fresh instance of the `http-app` component.
+    ///
+    /// # Errors
+    /// This runtime was built for the `plugin` world, or the component trapped or never answered.
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        backends: &Backends,
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let Some(proxy) = self.proxy.clone() else {
+            bail!("this runtime loads the plugin world, which has no HTTP export");
+        };
+        let mut store = Store::new(&self.engine, HostState::new(backends.clone()));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let task = tokio::task::spawn(async move {
+            let instance = proxy.instantiate_async(&mut store).await?;
+            instance
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(format_err!(
+                "the component answered with an HTTP error: {e:?}"
+            )),
+            Err(_) => {
+                let cause = match task.await {
+                    Ok(Ok(())) => format_err!("the component returned without answering"),
+                    Ok(Err(e)) => e,
+                    Err(e) => e.into(),
+                };
+                Err(cause.context("the component did not answer the request"))
+            }
+        }
+    }
+}
