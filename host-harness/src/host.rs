@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use mfa_step_core::ports::{AuditEntry, AuditSink, Mailer, OutgoingMail, Store};
+use mfa_step_core::ports::{
+    AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -113,41 +115,58 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// Runs a blocking backend call on tokio's blocking pool, so that a slow disk or mail server holds
+/// up only the request waiting for it, never the executor threads serving other requests.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> PortResult<T> + Send + 'static,
+) -> PortResult<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| PortError(format!("the backend call did not complete: {e}")))?
+}
+
+/// The backends report a broken limit (key or value too large, bad characters) as `invalid …`.
+fn store_error(e: PortError) -> store::StoreError {
+    if e.0.starts_with("invalid ") {
+        store::StoreError::Invalid(e.0)
+    } else {
+        store::StoreError::Unavailable(e.0)
+    }
+}
+
 impl store::Host for HostState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
-        self.backends
-            .store
-            .get(&key)
-            .map_err(|e| store::StoreError::Unavailable(e.0))
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        let store = self.backends.store.clone();
+        blocking(move || store.get(&key)).await.map_err(store_error)
     }
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), store::StoreError> {
-        self.backends
-            .store
-            .set(&key, &value)
-            .map_err(|e| store::StoreError::Unavailable(e.0))
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), store::StoreError> {
+        let store = self.backends.store.clone();
+        blocking(move || store.set(&key, &value))
+            .await
+            .map_err(store_error)
     }
-    fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
-        self.backends
-            .store
-            .delete(&key)
-            .map_err(|e| store::StoreError::Unavailable(e.0))
+    async fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
+        let store = self.backends.store.clone();
+        blocking(move || store.delete(&key))
+            .await
+            .map_err(store_error)
     }
-    fn increment(&mut self, key: String, delta: i64) -> Result<i64, store::StoreError> {
-        self.backends
-            .store
-            .increment(&key, delta)
-            .map_err(|e| store::StoreError::Unavailable(e.0))
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, store::StoreError> {
+        let store = self.backends.store.clone();
+        blocking(move || store.increment(&key, delta))
+            .await
+            .map_err(store_error)
     }
-    fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
-        self.backends
-            .store
-            .list_keys(&prefix)
-            .map_err(|e| store::StoreError::Unavailable(e.0))
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
+        let store = self.backends.store.clone();
+        blocking(move || store.list_keys(&prefix))
+            .await
+            .map_err(store_error)
     }
 }
 
 impl mailer::Host for HostState {
-    fn send(&mut self, message: mailer::Message) -> Result<(), mailer::MailError> {
+    async fn send(&mut self, message: mailer::Message) -> Result<(), mailer::MailError> {
         let mail = OutgoingMail {
             to: message.to,
             sender_name: message.sender_name,
@@ -155,15 +174,15 @@ impl mailer::Host for HostState {
             html: message.html,
             text: message.text,
         };
-        self.backends
-            .mailer
-            .send(&mail)
+        let mailer = self.backends.mailer.clone();
+        blocking(move || mailer.send(&mail))
+            .await
             .map_err(|e| mailer::MailError::Unavailable(e.0))
     }
 }
 
 impl audit::Host for HostState {
-    fn append(&mut self, entry: audit::Entry) -> Result<(), audit::AuditError> {
+    async fn append(&mut self, entry: audit::Entry) -> Result<(), audit::AuditError> {
         let entry = AuditEntry {
             org_id: entry.org_id,
             seq: entry.seq,
@@ -171,9 +190,9 @@ impl audit::Host for HostState {
             action: entry.action,
             line: entry.line,
         };
-        self.backends
-            .audit
-            .append(&entry)
+        let sink = self.backends.audit.clone();
+        blocking(move || sink.append(&entry))
+            .await
             .map_err(|e| audit::AuditError::Unavailable(e.0))
     }
 }

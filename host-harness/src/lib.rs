@@ -20,6 +20,13 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
+        // Backends block (SQLite fsyncs, SMTP round trips): their imports are async on the host so
+        // that `serve` can move the blocking call off the request's executor thread.
+        imports: {
+            "mfa-step:plugin/store": async,
+            "mfa-step:plugin/mailer": async,
+            "mfa-step:plugin/audit": async,
+        },
         exports: { default: async },
         require_store_data_send: true,
         with: {
