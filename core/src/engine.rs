@@ -11,11 +11,16 @@
 //! ```
 //!
 //! ## Failing closed
-//! Each operation changes state first, then writes its audit record, then reports success. If the
-//! audit sink fails, the change is undone where undoing is safe (a consumed code is given back, an
-//! opened challenge is withdrawn) and the caller gets [`Error::Audit`]. If the store fails, the caller
-//! gets [`Error::Store`] and no code is accepted or sent. A code is mailed only after it is stored and
-//! its `code_sent` record is written; a mail failure is recorded as `code_delivery_failed`.
+//! Each operation first reserves its audit record's sequence number (in the store), then makes its
+//! change, then appends the record to the audit sink, then reports success. So a store that fails
+//! part-way fails *before* the change or inside it, never between the change and its record; and if
+//! the sink refuses the record, the change is undone (a consumed code is given back, an opened
+//! challenge is withdrawn) and the caller gets [`Error::Audit`]. Only a sink failure followed by a
+//! store failure during the undo can leave a change behind, and then the change is one that grants
+//! nothing by itself (an open challenge, a spent code: the user asks for a new email). A code is
+//! mailed only after it is stored and its `code_sent` record is written; a mail failure is recorded as
+//! `code_delivery_failed`. A store failure part-way may cost the user budget (an email counted, a
+//! guess counted) but never grants anything: counters only ever err towards refusing.
 //!
 //! ## No enumeration
 //! A wrong code, an expired code, a used code, an unknown challenge and a user the component has never
@@ -190,11 +195,12 @@ impl Engine<'_> {
         };
         let challenge_key = keys::challenge(who.org, who.user);
         let previous = self.store.get(&challenge_key).map_err(Error::store)?;
+        let seq = self.reserve(who.org)?;
         self.put(&challenge_key, &challenge)?;
         let event = who
             .event(Action::ChallengeStarted, Outcome::Success)
             .reason(&why.rule);
-        if let Err(e) = self.record(event.challenge(&challenge.id), now, rng) {
+        if let Err(e) = self.append(seq, event.challenge(&challenge.id), now, rng) {
             // Withdraw the challenge: the login must not proceed on an unrecorded step.
             let _ = match &previous {
                 Some(bytes) => self.store.set(&challenge_key, bytes),
@@ -291,7 +297,14 @@ impl Engine<'_> {
                     .store
                     .increment(&keys::attempts(&challenge.id, code.generation), 0)
                     .map_err(Error::store)?;
-                (guesses < throttle::MAX_GUESSES_PER_CODE).then(|| code.clone())
+                // A spent code is dead too. Its challenge normally goes with it, but a store failure
+                // during `verify` can leave both behind; re-sending it would mail a code that can
+                // only be refused, for the rest of its lifetime.
+                let used = self
+                    .store
+                    .increment(&keys::used(&challenge.id, code.generation), 0)
+                    .map_err(Error::store)?;
+                (guesses < throttle::MAX_GUESSES_PER_CODE && used == 0).then(|| code.clone())
             }
             _ => None,
         };
@@ -308,6 +321,9 @@ impl Engine<'_> {
         challenge.expires_at = challenge.expires_at.max(code.expires_at);
         challenge.code = Some(code.clone());
         log.0.push(now);
+        let seq = self.reserve(who.org)?;
+        // The log first: if the store fails between the two writes, the user has one email fewer
+        // in the window (the safe direction), never an email that the window did not count.
         self.put(&log_key, &log)?;
         self.put(&challenge_key, &challenge)?;
         let action = if resent {
@@ -315,7 +331,8 @@ impl Engine<'_> {
         } else {
             Action::CodeSent
         };
-        self.record(
+        self.append(
+            seq,
             who.event(action, Outcome::Success).challenge(&challenge.id),
             now,
             rng,
@@ -428,15 +445,20 @@ impl Engine<'_> {
             self.settings.code_digits,
         );
         let matches = expected.ct_eq(&submitted);
+        // The sequence number of whichever record this guess ends in, once it is known to need one
+        // before an effect.
+        let mut reserved = None;
         if live.is_some() && guesses > throttle::MAX_GUESSES_PER_CODE {
             reason = "code-guesses-exhausted";
         } else if live.is_some() && matches {
+            let seq = self.reserve(who.org)?;
+            reserved = Some(seq);
             let used_key = keys::used(challenge_id, generation);
             if self.store.increment(&used_key, 1).map_err(Error::store)? == 1 {
                 let event = who
                     .event(Action::CodeVerified, Outcome::Success)
                     .challenge(challenge_id);
-                if let Err(e) = self.record(event, now, rng) {
+                if let Err(e) = self.append(seq, event, now, rng) {
                     // Give the code and the guess back: nothing took effect.
                     let _ = self.store.increment(&used_key, -1);
                     let _ = self.store.increment(&failures_key, -1);
@@ -459,7 +481,11 @@ impl Engine<'_> {
         self.put(&keys::last_failure(who.org, who.user), &now)?;
         let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
         let window_failures = self.store.increment(&window_key, 1).map_err(Error::store)?;
-        self.record(rejected(reason), now, rng)?;
+        let seq = match reserved {
+            Some(seq) => seq,
+            None => self.reserve(who.org)?,
+        };
+        self.append(seq, rejected(reason), now, rng)?;
         if failures == throttle::LOCK_AT || window_failures == throttle::WINDOW_CAP {
             let why = if failures == throttle::LOCK_AT {
                 "consecutive-failures"
@@ -553,19 +579,25 @@ impl Engine<'_> {
         }
     }
 
-    /// Writes one audit record: allocates its sequence number with the atomic counter, then appends.
-    fn record<R: CryptoRng + ?Sized>(
+    /// Allocates the next sequence number of `org`'s audit stream (the store's atomic counter).
+    /// Done *before* an effect, so that the effect's last step is the append to the sink: a store
+    /// that fails mid-operation then fails before the effect, never between it and its record.
+    fn reserve(&self, org: &str) -> Result<u64> {
+        let seq = self
+            .store
+            .increment(&keys::audit_seq(org), 1)
+            .map_err(Error::store)?;
+        u64::try_from(seq).map_err(|_| Error::Store("audit sequence is negative".to_owned()))
+    }
+
+    /// Appends one audit record under a reserved sequence number.
+    fn append<R: CryptoRng + ?Sized>(
         &self,
+        seq: u64,
         event: Event,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
-        let seq = self
-            .store
-            .increment(&keys::audit_seq(&event.org), 1)
-            .map_err(Error::store)?;
-        let seq = u64::try_from(seq)
-            .map_err(|_| Error::Store("audit sequence is negative".to_owned()))?;
         let id = otp::new_id(rng);
         let entry = AuditEntry {
             org_id: event.org.clone(),
@@ -575,5 +607,16 @@ impl Engine<'_> {
             line: event.line(&id, seq, now),
         };
         self.audit.append(&entry).map_err(Error::audit)
+    }
+
+    /// Writes one audit record for an event that changes nothing (a refusal, a throttle).
+    fn record<R: CryptoRng + ?Sized>(
+        &self,
+        event: Event,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let seq = self.reserve(&event.org)?;
+        self.append(seq, event, now, rng)
     }
 }

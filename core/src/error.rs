@@ -24,19 +24,23 @@ pub enum Error {
         retry_after: u32,
     },
     /// Too many consecutive wrong codes.
-    #[error("too many wrong codes: this account's MFA is locked until an administrator resets it")]
+    #[error("too many wrong codes: MFA is locked for this account; an administrator can unlock it")]
     Locked,
     /// The caller may not do this.
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
     /// The store failed; nothing took effect.
-    #[error("storage is unavailable, nothing was changed; try again: {0}")]
+    #[error(
+        "storage is unavailable; the call did not complete and granted nothing; try again: {0}"
+    )]
     Store(String),
     /// The mailer failed; the code was not delivered.
     #[error("the email could not be sent; try again: {0}")]
     Mail(String),
     /// The audit sink failed; the operation did not take effect.
-    #[error("the audit trail is unavailable, nothing took effect; try again: {0}")]
+    #[error(
+        "the audit trail is unavailable; the call did not complete and granted nothing; try again: {0}"
+    )]
     Audit(String),
     /// The host's configuration is missing or out of bounds.
     #[error("misconfigured: {0}")]

@@ -21,7 +21,8 @@
 //!
 //!  F < 5 ──wrong──▶ F+1           no delay
 //!  5 ≤ F < 20      next try waits 30 s · 2^(F−5), at most 1 h
-//!  F ≥ 20 or W ≥ 50 ─────────▶ [locked]  begin is denied, verify and send refused, until an admin reset
+//!  F ≥ 20 ─────────▶ [locked]  begin denied, verify and send refused, until an admin reset
+//!  W ≥ 50 ─────────▶ [locked]  the same, until the 30-day window ends or an admin reset
 //! ```
 //! Each code also dies after 5 guesses (`MAX_GUESSES_PER_CODE`), so the user must ask for a new
 //! email, and emails are capped as above.
