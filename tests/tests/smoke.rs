@@ -1,5 +1,10 @@
 //! The smallest end-to-end proof: the compiled component issues a code, and the code works once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 mod common;
 use common::*;
@@ -12,5 +17,8 @@ async fn a_code_works_once_through_the_component() {
     h.send_code(&c, &id).await.unwrap();
     let code = h.last_code();
     assert!(h.verify(&c, &id, &code).await.is_ok());
-    assert_eq!(kind(&h.verify(&c, &id, &code).await), Some(host_harness::wit::ErrorKind::Rejected));
+    assert_eq!(
+        kind(&h.verify(&c, &id, &code).await),
+        Some(host_harness::wit::ErrorKind::Rejected)
+    );
 }

@@ -1,8 +1,16 @@
 //! Shared test harness: the compiled component (compiled once per test binary), fault-injectable
 //! in-memory backends, a test clock, and helpers to call the component as an IdP would (function
 //! exports) or as a REST client would (the HTTP export, in-process).
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,12 +33,20 @@ static PLUGIN: OnceLock<Arc<Runtime>> = OnceLock::new();
 
 /// The `http-app` component, compiled once per test binary.
 pub fn http_app() -> Arc<Runtime> {
-    HTTP_APP.get_or_init(|| Arc::new(Runtime::new(World::HttpApp).expect("compile the http-app component"))).clone()
+    HTTP_APP
+        .get_or_init(|| {
+            Arc::new(Runtime::new(World::HttpApp).expect("compile the http-app component"))
+        })
+        .clone()
 }
 
 /// The `plugin` component, compiled once per test binary.
 pub fn plugin() -> Arc<Runtime> {
-    PLUGIN.get_or_init(|| Arc::new(Runtime::new(World::Plugin).expect("compile the plugin component"))).clone()
+    PLUGIN
+        .get_or_init(|| {
+            Arc::new(Runtime::new(World::Plugin).expect("compile the plugin component"))
+        })
+        .clone()
 }
 
 pub struct Harness {
@@ -60,7 +76,11 @@ impl Harness {
         Self::with(plugin(), Arc::new(MemoryStore::new()), default_config())
     }
 
-    pub fn with(runtime: Arc<Runtime>, store: Arc<dyn Store + Send + Sync>, config: Config) -> Self {
+    pub fn with(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn Store + Send + Sync>,
+        config: Config,
+    ) -> Self {
         let faults = Faults::new();
         let clock = TestClock::at(T0);
         let tracked = Arc::new(KeyTracker::new(store));
@@ -74,13 +94,27 @@ impl Harness {
             audit: audit.clone(),
             config,
             clock: Clock::Test(clock.clone()),
+            offload: true,
         };
-        Self { runtime, backends, clock, faults, mailer, audit, store, tracked }
+        Self {
+            runtime,
+            backends,
+            clock,
+            faults,
+            mailer,
+            audit,
+            store,
+            tracked,
+        }
     }
 
     pub async fn begin(&self, ctx: &wit::LoginContext) -> Result<Decision, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
-        plugin.mfa_step_plugin_login_step().call_begin(&mut store, ctx).await.expect("no trap")
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_begin(&mut store, ctx)
+            .await
+            .expect("no trap")
     }
 
     /// `begin`, expecting a challenge; returns its id.
@@ -91,19 +125,40 @@ impl Harness {
         }
     }
 
-    pub async fn send_code(&self, ctx: &wit::LoginContext, id: &str) -> Result<wit::CodeSent, MfaError> {
+    pub async fn send_code(
+        &self,
+        ctx: &wit::LoginContext,
+        id: &str,
+    ) -> Result<wit::CodeSent, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
-        plugin.mfa_step_plugin_login_step().call_send_code(&mut store, ctx, id).await.expect("no trap")
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_send_code(&mut store, ctx, id)
+            .await
+            .expect("no trap")
     }
 
-    pub async fn verify(&self, ctx: &wit::LoginContext, id: &str, code: &str) -> Result<wit::Verified, MfaError> {
+    pub async fn verify(
+        &self,
+        ctx: &wit::LoginContext,
+        id: &str,
+        code: &str,
+    ) -> Result<wit::Verified, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
-        plugin.mfa_step_plugin_login_step().call_verify(&mut store, ctx, id, code, false).await.expect("no trap")
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_verify(&mut store, ctx, id, code, false)
+            .await
+            .expect("no trap")
     }
 
     pub async fn status(&self, ctx: &wit::LoginContext) -> Result<wit::UserStatus, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
-        plugin.mfa_step_plugin_login_step().call_status(&mut store, ctx).await.expect("no trap")
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_status(&mut store, ctx)
+            .await
+            .expect("no trap")
     }
 
     /// The code in the last email, read the way a person reads it: from the plain-text part.
@@ -118,38 +173,87 @@ impl Harness {
 
     /// The audit actions recorded so far, in order.
     pub fn actions(&self) -> Vec<String> {
-        self.audit.inner().entries().into_iter().map(|e| e.action).collect()
+        self.audit
+            .inner()
+            .entries()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
     }
 
     /// One in-process HTTP request to the component's REST API: status and JSON body.
-    pub async fn http(&self, method: &str, path: &str, api_key: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-        let reply = self.http_full(method, path, api_key, body.as_bytes().to_vec()).await;
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        api_key: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let reply = self
+            .http_full(method, path, api_key, body.as_bytes().to_vec())
+            .await;
         (reply.status, reply.json)
     }
 
     /// One in-process HTTP request to the component's REST API, with the response headers.
-    pub async fn http_full(&self, method: &str, path: &str, api_key: Option<&str>, body: Vec<u8>) -> HttpReply {
+    pub async fn http_full(
+        &self,
+        method: &str,
+        path: &str,
+        api_key: Option<&str>,
+        body: Vec<u8>,
+    ) -> HttpReply {
         let auth = api_key.map(|key| format!("Bearer {key}"));
         self.http_raw(method, path, auth.as_deref(), body).await
     }
 
     /// One in-process HTTP request with an arbitrary `Authorization` header value (or none).
-    pub async fn http_raw(&self, method: &str, path: &str, authorization: Option<&str>, body: Vec<u8>) -> HttpReply {
-        let mut req = hyper::Request::builder().method(method).uri(format!("http://localhost{path}"));
+    pub async fn http_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> HttpReply {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://localhost{path}"));
         if let Some(value) = authorization {
             req = req.header("authorization", value);
         }
-        let req = req.header("content-type", "application/json").body(Full::new(Bytes::from(body))).unwrap();
-        let resp = self.runtime.handle(&self.backends, req).await.expect("the component answers");
+        let req = req
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self
+            .runtime
+            .handle(&self.backends, req)
+            .await
+            .expect("the component answers");
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
             .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or_default().to_owned()))
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    value.to_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect();
-        let bytes = resp.into_body().collect().await.expect("read the body").to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("read the body")
+            .to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        HttpReply { status, headers, json, body: bytes.to_vec() }
+        HttpReply {
+            status,
+            headers,
+            json,
+            body: bytes.to_vec(),
+        }
     }
 
     /// Every audit record so far, parsed (each line is one JSON object).
@@ -190,7 +294,11 @@ pub struct HttpReply {
 impl HttpReply {
     /// Every value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The error kind, for an error body.
@@ -212,7 +320,10 @@ pub struct KeyTracker {
 
 impl KeyTracker {
     pub fn new(inner: Arc<dyn Store + Send + Sync>) -> Self {
-        Self { inner, keys: std::sync::Mutex::new(std::collections::BTreeSet::new()) }
+        Self {
+            inner,
+            keys: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+        }
     }
 
     fn note(&self, key: &str) {
@@ -241,7 +352,13 @@ impl KeyTracker {
 
     /// The tracked keys that start with `prefix`.
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.keys.lock().unwrap().iter().filter(|k| k.starts_with(prefix)).cloned().collect()
+        self.keys
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 }
 
@@ -269,7 +386,10 @@ impl Store for KeyTracker {
 
 /// The first line of `text` that is only digits (the code's own line in the email).
 pub fn code_in(text: &str) -> Option<String> {
-    text.lines().map(str::trim).find(|l| l.len() >= 6 && l.bytes().all(|b| b.is_ascii_digit())).map(str::to_owned)
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.len() >= 6 && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned)
 }
 
 /// A store shared with the test (so it can be inspected), behind the `Store` trait.
@@ -320,7 +440,11 @@ pub fn ctx(user: &str) -> wit::LoginContext {
 /// A code that is certainly not `code`.
 pub fn wrong(code: &str) -> String {
     let n: u64 = code.parse().unwrap();
-    format!("{:0width$}", (n + 1) % 10u64.pow(code.len() as u32), width = code.len())
+    format!(
+        "{:0width$}",
+        (n + 1) % 10u64.pow(code.len() as u32),
+        width = code.len()
+    )
 }
 
 pub fn kind(r: &Result<impl std::fmt::Debug, MfaError>) -> Option<ErrorKind> {
