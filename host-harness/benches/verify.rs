@@ -110,7 +110,7 @@ fn native(c: &mut Criterion) {
     });
 }
 
-fn backends() -> (Backends, Arc<MemoryMailer>) {
+fn backends(offload: bool) -> (Backends, Arc<MemoryMailer>) {
     let mailer = Arc::new(MemoryMailer::new());
     let backends = Backends {
         store: Arc::new(MemoryStore::new()),
@@ -118,21 +118,31 @@ fn backends() -> (Backends, Arc<MemoryMailer>) {
         audit: Arc::new(MemoryAuditSink::new()),
         config: Config::new([("hmac_key", HMAC_KEY)]),
         clock: Clock::Test(TestClock::at(T0)),
+        offload,
     };
     (backends, mailer)
 }
 
 fn component(c: &mut Criterion) {
+    for offload in [false, true] {
+        component_with(c, offload);
+    }
+}
+
+/// With `offload`, every backend call goes through tokio's blocking pool, as `serve` does for SQLite
+/// and SMTP; without, the in-memory backends are called inline and only the component boundary is measured.
+fn component_with(c: &mut Criterion, offload: bool) {
+    let suffix = if offload { " (backends offloaded)" } else { "" };
     let runtime = Runtime::new(World::HttpApp).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (backends, mailer) = backends();
+    let (backends, mailer) = backends(offload);
     let mut n = 0u64;
 
     let (mut store, plugin) = rt.block_on(runtime.instantiate(&backends)).unwrap();
-    c.bench_function("verify/warm instance", |b| {
+    c.bench_function(&format!("verify/warm instance{suffix}"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let step = plugin.mfa_step_plugin_login_step();
@@ -162,7 +172,7 @@ fn component(c: &mut Criterion) {
         });
     });
 
-    c.bench_function("verify/fresh instance per call", |b| {
+    c.bench_function(&format!("verify/fresh instance per call{suffix}"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;

@@ -68,6 +68,10 @@ pub struct Backends {
     pub config: Config,
     /// Behind `wasi:clocks`.
     pub clock: Clock,
+    /// Run backend calls on tokio's blocking pool. True for anything that touches a disk or the
+    /// network (SQLite, SMTP, files), so that one slow call cannot stall other requests; false only
+    /// for in-memory backends, where the hand-off would cost far more than the call (BENCHMARKS.md).
+    pub offload: bool,
 }
 
 /// One request's store data.
@@ -115,11 +119,16 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Runs a blocking backend call on tokio's blocking pool, so that a slow disk or mail server holds
-/// up only the request waiting for it, never the executor threads serving other requests.
+/// Runs a blocking backend call on tokio's blocking pool (when `offload` is set), so that a slow disk
+/// or mail server holds up only the request waiting for it, never the executor threads serving other
+/// requests.
 async fn blocking<T: Send + 'static>(
+    offload: bool,
     call: impl FnOnce() -> PortResult<T> + Send + 'static,
 ) -> PortResult<T> {
+    if !offload {
+        return call();
+    }
     tokio::task::spawn_blocking(call)
         .await
         .map_err(|e| PortError(format!("the backend call did not complete: {e}")))?
@@ -137,29 +146,31 @@ fn store_error(e: PortError) -> store::StoreError {
 impl store::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(move || store.get(&key)).await.map_err(store_error)
+        blocking(self.backends.offload, move || store.get(&key))
+            .await
+            .map_err(store_error)
     }
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(move || store.set(&key, &value))
+        blocking(self.backends.offload, move || store.set(&key, &value))
             .await
             .map_err(store_error)
     }
     async fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(move || store.delete(&key))
+        blocking(self.backends.offload, move || store.delete(&key))
             .await
             .map_err(store_error)
     }
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(move || store.increment(&key, delta))
+        blocking(self.backends.offload, move || store.increment(&key, delta))
             .await
             .map_err(store_error)
     }
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(move || store.list_keys(&prefix))
+        blocking(self.backends.offload, move || store.list_keys(&prefix))
             .await
             .map_err(store_error)
     }
@@ -175,7 +186,7 @@ impl mailer::Host for HostState {
             text: message.text,
         };
         let mailer = self.backends.mailer.clone();
-        blocking(move || mailer.send(&mail))
+        blocking(self.backends.offload, move || mailer.send(&mail))
             .await
             .map_err(|e| mailer::MailError::Unavailable(e.0))
     }
@@ -191,7 +202,7 @@ impl audit::Host for HostState {
             line: entry.line,
         };
         let sink = self.backends.audit.clone();
-        blocking(move || sink.append(&entry))
+        blocking(self.backends.offload, move || sink.append(&entry))
             .await
             .map_err(|e| audit::AuditError::Unavailable(e.0))
     }

@@ -211,6 +211,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         audit,
         config,
         clock: Clock::System,
+        offload: true,
     };
 
     if args.demo {
