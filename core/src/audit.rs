@@ -52,6 +52,14 @@ pub enum Action {
     VerifyThrottled,
     /// The user just became locked.
     UserLocked,
+    /// A browser was remembered (or its trust renewed).
+    DeviceTrusted,
+    /// A remembered browser was asked for a code anyway (reason: new browser, new network, expired).
+    DeviceChallenged,
+    /// A remembered browser was forgotten (by its owner, an admin, a credential change, the limit).
+    DeviceRevoked,
+    /// A token that had been rotated away was presented: the device was revoked.
+    DeviceTokenReuse,
 }
 
 impl Action {
@@ -70,6 +78,10 @@ impl Action {
             Self::SendThrottled => "send_throttled",
             Self::VerifyThrottled => "verify_throttled",
             Self::UserLocked => "user_locked",
+            Self::DeviceTrusted => "device_trusted",
+            Self::DeviceChallenged => "device_challenged",
+            Self::DeviceRevoked => "device_revoked",
+            Self::DeviceTokenReuse => "device_token_reuse",
         }
     }
 }

@@ -34,14 +34,15 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Action, Event, Outcome};
 use crate::error::{Error, Result};
 use crate::model::{
-    ChallengeView, CodeSent, Decision, Denied, Explanation, LoginContext, Purpose, UserStatus,
-    Verified,
+    Allowed, ChallengeView, CodeSent, Decision, Denied, Explanation, LoginContext, Purpose,
+    UserStatus, Verified,
 };
 use crate::ports::{AuditEntry, AuditSink, Mailer, Store};
 use crate::secret::{HmacKey, OtpCode};
 use crate::settings::Settings;
 use crate::throttle::{self, GuessState, SendLog};
 use crate::time::Timestamp;
+use crate::trust::DeviceCheck;
 use crate::{email, input, keys, otp};
 
 /// A code that was sent: its seed, never the code.
@@ -77,15 +78,15 @@ struct StoredChallenge {
 }
 
 /// Who a login-step call is about, for records and keys.
-struct Who<'c> {
-    org: &'c str,
-    user: &'c str,
-    ip: String,
-    user_agent: &'c str,
+pub(crate) struct Who<'c> {
+    pub(crate) org: &'c str,
+    pub(crate) user: &'c str,
+    pub(crate) ip: String,
+    pub(crate) user_agent: &'c str,
 }
 
 impl<'c> Who<'c> {
-    fn of(ctx: &'c LoginContext, ip: std::net::IpAddr) -> Self {
+    pub(crate) fn of(ctx: &'c LoginContext, ip: std::net::IpAddr) -> Self {
         Self {
             org: &ctx.org_id,
             user: &ctx.user_id,
@@ -94,7 +95,7 @@ impl<'c> Who<'c> {
         }
     }
 
-    fn event(&self, action: Action, outcome: Outcome) -> Event {
+    pub(crate) fn event(&self, action: Action, outcome: Outcome) -> Event {
         Event {
             org: self.org.to_owned(),
             actor: self.user.to_owned(),
@@ -110,9 +111,10 @@ impl<'c> Who<'c> {
     }
 }
 
-trait EventExt {
+pub(crate) trait EventExt {
     fn reason(self, reason: &str) -> Self;
     fn challenge(self, id: &str) -> Self;
+    fn device(self, id: &str) -> Self;
 }
 
 impl EventExt for Event {
@@ -122,6 +124,10 @@ impl EventExt for Event {
     }
     fn challenge(mut self, id: &str) -> Self {
         self.challenge_id = Some(id.to_owned());
+        self
+    }
+    fn device(mut self, id: &str) -> Self {
+        self.device_id = Some(id.to_owned());
         self
     }
 }
@@ -181,9 +187,46 @@ impl Engine<'_> {
             )?;
             return Ok(Decision::Deny(Denied { why }));
         }
-        // The policies issue replaces this with the org → role → user precedence; the devices
-        // issue lets a trusted device allow the login here.
-        let why = mfa_required();
+        // The policies issue puts the org → role → user precedence in front of this: a login that
+        // no rule requires MFA for is allowed before any device is looked at.
+        let why = match self.check_device(ctx, &who, ip, now, rng)? {
+            DeviceCheck::Trusted {
+                device_id,
+                expires_at,
+                set_cookie,
+            } => {
+                let why = Explanation {
+                    rule: "device:trusted".to_owned(),
+                    message: format!("This browser is trusted until {}.", expires_at.rfc3339()),
+                };
+                let seq = self.reserve(who.org)?;
+                let event = who
+                    .event(Action::AccessAllowed, Outcome::Success)
+                    .reason(&why.rule);
+                if let Err(e) = self.append(seq, event.device(&device_id), now, rng) {
+                    if set_cookie.is_some() {
+                        self.unrotate(who.org, who.user, &device_id);
+                    }
+                    return Err(e);
+                }
+                return Ok(Decision::Allow(Allowed {
+                    why,
+                    device_id: Some(device_id),
+                    set_cookie,
+                }));
+            }
+            DeviceCheck::Changed { device_id, change } => {
+                let event = who
+                    .event(Action::DeviceChallenged, Outcome::Denied)
+                    .reason(change.rule());
+                self.record(event.device(&device_id), now, rng)?;
+                Explanation {
+                    rule: change.rule().to_owned(),
+                    message: change.message().to_owned(),
+                }
+            }
+            DeviceCheck::Reused | DeviceCheck::Absent => mfa_required(),
+        };
         let challenge = StoredChallenge {
             v: 1,
             id: otp::new_id(rng),
@@ -380,7 +423,7 @@ impl Engine<'_> {
         ctx: &LoginContext,
         challenge_id: &str,
         code: &str,
-        _remember_device: bool,
+        remember_device: bool,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<Verified> {
@@ -469,10 +512,19 @@ impl Engine<'_> {
                 let _ = self.store.delete(&challenge_key);
                 let _ = self.store.delete(&failures_key);
                 let _ = self.store.delete(&keys::last_failure(who.org, who.user));
+                // Remembering the browser is a convenience on top of a completed login: if it
+                // fails (store or audit), the login stands and the browser is simply asked again.
+                let trusted = if remember_device {
+                    self.trust_device(ctx, &who, ip, now, rng).ok().flatten()
+                } else {
+                    None
+                };
+                let (device_id, set_cookie) =
+                    trusted.map_or((None, None), |(id, cookie)| (Some(id), Some(cookie)));
                 return Ok(Verified {
                     amr: vec!["otp".to_owned(), "mfa".to_owned()],
-                    device_id: None,
-                    set_cookie: None,
+                    device_id,
+                    set_cookie,
                 });
             }
             reason = "code-already-used";
@@ -538,7 +590,7 @@ impl Engine<'_> {
         })
     }
 
-    fn guess_state(&self, who: &Who<'_>, now: Timestamp) -> Result<GuessState> {
+    pub(crate) fn guess_state(&self, who: &Who<'_>, now: Timestamp) -> Result<GuessState> {
         let failures = self
             .store
             .increment(&keys::failures(who.org, who.user), 0)
@@ -560,12 +612,12 @@ impl Engine<'_> {
     /// Reads a JSON value. A value that does not parse (a foreign or corrupt record) reads as absent:
     /// for every key here, absent is the restrictive answer (no challenge, empty log, no last failure
     /// — the counters, which cannot be corrupted this way, carry the limits).
-    fn load_json<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
+    pub(crate) fn load_json<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
         let bytes = self.store.get(key).map_err(Error::store)?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+    pub(crate) fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| Error::Store(e.to_string()))?;
         self.store.set(key, &bytes).map_err(Error::store)
     }
@@ -582,7 +634,7 @@ impl Engine<'_> {
     /// Allocates the next sequence number of `org`'s audit stream (the store's atomic counter).
     /// Done *before* an effect, so that the effect's last step is the append to the sink: a store
     /// that fails mid-operation then fails before the effect, never between it and its record.
-    fn reserve(&self, org: &str) -> Result<u64> {
+    pub(crate) fn reserve(&self, org: &str) -> Result<u64> {
         let seq = self
             .store
             .increment(&keys::audit_seq(org), 1)
@@ -591,7 +643,7 @@ impl Engine<'_> {
     }
 
     /// Appends one audit record under a reserved sequence number.
-    fn append<R: CryptoRng + ?Sized>(
+    pub(crate) fn append<R: CryptoRng + ?Sized>(
         &self,
         seq: u64,
         event: Event,
@@ -610,7 +662,7 @@ impl Engine<'_> {
     }
 
     /// Writes one audit record for an event that changes nothing (a refusal, a throttle).
-    fn record<R: CryptoRng + ?Sized>(
+    pub(crate) fn record<R: CryptoRng + ?Sized>(
         &self,
         event: Event,
         now: Timestamp,

@@ -286,3 +286,73 @@ fn no_secret_reaches_the_audit_trail() {
         assert!(!entry.line.contains(&c.email), "{}", entry.line);
     }
 }
+
+fn cookie_value(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
+#[test]
+fn a_remembered_browser_skips_the_code_rotates_and_catches_a_replayed_token() {
+    let mut w = World::new();
+    let mut c = ctx("dr-k");
+    c.device.traits.user_agent = "Mozilla/5.0 (Windows NT 10.0) Chrome/131.0 Safari/537.36".into();
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let engine = Engine {
+        store: &w.store,
+        mailer: &w.mailer,
+        audit: &w.audit,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let verified = engine.verify(&c, &id, &code, true, T0, &mut w.rng).unwrap();
+    let first = cookie_value(verified.set_cookie.as_deref().unwrap());
+
+    c.device.cookie = Some(first.clone());
+    let Decision::Allow(allowed) = engine.begin(&c, T0.plus(3600), &mut w.rng).unwrap() else {
+        panic!("trusted")
+    };
+    assert_eq!(allowed.why.rule, "device:trusted");
+    let second = cookie_value(allowed.set_cookie.as_deref().unwrap());
+    assert_ne!(first, second, "a trusted login rotates the token");
+    assert_eq!(w.mailer.sent.borrow().len(), 1, "no code was mailed");
+
+    // The old token after the grace period: replayed, so the device is revoked.
+    c.device.cookie = Some(first);
+    let d = engine.begin(&c, T0.plus(3600 + 61), &mut w.rng).unwrap();
+    assert!(matches!(d, Decision::Challenge(_)), "{d:?}");
+    c.device.cookie = Some(second);
+    let d = engine.begin(&c, T0.plus(3600 + 62), &mut w.rng).unwrap();
+    assert!(
+        matches!(d, Decision::Challenge(_)),
+        "the revoked device's newest token is dead too: {d:?}"
+    );
+    assert!(w.audit.actions().contains(&"device_token_reuse".to_owned()));
+}
+
+#[test]
+fn another_browser_on_the_same_device_cookie_is_asked_again() {
+    let mut w = World::new();
+    let mut c = ctx("dr-l");
+    c.device.traits.user_agent = "Mozilla/5.0 (Windows NT 10.0) Chrome/130.0 Safari/537.36".into();
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let engine = Engine {
+        store: &w.store,
+        mailer: &w.mailer,
+        audit: &w.audit,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let verified = engine.verify(&c, &id, &code, true, T0, &mut w.rng).unwrap();
+    c.device.cookie = Some(cookie_value(verified.set_cookie.as_deref().unwrap()));
+    c.device.traits.user_agent =
+        "Mozilla/5.0 (Windows NT 10.0; rv:133.0) Gecko/20100101 Firefox/133.0".into();
+    let Decision::Challenge(ch) = engine.begin(&c, T0.plus(10), &mut w.rng).unwrap() else {
+        panic!("asked again")
+    };
+    assert_eq!(ch.why.rule, "device:new-browser");
+}

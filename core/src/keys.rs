@@ -47,3 +47,18 @@ pub fn send_bucket(org: &str, user: &str, bucket: i64) -> String {
 pub fn audit_seq(org: &str) -> String {
     format!("v1:audit-seq:{org}")
 }
+/// One trusted device (value).
+#[must_use]
+pub fn device(org: &str, user: &str, device_id: &str) -> String {
+    format!("v1:device:{org}:{user}:{device_id}")
+}
+/// The prefix of all of a user's devices.
+#[must_use]
+pub fn devices_of(org: &str, user: &str) -> String {
+    format!("v1:device:{org}:{user}:")
+}
+/// Rotations of one device generation (counter): the first login to take it to 1 rotates.
+#[must_use]
+pub fn device_rotation(device_id: &str, generation: u64) -> String {
+    format!("v1:device-rotation:{device_id}:{generation}")
+}

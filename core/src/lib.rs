@@ -9,6 +9,7 @@
 //! The component (`guest/`) and the hosts are adapters over this crate: they translate, never decide.
 
 pub mod audit;
+pub mod devices;
 pub mod email;
 pub mod engine;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod secret;
 pub mod settings;
 pub mod throttle;
 pub mod time;
+mod trust;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

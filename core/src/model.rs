@@ -195,3 +195,30 @@ pub struct UserStatus {
     /// When the window next allows a send, if it refuses now.
     pub next_send_at: Option<Timestamp>,
 }
+
+/// One trusted device, as its owner sees it. See `device-info` in the WIT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Identifier, to revoke it.
+    pub device_id: String,
+    /// e.g. "Chrome on Windows".
+    pub label: String,
+    /// First trusted.
+    pub first_trusted_at: Timestamp,
+    /// Last let a login through.
+    pub last_used_at: Timestamp,
+    /// Coarse network last seen.
+    pub last_network: String,
+    /// Trust ends.
+    pub expires_at: Timestamp,
+}
+
+/// A credential change the IdP reports. See `credential-change` in the WIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialChange {
+    /// The password changed.
+    PasswordChanged,
+    /// MFA was reset.
+    MfaReset,
+}

@@ -17,6 +17,14 @@ pub struct Settings {
     pub send_window_seconds: i64,
     /// How long a challenge (one login attempt) lives: 300 to 3600 s.
     pub challenge_ttl_seconds: i64,
+    /// Days a remembered browser stays trusted: 0 (never remember) to 30.
+    pub trust_days: u8,
+    /// Whether users may ask to be remembered at all.
+    pub allow_remember_device: bool,
+    /// IPv4 prefix length whose change re-asks a trusted device: 8 to 32.
+    pub ipv4_change_prefix: u8,
+    /// IPv6 prefix length whose change re-asks a trusted device: 16 to 128.
+    pub ipv6_change_prefix: u8,
 }
 
 impl Default for Settings {
@@ -27,6 +35,10 @@ impl Default for Settings {
             sends_per_window: 3,
             send_window_seconds: 300,
             challenge_ttl_seconds: 1800,
+            trust_days: 30,
+            allow_remember_device: true,
+            ipv4_change_prefix: 16,
+            ipv6_change_prefix: 48,
         }
     }
 }
@@ -58,6 +70,24 @@ impl Settings {
         let d = Self::default();
         let digits = bounded(&lookup, "code_digits", d.code_digits.into(), 6, 9)?;
         let sends = bounded(&lookup, "sends_per_window", d.sends_per_window.into(), 1, 3)?;
+        let small = |name: &str, default: u8, min: i64, max: i64| -> Result<u8> {
+            bounded(&lookup, name, default.into(), min, max)
+                .map(|v| u8::try_from(v).unwrap_or(default))
+        };
+        let trust_days = small("trust_days", d.trust_days, 0, 30)?;
+        let ipv4_change_prefix = small("ipv4_change_prefix", d.ipv4_change_prefix, 8, 32)?;
+        let ipv6_change_prefix = small("ipv6_change_prefix", d.ipv6_change_prefix, 16, 128)?;
+        let allow_remember_device = match lookup("allow_remember_device").as_deref().map(str::trim)
+        {
+            None => d.allow_remember_device,
+            Some("true") => true,
+            Some("false") => false,
+            Some(_) => {
+                return Err(Error::Misconfigured(
+                    "allow_remember_device must be true or false".to_owned(),
+                ));
+            }
+        };
         Ok(Self {
             code_ttl_seconds: bounded(&lookup, "code_ttl_seconds", d.code_ttl_seconds, 60, 600)?,
             code_digits: u8::try_from(digits).unwrap_or(d.code_digits),
@@ -76,6 +106,10 @@ impl Settings {
                 300,
                 3600,
             )?,
+            trust_days,
+            allow_remember_device,
+            ipv4_change_prefix,
+            ipv6_change_prefix,
         })
     }
 }

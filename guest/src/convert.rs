@@ -119,3 +119,31 @@ pub(crate) fn error(e: core::Error) -> wit::MfaError {
         retry_after_seconds,
     }
 }
+
+pub(crate) fn actor(a: wit::Actor) -> core::Actor {
+    core::Actor {
+        user_id: a.user_id,
+        org_id: a.org_id,
+        roles: a.roles,
+        ip: a.ip,
+        user_agent: a.user_agent,
+    }
+}
+
+pub(crate) fn device_info(d: core::DeviceInfo) -> wit::DeviceInfo {
+    wit::DeviceInfo {
+        device_id: d.device_id,
+        label: d.label,
+        first_trusted_at: d.first_trusted_at.0,
+        last_used_at: d.last_used_at.0,
+        last_network: d.last_network,
+        expires_at: d.expires_at.0,
+    }
+}
+
+pub(crate) fn credential_change(c: wit::CredentialChange) -> core::CredentialChange {
+    match c {
+        wit::CredentialChange::PasswordChanged => core::CredentialChange::PasswordChanged,
+        wit::CredentialChange::MfaReset => core::CredentialChange::MfaReset,
+    }
+}

@@ -15,7 +15,7 @@
 //! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
 
 use mfa_step_core::secret::api_key_matches;
-use mfa_step_core::{Error, LoginContext};
+use mfa_step_core::{Actor, CredentialChange, Error, LoginContext};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -41,6 +41,28 @@ struct ContextBody {
 struct ChallengeBody {
     context: LoginContext,
     challenge_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActorBody {
+    actor: Actor,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBody {
+    actor: Actor,
+    device_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialBody {
+    actor: Actor,
+    org_id: String,
+    user_id: String,
+    change: CredentialChange,
 }
 
 #[derive(Deserialize)]
@@ -177,9 +199,34 @@ fn route(request: &IncomingRequest) -> Reply {
         "/v1/login/status" => with_body::<ContextBody>(&body, |b| {
             Reply::result(service::with_engine(|e, now, _| e.status(&b.context, now)))
         }),
-        "/v1/devices/list" | "/v1/devices/revoke" | "/v1/devices/revoke-all" => Reply::from_error(
-            &Error::NotImplemented("trusted devices arrive with the devices issue"),
-        ),
+        "/v1/devices/list" => with_body::<ActorBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, _| e.list_devices(&b.actor, now))
+                    .map(|devices| json!({ "devices": devices })),
+            )
+        }),
+        "/v1/devices/revoke" => with_body::<DeviceBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.revoke_device(&b.actor, &b.device_id, now, rng)
+                })
+                .map(|()| json!({ "revoked": 1 })),
+            )
+        }),
+        "/v1/devices/revoke-all" => with_body::<ActorBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| e.revoke_all_devices(&b.actor, now, rng))
+                    .map(|n| json!({ "revoked": n })),
+            )
+        }),
+        "/v1/admin/credential-changed" => with_body::<CredentialBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.credential_changed(&b.actor, &b.org_id, &b.user_id, b.change, now, rng)
+                })
+                .map(|n| json!({ "revoked": n })),
+            )
+        }),
         p if p.starts_with("/v1/admin/") => Reply::from_error(&Error::NotImplemented(
             "administration arrives with the policies issue",
         )),

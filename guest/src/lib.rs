@@ -69,12 +69,6 @@ impl login_step::Guest for Component {
     }
 }
 
-fn devices_pending<T>() -> Result<T, wit::MfaError> {
-    Err(convert::error(Error::NotImplemented(
-        "trusted devices arrive with the devices issue",
-    )))
-}
-
 fn admin_pending<T>() -> Result<T, wit::MfaError> {
     Err(convert::error(Error::NotImplemented(
         "administration arrives with the policies issue",
@@ -82,14 +76,21 @@ fn admin_pending<T>() -> Result<T, wit::MfaError> {
 }
 
 impl devices::Guest for Component {
-    fn list_devices(_actor: wit::Actor) -> Result<Vec<wit::DeviceInfo>, wit::MfaError> {
-        devices_pending()
+    fn list_devices(actor: wit::Actor) -> Result<Vec<wit::DeviceInfo>, wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, _| engine.list_devices(&actor, now))
+            .map(|list| list.into_iter().map(convert::device_info).collect())
+            .map_err(convert::error)
     }
-    fn revoke(_actor: wit::Actor, _device_id: String) -> Result<(), wit::MfaError> {
-        devices_pending()
+    fn revoke(actor: wit::Actor, device_id: String) -> Result<(), wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| engine.revoke_device(&actor, &device_id, now, rng))
+            .map_err(convert::error)
     }
-    fn revoke_all(_actor: wit::Actor) -> Result<u32, wit::MfaError> {
-        devices_pending()
+    fn revoke_all(actor: wit::Actor) -> Result<u32, wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| engine.revoke_all_devices(&actor, now, rng))
+            .map_err(convert::error)
     }
 }
 
@@ -119,11 +120,16 @@ impl admin::Guest for Component {
         admin_pending()
     }
     fn credential_changed(
-        _actor: wit::Actor,
-        _org_id: String,
-        _user_id: String,
-        _change: wit::CredentialChange,
+        actor: wit::Actor,
+        org_id: String,
+        user_id: String,
+        change: wit::CredentialChange,
     ) -> Result<u32, wit::MfaError> {
-        admin_pending()
+        let actor = convert::actor(actor);
+        let change = convert::credential_change(change);
+        service::with_engine(|engine, now, rng| {
+            engine.credential_changed(&actor, &org_id, &user_id, change, now, rng)
+        })
+        .map_err(convert::error)
     }
 }

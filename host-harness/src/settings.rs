@@ -15,12 +15,16 @@ use zeroize::Zeroizing;
 use crate::host::Config;
 
 /// Settings the component knows (see `wit/config.wit`), other than the secrets.
-pub const SETTINGS: [&str; 5] = [
+pub const SETTINGS: [&str; 9] = [
     "code_ttl_seconds",
     "code_digits",
     "sends_per_window",
     "send_window_seconds",
     "challenge_ttl_seconds",
+    "trust_days",
+    "allow_remember_device",
+    "ipv4_change_prefix",
+    "ipv6_change_prefix",
 ];
 
 /// Reads a secret from `env`, else from `dir/file`, creating the file with a fresh random key.
