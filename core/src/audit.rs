@@ -60,6 +60,10 @@ pub enum Action {
     DeviceRevoked,
     /// A token that had been rotated away was presented: the device was revoked.
     DeviceTokenReuse,
+    /// An organization's policy was changed.
+    PolicyChanged,
+    /// An admin reset a user's MFA (lock, counters, challenge, devices).
+    MfaReset,
 }
 
 impl Action {
@@ -82,6 +86,8 @@ impl Action {
             Self::DeviceChallenged => "device_challenged",
             Self::DeviceRevoked => "device_revoked",
             Self::DeviceTokenReuse => "device_token_reuse",
+            Self::PolicyChanged => "policy_changed",
+            Self::MfaReset => "mfa_reset",
         }
     }
 }

@@ -146,14 +146,6 @@ pub struct Engine<'a> {
     pub key: &'a HmacKey,
 }
 
-fn mfa_required() -> Explanation {
-    Explanation {
-        rule: "platform:mfa-required".to_owned(),
-        message: "Your organization requires a code from your email at every new sign-in."
-            .to_owned(),
-    }
-}
-
 fn locked_explanation() -> Explanation {
     Explanation {
         rule: "user:locked".to_owned(),
@@ -187,9 +179,26 @@ impl Engine<'_> {
             )?;
             return Ok(Decision::Deny(Denied { why }));
         }
-        // The policies issue puts the org → role → user precedence in front of this: a login that
-        // no rule requires MFA for is allowed before any device is looked at.
-        let why = match self.check_device(ctx, &who, ip, now, rng)? {
+        // Who must use MFA: the organization's mandate, then its roles, then the platform's roles.
+        let policy = self.org_policy(who.org)?;
+        let requirement = crate::policy::requirement(who.org, &policy, &self.settings, &ctx.roles);
+        if !requirement.required {
+            let why = requirement.why;
+            self.record(
+                who.event(Action::AccessAllowed, Outcome::Success)
+                    .reason(&why.rule),
+                now,
+                rng,
+            )?;
+            return Ok(Decision::Allow(Allowed {
+                why,
+                device_id: None,
+                set_cookie: None,
+            }));
+        }
+        // Trust is judged with the organization's tightened limits.
+        let scoped = self.scoped(&policy);
+        let why = match scoped.check_device(ctx, &who, ip, now, rng)? {
             DeviceCheck::Trusted {
                 device_id,
                 expires_at,
@@ -205,7 +214,7 @@ impl Engine<'_> {
                     .reason(&why.rule);
                 if let Err(e) = self.append(seq, event.device(&device_id), now, rng) {
                     if set_cookie.is_some() {
-                        self.unrotate(who.org, who.user, &device_id);
+                        scoped.unrotate(who.org, who.user, &device_id);
                     }
                     return Err(e);
                 }
@@ -225,7 +234,7 @@ impl Engine<'_> {
                     message: change.message().to_owned(),
                 }
             }
-            DeviceCheck::Reused | DeviceCheck::Absent => mfa_required(),
+            DeviceCheck::Reused | DeviceCheck::Absent => requirement.why,
         };
         let challenge = StoredChallenge {
             v: 1,
@@ -515,7 +524,12 @@ impl Engine<'_> {
                 // Remembering the browser is a convenience on top of a completed login: if it
                 // fails (store or audit), the login stands and the browser is simply asked again.
                 let trusted = if remember_device {
-                    self.trust_device(ctx, &who, ip, now, rng).ok().flatten()
+                    self.org_policy(who.org)
+                        .and_then(|policy| {
+                            self.scoped(&policy).trust_device(ctx, &who, ip, now, rng)
+                        })
+                        .ok()
+                        .flatten()
                 } else {
                     None
                 };
@@ -558,8 +572,18 @@ impl Engine<'_> {
     /// # Errors
     /// [`Error::InvalidInput`]; [`Error::Store`].
     pub fn status(&self, ctx: &LoginContext, now: Timestamp) -> Result<UserStatus> {
-        let ip = input::login_context(ctx)?;
-        let who = Who::of(ctx, ip);
+        input::login_context(ctx)?;
+        self.status_of(&ctx.org_id, &ctx.user_id, now)
+    }
+
+    /// The MFA state of `user` in `org` (validated identifiers).
+    pub(crate) fn status_of(&self, org: &str, user: &str, now: Timestamp) -> Result<UserStatus> {
+        let who = Who {
+            org,
+            user,
+            ip: String::new(),
+            user_agent: "",
+        };
         let state = self.guess_state(&who, now)?;
         let challenge = self
             .load_challenge(&keys::challenge(who.org, who.user))?
@@ -588,6 +612,17 @@ impl Engine<'_> {
             sends_left: log.left(cap),
             next_send_at: log.full_until(cap, window),
         })
+    }
+
+    /// This engine with the platform's settings tightened by an organization's policy.
+    pub(crate) fn scoped(&self, policy: &crate::policy::OrgPolicy) -> Engine<'_> {
+        Engine {
+            store: self.store,
+            mailer: self.mailer,
+            audit: self.audit,
+            settings: policy.effective(&self.settings),
+            key: self.key,
+        }
     }
 
     pub(crate) fn guess_state(&self, who: &Who<'_>, now: Timestamp) -> Result<GuessState> {

@@ -112,7 +112,11 @@ pub fn ip(field: &'static str, value: &str) -> Result<IpAddr> {
     })
 }
 
-fn roles(roles: &[String]) -> Result<()> {
+/// Checks a list of roles: at most 32, each 1 to 64 of letters, digits and `. _ : -`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `roles`.
+pub fn roles(roles: &[String]) -> Result<()> {
     if roles.len() > MAX_ROLES {
         return Err(Error::invalid(
             "roles",

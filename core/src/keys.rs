@@ -62,3 +62,8 @@ pub fn devices_of(org: &str, user: &str) -> String {
 pub fn device_rotation(device_id: &str, generation: u64) -> String {
     format!("v1:device-rotation:{device_id}:{generation}")
 }
+/// An organization's MFA policy (value).
+#[must_use]
+pub fn policy(org: &str) -> String {
+    format!("v1:policy:{org}")
+}

@@ -8,6 +8,7 @@
 //!
 //! The component (`guest/`) and the hosts are adapters over this crate: they translate, never decide.
 
+mod admin;
 pub mod audit;
 pub mod devices;
 pub mod email;
@@ -17,6 +18,7 @@ pub mod input;
 pub mod keys;
 pub mod model;
 pub mod otp;
+pub mod policy;
 pub mod ports;
 pub mod secret;
 pub mod settings;

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 
 /// Tunable limits, each within a safe range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// How long a code works after it is first sent: 60 to 600 s (NIST and the brief: at most 10 min).
     pub code_ttl_seconds: i64,
@@ -25,7 +25,19 @@ pub struct Settings {
     pub ipv4_change_prefix: u8,
     /// IPv6 prefix length whose change re-asks a trusted device: 16 to 128.
     pub ipv6_change_prefix: u8,
+    /// Roles that require MFA everywhere on the platform (organizations can add, never remove).
+    pub required_roles: Vec<String>,
 }
+
+/// The platform's default privileged roles: administrators, clinicians and coaches with patient access.
+pub const DEFAULT_REQUIRED_ROLES: [&str; 6] = [
+    "platform-admin",
+    "org-admin",
+    "admin",
+    "provider",
+    "clinician",
+    "coach-with-patients",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -39,6 +51,10 @@ impl Default for Settings {
             allow_remember_device: true,
             ipv4_change_prefix: 16,
             ipv6_change_prefix: 48,
+            required_roles: DEFAULT_REQUIRED_ROLES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
         }
     }
 }
@@ -88,6 +104,23 @@ impl Settings {
                 ));
             }
         };
+        let required_roles = match lookup("required_roles") {
+            None => d.required_roles.clone(),
+            Some(list) => {
+                let roles: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                crate::input::roles(&roles).map_err(|_| {
+                    Error::Misconfigured(
+                        "required_roles must be a comma-separated list of roles".to_owned(),
+                    )
+                })?;
+                roles
+            }
+        };
         Ok(Self {
             code_ttl_seconds: bounded(&lookup, "code_ttl_seconds", d.code_ttl_seconds, 60, 600)?,
             code_digits: u8::try_from(digits).unwrap_or(d.code_digits),
@@ -110,6 +143,7 @@ impl Settings {
             allow_remember_device,
             ipv4_change_prefix,
             ipv6_change_prefix,
+            required_roles,
         })
     }
 }

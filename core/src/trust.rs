@@ -311,7 +311,7 @@ impl Engine<'_> {
         self.revoke_all_of(&who, "revoked-all-by-owner", now, rng)
     }
 
-    fn revoke_all_of<R: CryptoRng + ?Sized>(
+    pub(crate) fn revoke_all_of<R: CryptoRng + ?Sized>(
         &self,
         who: &Who<'_>,
         reason: &str,

@@ -147,3 +147,35 @@ pub(crate) fn credential_change(c: wit::CredentialChange) -> core::CredentialCha
         wit::CredentialChange::MfaReset => core::CredentialChange::MfaReset,
     }
 }
+
+pub(crate) fn org_policy(p: core::policy::OrgPolicy) -> wit::OrgPolicy {
+    wit::OrgPolicy {
+        mandate: match p.mandate {
+            core::policy::Mandate::Inherit => wit::Mandate::Inherit,
+            core::policy::Mandate::Everyone => wit::Mandate::Everyone,
+            core::policy::Mandate::ByRole => wit::Mandate::ByRole,
+        },
+        required_roles: p.required_roles,
+        trust_days: p.trust_days,
+        allow_remember_device: p.allow_remember_device,
+        ipv4_change_prefix: p.ipv4_change_prefix,
+        ipv6_change_prefix: p.ipv6_change_prefix,
+        enrollment_grace_days: p.enrollment_grace_days,
+    }
+}
+
+pub(crate) fn org_policy_in(p: wit::OrgPolicy) -> core::policy::OrgPolicy {
+    core::policy::OrgPolicy {
+        mandate: match p.mandate {
+            wit::Mandate::Inherit => core::policy::Mandate::Inherit,
+            wit::Mandate::Everyone => core::policy::Mandate::Everyone,
+            wit::Mandate::ByRole => core::policy::Mandate::ByRole,
+        },
+        required_roles: p.required_roles,
+        trust_days: p.trust_days,
+        allow_remember_device: p.allow_remember_device,
+        ipv4_change_prefix: p.ipv4_change_prefix,
+        ipv6_change_prefix: p.ipv6_change_prefix,
+        enrollment_grace_days: p.enrollment_grace_days,
+    }
+}

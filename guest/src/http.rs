@@ -14,6 +14,7 @@
 //! | 429 `throttled` | with `Retry-After` |
 //! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
 
+use mfa_step_core::policy::OrgPolicy;
 use mfa_step_core::secret::api_key_matches;
 use mfa_step_core::{Actor, CredentialChange, Error, LoginContext};
 use serde::Deserialize;
@@ -63,6 +64,29 @@ struct CredentialBody {
     org_id: String,
     user_id: String,
     change: CredentialChange,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgBody {
+    actor: Actor,
+    org_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    actor: Actor,
+    org_id: String,
+    policy: OrgPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    actor: Actor,
+    org_id: String,
+    user_id: String,
 }
 
 #[derive(Deserialize)]
@@ -227,9 +251,32 @@ fn route(request: &IncomingRequest) -> Reply {
                 .map(|n| json!({ "revoked": n })),
             )
         }),
-        p if p.starts_with("/v1/admin/") => Reply::from_error(&Error::NotImplemented(
-            "administration arrives with the policies issue",
-        )),
+        "/v1/admin/policy/get" => with_body::<OrgBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.get_policy(&b.actor, &b.org_id, now, rng)
+            }))
+        }),
+        "/v1/admin/policy/set" => with_body::<PolicyBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.set_policy(&b.actor, &b.org_id, &b.policy, now, rng)
+                })
+                .map(|()| json!({ "updated": true })),
+            )
+        }),
+        "/v1/admin/reset-user" => with_body::<UserBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.reset_user(&b.actor, &b.org_id, &b.user_id, now, rng)
+                })
+                .map(|()| json!({ "reset": true })),
+            )
+        }),
+        "/v1/admin/user-status" => with_body::<UserBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.user_status_for(&b.actor, &b.org_id, &b.user_id, now, rng)
+            }))
+        }),
         _ => Reply::problem(404, "not-found", "no such route"),
     }
 }

@@ -25,7 +25,6 @@ mod bindings {
 
 use bindings::exports::mfa_step::plugin::{admin, devices, login_step};
 use bindings::mfa_step::plugin::types as wit;
-use mfa_step_core::Error;
 
 use crate::bindings::Component;
 
@@ -69,12 +68,6 @@ impl login_step::Guest for Component {
     }
 }
 
-fn admin_pending<T>() -> Result<T, wit::MfaError> {
-    Err(convert::error(Error::NotImplemented(
-        "administration arrives with the policies issue",
-    )))
-}
-
 impl devices::Guest for Component {
     fn list_devices(actor: wit::Actor) -> Result<Vec<wit::DeviceInfo>, wit::MfaError> {
         let actor = convert::actor(actor);
@@ -95,29 +88,42 @@ impl devices::Guest for Component {
 }
 
 impl admin::Guest for Component {
-    fn get_policy(_actor: wit::Actor, _org_id: String) -> Result<wit::OrgPolicy, wit::MfaError> {
-        admin_pending()
+    fn get_policy(actor: wit::Actor, org_id: String) -> Result<wit::OrgPolicy, wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| engine.get_policy(&actor, &org_id, now, rng))
+            .map(convert::org_policy)
+            .map_err(convert::error)
     }
     fn set_policy(
-        _actor: wit::Actor,
-        _org_id: String,
-        _policy: wit::OrgPolicy,
+        actor: wit::Actor,
+        org_id: String,
+        policy: wit::OrgPolicy,
     ) -> Result<(), wit::MfaError> {
-        admin_pending()
+        let actor = convert::actor(actor);
+        let policy = convert::org_policy_in(policy);
+        service::with_engine(|engine, now, rng| {
+            engine.set_policy(&actor, &org_id, &policy, now, rng)
+        })
+        .map_err(convert::error)
     }
-    fn reset_user(
-        _actor: wit::Actor,
-        _org_id: String,
-        _user_id: String,
-    ) -> Result<(), wit::MfaError> {
-        admin_pending()
+    fn reset_user(actor: wit::Actor, org_id: String, user_id: String) -> Result<(), wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| {
+            engine.reset_user(&actor, &org_id, &user_id, now, rng)
+        })
+        .map_err(convert::error)
     }
     fn get_user_status(
-        _actor: wit::Actor,
-        _org_id: String,
-        _user_id: String,
+        actor: wit::Actor,
+        org_id: String,
+        user_id: String,
     ) -> Result<wit::UserStatus, wit::MfaError> {
-        admin_pending()
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| {
+            engine.user_status_for(&actor, &org_id, &user_id, now, rng)
+        })
+        .map(convert::user_status)
+        .map_err(convert::error)
     }
     fn credential_changed(
         actor: wit::Actor,

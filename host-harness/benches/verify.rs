@@ -37,7 +37,7 @@ fn core_ctx(user: &str) -> LoginContext {
         user_id: user.into(),
         org_id: "bench".into(),
         email: format!("{user}@clinic.example"),
-        roles: vec![],
+        roles: vec!["provider".into()],
         locale: None,
         device: DevicePresentation {
             ip: "203.0.113.7".into(),
@@ -51,7 +51,7 @@ fn wit_ctx(user: &str) -> wit::LoginContext {
         user_id: user.into(),
         org_id: "bench".into(),
         email: format!("{user}@clinic.example"),
-        roles: vec![],
+        roles: vec!["provider".into()],
         locale: None,
         device: wit::DevicePresentation {
             cookie: None,

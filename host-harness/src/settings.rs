@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::host::Config;
 
 /// Settings the component knows (see `wit/config.wit`), other than the secrets.
-pub const SETTINGS: [&str; 9] = [
+pub const SETTINGS: [&str; 10] = [
     "code_ttl_seconds",
     "code_digits",
     "sends_per_window",
@@ -25,6 +25,7 @@ pub const SETTINGS: [&str; 9] = [
     "allow_remember_device",
     "ipv4_change_prefix",
     "ipv6_change_prefix",
+    "required_roles",
 ];
 
 /// Reads a secret from `env`, else from `dir/file`, creating the file with a fresh random key.

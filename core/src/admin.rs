@@ -1,0 +1,225 @@
+//! Administration: organization policies, user resets and status, authorized from the IdP's word
+//! about the actor. An `org-admin` acts on its own organization only; a `platform-admin` on any.
+//! Everyone else is refused, and every call, allowed or refused, leaves an audit record (refusals in
+//! the actor's own organization's stream, so that no one writes into a stream that is not theirs).
+
+use rand_core::CryptoRng;
+
+use crate::audit::{Action, Event, Outcome};
+use crate::engine::{Engine, Who};
+use crate::error::{Error, Result};
+use crate::model::{Actor, UserStatus};
+use crate::policy::OrgPolicy;
+use crate::time::Timestamp;
+use crate::{input, keys, throttle};
+
+/// Whether `actor` may administer `org`.
+#[must_use]
+pub fn may_administer(actor: &Actor, org: &str) -> bool {
+    actor.roles.iter().any(|r| r == "platform-admin")
+        || (actor.org_id == org && actor.roles.iter().any(|r| r == "org-admin"))
+}
+
+fn actor_event(
+    actor: &Actor,
+    org: &str,
+    subject: &str,
+    action: Action,
+    outcome: Outcome,
+    reason: String,
+) -> Event {
+    Event {
+        org: org.to_owned(),
+        actor: actor.user_id.clone(),
+        subject: subject.to_owned(),
+        action,
+        outcome,
+        reason: Some(reason),
+        ip: (!actor.ip.is_empty()).then(|| actor.ip.clone()),
+        user_agent: (!actor.user_agent.is_empty()).then(|| actor.user_agent.clone()),
+        device_id: None,
+        challenge_id: None,
+    }
+}
+
+impl Engine<'_> {
+    /// Refuses (and records) an actor who may not administer `org`.
+    fn authorize<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        subject: &str,
+        what: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        input::actor(actor)?;
+        input::id("org_id", org)?;
+        if may_administer(actor, org) {
+            return Ok(());
+        }
+        let reason = format!("{what}:not-authorized:target-org:{org}");
+        self.record(
+            actor_event(
+                actor,
+                &actor.org_id,
+                subject,
+                Action::AccessDenied,
+                Outcome::Denied,
+                reason,
+            ),
+            now,
+            rng,
+        )?;
+        Err(Error::Forbidden(
+            "only an org-admin of this organization or a platform-admin",
+        ))
+    }
+
+    /// The organization's policy as stored, or the platform's when it set none.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub(crate) fn org_policy(&self, org: &str) -> Result<OrgPolicy> {
+        Ok(self
+            .load_json::<OrgPolicy>(&keys::policy(org))?
+            .unwrap_or_else(|| OrgPolicy::inherit(&self.settings)))
+    }
+
+    /// An organization's policy, for its admins.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn get_policy<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<OrgPolicy> {
+        self.authorize(actor, org, org, "get-policy", now, rng)?;
+        self.org_policy(org)
+    }
+
+    /// Replaces an organization's policy after checking it only tightens the platform's limits.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`] naming the field; [`Error::Store`]; [`Error::Audit`].
+    pub fn set_policy<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        policy: &OrgPolicy,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        self.authorize(actor, org, org, "set-policy", now, rng)?;
+        policy.validate(&self.settings)?;
+        let key = keys::policy(org);
+        let previous = self.store.get(&key).map_err(Error::store)?;
+        let seq = self.reserve(org)?;
+        self.put(&key, policy)?;
+        let summary = serde_json::to_string(policy).unwrap_or_default();
+        let event = actor_event(
+            actor,
+            org,
+            org,
+            Action::PolicyChanged,
+            Outcome::Success,
+            format!("policy:{summary}"),
+        );
+        if let Err(e) = self.append(seq, event, now, rng) {
+            let _ = match previous {
+                Some(bytes) => self.store.set(&key, &bytes),
+                None => self.store.delete(&key),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Resets a user's MFA: clears the lock and every failure counter, withdraws the open challenge
+    /// and revokes every trusted device.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`]; [`Error::Audit`].
+    pub fn reset_user<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        user: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        input::id("user_id", user)?;
+        self.authorize(actor, org, user, "reset-user", now, rng)?;
+        let who = Who {
+            org,
+            user,
+            ip: actor.ip.clone(),
+            user_agent: &actor.user_agent,
+        };
+        self.revoke_all_of(&who, "mfa-reset", now, rng)?;
+        let seq = self.reserve(org)?;
+        for key in [
+            keys::failures(org, user),
+            keys::last_failure(org, user),
+            keys::failures_window(org, user, throttle::failure_window(now)),
+            keys::challenge(org, user),
+        ] {
+            self.store.delete(&key).map_err(Error::store)?;
+        }
+        let event = actor_event(
+            actor,
+            org,
+            user,
+            Action::MfaReset,
+            Outcome::Success,
+            "admin-reset".to_owned(),
+        );
+        self.append(seq, event, now, rng)
+    }
+
+    /// A user's MFA state, for an admin.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn user_status_for<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        user: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<UserStatus> {
+        input::id("user_id", user)?;
+        self.authorize(actor, org, user, "user-status", now, rng)?;
+        self.status_of(org, user, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(org: &str, roles: &[&str]) -> Actor {
+        Actor {
+            user_id: "a".into(),
+            org_id: org.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn who_may_administer() {
+        assert!(may_administer(&actor("acme", &["org-admin"]), "acme"));
+        assert!(!may_administer(&actor("acme", &["org-admin"]), "globex"));
+        assert!(!may_administer(&actor("acme", &["provider"]), "acme"));
+        assert!(may_administer(
+            &actor("acme", &["platform-admin"]),
+            "globex"
+        ));
+        assert!(!may_administer(&actor("acme", &[]), "acme"));
+    }
+}
