@@ -159,7 +159,7 @@ impl Engine<'_> {
             ip: actor.ip.clone(),
             user_agent: &actor.user_agent,
         };
-        self.revoke_all_of(&who, "mfa-reset", now, rng)?;
+        self.revoke_all_of(&who, &actor.user_id, "mfa-reset", now, rng)?;
         let seq = self.reserve(org)?;
         for key in [
             keys::failures(org, user),

@@ -8,7 +8,7 @@
 //!
 //! The component (`guest/`) and the hosts are adapters over this crate: they translate, never decide.
 
-mod admin;
+pub mod admin;
 pub mod audit;
 pub mod devices;
 pub mod email;

@@ -191,7 +191,7 @@ impl Engine<'_> {
         others.sort_by_key(|d| (d.first_trusted_at, d.id.clone()));
         let excess = (others.len() + 1).saturating_sub(devices::MAX_DEVICES);
         for old in others.iter().take(excess) {
-            self.revoke_stored(who, old, "device-limit", now, rng)?;
+            self.revoke_stored(who, who.user, old, "device-limit", now, rng)?;
         }
 
         let key = keys::device(who.org, who.user, &device.id);
@@ -230,9 +230,11 @@ impl Engine<'_> {
         Ok(out)
     }
 
+    /// Revokes one of `who`'s devices; `actor` is who did it (the user, or an admin), for the record.
     fn revoke_stored<R: CryptoRng + ?Sized>(
         &self,
         who: &Who<'_>,
+        actor: &str,
         device: &StoredDevice,
         reason: &str,
         now: Timestamp,
@@ -242,9 +244,10 @@ impl Engine<'_> {
         self.store
             .delete(&keys::device(who.org, who.user, &device.id))
             .map_err(Error::store)?;
-        let event = who
+        let mut event = who
             .event(Action::DeviceRevoked, Outcome::Success)
             .reason(reason);
+        actor.clone_into(&mut event.actor);
         self.append(seq, event.device(&device.id), now, rng)
     }
 
@@ -293,7 +296,7 @@ impl Engine<'_> {
         let device = self
             .load_json::<StoredDevice>(&keys::device(who.org, who.user, device_id))?
             .ok_or(Error::Forbidden("no such device among yours"))?;
-        self.revoke_stored(&who, &device, "revoked-by-owner", now, rng)
+        self.revoke_stored(&who, who.user, &device, "revoked-by-owner", now, rng)
     }
 
     /// Revokes all of the actor's own devices; returns how many.
@@ -308,27 +311,29 @@ impl Engine<'_> {
     ) -> Result<u32> {
         input::actor(actor)?;
         let who = actor_who(actor);
-        self.revoke_all_of(&who, "revoked-all-by-owner", now, rng)
+        self.revoke_all_of(&who, who.user, "revoked-all-by-owner", now, rng)
     }
 
+    /// Revokes every device of `who`; `actor` is who did it, for the records.
     pub(crate) fn revoke_all_of<R: CryptoRng + ?Sized>(
         &self,
         who: &Who<'_>,
+        actor: &str,
         reason: &str,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<u32> {
         let mut count = 0u32;
         for device in self.devices_of(who.org, who.user)? {
-            self.revoke_stored(who, &device, reason, now, rng)?;
+            self.revoke_stored(who, actor, &device, reason, now, rng)?;
             count += 1;
         }
         Ok(count)
     }
 
     /// The IdP reports a password change or an MFA reset: every trusted device of the user goes.
-    /// Allowed for the user themself and for an `org-admin` of the same organization; anyone else
-    /// is refused (and the refusal is recorded).
+    /// Allowed for the user themself, an `org-admin` of the same organization and a
+    /// `platform-admin`; anyone else is refused (and the refusal is recorded).
     ///
     /// # Errors
     /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`]; [`Error::Audit`].
@@ -344,8 +349,9 @@ impl Engine<'_> {
         input::actor(actor)?;
         input::id("org_id", org_id)?;
         input::id("user_id", user_id)?;
-        let allowed = actor.org_id == org_id
-            && (actor.user_id == user_id || actor.roles.iter().any(|r| r == "org-admin"));
+        // The user themself, or whoever may administer the org (an org-admin of it, a platform-admin).
+        let allowed = (actor.org_id == org_id && actor.user_id == user_id)
+            || crate::admin::may_administer(actor, org_id);
         let reason = match change {
             CredentialChange::PasswordChanged => "password-changed",
             CredentialChange::MfaReset => "mfa-reset",
@@ -375,7 +381,7 @@ impl Engine<'_> {
             ip: actor.ip.clone(),
             user_agent: &actor.user_agent,
         };
-        self.revoke_all_of(&who, reason, now, rng)
+        self.revoke_all_of(&who, &actor.user_id, reason, now, rng)
     }
 }
 
