@@ -98,11 +98,21 @@ async fn decide(h: &Harness, c: &wit::LoginContext) -> (bool, String, String) {
     }
 }
 
+/// (org mandate, org's extra roles, user's roles, code asked, rule, words in the message).
+type PrecedenceCase = (
+    Mandate,
+    &'static [&'static str],
+    &'static [&'static str],
+    bool,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn every_precedence_case_decides_and_explains() {
     let admin = actor("it-admin", ORG, &["org-admin"]);
     // (org mandate, user's roles) -> (code asked, rule, words in the message)
-    let cases: [(Mandate, &[&str], &[&str], bool, &str, &str); 8] = [
+    let cases: [PrecedenceCase; 8] = [
         (
             Mandate::Everyone,
             &[],

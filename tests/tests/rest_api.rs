@@ -36,7 +36,7 @@ fn assert_problem(reply: &HttpReply, status: u16, kind: &str) {
     );
 }
 
-const V1_ROUTES: [&str; 9] = [
+const V1_ROUTES: [&str; 13] = [
     "/v1/login/begin",
     "/v1/login/send-code",
     "/v1/login/verify",
@@ -44,7 +44,11 @@ const V1_ROUTES: [&str; 9] = [
     "/v1/devices/list",
     "/v1/devices/revoke",
     "/v1/devices/revoke-all",
+    "/v1/admin/credential-changed",
+    "/v1/admin/policy/get",
+    "/v1/admin/policy/set",
     "/v1/admin/reset-user",
+    "/v1/admin/user-status",
     "/v1/no-such-route",
 ];
 
@@ -270,18 +274,68 @@ async fn too_many_emails_is_429_with_retry_after() {
     assert_eq!(h.emails_sent(), 3);
 }
 
+/// An actor as the IdP vouches for it over REST.
+fn actor(user: &str) -> Value {
+    json!({ "user_id": user, "org_id": "acme-health", "roles": ["provider"], "ip": "203.0.113.7" })
+}
+
 #[tokio::test]
-async fn devices_and_admin_routes_are_501() {
+async fn device_and_admin_routes_are_served_and_unknown_admin_paths_are_404() {
     let h = Harness::new();
-    let body = json!({ "context": context("dr-501") });
-    for path in [
-        "/v1/devices/list",
-        "/v1/devices/revoke",
-        "/v1/devices/revoke-all",
-        "/v1/admin/policy",
-        "/v1/admin/reset-user",
-    ] {
-        assert_problem(&post(&h, path, &body).await, 501, "not-implemented");
+    let me = actor("dr-routes");
+    let unknown_device = "0123456789abcdef0123456789abcdef";
+    // Each route parses its own body and answers from the engine: nothing is reserved any more.
+    // A provider may manage their own devices and report their own credential change, but may not
+    // administer the organization.
+    let cases = [
+        ("/v1/devices/list", json!({ "actor": me }), 200),
+        (
+            "/v1/devices/revoke",
+            json!({ "actor": me, "device_id": unknown_device }),
+            403,
+        ),
+        ("/v1/devices/revoke-all", json!({ "actor": me }), 200),
+        (
+            "/v1/admin/credential-changed",
+            json!({ "actor": me, "org_id": "acme-health", "user_id": "dr-routes", "change": "password-changed" }),
+            200,
+        ),
+        (
+            "/v1/admin/policy/get",
+            json!({ "actor": me, "org_id": "acme-health" }),
+            403,
+        ),
+        (
+            "/v1/admin/reset-user",
+            json!({ "actor": me, "org_id": "acme-health", "user_id": "dr-other" }),
+            403,
+        ),
+        (
+            "/v1/admin/user-status",
+            json!({ "actor": me, "org_id": "acme-health", "user_id": "dr-other" }),
+            403,
+        ),
+    ];
+    for (path, body, status) in &cases {
+        let reply = post(&h, path, body).await;
+        assert_eq!(reply.status, *status, "{path}: {:?}", reply.json);
+        if *status == 403 {
+            assert_eq!(reply.kind(), Some("forbidden"), "{path}");
+        }
+        // A login-step body is the wrong shape for these routes: 400 naming the body.
+        let wrong = post(&h, path, &json!({ "context": context("dr-routes") })).await;
+        assert_problem(&wrong, 400, "invalid-input");
+        assert_eq!(wrong.json["error"]["field"], "body", "{path}");
+    }
+    assert_eq!(
+        post(&h, "/v1/devices/list", &json!({ "actor": me }))
+            .await
+            .json,
+        json!({ "devices": [] })
+    );
+    for path in ["/v1/admin/policy", "/v1/admin/", "/v1/admin/no-such-call"] {
+        let reply = post(&h, path, &json!({ "actor": me })).await;
+        assert_problem(&reply, 404, "not-found");
     }
 }
 
@@ -329,8 +383,22 @@ async fn no_response_may_be_cached() {
         post(&h, "/v1/login/status", &json!({ "context": ctx })).await,
     ));
     replies.push((
-        "501",
-        post(&h, "/v1/devices/list", &json!({ "context": ctx })).await,
+        "devices",
+        post(
+            &h,
+            "/v1/devices/list",
+            &json!({ "actor": actor("dr-cache") }),
+        )
+        .await,
+    ));
+    replies.push((
+        "forbidden",
+        post(
+            &h,
+            "/v1/devices/revoke",
+            &json!({ "actor": actor("dr-cache"), "device_id": "0123456789abcdef0123456789abcdef" }),
+        )
+        .await,
     ));
     h.faults.fail_store_writes(true);
     replies.push((
@@ -340,7 +408,7 @@ async fn no_response_may_be_cached() {
     h.faults.clear();
 
     let expected = [
-        200, 401, 404, 405, 400, 413, 200, 200, 200, 200, 429, 403, 200, 501, 503,
+        200, 401, 404, 405, 400, 413, 200, 200, 200, 200, 429, 403, 200, 200, 403, 503,
     ];
     let statuses: Vec<u16> = replies.iter().map(|(_, r)| r.status).collect();
     assert_eq!(statuses, expected, "each case really produced its status");

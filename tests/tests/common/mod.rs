@@ -108,6 +108,14 @@ impl Harness {
         }
     }
 
+    /// The same harness with its clock (as the test and the component see it) set to `unix_seconds`,
+    /// which may be before `T0` ([`TestClock::set`] only moves forward).
+    pub fn starting_at(mut self, unix_seconds: i64) -> Self {
+        self.clock = TestClock::at(unix_seconds);
+        self.backends.clock = Clock::Test(self.clock.clone());
+        self
+    }
+
     pub async fn begin(&self, ctx: &wit::LoginContext) -> Result<Decision, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
         plugin
@@ -157,6 +165,67 @@ impl Harness {
         plugin
             .mfa_step_plugin_login_step()
             .call_status(&mut store, ctx)
+            .await
+            .expect("no trap")
+    }
+
+    /// `verify` with "remember this browser" ticked.
+    pub async fn verify_remember(
+        &self,
+        ctx: &wit::LoginContext,
+        id: &str,
+        code: &str,
+    ) -> Result<wit::Verified, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_verify(&mut store, ctx, id, code, true)
+            .await
+            .expect("no trap")
+    }
+
+    /// The actor's trusted devices (the `devices` export).
+    pub async fn devices(&self, actor: &wit::Actor) -> Result<Vec<wit::DeviceInfo>, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_devices()
+            .call_list_devices(&mut store, actor)
+            .await
+            .expect("no trap")
+    }
+
+    /// Revokes one of the actor's devices (the `devices` export).
+    pub async fn revoke(&self, actor: &wit::Actor, device_id: &str) -> Result<(), MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_devices()
+            .call_revoke(&mut store, actor, device_id)
+            .await
+            .expect("no trap")
+    }
+
+    /// Revokes all of the actor's devices (the `devices` export).
+    pub async fn revoke_all(&self, actor: &wit::Actor) -> Result<u32, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_devices()
+            .call_revoke_all(&mut store, actor)
+            .await
+            .expect("no trap")
+    }
+
+    /// Reports a credential change (the `admin` export).
+    pub async fn credential_changed(
+        &self,
+        actor: &wit::Actor,
+        org_id: &str,
+        user_id: &str,
+        change: wit::CredentialChange,
+    ) -> Result<u32, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_credential_changed(&mut store, actor, org_id, user_id, change)
             .await
             .expect("no trap")
     }
@@ -435,6 +504,28 @@ pub fn ctx(user: &str) -> wit::LoginContext {
             ip: "203.0.113.7".to_owned(),
         },
     }
+}
+
+/// An actor (for the `devices` and `admin` exports) as an IdP would vouch for it.
+pub fn actor(user: &str, org: &str, roles: &[&str]) -> wit::Actor {
+    wit::Actor {
+        user_id: user.to_owned(),
+        org_id: org.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        ip: "203.0.113.7".to_owned(),
+        user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0".to_owned(),
+    }
+}
+
+/// What a browser sends back for a `Set-Cookie` header value: the `id.token` after the name, up to
+/// the first attribute. Panics unless it is the trusted-device cookie.
+pub fn cookie_value(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap_or_default().trim();
+    let (name, value) = pair
+        .split_once('=')
+        .unwrap_or_else(|| panic!("not a cookie: {set_cookie}"));
+    assert_eq!(name, "__Host-mfa-device", "{set_cookie}");
+    value.to_owned()
 }
 
 /// A code that is certainly not `code`.
