@@ -6,6 +6,7 @@
 use rand_core::CryptoRng;
 
 use crate::audit::{Action, Event, Outcome};
+use crate::branding::Branding;
 use crate::engine::{Engine, Who};
 use crate::error::{Error, Result};
 use crate::model::{Actor, UserStatus};
@@ -178,6 +179,79 @@ impl Engine<'_> {
             "admin-reset".to_owned(),
         );
         self.append(seq, event, now, rng)
+    }
+
+    /// An organization's email branding (the neutral default when it set none).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn get_branding<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Branding> {
+        self.authorize(actor, org, org, "get-branding", now, rng)?;
+        self.branding_of(org)
+    }
+
+    /// Replaces an organization's email branding after checking every field.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`] naming the field; [`Error::Store`]; [`Error::Audit`].
+    pub fn set_branding<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        branding: &Branding,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        self.authorize(actor, org, org, "set-branding", now, rng)?;
+        branding.validate()?;
+        let key = keys::branding(org);
+        let previous = self.store.get(&key).map_err(Error::store)?;
+        let seq = self.reserve(org)?;
+        self.put(&key, branding)?;
+        let event = actor_event(
+            actor,
+            org,
+            org,
+            Action::BrandingChanged,
+            Outcome::Success,
+            "branding".to_owned(),
+        );
+        if let Err(e) = self.append(seq, event, now, rng) {
+            let _ = match previous {
+                Some(bytes) => self.store.set(&key, &bytes),
+                None => self.store.delete(&key),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The code email as the organization's users would get it, with a sample code.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn preview_email<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        language: Option<&str>,
+        time_zone: Option<&str>,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<crate::ports::OutgoingMail> {
+        self.authorize(actor, org, org, "preview-email", now, rng)?;
+        if let Some(tz) = time_zone {
+            input::text("time_zone", tz)?;
+        }
+        let branding = self.branding_of(org)?;
+        let language = crate::i18n::choose(language, &branding.default_language);
+        Ok(crate::email::preview(&branding, language, time_zone, now))
     }
 
     /// A user's MFA state, for an admin.

@@ -64,6 +64,8 @@ pub enum Action {
     PolicyChanged,
     /// An admin reset a user's MFA (lock, counters, challenge, devices).
     MfaReset,
+    /// An organization's email branding was changed.
+    BrandingChanged,
 }
 
 impl Action {
@@ -88,6 +90,7 @@ impl Action {
             Self::DeviceTokenReuse => "device_token_reuse",
             Self::PolicyChanged => "policy_changed",
             Self::MfaReset => "mfa_reset",
+            Self::BrandingChanged => "branding_changed",
         }
     }
 }

@@ -397,9 +397,15 @@ impl Engine<'_> {
             &code.seed,
             self.settings.code_digits,
         );
+        let branding = self.branding_of(who.org)?;
+        let audience = email::Audience {
+            to: &challenge.email,
+            branding: &branding,
+            language: crate::i18n::choose(ctx.locale.as_deref(), &branding.default_language),
+            time_zone: ctx.device.traits.time_zone.as_deref(),
+        };
         let mail = email::code_email(
-            &challenge.email,
-            who.org,
+            &audience,
             &otp,
             code.expires_at,
             self.settings.code_ttl_seconds,
@@ -612,6 +618,13 @@ impl Engine<'_> {
             sends_left: log.left(cap),
             next_send_at: log.full_until(cap, window),
         })
+    }
+
+    /// The organization's branding as stored, or the neutral default.
+    pub(crate) fn branding_of(&self, org: &str) -> Result<crate::branding::Branding> {
+        Ok(self
+            .load_json(&keys::branding(org))?
+            .unwrap_or_else(|| crate::branding::Branding::default_for(org)))
     }
 
     /// This engine with the platform's settings tightened by an organization's policy.

@@ -67,3 +67,8 @@ pub fn device_rotation(device_id: &str, generation: u64) -> String {
 pub fn policy(org: &str) -> String {
     format!("v1:policy:{org}")
 }
+/// An organization's email branding (value).
+#[must_use]
+pub fn branding(org: &str) -> String {
+    format!("v1:branding:{org}")
+}

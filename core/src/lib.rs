@@ -10,10 +10,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod branding;
 pub mod devices;
 pub mod email;
 pub mod engine;
 pub mod error;
+pub mod i18n;
 pub mod input;
 pub mod keys;
 pub mod model;

@@ -179,3 +179,37 @@ pub(crate) fn org_policy_in(p: wit::OrgPolicy) -> core::policy::OrgPolicy {
         enrollment_grace_days: p.enrollment_grace_days,
     }
 }
+
+pub(crate) fn branding(b: core::branding::Branding) -> wit::Branding {
+    wit::Branding {
+        display_name: b.display_name,
+        logo_url: b.logo_url,
+        primary_color: b.primary_color,
+        accent_color: b.accent_color,
+        sender_name: b.sender_name,
+        support_contact: b.support_contact,
+        footer_text: b.footer_text,
+        default_language: b.default_language,
+    }
+}
+
+pub(crate) fn branding_in(b: wit::Branding) -> core::branding::Branding {
+    core::branding::Branding {
+        display_name: b.display_name,
+        logo_url: b.logo_url,
+        primary_color: b.primary_color,
+        accent_color: b.accent_color,
+        sender_name: b.sender_name,
+        support_contact: b.support_contact,
+        footer_text: b.footer_text,
+        default_language: b.default_language,
+    }
+}
+
+pub(crate) fn email_preview(m: core::OutgoingMail) -> wit::EmailPreview {
+    wit::EmailPreview {
+        subject: m.subject,
+        html: m.html,
+        text: m.text,
+    }
+}

@@ -14,6 +14,7 @@
 //! | 429 `throttled` | with `Retry-After` |
 //! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
 
+use mfa_step_core::branding::Branding;
 use mfa_step_core::policy::OrgPolicy;
 use mfa_step_core::secret::api_key_matches;
 use mfa_step_core::{Actor, CredentialChange, Error, LoginContext};
@@ -87,6 +88,25 @@ struct UserBody {
     actor: Actor,
     org_id: String,
     user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrandingBody {
+    actor: Actor,
+    org_id: String,
+    branding: Branding,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    actor: Actor,
+    org_id: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    time_zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +296,34 @@ fn route(request: &IncomingRequest) -> Reply {
             Reply::result(service::with_engine(|e, now, rng| {
                 e.user_status_for(&b.actor, &b.org_id, &b.user_id, now, rng)
             }))
+        }),
+        "/v1/admin/branding/get" => with_body::<OrgBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.get_branding(&b.actor, &b.org_id, now, rng)
+            }))
+        }),
+        "/v1/admin/branding/set" => with_body::<BrandingBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.set_branding(&b.actor, &b.org_id, &b.branding, now, rng)
+                })
+                .map(|()| json!({ "updated": true })),
+            )
+        }),
+        "/v1/admin/branding/preview" => with_body::<PreviewBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.preview_email(
+                        &b.actor,
+                        &b.org_id,
+                        b.language.as_deref(),
+                        b.time_zone.as_deref(),
+                        now,
+                        rng,
+                    )
+                })
+                .map(|m| json!({ "subject": m.subject, "html": m.html, "text": m.text })),
+            )
         }),
         _ => Reply::problem(404, "not-found", "no such route"),
     }

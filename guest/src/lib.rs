@@ -138,4 +138,42 @@ impl admin::Guest for Component {
         })
         .map_err(convert::error)
     }
+    fn get_branding(actor: wit::Actor, org_id: String) -> Result<wit::Branding, wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| engine.get_branding(&actor, &org_id, now, rng))
+            .map(convert::branding)
+            .map_err(convert::error)
+    }
+    fn set_branding(
+        actor: wit::Actor,
+        org_id: String,
+        branding: wit::Branding,
+    ) -> Result<(), wit::MfaError> {
+        let actor = convert::actor(actor);
+        let branding = convert::branding_in(branding);
+        service::with_engine(|engine, now, rng| {
+            engine.set_branding(&actor, &org_id, &branding, now, rng)
+        })
+        .map_err(convert::error)
+    }
+    fn preview_email(
+        actor: wit::Actor,
+        org_id: String,
+        language: Option<String>,
+        time_zone: Option<String>,
+    ) -> Result<wit::EmailPreview, wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| {
+            engine.preview_email(
+                &actor,
+                &org_id,
+                language.as_deref(),
+                time_zone.as_deref(),
+                now,
+                rng,
+            )
+        })
+        .map(convert::email_preview)
+        .map_err(convert::error)
+    }
 }

@@ -36,6 +36,27 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// List the component's imports and exports for both worlds.
     Inspect,
+    /// Render an organization's code email (with a sample code) to HTML and text files.
+    PreviewEmail(PreviewArgs),
+}
+
+#[derive(clap::Args)]
+struct PreviewArgs {
+    /// The organization whose branding to use (as stored by `serve` in the data folder).
+    #[arg(long)]
+    org: String,
+    /// Language tag (default: the organization's default language).
+    #[arg(long)]
+    lang: Option<String>,
+    /// IANA time zone for the expiry time (default: UTC).
+    #[arg(long)]
+    time_zone: Option<String>,
+    /// Folder holding `serve`'s database and keys.
+    #[arg(long, default_value = ".mfa-step")]
+    data_dir: PathBuf,
+    /// Where to write `<org>-<lang>.html` and `.txt`.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +140,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => run_serve(*args),
         Command::Inspect => run_inspect(),
+        Command::PreviewEmail(args) => run_preview(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -149,6 +171,55 @@ fn write_stdout(text: &str) -> Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+fn run_preview(args: &PreviewArgs) -> Result<ExitCode> {
+    let config = settings::component_config(&args.data_dir)?;
+    let backends = Backends {
+        store: Arc::new(SqliteStore::open(args.data_dir.join("mfa-step.sqlite"))?),
+        mailer: Arc::new(host_harness::backends::MemoryMailer::new()),
+        audit: Arc::new(JsonlAuditSink::open(args.data_dir.join("audit.jsonl"))?),
+        config,
+        clock: Clock::System,
+        offload: true,
+    };
+    // The local operator acts as a platform admin; the preview is recorded like any admin call.
+    let operator = host_harness::wit::Actor {
+        user_id: "local-operator".to_owned(),
+        org_id: args.org.clone(),
+        roles: vec!["platform-admin".to_owned()],
+        ip: "127.0.0.1".to_owned(),
+        user_agent: "mfa-step preview-email".to_owned(),
+    };
+    let runtime = Runtime::new(World::Plugin)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let preview = rt.block_on(async {
+        let (mut store, plugin) = runtime.instantiate(&backends).await?;
+        plugin
+            .mfa_step_plugin_admin()
+            .call_preview_email(
+                &mut store,
+                &operator,
+                &args.org,
+                args.lang.as_deref(),
+                args.time_zone.as_deref(),
+            )
+            .await
+    })?;
+    let preview = preview.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let lang = args.lang.clone().unwrap_or_else(|| "default".to_owned());
+    std::fs::create_dir_all(&args.out)?;
+    let base = args.out.join(format!("{}-{lang}", args.org));
+    let (html, text) = (base.with_extension("html"), base.with_extension("txt"));
+    std::fs::write(&html, preview.html)?;
+    std::fs::write(
+        &text,
+        format!("Subject: {}\n\n{}", preview.subject, preview.text),
+    )?;
+    write_stdout(&format!("{}\n{}\n", html.display(), text.display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_serve(args: ServeArgs) -> Result<ExitCode> {

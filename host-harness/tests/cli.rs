@@ -220,3 +220,47 @@ fn inspect_lists_only_the_package_and_wasi() {
     assert!(!plugin.contains("wasi:http"), "{plugin}");
     assert!(!text.contains("FOREIGN"), "{text}");
 }
+
+#[test]
+fn preview_email_writes_the_branded_email_to_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out_dir = dir.path().join("out");
+    let out = Command::new(BIN)
+        .args([
+            "preview-email",
+            "--org",
+            "demo-clinic",
+            "--lang",
+            "es",
+            "--time-zone",
+            "America/Chicago",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_dir)
+        .env_remove("MFA_STEP_API_KEY")
+        .env_remove("MFA_STEP_HMAC_KEY")
+        .output()
+        .expect("run mfa-step preview-email");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(out_dir.join("demo-clinic-es.txt")).unwrap();
+    assert!(
+        text.starts_with("Subject: Tu código de verificación de demo-clinic"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(America/Chicago)") && text.contains("\n    123456\n"),
+        "{text}"
+    );
+    let html = std::fs::read_to_string(out_dir.join("demo-clinic-es.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("lang=\"es\""));
+    // The sample code never lands in the audit trail.
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default();
+    assert!(!audit.contains("123456"));
+}

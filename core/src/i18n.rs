@@ -1,0 +1,149 @@
+//! The email's languages. Each is one JSON file in `core/i18n/`, embedded at build time. The
+//! language is the user's preference if supported (`es-MX` → `es`), else the organization's
+//! default, else English.
+
+use serde::Deserialize;
+
+use crate::time::Timestamp;
+
+include!(concat!(env!("OUT_DIR"), "/languages.rs"));
+
+/// The messages of one language. Placeholders: `{org}`, `{minutes}`, `{until}`, `{support}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Messages {
+    /// The language's own name.
+    pub language: String,
+    /// Subject line.
+    pub subject: String,
+    /// Line before the code.
+    pub intro: String,
+    /// How long the code works.
+    pub validity: String,
+    /// What to do if you did not ask.
+    pub not_you: String,
+    /// How to reach support.
+    pub support: String,
+    /// The word for UTC.
+    pub utc: String,
+}
+
+/// Supported language tags, sorted.
+#[must_use]
+pub fn supported() -> Vec<&'static str> {
+    LANGUAGES.iter().map(|(tag, _)| *tag).collect()
+}
+
+fn find(tag: &str) -> Option<&'static str> {
+    let primary = tag.split(['-', '_']).next()?.to_ascii_lowercase();
+    LANGUAGES
+        .iter()
+        .find(|(t, _)| *t == primary)
+        .map(|(t, _)| *t)
+}
+
+/// Whether a tag (or its primary subtag) is supported.
+#[must_use]
+pub fn is_supported(tag: &str) -> bool {
+    find(tag).is_some()
+}
+
+/// The language to write in.
+#[must_use]
+pub fn choose(user: Option<&str>, org_default: &str) -> &'static str {
+    user.and_then(find)
+        .or_else(|| find(org_default))
+        .unwrap_or("en")
+}
+
+/// The messages of a supported language (English for anything else).
+#[must_use]
+pub fn messages(tag: &str) -> Messages {
+    let json = LANGUAGES
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .or_else(|| LANGUAGES.iter().find(|(t, _)| *t == "en"));
+    json.and_then(|(_, j)| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| Messages {
+            language: "English".into(),
+            subject: "Your {org} verification code".into(),
+            intro: "Your verification code for {org} is:".into(),
+            validity: "It works once, for {minutes} minutes (until {until}).".into(),
+            not_you: "If you did not try to sign in to {org}, you can ignore this email.".into(),
+            support: "Questions? Contact {support}.".into(),
+            utc: "UTC".into(),
+        })
+}
+
+/// `HH:MM` in the user's IANA time zone with the zone named, or `HH:MM UTC` when the zone is unknown.
+#[must_use]
+pub fn clock(at: Timestamp, time_zone: Option<&str>, utc_word: &str) -> String {
+    let zoned = time_zone.and_then(|name| {
+        let tz = jiff::tz::TimeZone::get(name).ok()?;
+        let ts = jiff::Timestamp::from_second(at.0).ok()?;
+        Some(format!(
+            "{} ({name})",
+            ts.to_zoned_datetime(tz).strftime("%H:%M")
+        ))
+    });
+    zoned.unwrap_or_else(|| {
+        let ts = jiff::Timestamp::from_second(at.0)
+            .map(|t| t.strftime("%H:%M").to_string())
+            .unwrap_or_default();
+        format!("{ts} {utc_word}")
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_file_has_every_message_and_placeholder() {
+        assert!(supported().contains(&"en") && supported().contains(&"es"));
+        for (tag, json) in LANGUAGES {
+            let m: Messages = serde_json::from_str(json)
+                .unwrap_or_else(|e| panic!("{tag}.json does not parse: {e}"));
+            for (text, needs) in [
+                (&m.subject, &["{org}"][..]),
+                (&m.intro, &["{org}"][..]),
+                (&m.validity, &["{minutes}", "{until}"][..]),
+                (&m.not_you, &["{org}"][..]),
+                (&m.support, &["{support}"][..]),
+            ] {
+                for placeholder in needs {
+                    assert!(
+                        text.contains(placeholder),
+                        "{tag}: {text:?} lacks {placeholder}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn language_choice() {
+        assert_eq!(choose(Some("es-MX"), "en"), "es");
+        assert_eq!(choose(Some("fr"), "es"), "es");
+        assert_eq!(choose(None, "xx"), "en");
+        assert_eq!(choose(Some("EN_gb"), "es"), "en");
+    }
+
+    #[test]
+    fn times_in_the_users_zone_across_dst() {
+        // 2026-11-18T11:06:40Z is 05:06 in Chicago (CST, after the DST change) and 11:06 UTC.
+        let t = Timestamp(1_795_000_000);
+        assert_eq!(
+            clock(t, Some("America/Chicago"), "UTC"),
+            "05:06 (America/Chicago)"
+        );
+        assert_eq!(clock(t, None, "UTC"), "11:06 UTC");
+        assert_eq!(clock(t, Some("Not/AZone"), "UTC"), "11:06 UTC");
+        // 2026-10-20T14:00:00Z is 10:00 in New York (EDT, before the change).
+        assert_eq!(
+            clock(Timestamp(1_792_504_800), Some("America/New_York"), "UTC"),
+            "10:00 (America/New_York)"
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! Branded verification emails through the compiled component: each organization's look, hostile
+//! values escaped, header injection refused, English and Spanish wording, a real SMTP delivery whose
+//! HTML a strict parser accepts, and a headless-Chromium screenshot kept as a test artifact
+//! (`target/test-artifacts/`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use host_harness::backends::{MemoryAuditSink, MemoryStore, SmtpConfig, SmtpMailer, SmtpTls};
+use host_harness::wit::{self, Branding, ErrorKind, MfaError};
+use host_harness::{Backends, Clock, TestClock};
+
+const SUNRISE: &str = "sunrise-clinic";
+const HARBOR: &str = "harbor-health";
+
+fn admin(org: &str) -> wit::Actor {
+    wit::Actor {
+        user_id: format!("{org}-admin"),
+        org_id: org.to_owned(),
+        roles: vec!["org-admin".to_owned()],
+        ip: "198.51.100.4".to_owned(),
+        user_agent: "admin console".to_owned(),
+    }
+}
+
+fn sunrise() -> Branding {
+    Branding {
+        display_name: "Sunrise Family Clinic".to_owned(),
+        logo_url: Some("https://cdn.sunrise-clinic.example/logo.png".to_owned()),
+        primary_color: "#b3461d".to_owned(),
+        accent_color: "#fdf1e7".to_owned(),
+        sender_name: "Sunrise Family Clinic".to_owned(),
+        support_contact: "+1 555 0100".to_owned(),
+        footer_text: "Sunrise Family Clinic, 12 Dawn Road".to_owned(),
+        default_language: "es".to_owned(),
+    }
+}
+
+fn harbor() -> Branding {
+    Branding {
+        display_name: "Harbor Health".to_owned(),
+        logo_url: None,
+        primary_color: "#0b4f6c".to_owned(),
+        accent_color: "#e6f2f7".to_owned(),
+        sender_name: "Harbor Health Security".to_owned(),
+        support_contact: "help@harbor.example".to_owned(),
+        footer_text: String::new(),
+        default_language: "en".to_owned(),
+    }
+}
+
+async fn set_branding(backends: &Backends, org: &str, b: &Branding) -> Result<(), MfaError> {
+    let (mut store, plugin) = http_app().instantiate(backends).await.unwrap();
+    plugin
+        .mfa_step_plugin_admin()
+        .call_set_branding(&mut store, &admin(org), org, b)
+        .await
+        .expect("no trap")
+}
+
+async fn preview(
+    backends: &Backends,
+    org: &str,
+    lang: Option<&str>,
+    tz: Option<&str>,
+) -> wit::EmailPreview {
+    let (mut store, plugin) = http_app().instantiate(backends).await.unwrap();
+    plugin
+        .mfa_step_plugin_admin()
+        .call_preview_email(&mut store, &admin(org), org, lang, tz)
+        .await
+        .expect("no trap")
+        .unwrap()
+}
+
+fn user_of(org: &str, user: &str, locale: Option<&str>) -> wit::LoginContext {
+    let mut c = ctx(user);
+    c.org_id = org.to_owned();
+    c.locale = locale.map(str::to_owned);
+    c.device.traits.time_zone = None;
+    c
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn two_organizations_get_two_different_emails() {
+    let h = Harness::new();
+    set_branding(&h.backends, SUNRISE, &sunrise())
+        .await
+        .unwrap();
+    set_branding(&h.backends, HARBOR, &harbor()).await.unwrap();
+    assert_eq!(
+        h.actions()
+            .iter()
+            .filter(|a| *a == "branding_changed")
+            .count(),
+        2
+    );
+
+    let mut mails = Vec::new();
+    for (org, user) in [(SUNRISE, "dr-sol"), (HARBOR, "dr-mar")] {
+        let c = user_of(org, user, None);
+        let id = h.challenge(&c).await;
+        h.send_code(&c, &id).await.unwrap();
+        mails.push(h.mailer.inner().last().unwrap());
+    }
+    let (s, m) = (&mails[0], &mails[1]);
+    // Sunrise: its logo, colors, Spanish by default, support line and footer.
+    assert!(
+        s.html.contains(
+            "src=\"https://cdn.sunrise-clinic.example/logo.png\" alt=\"Sunrise Family Clinic\""
+        ),
+        "{}",
+        s.html
+    );
+    assert!(
+        s.html.contains("background-color:#b3461d") && s.html.contains("background-color:#fdf1e7")
+    );
+    assert!(
+        s.html.contains("<html lang=\"es\">")
+            && s.subject
+                .starts_with("Tu código de verificación de Sunrise Family Clinic")
+    );
+    assert!(s.text.contains("+1 555 0100") && s.text.contains("12 Dawn Road"));
+    assert_eq!(s.sender_name.as_deref(), Some("Sunrise Family Clinic"));
+    // Harbor: no logo (its name instead), its colors, English, its sender.
+    assert!(
+        !m.html.contains("<img") && m.html.contains(">Harbor Health</span>"),
+        "{}",
+        m.html
+    );
+    assert!(m.html.contains("background-color:#0b4f6c") && !m.html.contains("#b3461d"));
+    assert!(
+        m.subject == "Your Harbor Health verification code"
+            && m.text.contains("help@harbor.example")
+    );
+    assert_eq!(m.sender_name.as_deref(), Some("Harbor Health Security"));
+    // Both carry their code on its own line, and nowhere in the subject.
+    for mail in [s, m] {
+        let code = code_in(&mail.text).unwrap();
+        assert!(mail.html.contains(&format!(">{code}<")) && !mail.subject.contains(&code));
+    }
+}
+
+#[tokio::test]
+async fn the_rendered_sample_matches_the_fixture() {
+    let h = Harness::new();
+    set_branding(&h.backends, SUNRISE, &sunrise())
+        .await
+        .unwrap();
+    let p = preview(&h.backends, SUNRISE, Some("es"), Some("America/Chicago")).await;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let (html_path, text_path) = (
+        fixtures.join("email-sunrise-es.html"),
+        fixtures.join("email-sunrise-es.txt"),
+    );
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::write(&html_path, &p.html).unwrap();
+        std::fs::write(&text_path, &p.text).unwrap();
+    }
+    let html =
+        std::fs::read_to_string(&html_path).expect("fixture exists (UPDATE_FIXTURES=1 writes it)");
+    let text =
+        std::fs::read_to_string(&text_path).expect("fixture exists (UPDATE_FIXTURES=1 writes it)");
+    assert_eq!(
+        p.html, html,
+        "the HTML changed; review it and rerun with UPDATE_FIXTURES=1"
+    );
+    assert_eq!(
+        p.text, text,
+        "the text changed; review it and rerun with UPDATE_FIXTURES=1"
+    );
+    // T0 + 10 minutes is 05:16 in Chicago.
+    assert!(
+        p.text
+            .contains("durante 10 minutos (hasta las 05:16 (America/Chicago))"),
+        "{}",
+        p.text
+    );
+    assert!(p.text.contains("\n    123456\n"));
+}
+
+#[tokio::test]
+async fn hostile_branding_renders_as_text() {
+    let h = Harness::new();
+    let hostile = Branding {
+        display_name: "<script>alert(1)</script>\"><img src=x onerror=alert(2)>".to_owned(),
+        support_contact: "<b>help</b>".to_owned(),
+        footer_text: "Acme & 'Co'".to_owned(),
+        ..harbor()
+    };
+    set_branding(&h.backends, HARBOR, &hostile).await.unwrap();
+    let c = user_of(HARBOR, "dr-x", None);
+    let id = h.challenge(&c).await;
+    h.send_code(&c, &id).await.unwrap();
+    let mail = h.mailer.inner().last().unwrap();
+    assert!(
+        !mail.html.contains("<script")
+            && !mail.html.contains("<img src=x")
+            && !mail.html.contains("<b>help"),
+        "{}",
+        mail.html
+    );
+    assert!(
+        mail.html
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{}",
+        mail.html
+    );
+    assert!(mail.html.contains("Acme &#38; &#39;Co&#39;"));
+    // The text part is text: the name as written, which no mail client renders as markup.
+    assert!(mail.text.contains("<script>alert(1)</script>"));
+}
+
+#[tokio::test]
+async fn header_injection_and_bad_values_are_refused_at_input() {
+    let h = Harness::new();
+    let cases = [
+        (
+            Branding {
+                display_name: "Harbor\r\nBcc: all@evil.example".to_owned(),
+                ..harbor()
+            },
+            "branding.display_name",
+        ),
+        (
+            Branding {
+                sender_name: "Harbor\nX-Evil: 1".to_owned(),
+                ..harbor()
+            },
+            "branding.sender_name",
+        ),
+        (
+            Branding {
+                logo_url: Some("http://harbor.example/logo.png".to_owned()),
+                ..harbor()
+            },
+            "branding.logo_url",
+        ),
+        (
+            Branding {
+                logo_url: Some("https://h.example/a\" onerror=\"x".to_owned()),
+                ..harbor()
+            },
+            "branding.logo_url",
+        ),
+        (
+            Branding {
+                primary_color: "red;background:url(https://evil.example)".to_owned(),
+                ..harbor()
+            },
+            "branding.primary_color",
+        ),
+        (
+            Branding {
+                default_language: "tlh".to_owned(),
+                ..harbor()
+            },
+            "branding.default_language",
+        ),
+    ];
+    for (b, field) in cases {
+        let e = set_branding(&h.backends, HARBOR, &b).await.unwrap_err();
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::InvalidInput, Some(field))
+        );
+    }
+    assert!(
+        !h.actions().contains(&"branding_changed".to_owned()),
+        "nothing was stored"
+    );
+    // Another org's admin cannot change it.
+    let (mut store, plugin) = h.runtime.instantiate(&h.backends).await.unwrap();
+    let e = plugin
+        .mfa_step_plugin_admin()
+        .call_set_branding(&mut store, &admin(SUNRISE), HARBOR, &harbor())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden);
+}
+
+#[tokio::test]
+async fn the_users_language_then_the_orgs_then_english() {
+    let h = Harness::new();
+    set_branding(&h.backends, SUNRISE, &sunrise())
+        .await
+        .unwrap();
+    let cases = [
+        (SUNRISE, Some("en-US"), "for 10 minutes (until 11:16 UTC)"),
+        (SUNRISE, None, "durante 10 minutos (hasta las 11:16 UTC)"),
+        (SUNRISE, Some("fr"), "durante 10 minutos"),
+        (HARBOR, Some("es-MX"), "durante 10 minutos"),
+        (HARBOR, Some("de"), "for 10 minutes (until 11:16 UTC)"),
+    ];
+    for (i, (org, locale, wording)) in cases.into_iter().enumerate() {
+        let c = user_of(org, &format!("u{i}"), locale);
+        let id = h.challenge(&c).await;
+        h.send_code(&c, &id).await.unwrap();
+        let mail = h.mailer.inner().last().unwrap();
+        assert!(mail.text.contains(wording), "case {i}: {}", mail.text);
+    }
+}
+
+/// A real SMTP server on loopback (aiosmtpd via tests/tools/smtp_sink.py); killed when dropped.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpSink {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/smtp_sink.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start python3 ({e}); the test needs python3 with aiosmtpd")
+            });
+        let mut sink = Self { child, port, dir };
+        for _ in 0..200 {
+            if let Some(status) = sink.child.try_wait().unwrap() {
+                panic!(
+                    "the SMTP sink exited ({status}): python3 needs aiosmtpd (pip install aiosmtpd)"
+                );
+            }
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return sink;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the SMTP sink did not listen within 10 s");
+    }
+}
+
+#[tokio::test]
+async fn a_real_smtp_server_receives_a_multipart_email_whose_html_parses_cleanly() {
+    let sink = SmtpSink::start();
+    let config = SmtpConfig {
+        timeout: Duration::from_secs(10),
+        ..SmtpConfig::new(
+            "127.0.0.1",
+            sink.port,
+            "noreply@sunrise-clinic.example",
+            SmtpTls::None,
+        )
+    };
+    let backends = Backends {
+        store: Arc::new(MemoryStore::new()),
+        mailer: Arc::new(SmtpMailer::new(&config).unwrap()),
+        audit: Arc::new(MemoryAuditSink::new()),
+        config: default_config(),
+        clock: Clock::Test(TestClock::at(T0)),
+        offload: true,
+    };
+    set_branding(&backends, SUNRISE, &sunrise()).await.unwrap();
+    let c = user_of(SUNRISE, "dr-smtp", Some("es"));
+    let (mut store, plugin) = http_app().instantiate(&backends).await.unwrap();
+    let step = plugin.mfa_step_plugin_login_step();
+    let Ok(wit::Decision::Challenge(ch)) = step.call_begin(&mut store, &c).await.unwrap() else {
+        panic!("challenge")
+    };
+    step.call_send_code(&mut store, &c, &ch.challenge_id)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let eml = sink.dir.path().join("1.eml");
+    for _ in 0..100 {
+        if eml.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_email.py"))
+        .arg(&eml)
+        .output()
+        .expect("run check_email.py");
+    assert!(
+        out.status.success(),
+        "check_email.py failed (it needs html5lib): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["content_type"], "multipart/alternative");
+    let text = report["text"].as_str().unwrap();
+    let code = code_in(text).expect("the text part holds the code");
+    // The code that arrived is the code that works.
+    step.call_verify(&mut store, &c, &ch.challenge_id, &code, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report["html_errors"],
+        serde_json::json!([]),
+        "the HTML must parse without errors"
+    );
+    assert!(report["html"].as_str().unwrap().contains(&code));
+    for header in ["Message-ID", "Date", "Auto-Submitted", "Subject"] {
+        assert!(
+            report["headers"][header].is_string(),
+            "missing {header}: {report}"
+        );
+    }
+    assert!(
+        report["headers"]["From"]
+            .as_str()
+            .unwrap()
+            .contains("Sunrise Family Clinic")
+    );
+}
+
+fn chromium() -> PathBuf {
+    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!(
+        "Chromium is required for the email screenshot (apt-get install chromium); .ci/run installs it"
+    );
+}
+
+#[tokio::test]
+async fn headless_chromium_renders_the_email_to_a_screenshot() {
+    let h = Harness::new();
+    set_branding(&h.backends, SUNRISE, &sunrise())
+        .await
+        .unwrap();
+    let p = preview(&h.backends, SUNRISE, Some("es"), None).await;
+    let dir = artifacts();
+    let html = dir.join("email-sunrise-es.html");
+    let png = dir.join("email-sunrise-es.png");
+    std::fs::write(&html, &p.html).unwrap();
+    let _ = std::fs::remove_file(&png);
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=700,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        png.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        bytes.len() > 5_000,
+        "a near-empty screenshot ({} bytes)",
+        bytes.len()
+    );
+}
