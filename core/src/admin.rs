@@ -116,10 +116,6 @@ impl Engine<'_> {
     ) -> Result<()> {
         self.authorize(actor, org, org, "set-policy", now, rng)?;
         policy.validate(&self.settings)?;
-        let key = keys::policy(org);
-        let previous = self.store.get(&key).map_err(Error::store)?;
-        let seq = self.reserve(org)?;
-        self.put(&key, policy)?;
         let summary = serde_json::to_string(policy).unwrap_or_default();
         let event = actor_event(
             actor,
@@ -129,14 +125,8 @@ impl Engine<'_> {
             Outcome::Success,
             format!("policy:{summary}"),
         );
-        if let Err(e) = self.append(seq, event, now, rng) {
-            let _ = match previous {
-                Some(bytes) => self.store.set(&key, &bytes),
-                None => self.store.delete(&key),
-            };
-            return Err(e);
-        }
-        Ok(())
+        self.put_recorded(&keys::policy(org), policy, event, now, rng)
+            .map(drop)
     }
 
     /// Resets a user's MFA: clears the lock and every failure counter, withdraws the open challenge
@@ -210,10 +200,6 @@ impl Engine<'_> {
     ) -> Result<()> {
         self.authorize(actor, org, org, "set-branding", now, rng)?;
         branding.validate()?;
-        let key = keys::branding(org);
-        let previous = self.store.get(&key).map_err(Error::store)?;
-        let seq = self.reserve(org)?;
-        self.put(&key, branding)?;
         let event = actor_event(
             actor,
             org,
@@ -222,14 +208,8 @@ impl Engine<'_> {
             Outcome::Success,
             "branding".to_owned(),
         );
-        if let Err(e) = self.append(seq, event, now, rng) {
-            let _ = match previous {
-                Some(bytes) => self.store.set(&key, &bytes),
-                None => self.store.delete(&key),
-            };
-            return Err(e);
-        }
-        Ok(())
+        self.put_recorded(&keys::branding(org), branding, event, now, rng)
+            .map(drop)
     }
 
     /// The code email as the organization's users would get it, with a sample code.

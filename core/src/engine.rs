@@ -246,20 +246,17 @@ impl Engine<'_> {
             code: None,
         };
         let challenge_key = keys::challenge(who.org, who.user);
-        let previous = self.store.get(&challenge_key).map_err(Error::store)?;
-        let seq = self.reserve(who.org)?;
-        self.put(&challenge_key, &challenge)?;
         let event = who
             .event(Action::ChallengeStarted, Outcome::Success)
             .reason(&why.rule);
-        if let Err(e) = self.append(seq, event.challenge(&challenge.id), now, rng) {
-            // Withdraw the challenge: the login must not proceed on an unrecorded step.
-            let _ = match &previous {
-                Some(bytes) => self.store.set(&challenge_key, bytes),
-                None => self.store.delete(&challenge_key),
-            };
-            return Err(e);
-        }
+        // If the record cannot be written the challenge is withdrawn: no unrecorded login step.
+        let previous = self.put_recorded(
+            &challenge_key,
+            &challenge,
+            event.challenge(&challenge.id),
+            now,
+            rng,
+        )?;
         if let Some(old) = previous
             .as_deref()
             .and_then(|b| serde_json::from_slice::<StoredChallenge>(b).ok())
@@ -707,6 +704,31 @@ impl Engine<'_> {
             line: event.line(&id, seq, now),
         };
         self.audit.append(&entry).map_err(Error::audit)
+    }
+
+    /// Writes `value` at `key` as one recorded change: reserve the record's sequence number, write,
+    /// append the record; if the sink refuses it, put back what was there before and fail with
+    /// [`Error::Audit`]. The one place that holds the fail-closed ordering for a single value.
+    /// Returns the value it replaced.
+    pub(crate) fn put_recorded<T: Serialize, R: CryptoRng + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        event: Event,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Option<Vec<u8>>> {
+        let previous = self.store.get(key).map_err(Error::store)?;
+        let seq = self.reserve(&event.org)?;
+        self.put(key, value)?;
+        if let Err(e) = self.append(seq, event, now, rng) {
+            let _ = match &previous {
+                Some(bytes) => self.store.set(key, bytes),
+                None => self.store.delete(key),
+            };
+            return Err(e);
+        }
+        Ok(previous)
     }
 
     /// Writes one audit record for an event that changes nothing (a refusal, a throttle).

@@ -194,20 +194,11 @@ impl Engine<'_> {
             self.revoke_stored(who, who.user, old, "device-limit", now, rng)?;
         }
 
-        let key = keys::device(who.org, who.user, &device.id);
-        let previous = self.store.get(&key).map_err(Error::store)?;
-        let seq = self.reserve(who.org)?;
-        self.put(&key, &device)?;
         let event = who
             .event(Action::DeviceTrusted, Outcome::Success)
             .reason(&format!("trusted-until:{}", expires_at.rfc3339()));
-        if let Err(e) = self.append(seq, event.device(&device.id), now, rng) {
-            let _ = match previous {
-                Some(bytes) => self.store.set(&key, &bytes),
-                None => self.store.delete(&key),
-            };
-            return Err(e);
-        }
+        let key = keys::device(who.org, who.user, &device.id);
+        self.put_recorded(&key, &device, event.device(&device.id), now, rng)?;
         let max_age = i64::from(now.seconds_until(expires_at));
         Ok(Some((
             device.id.clone(),
