@@ -1,0 +1,253 @@
+//! The adapter's translations, kept free of Spin and WebAssembly so that they are tested on the host.
+//!
+//! Everything here is a fixed naming or shaping rule; nothing decides anything about MFA.
+//!
+//! # One key-value store, three namespaces
+//!
+//! Spin gives the component one store (`default`) that holds the component's values, its counters
+//! and the audit records. The `store` contract keeps counters apart from values ("a key used with
+//! `increment` is never read with `get`", and `list-keys` lists values only), and Spin's SQLite
+//! backend reads a counter as an 8-byte integer, failing on anything else. So every stored key
+//! carries the prefix of its namespace, and no key of one namespace can equal a key of another:
+//!
+//! | what | stored under | written through |
+//! |---|---|---|
+//! | a value | `val:<key>` | `fermyon:spin/key-value` (`Store::open_default`) |
+//! | a counter | `ctr:<key>` | `wasi:keyvalue/atomics.increment` (never compare-and-swap) |
+//! | an audit record | `audit:<org>:<seq, 20 digits>` | `fermyon:spin/key-value` |
+//!
+//! `list-keys(prefix)` lists the store's keys, keeps those under `val:<prefix>` and strips `val:`,
+//! so counters and audit records never show. Audit keys are zero-padded so that a lexical scan of
+//! one organization's keys returns its records in sequence order.
+
+use serde::Serialize;
+
+/// Prefix of every value key (`get`, `set`, `delete`, `list-keys`).
+pub const VALUE_PREFIX: &str = "val:";
+/// Prefix of every counter key (`increment`, `delete`).
+pub const COUNTER_PREFIX: &str = "ctr:";
+/// Prefix of every audit record key.
+pub const AUDIT_PREFIX: &str = "audit:";
+
+/// The Spin key that holds the component's value `key`.
+#[must_use]
+pub fn value_key(key: &str) -> String {
+    format!("{VALUE_PREFIX}{key}")
+}
+
+/// The Spin key that holds the component's counter `key`.
+#[must_use]
+pub fn counter_key(key: &str) -> String {
+    format!("{COUNTER_PREFIX}{key}")
+}
+
+/// The Spin key of one audit record: `audit:<org>:<seq>`, `seq` zero-padded to 20 digits (the width
+/// of `u64::MAX`), so that keys sort in sequence order.
+#[must_use]
+pub fn audit_key(org_id: &str, seq: u64) -> String {
+    format!("{AUDIT_PREFIX}{org_id}:{seq:020}")
+}
+
+/// The component's value keys starting with `prefix`, out of all of the store's keys.
+pub fn value_keys_with_prefix<I>(all_keys: I, prefix: &str) -> Vec<String>
+where
+    I: IntoIterator<Item = String>,
+{
+    all_keys
+        .into_iter()
+        .filter_map(|stored| {
+            stored
+                .strip_prefix(VALUE_PREFIX)
+                .filter(|key| key.starts_with(prefix))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The JSON body posted to the mail API: the message exactly as the component rendered it.
+///
+/// ```json
+/// {"to": "d@clinic.example", "sender_name": "Demo Clinic", "subject": "…", "html": "…", "text": "…"}
+/// ```
+/// `sender_name` is `null` when the component has none. The body carries a one-time code: it is
+/// sent to the mail API and nowhere else, never logged, never put in an error.
+#[derive(Serialize)]
+pub struct MailBody<'a> {
+    /// The recipient's address.
+    pub to: &'a str,
+    /// Display name for the `From` header; the mail API picks the address.
+    pub sender_name: Option<&'a str>,
+    /// The subject line.
+    pub subject: &'a str,
+    /// The HTML part.
+    pub html: &'a str,
+    /// The plain-text part.
+    pub text: &'a str,
+}
+
+impl MailBody<'_> {
+    /// The body as JSON bytes.
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings into a Vec cannot fail; an empty body would be refused by
+        // the mail API, so this fails closed even if it somehow did.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The `Authorization` header value for a bearer token.
+#[must_use]
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The mail API's answer, mapped: any 2xx is accepted, anything else is `Err` with a message that
+/// names the status only. The response body is never read into the message (it may echo the
+/// request, which holds a one-time code).
+///
+/// # Errors
+/// The status is not 2xx.
+pub fn mail_status(status: u16) -> Result<(), String> {
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("the mail API answered HTTP {status}"))
+    }
+}
+
+/// A Spin variable's value as the component's `config.get` answer. Spin cannot declare a variable
+/// without a value (each needs a default or `required = true`), so optional settings are declared
+/// with `default = ""`, and the empty string stands for "not set": the component then applies its
+/// own default, which therefore lives in one place only.
+#[must_use]
+pub fn config_value(raw: String) -> Option<String> {
+    if raw.is_empty() { None } else { Some(raw) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> Vec<String> {
+        list.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[test]
+    fn values_counters_and_audit_records_never_share_a_key() {
+        // The same component key used as a value and as a counter lands on two Spin keys.
+        assert_eq!(value_key("v1:failures:acme:u1"), "val:v1:failures:acme:u1");
+        assert_eq!(
+            counter_key("v1:failures:acme:u1"),
+            "ctr:v1:failures:acme:u1"
+        );
+        // Even a component key that looks like another namespace stays in its own.
+        assert_eq!(value_key("ctr:x"), "val:ctr:x");
+        assert_eq!(counter_key("audit:acme:1"), "ctr:audit:acme:1");
+        assert!(!value_key("audit:acme:1").starts_with(AUDIT_PREFIX));
+    }
+
+    #[test]
+    fn audit_keys_are_zero_padded_to_twenty_digits_and_sort_by_sequence() {
+        assert_eq!(audit_key("acme", 1), "audit:acme:00000000000000000001");
+        assert_eq!(
+            audit_key("acme", u64::MAX),
+            "audit:acme:18446744073709551615"
+        );
+        let mut shuffled = vec![
+            audit_key("acme", 10),
+            audit_key("acme", 9),
+            audit_key("acme", 100),
+        ];
+        shuffled.sort();
+        assert_eq!(
+            shuffled,
+            vec![
+                audit_key("acme", 9),
+                audit_key("acme", 10),
+                audit_key("acme", 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn list_keys_returns_the_component_keys_under_the_prefix_only() {
+        let stored = keys(&[
+            "val:v1:device:acme:u1:d1",
+            "val:v1:device:acme:u1:d2",
+            "val:v1:device:acme:u10:d3",
+            "val:v1:challenge:acme:u1",
+            "ctr:v1:device:acme:u1:counter",
+            "audit:acme:00000000000000000001",
+            "written-by-someone-else",
+        ]);
+        let mut found = value_keys_with_prefix(stored, "v1:device:acme:u1:");
+        found.sort();
+        assert_eq!(
+            found,
+            keys(&["v1:device:acme:u1:d1", "v1:device:acme:u1:d2"])
+        );
+    }
+
+    #[test]
+    fn list_keys_with_an_empty_prefix_lists_every_value_and_nothing_else() {
+        let stored = keys(&["val:a", "ctr:a", "audit:o:1", "val:b"]);
+        assert_eq!(value_keys_with_prefix(stored, ""), keys(&["a", "b"]));
+    }
+
+    #[test]
+    fn the_mail_body_is_the_message_as_json_with_a_null_sender_name_when_absent() {
+        let body = MailBody {
+            to: "d@clinic.example",
+            sender_name: None,
+            subject: "Your code",
+            html: "<p>\"123456\"</p>",
+            text: "123456\n",
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&body.to_json()).unwrap_or(serde_json::Value::Null);
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "to": "d@clinic.example",
+                "sender_name": null,
+                "subject": "Your code",
+                "html": "<p>\"123456\"</p>",
+                "text": "123456\n",
+            })
+        );
+        let named = MailBody {
+            sender_name: Some("Demo Clinic"),
+            ..body
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&named.to_json()).unwrap_or(serde_json::Value::Null);
+        assert_eq!(json["sender_name"], "Demo Clinic");
+    }
+
+    #[test]
+    fn the_token_goes_in_a_bearer_header() {
+        assert_eq!(bearer("tok-123"), "Bearer tok-123");
+    }
+
+    #[test]
+    fn every_2xx_is_accepted_and_anything_else_names_only_the_status() {
+        for ok in [200, 201, 202, 204, 299] {
+            assert_eq!(mail_status(ok), Ok(()));
+        }
+        for refused in [100, 199, 300, 301, 400, 401, 403, 422, 429, 500, 503] {
+            assert_eq!(
+                mail_status(refused),
+                Err(format!("the mail API answered HTTP {refused}"))
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_variable_is_an_unset_setting() {
+        assert_eq!(config_value(String::new()), None);
+        assert_eq!(config_value("600".to_owned()), Some("600".to_owned()));
+        // Only the empty string is special: a value of spaces reaches the component, which
+        // refuses it as out of bounds rather than silently defaulting.
+        assert_eq!(config_value(" ".to_owned()), Some(" ".to_owned()));
+    }
+}
