@@ -151,7 +151,6 @@ impl Engine<'_> {
             user_agent: &actor.user_agent,
         };
         self.revoke_all_of(&who, &actor.user_id, "mfa-reset", now, rng)?;
-        let seq = self.reserve(org)?;
         for key in [
             keys::failures(org, user),
             keys::last_failure(org, user),
@@ -168,7 +167,7 @@ impl Engine<'_> {
             Outcome::Success,
             "admin-reset".to_owned(),
         );
-        self.append(seq, event, now, rng)
+        self.append(event, now, rng)
     }
 
     /// An organization's email branding (the neutral default when it set none).

@@ -1,13 +1,13 @@
 //! Audit records: who did what, when (UTC), where (IP, user agent, device), with what outcome and why.
 //!
-//! Schema `v: 1`, one JSON object per line, keys in exactly this order and no insignificant
-//! whitespace (the canonical form the hash chain of the audit issue will hash):
+//! Schema `v: 2`, one JSON object per line, keys in exactly this order and no insignificant
+//! whitespace (the canonical form the hash chain hashes; see [`crate::chain`]):
 //!
 //! | key | meaning |
 //! |---|---|
-//! | `v` | schema version, `1` |
+//! | `v` | schema version, `2` (1 had no chain fields) |
 //! | `id` | random event id (128 bits, hex) |
-//! | `seq` | position in the organization's stream, from 1 |
+//! | `seq` | position in the organization's stream: 1, 2, 3, … with no gaps |
 //! | `at` | UTC time, RFC 3339 with `Z` |
 //! | `org` | organization id |
 //! | `actor` | who acted (the user for login steps, the admin for admin calls) |
@@ -19,11 +19,14 @@
 //! | `user_agent` | the client's user agent, cut to 200 characters, or `null` |
 //! | `device_id` | trusted device involved, or `null` |
 //! | `challenge_id` | challenge involved, or `null` |
+//! | `prev` | `hash` of the organization's previous record (64 zeros for its first) |
+//! | `hash` | SHA-256 of the line before `,"hash"` |
+//! | `seal` | HMAC of `hash` under the seal key, or `null` when unsealed |
 //!
 //! Never present: a code, a seed, a device token, a cookie, a key, or an email address (the subject's
 //! id identifies the person; addresses change and are personal data the trail does not need).
 
-use serde::Serialize;
+use crate::chain::{Record, SealKey};
 
 use crate::time::Timestamp;
 
@@ -44,8 +47,10 @@ pub enum Action {
     CodeDeliveryFailed,
     /// A code was accepted.
     CodeVerified,
-    /// A code was refused (wrong, expired, used, unknown challenge, or user locked).
+    /// A code was refused (wrong, used, unknown challenge, guesses exhausted).
     CodeRejected,
+    /// A code was entered after its code or challenge had expired.
+    CodeExpired,
     /// A send was refused by the send window.
     SendThrottled,
     /// A verify was refused by the wrong-guess delay.
@@ -81,6 +86,7 @@ impl Action {
             Self::CodeDeliveryFailed => "code_delivery_failed",
             Self::CodeVerified => "code_verified",
             Self::CodeRejected => "code_rejected",
+            Self::CodeExpired => "code_expired",
             Self::SendThrottled => "send_throttled",
             Self::VerifyThrottled => "verify_throttled",
             Self::UserLocked => "user_locked",
@@ -141,51 +147,45 @@ pub struct Event {
     pub challenge_id: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    v: u8,
-    id: &'a str,
-    seq: u64,
-    at: String,
-    org: &'a str,
-    actor: &'a str,
-    subject: &'a str,
-    action: &'a str,
-    outcome: &'a str,
-    reason: Option<&'a str>,
-    ip: Option<&'a str>,
-    user_agent: Option<String>,
-    device_id: Option<&'a str>,
-    challenge_id: Option<&'a str>,
-}
-
 impl Event {
-    /// The canonical JSON line for this event.
+    /// The record for this event at `seq` after `prev`, as its canonical line and its hash.
     #[must_use]
-    pub fn line(&self, id: &str, seq: u64, at: Timestamp) -> String {
-        let line = Line {
-            v: 1,
-            id,
+    pub fn seal(
+        &self,
+        id: &str,
+        seq: u64,
+        at: Timestamp,
+        prev: &str,
+        key: Option<&SealKey>,
+    ) -> (String, String) {
+        let record = Record {
+            v: SCHEMA_VERSION,
+            id: id.to_owned(),
             seq,
             at: at.rfc3339(),
-            org: &self.org,
-            actor: &self.actor,
-            subject: &self.subject,
-            action: self.action.as_str(),
-            outcome: self.outcome.as_str(),
-            reason: self.reason.as_deref(),
-            ip: self.ip.as_deref(),
+            org: self.org.clone(),
+            actor: self.actor.clone(),
+            subject: self.subject.clone(),
+            action: self.action.as_str().to_owned(),
+            outcome: self.outcome.as_str().to_owned(),
+            reason: self.reason.clone(),
+            ip: self.ip.clone(),
             user_agent: self
                 .user_agent
                 .as_ref()
                 .map(|ua| ua.chars().take(200).collect()),
-            device_id: self.device_id.as_deref(),
-            challenge_id: self.challenge_id.as_deref(),
+            device_id: self.device_id.clone(),
+            challenge_id: self.challenge_id.clone(),
+            prev: prev.to_owned(),
+            hash: String::new(),
+            seal: None,
         };
-        // Serializing a struct of strings and integers cannot fail.
-        serde_json::to_string(&line).unwrap_or_default()
+        crate::chain::seal_line(&record.prefix_json(), key)
     }
 }
+
+/// The schema version records carry.
+pub const SCHEMA_VERSION: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -205,14 +205,15 @@ mod tests {
             device_id: None,
             challenge_id: Some("c1".into()),
         };
-        let line = ev.line("e1", 7, Timestamp(0));
+        let (line, hash) = ev.seal("e1", 7, Timestamp(0), crate::chain::GENESIS, None);
         assert!(line.starts_with(
-            r#"{"v":1,"id":"e1","seq":7,"at":"1970-01-01T00:00:00Z","org":"acme","actor":"u1","subject":"u1","action":"code_sent","outcome":"success","reason":null,"ip":"203.0.113.9","user_agent":"xxx"#
+            r#"{"v":2,"id":"e1","seq":7,"at":"1970-01-01T00:00:00Z","org":"acme","actor":"u1","subject":"u1","action":"code_sent","outcome":"success","reason":null,"ip":"203.0.113.9","user_agent":"xxx"#
         ), "{line}");
-        assert!(
-            line.ends_with(r#","device_id":null,"challenge_id":"c1"}"#),
-            "{line}"
+        let tail = format!(
+            r#","device_id":null,"challenge_id":"c1","prev":"{}","hash":"{hash}","seal":null}}"#,
+            crate::chain::GENESIS
         );
+        assert!(line.ends_with(&tail), "{line}");
         assert!(!line.contains(&"x".repeat(201)));
     }
 }

@@ -11,10 +11,10 @@
 //! ```
 //!
 //! ## Failing closed
-//! Each operation first reserves its audit record's sequence number (in the store), then makes its
-//! change, then appends the record to the audit sink, then reports success. So a store that fails
-//! part-way fails *before* the change or inside it, never between the change and its record; and if
-//! the sink refuses the record, the change is undone (a consumed code is given back, an opened
+//! Each operation makes its change, then appends its record to the audit sink (which touches only
+//! the sink: see [`crate::chain`] for how records find their place), then reports success. So a store
+//! that fails part-way fails inside the change, never between the change and its record; and if the
+//! sink refuses the record, the change is undone (a consumed code is given back, an opened
 //! challenge is withdrawn) and the caller gets [`Error::Audit`]. Only a sink failure followed by a
 //! store failure during the undo can leave a change behind, and then the change is one that grants
 //! nothing by itself (an open challenge, a spent code: the user asks for a new email). A code is
@@ -32,12 +32,13 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Event, Outcome};
+use crate::chain::{Head, SealKey};
 use crate::error::{Error, Result};
 use crate::model::{
     Allowed, ChallengeView, CodeSent, Decision, Denied, Explanation, LoginContext, Purpose,
     UserStatus, Verified,
 };
-use crate::ports::{AuditEntry, AuditSink, Mailer, Store};
+use crate::ports::{AppendError, AuditEntry, AuditSink, Mailer, Store};
 use crate::secret::{HmacKey, OtpCode};
 use crate::settings::Settings;
 use crate::throttle::{self, GuessState, SendLog};
@@ -132,6 +133,9 @@ impl EventExt for Event {
     }
 }
 
+/// How often an append relinks after losing a race for its stream's next position before giving up.
+const MAX_APPEND_ATTEMPTS: usize = 32;
+
 /// The MFA engine over one set of ports. Cheap to build: build one per request.
 pub struct Engine<'a> {
     /// Storage.
@@ -208,11 +212,10 @@ impl Engine<'_> {
                     rule: "device:trusted".to_owned(),
                     message: format!("This browser is trusted until {}.", expires_at.rfc3339()),
                 };
-                let seq = self.reserve(who.org)?;
                 let event = who
                     .event(Action::AccessAllowed, Outcome::Success)
                     .reason(&why.rule);
-                if let Err(e) = self.append(seq, event.device(&device_id), now, rng) {
+                if let Err(e) = self.append(event.device(&device_id), now, rng) {
                     if set_cookie.is_some() {
                         scoped.unrotate(who.org, who.user, &device_id);
                     }
@@ -370,7 +373,6 @@ impl Engine<'_> {
         challenge.expires_at = challenge.expires_at.max(code.expires_at);
         challenge.code = Some(code.clone());
         log.0.push(now);
-        let seq = self.reserve(who.org)?;
         // The log first: if the store fails between the two writes, the user has one email fewer
         // in the window (the safe direction), never an email that the window did not count.
         self.put(&log_key, &log)?;
@@ -381,7 +383,6 @@ impl Engine<'_> {
             Action::CodeSent
         };
         self.append(
-            seq,
             who.event(action, Outcome::Success).challenge(&challenge.id),
             now,
             rng,
@@ -444,7 +445,12 @@ impl Engine<'_> {
         let submitted = OtpCode::new(input::code(code, self.settings.code_digits)?);
         let who = Who::of(ctx, ip);
         let rejected = |reason: &str| {
-            who.event(Action::CodeRejected, Outcome::Failure)
+            let action = if reason == "expired" {
+                Action::CodeExpired
+            } else {
+                Action::CodeRejected
+            };
+            who.event(action, Outcome::Failure)
                 .reason(reason)
                 .challenge(challenge_id)
         };
@@ -500,20 +506,15 @@ impl Engine<'_> {
             self.settings.code_digits,
         );
         let matches = expected.ct_eq(&submitted);
-        // The sequence number of whichever record this guess ends in, once it is known to need one
-        // before an effect.
-        let mut reserved = None;
         if live.is_some() && guesses > throttle::MAX_GUESSES_PER_CODE {
             reason = "code-guesses-exhausted";
         } else if live.is_some() && matches {
-            let seq = self.reserve(who.org)?;
-            reserved = Some(seq);
             let used_key = keys::used(challenge_id, generation);
             if self.store.increment(&used_key, 1).map_err(Error::store)? == 1 {
                 let event = who
                     .event(Action::CodeVerified, Outcome::Success)
                     .challenge(challenge_id);
-                if let Err(e) = self.append(seq, event, now, rng) {
+                if let Err(e) = self.append(event, now, rng) {
                     // Give the code and the guess back: nothing took effect.
                     let _ = self.store.increment(&used_key, -1);
                     let _ = self.store.increment(&failures_key, -1);
@@ -550,11 +551,7 @@ impl Engine<'_> {
         self.put(&keys::last_failure(who.org, who.user), &now)?;
         let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
         let window_failures = self.store.increment(&window_key, 1).map_err(Error::store)?;
-        let seq = match reserved {
-            Some(seq) => seq,
-            None => self.reserve(who.org)?,
-        };
-        self.append(seq, rejected(reason), now, rng)?;
+        self.append(rejected(reason), now, rng)?;
         if failures == throttle::LOCK_AT || window_failures == throttle::WINDOW_CAP {
             let why = if failures == throttle::LOCK_AT {
                 "consecutive-failures"
@@ -676,38 +673,46 @@ impl Engine<'_> {
         }
     }
 
-    /// Allocates the next sequence number of `org`'s audit stream (the store's atomic counter).
-    /// Done *before* an effect, so that the effect's last step is the append to the sink: a store
-    /// that fails mid-operation then fails before the effect, never between it and its record.
-    pub(crate) fn reserve(&self, org: &str) -> Result<u64> {
-        let seq = self
-            .store
-            .increment(&keys::audit_seq(org), 1)
-            .map_err(Error::store)?;
-        u64::try_from(seq).map_err(|_| Error::Store("audit sequence is negative".to_owned()))
-    }
-
-    /// Appends one audit record under a reserved sequence number.
+    /// Appends one audit record to the end of its organization's chain: read the head, link, ask
+    /// the sink to append if the head has not moved, and relink when another writer got there first.
+    /// Then counts the record in the store, the anchor that makes a truncated log detectable (a
+    /// failure there loses nothing: the log is simply one ahead of its count).
     pub(crate) fn append<R: CryptoRng + ?Sized>(
         &self,
-        seq: u64,
         event: Event,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
         let id = otp::new_id(rng);
-        let entry = AuditEntry {
-            org_id: event.org.clone(),
-            seq,
-            at: now.0,
-            action: event.action.as_str().to_owned(),
-            line: event.line(&id, seq, now),
-        };
-        self.audit.append(&entry).map_err(Error::audit)
+        let seal = SealKey::derive(self.key);
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let head = self.audit.head(&event.org).map_err(Error::audit)?;
+            let (seq, prev) = Head::next(head.as_ref());
+            let (line, hash) = event.seal(&id, seq, now, &prev, Some(&seal));
+            let entry = AuditEntry {
+                org_id: event.org.clone(),
+                seq,
+                at: now.0,
+                action: event.action.as_str().to_owned(),
+                prev,
+                hash,
+                line,
+            };
+            match self.audit.append(&entry) {
+                Ok(()) => {
+                    let _ = self.store.increment(&keys::audit_count(&event.org), 1);
+                    return Ok(());
+                }
+                Err(AppendError::Conflict) => {}
+                Err(AppendError::Unavailable(why)) => return Err(Error::Audit(why)),
+            }
+        }
+        Err(Error::Audit(
+            "the organization's audit stream stayed busy; try again".to_owned(),
+        ))
     }
 
-    /// Writes `value` at `key` as one recorded change: reserve the record's sequence number, write,
-    /// append the record; if the sink refuses it, put back what was there before and fail with
+    /// Writes `value` at `key` as one recorded change: write, append the record; if the sink refuses it, put back what was there before and fail with
     /// [`Error::Audit`]. The one place that holds the fail-closed ordering for a single value.
     /// Returns the value it replaced.
     pub(crate) fn put_recorded<T: Serialize, R: CryptoRng + ?Sized>(
@@ -719,9 +724,8 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<Option<Vec<u8>>> {
         let previous = self.store.get(key).map_err(Error::store)?;
-        let seq = self.reserve(&event.org)?;
         self.put(key, value)?;
-        if let Err(e) = self.append(seq, event, now, rng) {
+        if let Err(e) = self.append(event, now, rng) {
             let _ = match &previous {
                 Some(bytes) => self.store.set(key, bytes),
                 None => self.store.delete(key),
@@ -738,7 +742,6 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
-        let seq = self.reserve(&event.org)?;
-        self.append(seq, event, now, rng)
+        self.append(event, now, rng)
     }
 }

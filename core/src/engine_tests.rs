@@ -9,6 +9,7 @@
 
 use rand_core::{OsRng, TryRngCore, UnwrapErr};
 
+use crate::Store as _;
 use crate::testing::{MemAudit, MemMailer, MemStore};
 use crate::{Decision, Engine, Error, HmacKey, LoginContext, Settings, Timestamp};
 
@@ -355,4 +356,80 @@ fn another_browser_on_the_same_device_cookie_is_asked_again() {
         panic!("asked again")
     };
     assert_eq!(ch.why.rule, "device:new-browser");
+}
+
+#[test]
+fn records_form_one_sealed_chain_per_org_and_count_themselves() {
+    use crate::chain::{SealKey, Verifier};
+    let mut w = World::new();
+    let c = ctx("dr-k");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    // An expired code is recorded as such, not as a wrong one.
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(601)).err(),
+        Some(Error::Rejected)
+    );
+    assert_eq!(
+        w.audit.actions(),
+        ["challenge_started", "code_sent", "code_expired"]
+    );
+    let mut v = Verifier::new(Some(SealKey::derive(&w.key)));
+    for e in w.audit.entries.borrow().iter() {
+        let r = v.check(&e.line).unwrap();
+        assert_eq!((r.seq, &r.hash, &r.org), (e.seq, &e.hash, &e.org_id));
+    }
+    assert_eq!(v.heads()[&c.org_id].seq, 3);
+    let counted = w
+        .store
+        .increment(&crate::keys::audit_count(&c.org_id), 0)
+        .unwrap();
+    assert_eq!(counted, 3);
+}
+
+/// A sink whose head is stale once: another writer appends between `head` and `append`.
+struct Racing<'a> {
+    inner: &'a MemAudit,
+    raced: std::cell::Cell<bool>,
+}
+
+impl crate::AuditSink for Racing<'_> {
+    fn head(&self, org: &str) -> crate::ports::PortResult<Option<crate::chain::Head>> {
+        self.inner.head(org)
+    }
+    fn append(&self, entry: &crate::AuditEntry) -> Result<(), crate::AppendError> {
+        if !self.raced.replace(true) {
+            // The other writer takes the position this entry was linked for.
+            self.inner.append(entry)?;
+            return self.inner.append(entry);
+        }
+        self.inner.append(entry)
+    }
+}
+
+#[test]
+fn a_writer_that_loses_the_race_relinks_instead_of_forking() {
+    let w = World::new();
+    let racing = Racing {
+        inner: &w.audit,
+        raced: std::cell::Cell::new(false),
+    };
+    let engine = Engine {
+        store: &w.store,
+        mailer: &w.mailer,
+        audit: &racing,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let mut rng = OsRng.unwrap_err();
+    engine.begin(&ctx("dr-l"), T0, &mut rng).unwrap();
+    let entries = w.audit.entries.borrow();
+    assert_eq!(entries.len(), 2, "the rival's record and ours, relinked");
+    assert_eq!((entries[0].seq, entries[1].seq), (1, 2));
+    assert_eq!(entries[1].prev, entries[0].hash);
+    let mut v = crate::chain::Verifier::new(None);
+    for e in entries.iter() {
+        v.check(&e.line).unwrap();
+    }
 }

@@ -42,10 +42,11 @@ pub fn send_log(org: &str, user: &str) -> String {
 pub fn send_bucket(org: &str, user: &str, bucket: i64) -> String {
     format!("v1:send-bucket:{org}:{user}:{bucket}")
 }
-/// The organization's audit sequence (counter).
+/// Records appended to the organization's audit stream (counter): the anchor against which a
+/// truncated log shows.
 #[must_use]
-pub fn audit_seq(org: &str) -> String {
-    format!("v1:audit-seq:{org}")
+pub fn audit_count(org: &str) -> String {
+    format!("v1:audit-count:{org}")
 }
 /// One trusted device (value).
 #[must_use]

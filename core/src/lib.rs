@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod audit;
 pub mod branding;
+pub mod chain;
 pub mod devices;
 pub mod email;
 pub mod engine;
@@ -34,7 +35,7 @@ pub mod testing;
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use model::*;
-pub use ports::{AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, Store};
+pub use ports::{AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, Store};
 pub use secret::{HmacKey, OtpCode};
 pub use settings::Settings;
 pub use time::Timestamp;

@@ -87,21 +87,49 @@ pub trait Mailer {
 pub struct AuditEntry {
     /// Organization stream.
     pub org_id: String,
-    /// Sequence number in the stream, from 1.
+    /// Position in the stream: the sink's head `seq` + 1, or 1 for the first record.
     pub seq: u64,
     /// Event time, Unix seconds.
     pub at: i64,
     /// Action name.
     pub action: String,
+    /// The hash this record links to: the sink's head hash, or [`crate::chain::GENESIS`].
+    pub prev: String,
+    /// This record's hash.
+    pub hash: String,
     /// Canonical JSON line.
     pub line: String,
 }
 
-/// Appends audit records durably. See `wit/audit.wit`.
+/// Why the sink did not append a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The stream's head is no longer the one the record links to (another writer appended first):
+    /// nothing was written; read the head again and relink.
+    Conflict,
+    /// The sink could not persist the record.
+    Unavailable(String),
+}
+
+/// Appends audit records durably, one organization stream at a time. See `wit/audit.wit`.
 pub trait AuditSink {
-    /// Appends one record; `Ok` only once it is durable.
+    /// The newest record of `org`'s stream, if any.
     ///
     /// # Errors
-    /// The sink could not persist it.
-    fn append(&self, entry: &AuditEntry) -> PortResult<()>;
+    /// The sink could not be read.
+    fn head(&self, org: &str) -> PortResult<Option<crate::chain::Head>>;
+
+    /// Appends one record if it links to the stream's current head (`seq` = head + 1 and `prev` =
+    /// head hash), atomically with that check; `Ok` only once it is durable.
+    ///
+    /// # Errors
+    /// [`AppendError::Conflict`] when the head moved; [`AppendError::Unavailable`] otherwise.
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError>;
+}
+
+/// Whether `entry` links to `head`: the check every sink makes under its lock.
+#[must_use]
+pub fn links_to(entry: &AuditEntry, head: Option<&crate::chain::Head>) -> bool {
+    let (seq, prev) = crate::chain::Head::next(head);
+    entry.seq == seq && entry.prev == prev
 }

@@ -4,7 +4,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::ports::{AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store};
+use crate::chain::Head;
+use crate::ports::{
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    links_to,
+};
 
 /// Every value and every counter, sorted: what [`MemStore::snapshot`] returns.
 pub type Snapshot = (Vec<(String, Vec<u8>)>, Vec<(String, i64)>);
@@ -127,9 +131,28 @@ pub struct MemAudit {
 }
 
 impl AuditSink for MemAudit {
-    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
         if self.fail.get() {
             return Err(PortError("injected audit fault".into()));
+        }
+        Ok(self
+            .entries
+            .borrow()
+            .iter()
+            .rev()
+            .find(|e| e.org_id == org)
+            .map(|e| Head {
+                seq: e.seq,
+                hash: e.hash.clone(),
+            }))
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
+        if self.fail.get() {
+            return Err(AppendError::Unavailable("injected audit fault".into()));
+        }
+        if !links_to(entry, self.head(&entry.org_id).ok().flatten().as_ref()) {
+            return Err(AppendError::Conflict);
         }
         self.entries.borrow_mut().push(entry.clone());
         Ok(())

@@ -62,12 +62,11 @@ impl Engine<'_> {
         match matched {
             TokenMatch::Unknown => return Ok(DeviceCheck::Absent),
             TokenMatch::Reused => {
-                let seq = self.reserve(who.org)?;
                 self.store.delete(&key).map_err(Error::store)?;
                 let event = who
                     .event(Action::DeviceTokenReuse, Outcome::Denied)
                     .reason("rotated-token-presented");
-                self.append(seq, event.device(&device.id), now, rng)?;
+                self.append(event.device(&device.id), now, rng)?;
                 return Ok(DeviceCheck::Reused);
             }
             TokenMatch::Current | TokenMatch::Grace => {}
@@ -231,7 +230,6 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
-        let seq = self.reserve(who.org)?;
         self.store
             .delete(&keys::device(who.org, who.user, &device.id))
             .map_err(Error::store)?;
@@ -239,7 +237,7 @@ impl Engine<'_> {
             .event(Action::DeviceRevoked, Outcome::Success)
             .reason(reason);
         actor.clone_into(&mut event.actor);
-        self.append(seq, event.device(&device.id), now, rng)
+        self.append(event.device(&device.id), now, rng)
     }
 
     /// The actor's own trusted devices that still count, newest first.

@@ -1,7 +1,8 @@
 //! The core's ports over the host's imports: a direct mapping, no decisions.
 
+use mfa_step_core::chain::Head;
 use mfa_step_core::ports::{
-    AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
 };
 use rand_core::{CryptoRng, RngCore};
 
@@ -61,16 +62,36 @@ impl Mailer for WitMailer {
 pub(crate) struct WitAudit;
 
 impl AuditSink for WitAudit {
-    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
+        match audit::head(org) {
+            Ok(head) => Ok(head.map(|h| Head {
+                seq: h.seq,
+                hash: h.hash,
+            })),
+            Err(audit::AuditError::Unavailable(m)) => {
+                Err(PortError(format!("audit sink unavailable: {m}")))
+            }
+            Err(audit::AuditError::Conflict) => Err(PortError(
+                "audit sink answered `conflict` to a read".to_owned(),
+            )),
+        }
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
         let wit_entry = audit::Entry {
             org_id: entry.org_id.clone(),
             seq: entry.seq,
             at: entry.at,
             action: entry.action.clone(),
+            prev: entry.prev.clone(),
+            hash: entry.hash.clone(),
             line: entry.line.clone(),
         };
-        audit::append(&wit_entry).map_err(|audit::AuditError::Unavailable(m)| {
-            PortError(format!("audit sink unavailable: {m}"))
+        audit::append(&wit_entry).map_err(|e| match e {
+            audit::AuditError::Conflict => AppendError::Conflict,
+            audit::AuditError::Unavailable(m) => {
+                AppendError::Unavailable(format!("audit sink unavailable: {m}"))
+            }
         })
     }
 }

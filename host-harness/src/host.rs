@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use mfa_step_core::ports::{
-    AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -193,18 +193,41 @@ impl mailer::Host for HostState {
 }
 
 impl audit::Host for HostState {
+    async fn head(
+        &mut self,
+        org_id: String,
+    ) -> Result<Option<audit::ChainHead>, audit::AuditError> {
+        let sink = self.backends.audit.clone();
+        blocking(self.backends.offload, move || sink.head(&org_id))
+            .await
+            .map(|head| {
+                head.map(|h| audit::ChainHead {
+                    seq: h.seq,
+                    hash: h.hash,
+                })
+            })
+            .map_err(|e| audit::AuditError::Unavailable(e.0))
+    }
+
     async fn append(&mut self, entry: audit::Entry) -> Result<(), audit::AuditError> {
         let entry = AuditEntry {
             org_id: entry.org_id,
             seq: entry.seq,
             at: entry.at,
             action: entry.action,
+            prev: entry.prev,
+            hash: entry.hash,
             line: entry.line,
         };
         let sink = self.backends.audit.clone();
-        blocking(self.backends.offload, move || sink.append(&entry))
-            .await
-            .map_err(|e| audit::AuditError::Unavailable(e.0))
+        let outcome = blocking(self.backends.offload, move || Ok(sink.append(&entry))).await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(AppendError::Conflict)) => Err(audit::AuditError::Conflict),
+            Ok(Err(AppendError::Unavailable(m))) | Err(PortError(m)) => {
+                Err(audit::AuditError::Unavailable(m))
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! It supplies the component's imports with real parts (stores, clocks, mailers, audit sinks),
 //! loads the component once and instantiates it per request.
 
+pub mod audit_log;
 pub mod backends;
 pub mod clock;
 pub mod demo;

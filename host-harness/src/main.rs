@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use host_harness::audit_log::{self, Checks, Filter, Source};
 use host_harness::backends::{
     JsonlAuditSink, MemoryStore, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,
-    SqliteStore,
+    SqliteAuditSink, SqliteStore,
 };
 use host_harness::{Backends, Clock, Runtime, World, inspect, settings};
-use mfa_step_core::ports::{Mailer, Store};
+use mfa_step_core::ports::{AuditSink, Mailer, Store};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,101 @@ enum Command {
     Inspect,
     /// Render an organization's code email (with a sample code) to HTML and text files.
     PreviewEmail(PreviewArgs),
+    /// Read the audit trail: verify its hash chain, export it for a SIEM, follow it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every record's form, hash, seal and link, and each stream's end against the store's
+    /// count. Prints the first broken link and why; exits 1 if there is one.
+    Verify(VerifyArgs),
+    /// Write the records of an organization and time range as JSONL (for a SIEM).
+    Export(ExportArgs),
+    /// Print the last records, and with --follow keep printing new ones.
+    Tail(TailArgs),
+    /// Print every stream's head (seq and hash) as JSON: keep a copy elsewhere as an anchor.
+    Head(LogArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct LogArgs {
+    /// Folder holding `serve`'s database, keys and audit file.
+    #[arg(long, default_value = ".mfa-step")]
+    data_dir: PathBuf,
+    /// Which kind of log to read (as `serve --audit-sink`).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    audit_sink: AuditSinkKind,
+    /// The log: the JSONL file (default <data-dir>/audit.jsonl) or the SQLite database holding the
+    /// audit_log table (default <data-dir>/mfa-step.sqlite).
+    #[arg(long)]
+    audit: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    /// Do not check seals (for an auditor without the key: the chain alone is checked).
+    #[arg(long)]
+    no_seal: bool,
+    /// The SQLite store whose record counts reveal a truncated log (default
+    /// <data-dir>/mfa-step.sqlite when it exists; without one, truncation is not checked).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Verify only the newest JSONL segment, starting from the heads saved at the last rotation.
+    #[arg(long)]
+    newest_segment: bool,
+    /// Print no progress.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only this organization.
+    #[arg(long)]
+    org: Option<String>,
+    /// Only records at or after this time (RFC 3339, or YYYY-MM-DD for its start in UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records before this time (same forms).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// How many records.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    lines: usize,
+    /// Keep printing new records as they are appended (checks every second).
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuditSinkKind {
+    /// JSON Lines files, rotated (the default).
+    Jsonl,
+    /// The audit_log table of a SQLite database.
+    Sqlite,
 }
 
 #[derive(clap::Args)]
@@ -120,9 +216,16 @@ struct ServeArgs {
     /// SMTP user name; the password comes from MFA_STEP_SMTP_PASSWORD.
     #[arg(long)]
     smtp_user: Option<String>,
-    /// JSONL audit file (default: <data-dir>/audit.jsonl).
+    /// Where the audit trail goes.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    audit_sink: AuditSinkKind,
+    /// The audit log: the JSONL file (default <data-dir>/audit.jsonl) or, with --audit-sink sqlite,
+    /// the database for its audit_log table (default: the store's database).
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// Rotate the JSONL audit file when it passes this many KiB (0: never).
+    #[arg(long, default_value_t = 65_536)]
+    audit_rotate_kib: u64,
     /// Write ready-made request bodies for a demo clinic to <data-dir>/demo/ and print a walk-through.
     #[arg(long)]
     demo: bool,
@@ -141,6 +244,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(*args),
         Command::Inspect => run_inspect(),
         Command::PreviewEmail(args) => run_preview(&args),
+        Command::Audit(command) => run_audit(command),
     };
     match outcome {
         Ok(code) => code,
@@ -270,12 +374,25 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             Arc::new(SmtpMailer::new(&smtp)?)
         }
     };
-    let audit_path = args
-        .audit
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("audit.jsonl"));
-    tracing::info!(audit = %audit_path.display(), "audit trail");
-    let audit = Arc::new(JsonlAuditSink::open(&audit_path)?);
+    let log = LogArgs {
+        data_dir: args.data_dir.clone(),
+        audit_sink: args.audit_sink,
+        audit: args.audit.clone().or_else(|| match args.audit_sink {
+            AuditSinkKind::Jsonl => None,
+            AuditSinkKind::Sqlite => args.db.clone(),
+        }),
+    };
+    let audit: Arc<dyn AuditSink + Send + Sync> = match log.source() {
+        Source::Jsonl(path) | Source::JsonlNewest(path) => {
+            tracing::info!(audit = %path.display(), "audit trail: JSONL");
+            let rotate = (args.audit_rotate_kib > 0).then(|| args.audit_rotate_kib << 10);
+            Arc::new(JsonlAuditSink::open_rotating(&path, rotate)?)
+        }
+        Source::Sqlite(path) => {
+            tracing::info!(audit = %path.display(), "audit trail: SQLite table audit_log");
+            Arc::new(SqliteAuditSink::open(&path)?)
+        }
+    };
     let backends = Backends {
         store,
         mailer,
@@ -302,4 +419,182 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         host_harness::serve::serve(runtime, backends, listener, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+impl LogArgs {
+    fn source(&self) -> Source {
+        match self.audit_sink {
+            AuditSinkKind::Jsonl => Source::Jsonl(
+                self.audit
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("audit.jsonl")),
+            ),
+            AuditSinkKind::Sqlite => Source::Sqlite(
+                self.audit
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("mfa-step.sqlite")),
+            ),
+        }
+    }
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Result<Filter> {
+        Ok(Filter {
+            org: self.org.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(audit_log::parse_instant)
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(audit_log::parse_instant)
+                .transpose()?,
+        })
+    }
+}
+
+fn run_audit(command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Verify(args) => run_verify(&args),
+        AuditCommand::Export(args) => {
+            let filter = args.filter.filter()?;
+            let source = args.log.source();
+            let n = match &args.out {
+                Some(path) => {
+                    let mut out = std::io::BufWriter::new(
+                        std::fs::File::create(path)
+                            .with_context(|| format!("create {}", path.display()))?,
+                    );
+                    audit_log::export(&source, &filter, &mut out)?
+                }
+                None => audit_log::export(&source, &filter, &mut std::io::stdout().lock())?,
+            };
+            eprintln!("exported {n} records");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail(args) => run_tail(&args),
+        AuditCommand::Head(log) => {
+            let report = audit_log::verify(&log.source(), Checks::default(), |_, _| {})?;
+            if let Some((at, b)) = &report.broken {
+                anyhow::bail!(
+                    "the log is broken{}: {b}",
+                    at.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
+                );
+            }
+            write_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&report.heads)?
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
+    let source = args.log.source();
+    let mut checks = Checks::default();
+    if !args.no_seal {
+        let key = settings::existing_hmac_key(&args.log.data_dir)?;
+        checks.seal = Some(mfa_step_core::chain::SealKey::derive(&key));
+    }
+    let store = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.log.data_dir.join("mfa-step.sqlite"));
+    if store.exists() {
+        checks.counted = Some(audit_log::store_counts(&store)?);
+    } else if args.store.is_some() {
+        anyhow::bail!("no store at {}", store.display());
+    }
+    if args.newest_segment {
+        let Source::Jsonl(path) = &source else {
+            anyhow::bail!("--newest-segment applies to a JSONL log");
+        };
+        checks.resume = audit_log::rotation_heads(path)?;
+        // Earlier segments are not read, so the store's counts still apply to the streams' ends.
+    }
+    let seals = checks.seal.is_some();
+    let counts = checks.counted.is_some();
+    let source = match source {
+        Source::Jsonl(path) if args.newest_segment => Source::JsonlNewest(path),
+        other => other,
+    };
+    let mut last_report = std::time::Instant::now();
+    let quiet = args.quiet;
+    let report = audit_log::verify(&source, checks, |done, total| {
+        if !quiet && last_report.elapsed() >= std::time::Duration::from_secs(1) {
+            last_report = std::time::Instant::now();
+            let pct = if total == 0 {
+                100
+            } else {
+                done.saturating_mul(100) / total
+            };
+            eprintln!("verifying… {pct}% ({done} of {total})");
+        }
+    })?;
+    let mut out = format!(
+        "{} records in {} streams; seals {}; counts {}\n",
+        report.records,
+        report.heads.len(),
+        if seals { "checked" } else { "not checked" },
+        if counts {
+            "checked against the store"
+        } else {
+            "not checked (no store)"
+        },
+    );
+    for (org, head) in &report.heads {
+        out.push_str(&format!("  {org}: seq {} hash {}\n", head.seq, head.hash));
+    }
+    match &report.broken {
+        None => {
+            out.push_str("OK: the log is whole\n");
+            write_stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((at, b)) => {
+            let at = at.as_ref().map(|l| format!("{l}: ")).unwrap_or_default();
+            out.push_str(&format!("BROKEN: {at}{b}\n"));
+            write_stdout(&out)?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn run_tail(args: &TailArgs) -> Result<ExitCode> {
+    let filter = args.filter.filter()?;
+    let source = args.log.source();
+    let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let print =
+        |lines: Vec<String>, seen: &mut std::collections::BTreeMap<String, u64>| -> Result<()> {
+            let mut text = String::new();
+            for line in lines {
+                if let Ok(r) = mfa_step_core::chain::Record::parse(&line) {
+                    let last = seen.entry(r.org.clone()).or_insert(0);
+                    if r.seq <= *last {
+                        continue;
+                    }
+                    *last = r.seq;
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            write_stdout(&text)
+        };
+    print(audit_log::last(&source, &filter, args.lines)?, &mut seen)?;
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Everything already in the log counts as seen, printed or not.
+    for (org, seq) in audit_log::last_seqs(&source)? {
+        let last = seen.entry(org).or_insert(0);
+        *last = (*last).max(seq);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        print(audit_log::last(&source, &filter, usize::MAX)?, &mut seen)?;
+    }
 }

@@ -64,6 +64,25 @@ pub fn secret(env: &str, dir: &Path, file: &str) -> Result<Zeroizing<String>> {
     Ok(value)
 }
 
+/// The host key `serve` uses, for tools that read what it wrote (the audit seal key derives from
+/// it). Unlike [`secret`], never creates one.
+///
+/// # Errors
+/// Neither `MFA_STEP_HMAC_KEY` nor `<data_dir>/hmac.key` holds a valid key.
+pub fn existing_hmac_key(data_dir: &Path) -> Result<mfa_step_core::HmacKey> {
+    let path = data_dir.join("hmac.key");
+    let value = match std::env::var("MFA_STEP_HMAC_KEY") {
+        Ok(v) if !v.trim().is_empty() => Zeroizing::new(v),
+        _ => Zeroizing::new(fs::read_to_string(&path).with_context(|| {
+            format!(
+                "read the key at {} (or set MFA_STEP_HMAC_KEY; or pass --no-seal to check the chain alone)",
+                path.display()
+            )
+        })?),
+    };
+    mfa_step_core::HmacKey::from_hex(value.trim()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The component's config for `serve`: the two secrets plus any `MFA_STEP_<NAME>` settings.
 ///
 /// # Errors

@@ -7,87 +7,12 @@
     reason = "tests"
 )]
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mfa-step");
+mod support;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(data_dir: &Path) -> Server {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BIN)
-        .args(["serve", "--demo", "--listen", &addr, "--data-dir"])
-        .arg(data_dir)
-        .env_remove("MFA_STEP_API_KEY")
-        .env_remove("MFA_STEP_HMAC_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mfa-step serve");
-    let server = Server { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(&server.addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not start listening within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
-/// One HTTP/1.1 request; returns the status and the body.
-fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
+use support::{BIN, request, start};
 
 fn latest_code(outbox: &Path) -> String {
     let mut files: Vec<_> = std::fs::read_dir(outbox)

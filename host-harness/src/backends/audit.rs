@@ -1,39 +1,54 @@
-//! Audit sinks: [`MemoryAuditSink`] for tests and [`JsonlAuditSink`], an append-only JSON Lines file.
+//! Audit sinks: [`MemoryAuditSink`] for tests, [`JsonlAuditSink`] (JSON Lines files, rotated) and
+//! [`SqliteAuditSink`] (a table). Each keeps every organization's stream as the component links it
+//! (see `mfa_step_core::chain`): `head` answers the stream's newest record, and `append` stores a
+//! record only if it links to that head, checking and writing under one lock, so that writers in
+//! several threads or processes never fork a chain.
 //!
 //! [`JsonlAuditSink`] guarantees:
 //! - The line is stored byte for byte, followed by `\n`, so a verifier recomputes the same hashes.
 //! - `Ok` only after `sync_data`: an acknowledged record survives a crash or `SIGKILL` of the host.
-//! - Each record goes out in one `write` on a file opened in append mode, so writers in several
-//!   processes never interleave inside a line; a mutex orders the writers of one process.
-//! - A record cut short (a short write, or a crash in the middle of one) never merges with the next:
-//!   the next record then starts on a new line, and the torn fragment stays visible to a verifier.
+//! - Check and write happen under an exclusive lock on `<file>.lock` (`flock`), held by one writer in
+//!   all processes sharing the file. A writer first reads what others appended since its last look,
+//!   so its heads are current; the heads survive restarts because they are read back from the file.
+//! - A record cut short (a short write, or power lost in the middle of one) was never acknowledged:
+//!   the next writer moves the fragment to `<file>.torn` and cuts it off, so the log stays whole.
+//! - Rotation: past `rotate_bytes`, the file is renamed to `<file>.000001`, `<file>.000002`, … and a
+//!   new one begins. The chain simply continues into it; `<file>.heads` keeps every stream's head as
+//!   of the rotation, so neither writers nor a verifier of the newest segment need the older ones.
 //!
-//! Both sinks refuse an empty line or one holding CR or LF, which would break the one-record-per-line
-//! framing.
+//! Every sink refuses an empty line or one holding CR or LF, which would break the framing.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use mfa_step_core::ports::{AuditEntry, AuditSink, PortError, PortResult};
+use mfa_step_core::chain::{Head, Record};
+use mfa_step_core::ports::{AppendError, AuditEntry, AuditSink, PortError, PortResult, links_to};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::store::{open_connection, sqlite_error};
 use super::{BackendError, lock};
 
-fn validate_line(entry: &AuditEntry) -> PortResult<()> {
+fn validate_line(entry: &AuditEntry) -> Result<(), AppendError> {
     if entry.line.is_empty() {
-        return Err(PortError(
+        return Err(AppendError::Unavailable(
             "refused audit record: its line is empty".to_owned(),
         ));
     }
     if entry.line.contains(['\r', '\n']) {
-        return Err(PortError(
+        return Err(AppendError::Unavailable(
             "refused audit record: its line contains a line break; it must be one line of JSON"
                 .to_owned(),
         ));
     }
     Ok(())
+}
+
+fn unavailable(e: PortError) -> AppendError {
+    AppendError::Unavailable(e.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -62,10 +77,29 @@ impl MemoryAuditSink {
     }
 }
 
+fn head_of(entries: &[AuditEntry], org: &str) -> Option<Head> {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e.org_id == org)
+        .map(|e| Head {
+            seq: e.seq,
+            hash: e.hash.clone(),
+        })
+}
+
 impl AuditSink for MemoryAuditSink {
-    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
+        Ok(head_of(&lock(&self.entries, "the memory audit sink")?, org))
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
         validate_line(entry)?;
-        lock(&self.entries, "the memory audit sink")?.push(entry.clone());
+        let mut entries = lock(&self.entries, "the memory audit sink").map_err(unavailable)?;
+        if !links_to(entry, head_of(&entries, &entry.org_id).as_ref()) {
+            return Err(AppendError::Conflict);
+        }
+        entries.push(entry.clone());
         Ok(())
     }
 }
@@ -76,21 +110,104 @@ impl AuditSink for MemoryAuditSink {
 /// Appends each record's line to a JSON Lines file and syncs it before acknowledging.
 pub struct JsonlAuditSink {
     path: PathBuf,
-    state: Mutex<AppendState>,
+    rotate_bytes: Option<u64>,
+    state: Mutex<FileState>,
 }
 
-struct AppendState {
+/// What one writer knows of the file, brought up to date under the lock before every use.
+struct FileState {
+    /// The current segment, opened for reading and appending.
     file: File,
-    /// The file does not end with `\n` (a record was cut short): start the next one on a new line.
-    torn: bool,
+    /// Its identity, to notice that another process rotated it away.
+    identity: (u64, u64),
+    /// How far it has been read.
+    offset: u64,
+    /// Every stream's head as of `offset`.
+    heads: HashMap<String, Head>,
+}
+
+/// The sidecar files of a JSONL audit log.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The rotated segments of `path`, oldest first, then `path` itself when it exists.
+///
+/// # Errors
+/// The folder cannot be listed.
+pub fn jsonl_segments(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut numbered = Vec::new();
+    for item in std::fs::read_dir(&folder)? {
+        let name = item?.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&base).and_then(|r| r.strip_prefix('.')) else {
+            continue;
+        };
+        if rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(n) = rest.parse::<u32>() {
+                numbered.push((n, folder.join(&name)));
+            }
+        }
+    }
+    numbered.sort();
+    let mut segments: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    if path.exists() {
+        segments.push(path.to_path_buf());
+    }
+    Ok(segments)
+}
+
+/// The heads saved at the last rotation (empty before any).
+///
+/// # Errors
+/// The file exists but cannot be read or parsed.
+pub fn jsonl_rotation_heads(path: &Path) -> std::io::Result<HashMap<String, Head>> {
+    match std::fs::read(sidecar(path, ".heads")) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn identity(file: &File) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
 }
 
 impl JsonlAuditSink {
-    /// Opens (or creates) the file at `path` for appending, creating missing parent folders.
+    /// Opens (or creates) the log at `path`, creating missing parent folders, and reads the streams'
+    /// heads back from it. Never rotates.
     ///
     /// # Errors
     /// A folder or the file cannot be created, opened or read.
     pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
+        Self::open_rotating(path, None)
+    }
+
+    /// Like [`JsonlAuditSink::open`], rotating the file once it passes `rotate_bytes`.
+    ///
+    /// # Errors
+    /// A folder or the file cannot be created, opened or read.
+    pub fn open_rotating(path: impl AsRef<Path>, rotate_bytes: Option<u64>) -> super::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let io = |action, path: &Path, source| BackendError::Io {
             action,
@@ -100,17 +217,23 @@ impl JsonlAuditSink {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| io("create the folder", parent, e))?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| io("open the audit file", &path, e))?;
-        let torn =
-            ends_without_newline(&mut file).map_err(|e| io("read the audit file", &path, e))?;
+        // Create the lock file and the log under the lock, so that a rotation cannot interleave.
+        let guard = FileLock::take(&path).map_err(|e| io("lock the audit file", &path, e))?;
+        let file = open_append(&path).map_err(|e| io("open the audit file", &path, e))?;
+        let mut state = FileState {
+            identity: identity(&file).map_err(|e| io("read the audit file", &path, e))?,
+            file,
+            offset: 0,
+            heads: jsonl_rotation_heads(&path).map_err(|e| io("read the heads file", &path, e))?,
+        };
+        state
+            .catch_up(&path)
+            .map_err(|e| io("read the audit file", &path, e))?;
+        drop(guard);
         Ok(Self {
             path,
-            state: Mutex::new(AppendState { file, torn }),
+            rotate_bytes,
+            state: Mutex::new(state),
         })
     }
 
@@ -119,53 +242,46 @@ impl JsonlAuditSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-/// Whether a non-empty file's last byte is not `\n` (a crash cut its last record short).
-fn ends_without_newline(file: &mut File) -> std::io::Result<bool> {
-    if file.metadata()?.len() == 0 {
-        return Ok(false);
+    fn fail(&self, what: &str, e: &dyn fmt::Display) -> PortError {
+        PortError(format!("audit file {}: {what}: {e}", self.path.display()))
     }
-    // Reading moves the cursor only: in append mode every write still goes to the end.
-    file.seek(SeekFrom::End(-1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
-}
 
-impl fmt::Debug for JsonlAuditSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonlAuditSink")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+    /// Runs `f` with the state current, holding the in-process mutex and the cross-process lock.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce(&mut FileState) -> Result<T, AppendError>,
+    ) -> Result<T, AppendError> {
+        let mut state = lock(&self.state, "the audit file").map_err(unavailable)?;
+        let _guard =
+            FileLock::take(&self.path).map_err(|e| unavailable(self.fail("cannot lock", &e)))?;
+        state
+            .catch_up(&self.path)
+            .map_err(|e| unavailable(self.fail("cannot read", &e)))?;
+        f(&mut state)
     }
-}
 
-impl AuditSink for JsonlAuditSink {
-    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
-        validate_line(entry)?;
-        let mut state = lock(&self.state, "the audit file")?;
-        let mut record = Vec::with_capacity(entry.line.len() + 2);
-        if state.torn {
-            record.push(b'\n');
+    fn write_record(&self, state: &mut FileState, entry: &AuditEntry) -> PortResult<()> {
+        if let Some(limit) = self.rotate_bytes {
+            if state.offset > 0 && state.offset + entry.line.len() as u64 >= limit {
+                self.rotate(state)?;
+            }
         }
+        let mut record = Vec::with_capacity(entry.line.len() + 1);
         record.extend_from_slice(entry.line.as_bytes());
         record.push(b'\n');
-        let fail = |what: &str, e: &dyn fmt::Display| {
-            PortError(format!("audit file {}: {what}: {e}", self.path.display()))
-        };
-        // One write call: with O_APPEND the kernel places it at the end in one piece, so records
-        // from other processes cannot land inside it.
+        // One write call: with O_APPEND the kernel places it at the end in one piece.
         let written = loop {
             match state.file.write(&record) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 other => break other,
             }
         }
-        .map_err(|e| fail("cannot append", &e))?;
+        .map_err(|e| self.fail("cannot append", &e))?;
         if written < record.len() {
-            state.torn = true;
-            return Err(fail(
+            // Cut the fragment off now: it was never acknowledged.
+            let _ = state.file.set_len(state.offset);
+            return Err(self.fail(
                 "short write",
                 &format_args!(
                     "{written} of {} bytes; the record was not stored",
@@ -173,12 +289,273 @@ impl AuditSink for JsonlAuditSink {
                 ),
             ));
         }
-        state.torn = false;
         state
             .file
             .sync_data()
-            .map_err(|e| fail("cannot sync to disk", &e))
+            .map_err(|e| self.fail("cannot sync to disk", &e))?;
+        state.offset += record.len() as u64;
+        state.heads.insert(
+            entry.org_id.clone(),
+            Head {
+                seq: entry.seq,
+                hash: entry.hash.clone(),
+            },
+        );
+        Ok(())
     }
+
+    /// Renames the full segment away and starts a new one; the heads file carries the chain over.
+    fn rotate(&self, state: &mut FileState) -> PortResult<()> {
+        let heads_path = sidecar(&self.path, ".heads");
+        let tmp = sidecar(&self.path, ".heads.tmp");
+        let heads = serde_json::to_vec(&state.heads).map_err(|e| self.fail("cannot rotate", &e))?;
+        let write_heads = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&heads)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &heads_path)
+        };
+        write_heads().map_err(|e| self.fail("cannot save the heads for rotation", &e))?;
+        let next = jsonl_segments(&self.path)
+            .map_err(|e| self.fail("cannot list segments", &e))?
+            .len();
+        let segment = sidecar(&self.path, &format!(".{next:06}"));
+        std::fs::rename(&self.path, &segment).map_err(|e| self.fail("cannot rotate", &e))?;
+        let file =
+            open_append(&self.path).map_err(|e| self.fail("cannot start a new segment", &e))?;
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(dir) = File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        state.identity = identity(&file).map_err(|e| self.fail("cannot rotate", &e))?;
+        state.file = file;
+        state.offset = 0;
+        Ok(())
+    }
+}
+
+impl FileState {
+    /// Reads what other writers appended since the last look (following a rotation if there was
+    /// one), and moves a torn fragment at the end aside.
+    fn catch_up(&mut self, path: &Path) -> std::io::Result<()> {
+        let current = open_append(path)?;
+        if identity(&current)? != self.identity {
+            // Another process rotated: its heads file covers everything before the new segment.
+            self.heads = jsonl_rotation_heads(path)?;
+            self.identity = identity(&current)?;
+            self.file = current;
+            self.offset = 0;
+        }
+        let len = self.file.metadata()?.len();
+        if len <= self.offset {
+            return Ok(());
+        }
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        let mut reader = BufReader::new(&self.file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            if line.last() != Some(&b'\n') {
+                // A record cut short by a crash: never acknowledged. Keep it aside, then cut it off.
+                let mut torn = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(sidecar(path, ".torn"))?;
+                torn.write_all(&line)?;
+                torn.write_all(b"\n")?;
+                torn.sync_data()?;
+                self.file.set_len(self.offset)?;
+                self.file.sync_data()?;
+                break;
+            }
+            if let Ok(text) = std::str::from_utf8(&line[..n - 1]) {
+                if let Ok(record) = Record::parse(text) {
+                    self.heads.insert(
+                        record.org,
+                        Head {
+                            seq: record.seq,
+                            hash: record.hash,
+                        },
+                    );
+                }
+            }
+            self.offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// An exclusive `flock` on `<file>.lock`, released on drop.
+struct FileLock(File);
+
+impl FileLock {
+    fn take(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(sidecar(path, ".lock"))?;
+        file.lock()?;
+        Ok(Self(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl fmt::Debug for JsonlAuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonlAuditSink")
+            .field("path", &self.path)
+            .field("rotate_bytes", &self.rotate_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditSink for JsonlAuditSink {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
+        self.locked(|state| Ok(state.heads.get(org).cloned()))
+            .map_err(|e| match e {
+                AppendError::Unavailable(m) => PortError(m),
+                AppendError::Conflict => PortError("unexpected conflict".to_owned()),
+            })
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
+        validate_line(entry)?;
+        self.locked(|state| {
+            if !links_to(entry, state.heads.get(&entry.org_id)) {
+                return Err(AppendError::Conflict);
+            }
+            self.write_record(state, entry).map_err(unavailable)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SqliteAuditSink
+
+const AUDIT_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS audit_log (
+        org TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        line TEXT NOT NULL,
+        PRIMARY KEY (org, seq)
+    ) STRICT;
+";
+
+/// Keeps records in the `audit_log` table of a SQLite database (it may be the store's own file).
+/// Check and insert run in one `IMMEDIATE` transaction, and `(org, seq)` is the primary key, so no
+/// two writers in any process can take the same position.
+pub struct SqliteAuditSink {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteAuditSink {
+    /// Opens (or creates) the database at `path` and its `audit_log` table.
+    ///
+    /// # Errors
+    /// As [`super::SqliteStore::open`].
+    pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path, AUDIT_SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn sqlite_head(conn: &Connection, org: &str) -> rusqlite::Result<Option<Head>> {
+    conn.query_row(
+        "SELECT seq, hash FROM audit_log WHERE org = ?1 ORDER BY seq DESC LIMIT 1",
+        params![org],
+        |row| {
+            Ok(Head {
+                seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                hash: row.get(1)?,
+            })
+        },
+    )
+    .optional()
+}
+
+impl fmt::Debug for SqliteAuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteAuditSink")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditSink for SqliteAuditSink {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
+        let conn = lock(&self.conn, "the SQLite audit sink")?;
+        sqlite_head(&conn, org).map_err(|e| sqlite_error("audit head", &e))
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
+        validate_line(entry)?;
+        let fail = |e: rusqlite::Error| unavailable(sqlite_error("audit append", &e));
+        let mut conn = lock(&self.conn, "the SQLite audit sink").map_err(unavailable)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        if !links_to(
+            entry,
+            sqlite_head(&tx, &entry.org_id).map_err(fail)?.as_ref(),
+        ) {
+            return Err(AppendError::Conflict);
+        }
+        let seq = i64::try_from(entry.seq)
+            .map_err(|_| AppendError::Unavailable("audit seq out of range".to_owned()))?;
+        tx.execute(
+            "INSERT INTO audit_log (org, seq, at, action, hash, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![entry.org_id, seq, entry.at, entry.action, entry.hash, entry.line],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)
+    }
+}
+
+/// Every line of the `audit_log` table at `path`, in insertion order, with its rowid.
+///
+/// # Errors
+/// The database cannot be opened or read.
+pub fn sqlite_lines(path: &Path) -> super::Result<Vec<(i64, String)>> {
+    let sqlite = |source| BackendError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite)?;
+    let mut stmt = conn
+        .prepare("SELECT rowid, line FROM audit_log ORDER BY rowid")
+        .map_err(sqlite)?;
+    let rows = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(sqlite)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sqlite)?;
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -190,103 +567,234 @@ impl AuditSink for JsonlAuditSink {
 )]
 mod tests {
     use super::*;
+    use mfa_step_core::Timestamp;
+    use mfa_step_core::audit::{Action, Event, Outcome};
+    use mfa_step_core::chain::Verifier;
     use std::sync::Arc;
 
-    fn entry(seq: u64, line: &str) -> AuditEntry {
+    fn event(org: &str, note: &str) -> Event {
+        Event {
+            org: org.to_owned(),
+            actor: "u1".to_owned(),
+            subject: "u1".to_owned(),
+            action: Action::CodeSent,
+            outcome: Outcome::Success,
+            reason: Some(note.to_owned()),
+            ip: None,
+            user_agent: Some("caf\u{e9} \u{2713}".to_owned()),
+            device_id: None,
+            challenge_id: None,
+        }
+    }
+
+    /// The entry linked after `head`, as the component builds it.
+    fn linked(org: &str, note: &str, head: Option<&Head>) -> AuditEntry {
+        let (seq, prev) = Head::next(head);
+        let (line, hash) = event(org, note).seal(note, seq, Timestamp(1_700_000_000), &prev, None);
         AuditEntry {
-            org_id: "acme".to_owned(),
+            org_id: org.to_owned(),
             seq,
-            at: 1_700_000_000 + i64::try_from(seq).unwrap(),
+            at: 1_700_000_000,
             action: "code_sent".to_owned(),
-            line: line.to_owned(),
+            prev,
+            hash,
+            line,
         }
     }
 
-    #[test]
-    fn jsonl_lines_are_appended_in_order_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("logs/audit/acme.jsonl");
-        let sink = JsonlAuditSink::open(&path).unwrap();
-        sink.append(&entry(1, r#"{"seq":1,"action":"code_sent"}"#))
-            .unwrap();
-        sink.append(&entry(2, r#"{"seq":2,"note":"caf\u00e9 é ✓"}"#))
-            .unwrap();
-        sink.append(&entry(3, r#"{"seq":3}"#)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"seq\":1,\"action\":\"code_sent\"}\n{\"seq\":2,\"note\":\"caf\\u00e9 é ✓\"}\n{\"seq\":3}\n"
-        );
-    }
-
-    #[test]
-    fn jsonl_reopen_continues_appending() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        JsonlAuditSink::open(&path)
-            .unwrap()
-            .append(&entry(1, "{\"seq\":1}"))
-            .unwrap();
-        let sink = JsonlAuditSink::open(&path).unwrap();
-        sink.append(&entry(2, "{\"seq\":2}")).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"seq\":1}\n{\"seq\":2}\n"
-        );
-    }
-
-    #[test]
-    fn jsonl_a_torn_last_line_does_not_swallow_the_next_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        std::fs::write(&path, "{\"seq\":1}\n{\"se").unwrap();
-        let sink = JsonlAuditSink::open(&path).unwrap();
-        sink.append(&entry(2, "{\"seq\":2}")).unwrap();
-        sink.append(&entry(3, "{\"seq\":3}")).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"seq\":1}\n{\"se\n{\"seq\":2}\n{\"seq\":3}\n"
-        );
-    }
-
-    #[test]
-    fn jsonl_concurrent_appends_keep_every_line_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let first = Arc::new(JsonlAuditSink::open(&path).unwrap());
-        let second = Arc::new(JsonlAuditSink::open(&path).unwrap());
-        let padding = "x".repeat(300);
-        let threads: Vec<_> = (0..8u64)
-            .map(|t| {
-                let sink = Arc::clone(if t % 2 == 0 { &first } else { &second });
-                let padding = padding.clone();
-                std::thread::spawn(move || {
-                    for i in 0..50u64 {
-                        let line = format!("{{\"thread\":{t},\"i\":{i},\"pad\":\"{padding}\"}}");
-                        sink.append(&entry(i, &line)).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
-        let content = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<_> = content.lines().collect();
-        assert_eq!(lines.len(), 400);
-        for t in 0..8u64 {
-            let mine: Vec<_> = lines
-                .iter()
-                .filter(|l| l.starts_with(&format!("{{\"thread\":{t},")))
-                .collect();
-            assert_eq!(mine.len(), 50);
-            for (i, line) in mine.iter().enumerate() {
-                assert_eq!(
-                    **line,
-                    format!("{{\"thread\":{t},\"i\":{i},\"pad\":\"{padding}\"}}"),
-                    "whole, and in each writer's order"
-                );
+    /// Appends like the component: read the head, link, retry on conflict.
+    fn append(sink: &dyn AuditSink, org: &str, note: &str) -> AuditEntry {
+        loop {
+            let entry = linked(org, note, sink.head(org).unwrap().as_ref());
+            match sink.append(&entry) {
+                Ok(()) => return entry,
+                Err(AppendError::Conflict) => {}
+                Err(e) => panic!("{e:?}"),
             }
         }
+    }
+
+    fn verify_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Verifier {
+        let mut v = Verifier::new(None);
+        for line in lines {
+            v.check(line).unwrap();
+        }
+        v
+    }
+
+    fn read_segments(path: &Path) -> String {
+        jsonl_segments(path)
+            .unwrap()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn jsonl_stores_lines_byte_for_byte_and_reads_heads_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/audit/audit.jsonl");
+        let sink = JsonlAuditSink::open(&path).unwrap();
+        let a1 = append(&sink, "acme", "a1");
+        let b1 = append(&sink, "beta", "b1");
+        let a2 = append(&sink, "acme", "a2");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n{}\n{}\n", a1.line, b1.line, a2.line)
+        );
+        drop(sink);
+        let sink = JsonlAuditSink::open(&path).unwrap();
+        assert_eq!(
+            sink.head("acme").unwrap(),
+            Some(Head {
+                seq: 2,
+                hash: a2.hash.clone()
+            })
+        );
+        let a3 = append(&sink, "acme", "a3");
+        assert_eq!((a3.seq, &a3.prev), (3, &a2.hash));
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(verify_lines(content.lines()).records(), 4);
+    }
+
+    #[test]
+    fn an_entry_that_does_not_link_to_the_head_is_a_conflict_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let jsonl = JsonlAuditSink::open(&path).unwrap();
+        let sqlite = SqliteAuditSink::open(dir.path().join("audit.db")).unwrap();
+        let memory = MemoryAuditSink::new();
+        for sink in [&jsonl as &dyn AuditSink, &sqlite, &memory] {
+            let first = append(sink, "acme", "one");
+            // Linked to nothing (seq 1 again), and linked with the right seq but a wrong prev.
+            assert_eq!(
+                sink.append(&linked("acme", "x", None)),
+                Err(AppendError::Conflict)
+            );
+            let mut forged = linked(
+                "acme",
+                "y",
+                Some(&Head {
+                    seq: 1,
+                    hash: "ab".repeat(32),
+                }),
+            );
+            forged.seq = 2;
+            assert_eq!(sink.append(&forged), Err(AppendError::Conflict));
+            assert_eq!(sink.head("acme").unwrap().map(|h| h.hash), Some(first.hash));
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        assert_eq!(memory.entries().len(), 1);
+    }
+
+    #[test]
+    fn jsonl_a_torn_tail_is_moved_aside_and_never_joins_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = append(&JsonlAuditSink::open(&path).unwrap(), "acme", "one");
+        // Power lost in the middle of the next record.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"v\":2,\"id\":\"to").unwrap();
+        drop(f);
+        let sink = JsonlAuditSink::open(&path).unwrap();
+        let second = append(&sink, "acme", "two");
+        assert_eq!(second.prev, first.hash);
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(content, format!("{}\n{}\n", first.line, second.line));
+        assert_eq!(
+            std::fs::read_to_string(sidecar(&path, ".torn")).unwrap(),
+            "{\"v\":2,\"id\":\"to\n"
+        );
+    }
+
+    #[test]
+    fn writers_sharing_a_file_or_a_database_never_fork_a_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let db = dir.path().join("audit.db");
+        // Two sinks on one file stand for two processes: each has its own lock file handle.
+        let pairs: [(
+            Arc<dyn AuditSink + Send + Sync>,
+            Arc<dyn AuditSink + Send + Sync>,
+        ); 2] = [
+            (
+                Arc::new(JsonlAuditSink::open_rotating(&path, Some(4096)).unwrap()),
+                Arc::new(JsonlAuditSink::open_rotating(&path, Some(4096)).unwrap()),
+            ),
+            (
+                Arc::new(SqliteAuditSink::open(&db).unwrap()),
+                Arc::new(SqliteAuditSink::open(&db).unwrap()),
+            ),
+        ];
+        for (first, second) in pairs {
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let sink = Arc::clone(if t % 2 == 0 { &first } else { &second });
+                    std::thread::spawn(move || {
+                        for i in 0..25 {
+                            let org = if i % 3 == 0 { "beta" } else { "acme" };
+                            append(sink.as_ref(), org, &format!("t{t}-{i}"));
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            assert_eq!(first.head("acme").unwrap().map(|h| h.seq), Some(96));
+            assert_eq!(second.head("beta").unwrap().map(|h| h.seq), Some(54));
+        }
+        let jsonl = read_segments(&path);
+        assert!(
+            jsonl_segments(&path).unwrap().len() > 2,
+            "rotated under load"
+        );
+        assert_eq!(verify_lines(jsonl.lines()).records(), 150);
+        let rows = sqlite_lines(&db).unwrap();
+        assert_eq!(
+            verify_lines(rows.iter().map(|(_, l)| l.as_str())).records(),
+            150
+        );
+    }
+
+    #[test]
+    fn jsonl_rotation_continues_the_chain_and_the_newest_segment_verifies_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonlAuditSink::open_rotating(&path, Some(2000)).unwrap();
+        for i in 0..20 {
+            append(
+                &sink,
+                if i % 4 == 0 { "beta" } else { "acme" },
+                &format!("r{i}"),
+            );
+        }
+        drop(sink);
+        let segments = jsonl_segments(&path).unwrap();
+        assert!(segments.len() >= 3, "{segments:?}");
+        assert!(
+            segments[0]
+                .to_string_lossy()
+                .ends_with("audit.jsonl.000001")
+        );
+        let v = verify_lines(read_segments(&path).lines().collect::<Vec<_>>());
+        assert_eq!(v.records(), 20);
+        // The newest segment on its own, starting from the heads saved at the last rotation.
+        let mut alone = Verifier::new(None);
+        for (org, head) in jsonl_rotation_heads(&path).unwrap() {
+            alone.resume(&org, head);
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            alone.check(line).unwrap();
+        }
+        // A restart continues where the rotated chain left off.
+        let sink = JsonlAuditSink::open_rotating(&path, Some(2000)).unwrap();
+        assert_eq!(sink.head("acme").unwrap().map(|h| h.seq), Some(15));
+        append(&sink, "acme", "after");
+        assert_eq!(
+            verify_lines(read_segments(&path).lines().collect::<Vec<_>>()).records(),
+            21
+        );
     }
 
     #[test]
@@ -294,13 +802,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let jsonl = JsonlAuditSink::open(&path).unwrap();
+        let sqlite = SqliteAuditSink::open(dir.path().join("audit.db")).unwrap();
         let memory = MemoryAuditSink::new();
         for line in ["", "{}\n{}", "{}\r", "{}\n"] {
-            assert!(jsonl.append(&entry(1, line)).is_err(), "{line:?}");
-            assert!(memory.append(&entry(1, line)).is_err(), "{line:?}");
+            let mut entry = linked("acme", "x", None);
+            entry.line = line.to_owned();
+            for sink in [&jsonl as &dyn AuditSink, &sqlite, &memory] {
+                assert!(
+                    matches!(sink.append(&entry), Err(AppendError::Unavailable(_))),
+                    "{line:?}"
+                );
+            }
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         assert!(memory.entries().is_empty());
+        assert_eq!(sqlite.head("acme").unwrap(), None);
     }
 
     #[test]
@@ -310,16 +826,5 @@ mod tests {
         std::fs::write(&blocker, b"").unwrap();
         let err = JsonlAuditSink::open(blocker.join("audit.jsonl")).unwrap_err();
         assert!(err.to_string().contains("not-a-folder"), "{err}");
-    }
-
-    #[test]
-    fn memory_sink_keeps_entries_in_order() {
-        let memory = MemoryAuditSink::new();
-        memory.append(&entry(1, "{\"seq\":1}")).unwrap();
-        memory.append(&entry(2, "{\"seq\":2}")).unwrap();
-        assert_eq!(
-            memory.entries(),
-            [entry(1, "{\"seq\":1}"), entry(2, "{\"seq\":2}")]
-        );
     }
 }

@@ -11,15 +11,16 @@
 //! | [`Faults::fail_store_writes`] | `set`, `delete`, `increment` |
 //! | [`Faults::fail_store_writes_after`] | every store write after the first `n` |
 //! | [`Faults::fail_mail`] | `send` |
-//! | [`Faults::fail_audit`] | `append` |
+//! | [`Faults::fail_audit`] | `head`, `append` |
 //!
 //! `increment(key, 0)` counts as a write: the core cannot tell a read of a counter from an update.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use mfa_step_core::chain::Head;
 use mfa_step_core::ports::{
-    AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
 };
 
 /// The write budget meaning "no limit".
@@ -220,8 +221,14 @@ impl<A> FaultyAuditSink<A> {
 }
 
 impl<A: AuditSink> AuditSink for FaultyAuditSink<A> {
-    fn append(&self, entry: &AuditEntry) -> PortResult<()> {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
         Faults::check(&self.faults.inner.audit, "audit")?;
+        self.inner.head(org)
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
+        Faults::check(&self.faults.inner.audit, "audit")
+            .map_err(|e| AppendError::Unavailable(e.0))?;
         self.inner.append(entry)
     }
 }
@@ -313,12 +320,18 @@ mod tests {
             seq: 1,
             at: 0,
             action: "code_sent".to_owned(),
+            prev: mfa_step_core::chain::GENESIS.to_owned(),
+            hash: "ab".repeat(32),
             line: "{}".to_owned(),
         };
         faults.fail_mail(true);
         faults.fail_audit(true);
         assert!(injected(mailer.send(&mail)));
-        assert!(injected(audit.append(&entry)));
+        assert!(matches!(
+            audit.append(&entry),
+            Err(AppendError::Unavailable(m)) if m.contains("injected")
+        ));
+        assert!(injected(audit.head("acme")));
         assert!(mailer.inner().messages().is_empty());
         assert!(audit.inner().entries().is_empty());
         faults.clear();

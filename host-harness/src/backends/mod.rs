@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | [`Store`](mfa_step_core::ports::Store) | [`MemoryStore`] | [`SqliteStore`] |
 //! | [`Mailer`](mfa_step_core::ports::Mailer) | [`MemoryMailer`] | [`OutboxMailer`] (files), [`SmtpMailer`] |
-//! | [`AuditSink`](mfa_step_core::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`] |
+//! | [`AuditSink`](mfa_step_core::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`], [`SqliteAuditSink`] |
 //!
 //! [`FaultyStore`], [`FaultyMailer`] and [`FaultyAuditSink`] wrap any of them and fail on demand,
 //! driven by one shared [`Faults`] handle, to prove that the component fails closed.
@@ -24,7 +24,7 @@ pub mod faults;
 pub mod mailer;
 pub mod store;
 
-pub use audit::{JsonlAuditSink, MemoryAuditSink};
+pub use audit::{JsonlAuditSink, MemoryAuditSink, SqliteAuditSink};
 pub use faults::{Faults, FaultyAuditSink, FaultyMailer, FaultyStore};
 pub use mailer::{
     MemoryMailer, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,
@@ -93,6 +93,7 @@ mod tests {
         assert_send_sync::<SmtpMailer>();
         assert_send_sync::<MemoryAuditSink>();
         assert_send_sync::<JsonlAuditSink>();
+        assert_send_sync::<SqliteAuditSink>();
         assert_send_sync::<Faults>();
         assert_send_sync::<FaultyStore<SqliteStore>>();
         assert_send_sync::<FaultyMailer<SmtpMailer>>();

@@ -199,33 +199,7 @@ impl SqliteStore {
     /// cannot be enabled (e.g. a file system without shared memory support).
     pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| BackendError::Io {
-                action: "create the folder",
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        let sqlite = |source| BackendError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let conn = Connection::open(&path).map_err(sqlite)?;
-        // The busy timeout first, so that the statements below also wait for another process.
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sqlite)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(BackendError::Config(format!(
-                "{} cannot use SQLite's WAL journal (it reports `{mode}`); put it on a local file system",
-                path.display()
-            )));
-        }
-        // FULL: in WAL mode, NORMAL may lose the last commits on power loss; FULL syncs every commit.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
-        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        let conn = open_connection(&path, SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path,
@@ -251,8 +225,41 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// Opens (or creates) a SQLite database at `path` the way every SQLite backend here uses it: parent
+/// folders created, 5 s busy timeout, WAL journal, `synchronous=FULL`, then `schema` applied.
+pub(crate) fn open_connection(path: &Path, schema: &str) -> super::Result<Connection> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| BackendError::Io {
+            action: "create the folder",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let sqlite = |source| BackendError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sqlite)?;
+    // The busy timeout first, so that the statements below also wait for another process.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(BackendError::Config(format!(
+            "{} cannot use SQLite's WAL journal (it reports `{mode}`); put it on a local file system",
+            path.display()
+        )));
+    }
+    // FULL: in WAL mode, NORMAL may lose the last commits on power loss; FULL syncs every commit.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite)?;
+    conn.execute_batch(schema).map_err(sqlite)?;
+    Ok(conn)
+}
+
 /// Describes a SQLite failure. rusqlite's messages name the failure, never a bound parameter.
-fn sqlite_error(op: &str, e: &rusqlite::Error) -> PortError {
+pub(crate) fn sqlite_error(op: &str, e: &rusqlite::Error) -> PortError {
     PortError(format!("sqlite {op} failed: {e}"))
 }
 

@@ -1,0 +1,96 @@
+//! What the binary's test files share: starting `serve` as a user does and talking HTTP to it.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support; each test file uses a different part"
+)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mfa-step");
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn start(data_dir: &Path) -> Server {
+    start_with(data_dir, &[])
+}
+
+/// `serve --demo` on a free port with `extra` arguments; waits until it listens.
+pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "--demo", "--listen", &addr, "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("MFA_STEP_API_KEY")
+        .env_remove("MFA_STEP_HMAC_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mfa-step serve");
+    let server = Server { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(&server.addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start listening within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
