@@ -156,6 +156,11 @@ impl Engine<'_> {
             keys::last_failure(org, user),
             keys::failures_window(org, user, throttle::failure_window(now)),
             keys::challenge(org, user),
+            // The confirmed address too: the user enrolls again at the next login.
+            keys::enrollment(org, user),
+            keys::grace_start(org, user),
+            keys::grace_logins(org, user),
+            keys::last_verified(org, user),
         ] {
             self.store.delete(&key).map_err(Error::store)?;
         }
@@ -168,6 +173,79 @@ impl Engine<'_> {
             "admin-reset".to_owned(),
         );
         self.append(event, now, rng)
+    }
+
+    /// The roles the platform requires MFA for, for platform admins.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] for anyone but a platform admin (recorded); [`Error::Store`].
+    pub fn get_platform_roles<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Vec<String>> {
+        self.authorize_platform(actor, "get-platform-roles", now, rng)?;
+        self.platform_roles()
+    }
+
+    /// Replaces the roles the platform requires MFA for (platform admins only). Organizations'
+    /// own rules stay on top of these; recorded as `policy_changed` in the admin's stream.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (recorded); [`Error::InvalidInput`] for a malformed role;
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub fn set_platform_roles<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        roles: &[String],
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        self.authorize_platform(actor, "set-platform-roles", now, rng)?;
+        input::roles(roles).map_err(|_| {
+            Error::invalid(
+                "roles",
+                "each role must be 1 to 64 of letters, digits and . _ : -",
+            )
+        })?;
+        let event = actor_event(
+            actor,
+            &actor.org_id,
+            &actor.user_id,
+            Action::PolicyChanged,
+            Outcome::Success,
+            format!("platform:required-roles:{}", roles.join(",")),
+        );
+        self.put_recorded(&keys::platform_roles(), &roles, event, now, rng)?;
+        Ok(())
+    }
+
+    /// Refuses (and records) an actor who is not a platform admin.
+    fn authorize_platform<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        what: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        input::actor(actor)?;
+        if actor.roles.iter().any(|r| r == "platform-admin") {
+            return Ok(());
+        }
+        self.record(
+            actor_event(
+                actor,
+                &actor.org_id,
+                &actor.user_id,
+                Action::AccessDenied,
+                Outcome::Denied,
+                format!("{what}:not-authorized:platform"),
+            ),
+            now,
+            rng,
+        )?;
+        Err(Error::Forbidden("only a platform-admin"))
     }
 
     /// An organization's email branding (the neutral default when it set none).

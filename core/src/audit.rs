@@ -71,6 +71,10 @@ pub enum Action {
     MfaReset,
     /// An organization's email branding was changed.
     BrandingChanged,
+    /// A user confirmed their MFA address with a code.
+    Enrolled,
+    /// A user moved MFA to a new, confirmed address.
+    EmailChanged,
 }
 
 impl Action {
@@ -97,6 +101,8 @@ impl Action {
             Self::PolicyChanged => "policy_changed",
             Self::MfaReset => "mfa_reset",
             Self::BrandingChanged => "branding_changed",
+            Self::Enrolled => "enrolled",
+            Self::EmailChanged => "email_changed",
         }
     }
 }

@@ -278,17 +278,11 @@ impl Change {
         }
     }
 
-    pub(crate) fn message(self) -> &'static str {
+    pub(crate) fn message(self, m: &crate::i18n::Explain) -> String {
         match self {
-            Self::NewBrowser => {
-                "This browser is not the one you trusted, so we need a code from your email."
-            }
-            Self::NewNetwork => {
-                "You are signing in from a new network, so we need a code from your email."
-            }
-            Self::Expired => {
-                "Your trusted browser's 30 days are over, so we need a code from your email."
-            }
+            Self::NewBrowser => m.new_browser.clone(),
+            Self::NewNetwork => m.new_network.clone(),
+            Self::Expired => m.device_expired.clone(),
         }
     }
 }

@@ -68,14 +68,18 @@ impl std::fmt::Debug for StoredCode {
 
 /// The user's current challenge, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredChallenge {
+pub(crate) struct StoredChallenge {
     v: u8,
-    id: String,
-    purpose: Purpose,
-    email: String,
+    pub(crate) id: String,
+    pub(crate) purpose: Purpose,
+    /// Where the code goes.
+    pub(crate) email: String,
     created_at: Timestamp,
     expires_at: Timestamp,
     code: Option<StoredCode>,
+    /// For an address being confirmed: whether the user enrols of their own accord.
+    #[serde(default)]
+    pub(crate) opt_in: bool,
 }
 
 /// Who a login-step call is about, for records and keys.
@@ -150,15 +154,6 @@ pub struct Engine<'a> {
     pub key: &'a HmacKey,
 }
 
-fn locked_explanation() -> Explanation {
-    Explanation {
-        rule: "user:locked".to_owned(),
-        message:
-            "Too many wrong codes were entered. Ask your administrator to unlock your account."
-                .to_owned(),
-    }
-}
-
 impl Engine<'_> {
     /// Decides whether this login needs a code and opens a challenge if it does.
     ///
@@ -173,8 +168,12 @@ impl Engine<'_> {
     ) -> Result<Decision> {
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
+        let m = self.explain_in(ctx)?;
         if self.guess_state(&who, now)?.locked() {
-            let why = locked_explanation();
+            let why = Explanation {
+                rule: "user:locked".to_owned(),
+                message: m.locked.clone(),
+            };
             self.record(
                 who.event(Action::AccessDenied, Outcome::Denied)
                     .reason(&why.rule),
@@ -183,9 +182,10 @@ impl Engine<'_> {
             )?;
             return Ok(Decision::Deny(Denied { why }));
         }
-        // Who must use MFA: the organization's mandate, then its roles, then the platform's roles.
+        // Who must use MFA: the organization's mandate, its roles, the platform's roles, opt-in.
         let policy = self.org_policy(who.org)?;
-        let requirement = crate::policy::requirement(who.org, &policy, &self.settings, &ctx.roles);
+        let enrollment = self.enrollment_of(who.org, who.user)?;
+        let requirement = self.requirement_of(ctx, &policy, enrollment.as_ref(), &m)?;
         if !requirement.required {
             let why = requirement.why;
             self.record(
@@ -200,6 +200,29 @@ impl Engine<'_> {
                 set_cookie: None,
             }));
         }
+        // No confirmed address yet: enroll (after the organization's grace, if any).
+        let Some(enrollment) = enrollment else {
+            if let Some(why) = self.grace(&who, &policy, &m, now)? {
+                self.record(
+                    who.event(Action::AccessAllowed, Outcome::Success)
+                        .reason(&why.rule),
+                    now,
+                    rng,
+                )?;
+                return Ok(Decision::Allow(Allowed {
+                    why,
+                    device_id: None,
+                    set_cookie: None,
+                }));
+            }
+            let why = Explanation {
+                message: m.enroll.replace("{reason}", &requirement.why.message),
+                rule: requirement.why.rule,
+            };
+            return self
+                .open_challenge(&who, Purpose::Enrollment, &ctx.email, false, why, now, rng)
+                .map(Decision::Challenge);
+        };
         // Trust is judged with the organization's tightened limits.
         let scoped = self.scoped(&policy);
         let why = match scoped.check_device(ctx, &who, ip, now, rng)? {
@@ -210,7 +233,7 @@ impl Engine<'_> {
             } => {
                 let why = Explanation {
                     rule: "device:trusted".to_owned(),
-                    message: format!("This browser is trusted until {}.", expires_at.rfc3339()),
+                    message: m.trusted.replace("{until}", &expires_at.rfc3339()),
                 };
                 let event = who
                     .event(Action::AccessAllowed, Outcome::Success)
@@ -234,19 +257,67 @@ impl Engine<'_> {
                 self.record(event.device(&device_id), now, rng)?;
                 Explanation {
                     rule: change.rule().to_owned(),
-                    message: change.message().to_owned(),
+                    message: change.message(&m),
                 }
             }
             DeviceCheck::Reused | DeviceCheck::Absent => requirement.why,
         };
+        // Codes go to the confirmed address, whatever the IdP names now (see `crate::enrollment`).
+        self.open_challenge(
+            &who,
+            Purpose::Login,
+            &enrollment.email,
+            false,
+            why,
+            now,
+            rng,
+        )
+        .map(Decision::Challenge)
+    }
+
+    /// Refuses (and records) a locked user.
+    pub(crate) fn refuse_if_locked<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        if self.guess_state(who, now)?.locked() {
+            self.record(
+                who.event(Action::AccessDenied, Outcome::Denied)
+                    .reason("user:locked"),
+                now,
+                rng,
+            )?;
+            return Err(Error::Locked);
+        }
+        Ok(())
+    }
+
+    /// Opens a challenge (replacing the user's earlier one), recorded as `challenge_started`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per purpose, all named"
+    )]
+    pub(crate) fn open_challenge<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        purpose: Purpose,
+        email: &str,
+        opt_in: bool,
+        why: Explanation,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<ChallengeView> {
         let challenge = StoredChallenge {
             v: 1,
             id: otp::new_id(rng),
-            purpose: Purpose::Login,
-            email: ctx.email.clone(),
+            purpose,
+            email: email.to_owned(),
             created_at: now,
             expires_at: now.plus(self.settings.challenge_ttl_seconds),
             code: None,
+            opt_in,
         };
         let challenge_key = keys::challenge(who.org, who.user);
         let event = who
@@ -266,13 +337,13 @@ impl Engine<'_> {
         {
             self.forget_counters(&old);
         }
-        Ok(Decision::Challenge(ChallengeView {
+        Ok(ChallengeView {
             challenge_id: challenge.id,
             purpose: challenge.purpose,
             masked_email: input::mask_email(&challenge.email),
             expires_at: challenge.expires_at,
             why,
-        }))
+        })
     }
 
     /// Emails the challenge's code: the same code while it is live, a fresh one otherwise.
@@ -511,15 +582,26 @@ impl Engine<'_> {
         } else if live.is_some() && matches {
             let used_key = keys::used(challenge_id, generation);
             if self.store.increment(&used_key, 1).map_err(Error::store)? == 1 {
-                let event = who
-                    .event(Action::CodeVerified, Outcome::Success)
-                    .challenge(challenge_id);
-                if let Err(e) = self.append(event, now, rng) {
+                // One record per verified code: `code_verified` for a login, `enrolled` or
+                // `email_changed` when the code confirms an address (stored with its record).
+                let recorded = match challenge.as_ref().filter(|c| c.purpose != Purpose::Login) {
+                    Some(stored) => self.confirm_address(&who, stored, now, rng),
+                    None => self.append(
+                        who.event(Action::CodeVerified, Outcome::Success)
+                            .challenge(challenge_id),
+                        now,
+                        rng,
+                    ),
+                };
+                if let Err(e) = recorded {
                     // Give the code and the guess back: nothing took effect.
                     let _ = self.store.increment(&used_key, -1);
                     let _ = self.store.increment(&failures_key, -1);
                     return Err(e);
                 }
+                // How fresh the user's last proof of the factor is (for `change_email`). Best
+                // effort: a failure only means the user is asked for a code again before a change.
+                let _ = self.put(&keys::last_verified(who.org, who.user), &now);
                 // The code is spent by the `used` counter whatever happens below; clearing the
                 // challenge and the failure streak is tidy-up whose failure only errs on the safe side.
                 let _ = self.store.delete(&challenge_key);
@@ -597,9 +679,7 @@ impl Engine<'_> {
             .unwrap_or_default();
         log.prune(now, window);
         Ok(UserStatus {
-            // Enrollment arrives with the policies issue; until then every user is enrolled by
-            // the IdP's word (the email in the context).
-            enrolled: true,
+            enrolled: self.enrollment_of(who.org, who.user)?.is_some(),
             locked: state.locked(),
             consecutive_failures: u32::try_from(state.failures.max(0)).unwrap_or(u32::MAX),
             verify_blocked_until: state.wait_until(now),

@@ -124,7 +124,8 @@ fn a_code_works_once() {
         [
             "challenge_started",
             "code_sent",
-            "code_verified",
+            // The first verified code confirmed the address.
+            "enrolled",
             "code_rejected"
         ]
     );

@@ -9,7 +9,7 @@ use crate::time::Timestamp;
 include!(concat!(env!("OUT_DIR"), "/languages.rs"));
 
 /// The messages of one language. Placeholders: `{org}`, `{minutes}`, `{until}`, `{support}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Messages {
     /// The language's own name.
@@ -26,6 +26,33 @@ pub struct Messages {
     pub support: String,
     /// The word for UTC.
     pub utc: String,
+    /// Why a login is asked for a code, or not (see [`Explain`]).
+    pub explain: Explain,
+}
+
+/// The plain-language half of every decision's explanation. Placeholders: `{role}`, `{until}`,
+/// `{count}`, `{reason}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    missing_docs,
+    reason = "each field is the sentence for the rule it is named after"
+)]
+pub struct Explain {
+    pub mandate: String,
+    pub org_role: String,
+    pub role: String,
+    pub opted_in: String,
+    pub not_required: String,
+    pub locked: String,
+    pub trusted: String,
+    pub grace_until: String,
+    pub grace_logins: String,
+    pub enroll: String,
+    pub email_change: String,
+    pub new_browser: String,
+    pub new_network: String,
+    pub device_expired: String,
 }
 
 /// Supported language tags, sorted.
@@ -63,16 +90,10 @@ pub fn messages(tag: &str) -> Messages {
         .iter()
         .find(|(t, _)| *t == tag)
         .or_else(|| LANGUAGES.iter().find(|(t, _)| *t == "en"));
+    // Every language file is checked to parse by a test, English included, so the empty default
+    // is never what a user sees.
     json.and_then(|(_, j)| serde_json::from_str(j).ok())
-        .unwrap_or_else(|| Messages {
-            language: "English".into(),
-            subject: "Your {org} verification code".into(),
-            intro: "Your verification code for {org} is:".into(),
-            validity: "It works once, for {minutes} minutes (until {until}).".into(),
-            not_you: "If you did not try to sign in to {org}, you can ignore this email.".into(),
-            support: "Questions? Contact {support}.".into(),
-            utc: "UTC".into(),
-        })
+        .unwrap_or_default()
 }
 
 /// `HH:MM` in the user's IANA time zone with the zone named, or `HH:MM UTC` when the zone is unknown.
@@ -111,7 +132,22 @@ mod tests {
                 (&m.validity, &["{minutes}", "{until}"][..]),
                 (&m.not_you, &["{org}"][..]),
                 (&m.support, &["{support}"][..]),
+                (&m.explain.org_role, &["{role}"][..]),
+                (&m.explain.role, &["{role}"][..]),
+                (&m.explain.trusted, &["{until}"][..]),
+                (&m.explain.grace_until, &["{until}"][..]),
+                (&m.explain.grace_logins, &["{count}"][..]),
+                (&m.explain.enroll, &["{reason}"][..]),
+                (&m.explain.mandate, &[][..]),
+                (&m.explain.opted_in, &[][..]),
+                (&m.explain.not_required, &[][..]),
+                (&m.explain.locked, &[][..]),
+                (&m.explain.email_change, &[][..]),
+                (&m.explain.new_browser, &[][..]),
+                (&m.explain.new_network, &[][..]),
+                (&m.explain.device_expired, &[][..]),
             ] {
+                assert!(!text.trim().is_empty(), "{tag}: an empty message");
                 for placeholder in needs {
                     assert!(
                         text.contains(placeholder),

@@ -73,3 +73,28 @@ pub fn policy(org: &str) -> String {
 pub fn branding(org: &str) -> String {
     format!("v1:branding:{org}")
 }
+/// The user's confirmed MFA address (value).
+#[must_use]
+pub fn enrollment(org: &str, user: &str) -> String {
+    format!("v1:enrollment:{org}:{user}")
+}
+/// When an unenrolled user who must use MFA first signed in (value): the grace period's start.
+#[must_use]
+pub fn grace_start(org: &str, user: &str) -> String {
+    format!("v1:grace-start:{org}:{user}")
+}
+/// Sign-ins an unenrolled user made in the grace period (counter).
+#[must_use]
+pub fn grace_logins(org: &str, user: &str) -> String {
+    format!("v1:grace-logins:{org}:{user}")
+}
+/// When the user last verified a code (value): how fresh their last proof of the factor is.
+#[must_use]
+pub fn last_verified(org: &str, user: &str) -> String {
+    format!("v1:last-verified:{org}:{user}")
+}
+/// The platform's roles that require MFA, as a platform admin set them (value).
+#[must_use]
+pub fn platform_roles() -> String {
+    "v1:platform-roles".to_owned()
+}

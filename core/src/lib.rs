@@ -15,6 +15,7 @@ pub mod chain;
 pub mod devices;
 pub mod email;
 pub mod engine;
+pub mod enrollment;
 pub mod error;
 pub mod i18n;
 pub mod input;

@@ -7,9 +7,11 @@
 //! | 1 | organization mandate | the org's policy says `everyone` | `org:<org>:mandate` |
 //! | 2 | organization role | the user holds a role the org's policy lists (`by-role`) | `org:<org>:role:<role>` |
 //! | 3 | platform role | the user holds a role the platform lists (`required_roles`, default: platform-admin, org-admin, admin, provider, clinician, coach-with-patients) | `role:<role>` |
-//! | 4 | none | none of the above | `policy:not-required` → the login is allowed |
+//! | 4 | user opt-in | the user enrolled of their own accord (`enroll`) | `user:opted-in` |
+//! | 5 | none | none of the above | `policy:not-required` → the login is allowed |
 //!
-//! So MFA is required = org mandate OR org role OR platform role. An organization can only add to
+//! So MFA is required = org mandate OR org role OR platform role OR user opt-in. The platform's roles
+//! come from the `required_roles` setting until a platform admin sets them (`set-platform-roles`). An organization can only add to
 //! the platform's roles, never remove one (`inherit` and `by-role` both keep rule 3). Its trust limits
 //! can only tighten the platform's: fewer trust days, remembering switched off, a longer (stricter)
 //! IP prefix. A policy that would loosen anything is refused, naming the field.
@@ -49,13 +51,20 @@ pub struct OrgPolicy {
     pub ipv4_change_prefix: u8,
     /// IPv6 prefix whose change asks again (the platform's or longer, at most 128).
     pub ipv6_change_prefix: u8,
-    /// Grace days for unenrolled users under a mandate (enrollment arrives with the policies issue).
+    /// Days an unenrolled user who must use MFA may still sign in without it (0: none), counted
+    /// from the first such login.
     #[serde(default)]
     pub enrollment_grace_days: u32,
+    /// Sign-ins an unenrolled user who must use MFA may still make without it (0: none). With both
+    /// set, the grace lasts while either allows it.
+    #[serde(default)]
+    pub enrollment_grace_logins: u32,
 }
 
-/// Longest enrollment grace an organization may give.
+/// Longest enrollment grace an organization may give, in days.
 pub const MAX_GRACE_DAYS: u32 = 90;
+/// Longest enrollment grace an organization may give, in sign-ins.
+pub const MAX_GRACE_LOGINS: u32 = 20;
 
 impl OrgPolicy {
     /// The policy of an organization that set none: the platform's, unchanged.
@@ -69,6 +78,7 @@ impl OrgPolicy {
             ipv4_change_prefix: platform.ipv4_change_prefix,
             ipv6_change_prefix: platform.ipv6_change_prefix,
             enrollment_grace_days: 0,
+            enrollment_grace_logins: 0,
         }
     }
 
@@ -128,6 +138,12 @@ impl OrgPolicy {
                 format!("must be from 0 to {MAX_GRACE_DAYS}"),
             ));
         }
+        if self.enrollment_grace_logins > MAX_GRACE_LOGINS {
+            return Err(Error::invalid(
+                "policy.enrollment_grace_logins",
+                format!("must be from 0 to {MAX_GRACE_LOGINS}"),
+            ));
+        }
         Ok(())
     }
 
@@ -160,45 +176,54 @@ pub struct Requirement {
     pub why: Explanation,
 }
 
-/// Applies the precedence table to a user of `org` holding `roles`.
+/// Applies the precedence table to a user of `org` holding `roles` who has (or has not) opted in,
+/// explaining it in the language of `m`.
 #[must_use]
 pub fn requirement(
     org: &str,
     policy: &OrgPolicy,
-    platform: &Settings,
-    roles: &[String],
+    platform_roles: &[String],
+    user: &UserSide<'_>,
+    m: &crate::i18n::Explain,
 ) -> Requirement {
+    let roles = user.roles;
     let required = |rule: String, message: String| Requirement {
         required: true,
         why: Explanation { rule, message },
     };
     if policy.mandate == Mandate::Everyone {
-        return required(
-            format!("org:{org}:mandate"),
-            "Your organization requires a code from your email for every member.".to_owned(),
-        );
+        return required(format!("org:{org}:mandate"), m.mandate.clone());
     }
     if policy.mandate == Mandate::ByRole
         && let Some(role) = roles.iter().find(|r| policy.required_roles.contains(r))
     {
         return required(
             format!("org:{org}:role:{role}"),
-            format!("Your organization requires a code from your email for the {role} role."),
+            m.org_role.replace("{role}", role),
         );
     }
-    if let Some(role) = roles.iter().find(|r| platform.required_roles.contains(r)) {
-        return required(
-            format!("role:{role}"),
-            format!("The {role} role requires a code from your email."),
-        );
+    if let Some(role) = roles.iter().find(|r| platform_roles.contains(r)) {
+        return required(format!("role:{role}"), m.role.replace("{role}", role));
+    }
+    if user.opted_in {
+        return required("user:opted-in".to_owned(), m.opted_in.clone());
     }
     Requirement {
         required: false,
         why: Explanation {
             rule: "policy:not-required".to_owned(),
-            message: "No rule requires a second factor for your account.".to_owned(),
+            message: m.not_required.clone(),
         },
     }
+}
+
+/// What the requirement needs to know of the user.
+#[derive(Debug, Clone, Copy)]
+pub struct UserSide<'a> {
+    /// The roles the IdP says the user holds.
+    pub roles: &'a [String],
+    /// Whether the user enrolled of their own accord.
+    pub opted_in: bool,
 }
 
 #[cfg(test)]
@@ -243,15 +268,39 @@ mod tests {
             (&inherit, &["scheduler"][..], false, "policy:not-required"),
             (&inherit, &[][..], false, "policy:not-required"),
         ];
+        let en = crate::i18n::messages("en").explain;
         for (policy, user_roles, required, rule) in cases {
-            let r = requirement("acme", policy, &platform, &roles(user_roles));
-            assert_eq!(
-                (r.required, r.why.rule.as_str()),
-                (required, rule),
-                "{policy:?} {user_roles:?}"
-            );
-            assert!(!r.why.message.is_empty());
+            for opted_in in [false, true] {
+                let user = UserSide {
+                    roles: &roles(user_roles),
+                    opted_in,
+                };
+                let r = requirement("acme", policy, &platform.required_roles, &user, &en);
+                // Opting in only matters where no rule already requires MFA.
+                let (required, rule) = if required || !opted_in {
+                    (required, rule)
+                } else {
+                    (true, "user:opted-in")
+                };
+                assert_eq!(
+                    (r.required, r.why.rule.as_str()),
+                    (required, rule),
+                    "{policy:?} {user_roles:?} opted in: {opted_in}"
+                );
+                assert!(!r.why.message.is_empty());
+            }
         }
+        // The explanation is in the user's language.
+        let es = crate::i18n::messages("es").explain;
+        let user = UserSide {
+            roles: &roles(&["provider"]),
+            opted_in: false,
+        };
+        let r = requirement("acme", &inherit, &platform.required_roles, &user, &es);
+        assert_eq!(
+            r.why.message,
+            "El rol provider exige un código de tu correo."
+        );
     }
 
     #[test]
@@ -297,6 +346,13 @@ mod tests {
                 ..base.clone()
             }),
             "policy.enrollment_grace_days"
+        );
+        assert_eq!(
+            field(OrgPolicy {
+                enrollment_grace_logins: 21,
+                ..base.clone()
+            }),
+            "policy.enrollment_grace_logins"
         );
         assert_eq!(
             field(OrgPolicy {

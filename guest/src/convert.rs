@@ -43,6 +43,16 @@ fn purpose(p: core::Purpose) -> wit::ChallengePurpose {
     }
 }
 
+pub(crate) fn challenge(c: core::ChallengeView) -> wit::Challenge {
+    wit::Challenge {
+        challenge_id: c.challenge_id,
+        purpose: purpose(c.purpose),
+        masked_email: c.masked_email,
+        expires_at: c.expires_at.0,
+        why: explanation(c.why),
+    }
+}
+
 pub(crate) fn decision(d: core::Decision) -> wit::Decision {
     match d {
         core::Decision::Allow(a) => wit::Decision::Allow(wit::Allowed {
@@ -50,13 +60,7 @@ pub(crate) fn decision(d: core::Decision) -> wit::Decision {
             device_id: a.device_id,
             set_cookie: a.set_cookie,
         }),
-        core::Decision::Challenge(c) => wit::Decision::Challenge(wit::Challenge {
-            challenge_id: c.challenge_id,
-            purpose: purpose(c.purpose),
-            masked_email: c.masked_email,
-            expires_at: c.expires_at.0,
-            why: explanation(c.why),
-        }),
+        core::Decision::Challenge(c) => wit::Decision::Challenge(challenge(c)),
         core::Decision::Deny(d) => wit::Decision::Deny(wit::Denied {
             why: explanation(d.why),
         }),
@@ -161,6 +165,7 @@ pub(crate) fn org_policy(p: core::policy::OrgPolicy) -> wit::OrgPolicy {
         ipv4_change_prefix: p.ipv4_change_prefix,
         ipv6_change_prefix: p.ipv6_change_prefix,
         enrollment_grace_days: p.enrollment_grace_days,
+        enrollment_grace_logins: p.enrollment_grace_logins,
     }
 }
 
@@ -177,6 +182,7 @@ pub(crate) fn org_policy_in(p: wit::OrgPolicy) -> core::policy::OrgPolicy {
         ipv4_change_prefix: p.ipv4_change_prefix,
         ipv6_change_prefix: p.ipv6_change_prefix,
         enrollment_grace_days: p.enrollment_grace_days,
+        enrollment_grace_logins: p.enrollment_grace_logins,
     }
 }
 

@@ -69,6 +69,13 @@ struct CredentialBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RolesBody {
+    actor: Actor,
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OrgBody {
     actor: Actor,
     org_id: String,
@@ -240,6 +247,16 @@ fn route(request: &IncomingRequest) -> Reply {
                 )
             }))
         }),
+        "/v1/login/enroll" => with_body::<ContextBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.enroll(&b.context, now, rng)
+            }))
+        }),
+        "/v1/login/change-email" => with_body::<ContextBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.change_email(&b.context, now, rng)
+            }))
+        }),
         "/v1/login/status" => with_body::<ContextBody>(&body, |b| {
             Reply::result(service::with_engine(|e, now, _| e.status(&b.context, now)))
         }),
@@ -280,6 +297,20 @@ fn route(request: &IncomingRequest) -> Reply {
             Reply::result(
                 service::with_engine(|e, now, rng| {
                     e.set_policy(&b.actor, &b.org_id, &b.policy, now, rng)
+                })
+                .map(|()| json!({ "updated": true })),
+            )
+        }),
+        "/v1/admin/platform-roles/get" => with_body::<ActorBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| e.get_platform_roles(&b.actor, now, rng))
+                    .map(|roles| json!({ "roles": roles })),
+            )
+        }),
+        "/v1/admin/platform-roles/set" => with_body::<RolesBody>(&body, |b| {
+            Reply::result(
+                service::with_engine(|e, now, rng| {
+                    e.set_platform_roles(&b.actor, &b.roles, now, rng)
                 })
                 .map(|()| json!({ "updated": true })),
             )

@@ -60,6 +60,20 @@ impl login_step::Guest for Component {
         .map_err(convert::error)
     }
 
+    fn enroll(context: wit::LoginContext) -> Result<wit::Challenge, wit::MfaError> {
+        let ctx = convert::login_context(context);
+        service::with_engine(|engine, now, rng| engine.enroll(&ctx, now, rng))
+            .map(convert::challenge)
+            .map_err(convert::error)
+    }
+
+    fn change_email(context: wit::LoginContext) -> Result<wit::Challenge, wit::MfaError> {
+        let ctx = convert::login_context(context);
+        service::with_engine(|engine, now, rng| engine.change_email(&ctx, now, rng))
+            .map(convert::challenge)
+            .map_err(convert::error)
+    }
+
     fn status(context: wit::LoginContext) -> Result<wit::UserStatus, wit::MfaError> {
         let ctx = convert::login_context(context);
         service::with_engine(|engine, now, _| engine.status(&ctx, now))
@@ -105,6 +119,16 @@ impl admin::Guest for Component {
             engine.set_policy(&actor, &org_id, &policy, now, rng)
         })
         .map_err(convert::error)
+    }
+    fn get_platform_roles(actor: wit::Actor) -> Result<Vec<String>, wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| engine.get_platform_roles(&actor, now, rng))
+            .map_err(convert::error)
+    }
+    fn set_platform_roles(actor: wit::Actor, roles: Vec<String>) -> Result<(), wit::MfaError> {
+        let actor = convert::actor(actor);
+        service::with_engine(|engine, now, rng| engine.set_platform_roles(&actor, &roles, now, rng))
+            .map_err(convert::error)
     }
     fn reset_user(actor: wit::Actor, org_id: String, user_id: String) -> Result<(), wit::MfaError> {
         let actor = convert::actor(actor);

@@ -179,7 +179,7 @@ async fn a_trusted_browser_skips_the_code() {
         [
             "challenge_started",
             "code_sent",
-            "code_verified",
+            "enrolled",
             "device_trusted",
             "access_allowed"
         ]

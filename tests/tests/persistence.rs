@@ -131,7 +131,7 @@ async fn the_plugin_world_runs_the_same_login_step() {
             "challenge_started",
             "code_sent",
             "code_rejected",
-            "code_verified",
+            "enrolled",
             "code_rejected"
         ]
     );

@@ -33,6 +33,7 @@ fn policy(mandate: Mandate, roles: &[&str]) -> OrgPolicy {
         ipv4_change_prefix: 16,
         ipv6_change_prefix: 48,
         enrollment_grace_days: 0,
+        enrollment_grace_logins: 0,
     }
 }
 

@@ -339,7 +339,7 @@ impl Harness {
     pub fn rejection_reasons(&self) -> Vec<String> {
         self.audit_records()
             .iter()
-            .filter(|r| r["action"] == "code_rejected")
+            .filter(|r| r["action"] == "code_rejected" || r["action"] == "code_expired")
             .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
@@ -540,4 +540,111 @@ pub fn wrong(code: &str) -> String {
 
 pub fn kind(r: &Result<impl std::fmt::Debug, MfaError>) -> Option<ErrorKind> {
     r.as_ref().err().map(|e| e.kind)
+}
+
+/// The `admin` export, one call per instance as an IdP's admin console would make them.
+impl Harness {
+    pub async fn set_policy(
+        &self,
+        who: &wit::Actor,
+        org: &str,
+        policy: &wit::OrgPolicy,
+    ) -> Result<(), MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_set_policy(&mut store, who, org, policy)
+            .await
+            .expect("no trap")
+    }
+
+    pub async fn get_policy(
+        &self,
+        who: &wit::Actor,
+        org: &str,
+    ) -> Result<wit::OrgPolicy, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_get_policy(&mut store, who, org)
+            .await
+            .expect("no trap")
+    }
+
+    pub async fn reset_user(
+        &self,
+        who: &wit::Actor,
+        org: &str,
+        user: &str,
+    ) -> Result<(), MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_reset_user(&mut store, who, org, user)
+            .await
+            .expect("no trap")
+    }
+
+    pub async fn set_branding(
+        &self,
+        who: &wit::Actor,
+        org: &str,
+        branding: &wit::Branding,
+    ) -> Result<(), MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_set_branding(&mut store, who, org, branding)
+            .await
+            .expect("no trap")
+    }
+
+    pub async fn get_branding(
+        &self,
+        who: &wit::Actor,
+        org: &str,
+    ) -> Result<wit::Branding, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_get_branding(&mut store, who, org)
+            .await
+            .expect("no trap")
+    }
+}
+
+/// Enrollment and platform administration (the `login-step` and `admin` exports).
+impl Harness {
+    /// Starts enrolling the context's user at the context's address.
+    pub async fn enroll(&self, ctx: &wit::LoginContext) -> Result<wit::Challenge, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_enroll(&mut store, ctx)
+            .await
+            .expect("no trap")
+    }
+
+    /// Starts moving the user's MFA to the context's (new) address.
+    pub async fn change_email(&self, ctx: &wit::LoginContext) -> Result<wit::Challenge, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_login_step()
+            .call_change_email(&mut store, ctx)
+            .await
+            .expect("no trap")
+    }
+
+    pub async fn set_platform_roles(
+        &self,
+        who: &wit::Actor,
+        roles: &[String],
+    ) -> Result<(), MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_set_platform_roles(&mut store, who, roles)
+            .await
+            .expect("no trap")
+    }
 }
