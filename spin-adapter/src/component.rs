@@ -1,9 +1,13 @@
-//! The component: each `mfa-step:plugin` export, implemented with one Spin API call (or two).
+//! The component: each `mfa-step:plugin` export, implemented with one Spin API call (or two), and
+//! `audit` with the protocol in [`crate::audit_stream`], which this file only wires to Spin's store
+//! and clocks.
 //!
 //! Failures the component can act on (a store or mail API that is down) are `unavailable` errors,
 //! so that the component fails closed; their messages never carry a key's value, a mail body or a
 //! token. The one trap is a variables provider that fails inside `config.get`, which has no error
 //! to return (see [`config_get`]).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::key_value::{self, Store};
@@ -13,6 +17,7 @@ use spin_sdk::variables;
 // cannot move underneath us.
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
 
+use crate::audit_stream;
 use crate::mapping;
 
 /// Generated bindings. Only this file looks inside.
@@ -155,20 +160,92 @@ impl mailer::Guest for Adapter {
     }
 }
 
+/// The store as the audit stream sees it: values through `fermyon:spin/key-value`, counters through
+/// `wasi:keyvalue/atomics`, both on the one `default` store, both opened once per call.
+struct SpinKv {
+    values: Store,
+    counters: wasi_store::Bucket,
+}
+
+impl SpinKv {
+    fn open() -> Result<Self, String> {
+        Ok(Self {
+            values: open_store()?,
+            counters: wasi_store::open(STORE).map_err(|e| describe_wasi_kv(&e))?,
+        })
+    }
+}
+
+impl audit_stream::Kv for SpinKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.values.get(key).map_err(|e| describe_kv(&e))
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, String> {
+        self.values.exists(key).map_err(|e| describe_kv(&e))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.values.set(key, value).map_err(|e| describe_kv(&e))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        atomics::increment(&self.counters, key, delta).map_err(|e| describe_wasi_kv(&e))
+    }
+}
+
+/// WASI's clocks, which Spin provides: the wall clock to date a stalled position for other
+/// instances, the monotonic one to time this call's own claim.
+struct SpinClock {
+    started: Instant,
+}
+
+impl audit_stream::Clock for SpinClock {
+    fn unix_millis(&self) -> u64 {
+        // A wall clock before 1970 reads as 1970: a stall then looks older, never younger, than it
+        // is only if the clock is that wrong, which the takeover margin cannot cover anyway.
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
 impl audit::Guest for Adapter {
+    fn head(org_id: String) -> Result<Option<audit::ChainHead>, audit::AuditError> {
+        let kv = SpinKv::open().map_err(audit::AuditError::Unavailable)?;
+        let head = audit_stream::head(&kv, &org_id).map_err(audit::AuditError::Unavailable)?;
+        Ok(head.map(|h| audit::ChainHead {
+            seq: h.seq,
+            hash: h.hash,
+        }))
+    }
+
     fn append(entry: audit::Entry) -> Result<(), audit::AuditError> {
-        let unavailable = audit::AuditError::Unavailable;
-        let store = open_store().map_err(unavailable)?;
-        store
-            .set(
-                &mapping::audit_key(&entry.org_id, entry.seq),
-                entry.line.as_bytes(),
-            )
-            .map_err(|e| unavailable(describe_kv(&e)))?;
+        let kv = SpinKv::open().map_err(audit::AuditError::Unavailable)?;
+        let clock = SpinClock {
+            started: Instant::now(),
+        };
+        let linked = audit_stream::Entry {
+            org_id: &entry.org_id,
+            seq: entry.seq,
+            prev: &entry.prev,
+            hash: &entry.hash,
+            line: &entry.line,
+        };
+        audit_stream::append(&kv, &clock, &linked).map_err(|e| match e {
+            audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
+            audit_stream::AppendError::Unavailable(m) => audit::AuditError::Unavailable(m),
+        })?;
         // The key-value store is the system of record and decides the answer. The SIEM gets a copy
         // when `siem_url` is set, on a best-effort basis: failing the operation after the record is
         // stored would leave a record of a change the component then undoes. A missed copy is
-        // logged with its key, so that it can be sent again from the store.
+        // logged with its key, so that it can be sent again from the store. Only records that
+        // joined the stream are copied: a conflict sends nothing.
         match variable("siem_url") {
             Ok(Some(url)) => {
                 let token = variable("siem_token").ok().flatten();

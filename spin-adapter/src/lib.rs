@@ -9,14 +9,24 @@
 //! | `store.get` / `set` / `delete` / `list-keys` | `fermyon:spin/key-value` on the `default` store |
 //! | `store.increment` | `wasi:keyvalue/atomics.increment` on the same store (no compare-and-swap) |
 //! | `mailer.send` | an HTTP `POST` of the message as JSON to the `mail_api_url` variable |
-//! | `audit.append` | a key-value write, then an optional `POST` to the `siem_url` variable |
+//! | `audit.head` | key-value reads: the record count, then the newest record's line (its `hash`) |
+//! | `audit.append` | claim the position with `increment`, write the line, count it; then an optional `POST` to `siem_url` |
 //! | `config.get` | Spin variables |
 //!
 //! Spin composes it with the guest through `[component.mfa-step.dependencies]` in `spin.toml`.
-//! Each export is a direct mapping and decides nothing about MFA; the translations themselves
-//! (key names, the mail API's JSON body, status mapping) are in [`mapping`], which builds and is
-//! tested on the host. The Spin half exists only on `wasm32`.
+//! Each export decides nothing about MFA. The translations (key names, the mail API's JSON body,
+//! status mapping) are in [`mapping`]; the one export that is more than a translation, `audit`,
+//! is in [`audit_stream`]. Spin's key-value store has no lock and no compare-and-swap that holds on
+//! Redis, so "append only if the record links to the head, atomically" is built from its atomic
+//! `increment`: each position of an organization's stream is claimed by the one writer whose
+//! increment returns 1. Its residual risk, documented there: a writer that dies between claiming a
+//! position and writing it makes that organization's audited operations fail closed until the
+//! position is taken over, after [`audit_stream::STALL_TIMEOUT`] (60 s); the takeover is safe as long
+//! as no write is delayed inside the store's client by more than 55 s and the instances' clocks
+//! agree to within about as much. Both modules build and are tested on the host; the Spin half
+//! exists only on `wasm32`.
 
+pub mod audit_stream;
 pub mod mapping;
 
 #[cfg(target_arch = "wasm32")]

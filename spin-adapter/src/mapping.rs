@@ -2,23 +2,31 @@
 //!
 //! Everything here is a fixed naming or shaping rule; nothing decides anything about MFA.
 //!
-//! # One key-value store, three namespaces
+//! # One key-value store, separate namespaces
 //!
 //! Spin gives the component one store (`default`) that holds the component's values, its counters
-//! and the audit records. The `store` contract keeps counters apart from values ("a key used with
+//! and the audit streams. The `store` contract keeps counters apart from values ("a key used with
 //! `increment` is never read with `get`", and `list-keys` lists values only), and Spin's SQLite
 //! backend reads a counter as an 8-byte integer, failing on anything else. So every stored key
-//! carries the prefix of its namespace, and no key of one namespace can equal a key of another:
+//! carries the prefix of its namespace. No prefix is a prefix of another, so no key of one
+//! namespace can equal a key of another:
 //!
-//! | what | stored under | written through |
-//! |---|---|---|
-//! | a value | `val:<key>` | `fermyon:spin/key-value` (`Store::open_default`) |
-//! | a counter | `ctr:<key>` | `wasi:keyvalue/atomics.increment` (never compare-and-swap) |
-//! | an audit record | `audit:<org>:<seq, 20 digits>` | `fermyon:spin/key-value` |
+//! | what | stored under | kind | written through |
+//! |---|---|---|---|
+//! | a value | `val:<key>` | value | `fermyon:spin/key-value` (`Store::open`) |
+//! | a counter | `ctr:<key>` | counter | `wasi:keyvalue/atomics.increment` (never compare-and-swap) |
+//! | an audit record (its line) | `audit:<org>:<seq>` | value | `fermyon:spin/key-value` |
+//! | who owns an audit position | `audit-claim:<org>:<seq>:<epoch>` | counter | `increment` |
+//! | how many records an organization has | `audit-len:<org>` | counter | `increment` |
+//! | an audit position seen claimed but unwritten | `audit-stall:<org>` | value | `fermyon:spin/key-value` |
+//!
+//! `<seq>` is zero-padded to 20 digits, so that a lexical scan of one organization's records returns
+//! them in sequence order, and so that a key splits back into its parts even when `<org>` holds a
+//! colon (`<seq>` and `<epoch>` are the last fields, digits only). How the audit keys make an
+//! append-if-linked step without compare-and-swap is in [`crate::audit_stream`].
 //!
 //! `list-keys(prefix)` lists the store's keys, keeps those under `val:<prefix>` and strips `val:`,
-//! so counters and audit records never show. Audit keys are zero-padded so that a lexical scan of
-//! one organization's keys returns its records in sequence order.
+//! so counters and audit keys never show.
 
 use serde::Serialize;
 
@@ -28,6 +36,22 @@ pub const VALUE_PREFIX: &str = "val:";
 pub const COUNTER_PREFIX: &str = "ctr:";
 /// Prefix of every audit record key.
 pub const AUDIT_PREFIX: &str = "audit:";
+/// Prefix of the counters that claim a position in an organization's audit stream.
+pub const AUDIT_CLAIM_PREFIX: &str = "audit-claim:";
+/// Prefix of the counter of each organization's audit records.
+pub const AUDIT_LEN_PREFIX: &str = "audit-len:";
+/// Prefix of the value that records a claimed audit position seen unwritten.
+pub const AUDIT_STALL_PREFIX: &str = "audit-stall:";
+
+/// Every namespace's prefix; none is a prefix of another.
+pub const PREFIXES: [&str; 6] = [
+    VALUE_PREFIX,
+    COUNTER_PREFIX,
+    AUDIT_PREFIX,
+    AUDIT_CLAIM_PREFIX,
+    AUDIT_LEN_PREFIX,
+    AUDIT_STALL_PREFIX,
+];
 
 /// The Spin key that holds the component's value `key`.
 #[must_use]
@@ -46,6 +70,26 @@ pub fn counter_key(key: &str) -> String {
 #[must_use]
 pub fn audit_key(org_id: &str, seq: u64) -> String {
     format!("{AUDIT_PREFIX}{org_id}:{seq:020}")
+}
+
+/// The counter that claims position `seq` of `org_id`'s audit stream in `epoch`:
+/// `audit-claim:<org>:<seq, 20 digits>:<epoch>`. The writer whose increment returns 1 owns it.
+#[must_use]
+pub fn audit_claim_key(org_id: &str, seq: u64, epoch: u32) -> String {
+    format!("{AUDIT_CLAIM_PREFIX}{org_id}:{seq:020}:{epoch}")
+}
+
+/// The counter of `org_id`'s appended audit records: `audit-len:<org>`.
+#[must_use]
+pub fn audit_len_key(org_id: &str) -> String {
+    format!("{AUDIT_LEN_PREFIX}{org_id}")
+}
+
+/// Where a claimed but unwritten position of `org_id`'s audit stream is recorded:
+/// `audit-stall:<org>`.
+#[must_use]
+pub fn audit_stall_key(org_id: &str) -> String {
+    format!("{AUDIT_STALL_PREFIX}{org_id}")
 }
 
 /// The component's value keys starting with `prefix`, out of all of the store's keys.
@@ -147,6 +191,73 @@ mod tests {
     }
 
     #[test]
+    fn no_namespace_prefix_is_a_prefix_of_another() {
+        for (i, a) in PREFIXES.iter().enumerate() {
+            for (j, b) in PREFIXES.iter().enumerate() {
+                assert!(i == j || !b.starts_with(a), "{a} is a prefix of {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_audit_keys_of_one_organization_never_share_a_key() {
+        let all = [
+            audit_key("acme", 1),
+            audit_claim_key("acme", 1, 0),
+            audit_len_key("acme"),
+            audit_stall_key("acme"),
+            value_key("acme"),
+            counter_key("acme"),
+        ];
+        for (i, key) in all.iter().enumerate() {
+            // Each lands in its own namespace, and only there.
+            let owners: Vec<&str> = PREFIXES
+                .iter()
+                .copied()
+                .filter(|p| key.starts_with(p))
+                .collect();
+            assert_eq!(owners, [PREFIXES[[2, 3, 4, 5, 0, 1][i]]], "{key}");
+        }
+        assert_eq!(audit_len_key("acme"), "audit-len:acme");
+        assert_eq!(audit_stall_key("acme"), "audit-stall:acme");
+        // The component cannot reach them: its keys are under `val:` and `ctr:`.
+        assert!(!counter_key("audit-len:acme").starts_with(AUDIT_LEN_PREFIX));
+    }
+
+    #[test]
+    fn claim_keys_name_one_position_and_epoch_even_when_the_organization_holds_a_colon() {
+        assert_eq!(
+            audit_claim_key("acme", 7, 0),
+            "audit-claim:acme:00000000000000000007:0"
+        );
+        assert_eq!(
+            audit_claim_key("acme", u64::MAX, u32::MAX),
+            "audit-claim:acme:18446744073709551615:4294967295"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for org in [
+            "a",
+            "a:00000000000000000001",
+            "a:1",
+            "a:00000000000000000001:0",
+        ] {
+            for seq in [1, 2, 10] {
+                for epoch in [0, 1, 10] {
+                    assert!(
+                        seen.insert(audit_claim_key(org, seq, epoch)),
+                        "{org} {seq} {epoch} collides"
+                    );
+                }
+            }
+        }
+        for org in ["a", "a:00000000000000000001"] {
+            assert!(seen.insert(audit_key(org, 1)));
+            assert!(seen.insert(audit_len_key(org)));
+            assert!(seen.insert(audit_stall_key(org)));
+        }
+    }
+
+    #[test]
     fn audit_keys_are_zero_padded_to_twenty_digits_and_sort_by_sequence() {
         assert_eq!(audit_key("acme", 1), "audit:acme:00000000000000000001");
         assert_eq!(
@@ -178,6 +289,9 @@ mod tests {
             "val:v1:challenge:acme:u1",
             "ctr:v1:device:acme:u1:counter",
             "audit:acme:00000000000000000001",
+            "audit-claim:acme:00000000000000000001:0",
+            "audit-len:acme",
+            "audit-stall:acme",
             "written-by-someone-else",
         ]);
         let mut found = value_keys_with_prefix(stored, "v1:device:acme:u1:");
@@ -190,7 +304,15 @@ mod tests {
 
     #[test]
     fn list_keys_with_an_empty_prefix_lists_every_value_and_nothing_else() {
-        let stored = keys(&["val:a", "ctr:a", "audit:o:1", "val:b"]);
+        let stored = keys(&[
+            "val:a",
+            "ctr:a",
+            "audit:o:1",
+            "audit-claim:o:1:0",
+            "audit-len:o",
+            "audit-stall:o",
+            "val:b",
+        ]);
         assert_eq!(value_keys_with_prefix(stored, ""), keys(&["a", "b"]));
     }
 

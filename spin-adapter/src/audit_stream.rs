@@ -1,0 +1,967 @@
+//! An organization's audit stream on a key-value store that has an atomic increment and no usable
+//! compare-and-swap: how the adapter keeps the `audit` contract on Spin.
+//!
+//! The contract (`wit/audit.wit`): `append` stores a record only if it links to the stream's head
+//! (`seq` = head + 1 and `prev` = the head's hash, or `seq` 1 and 64 zeros), checked and written
+//! as one step, and answers `conflict` (writing nothing) otherwise. A file or a SQL table does
+//! this under one lock. Spin's key-value store has no lock and no conditional write that holds on
+//! every backend (its compare-and-swap is unreliable on Redis), so this module builds the step out
+//! of the one atomic operation it does have, `increment`, which exactly one caller sees return 1.
+//!
+//! # Keys (see [`crate::mapping`])
+//!
+//! | key | kind | holds |
+//! |---|---|---|
+//! | `audit:<org>:<seq>` | value | the record's line, byte for byte; written once |
+//! | `audit-claim:<org>:<seq>:<epoch>` | counter | who owns position `seq` (the caller that saw 1) |
+//! | `audit-len:<org>` | counter | how many records were appended: where `head` starts looking |
+//! | `audit-stall:<org>` | value | `{"seq", "epoch", "since_ms"}`: a claimed position seen unwritten |
+//!
+//! # Append
+//!
+//! ```text
+//!   link?  record seq-1 exists and its line's hash = prev   (or seq = 1 and prev = 64 zeros)
+//!     |  no --------------------------------------------------------------> conflict
+//!     v
+//!   claim  increment(audit-claim:<org>:<seq>:<epoch>) == 1 ?
+//!     |  no: record seq exists? ----------- yes --------------------------> conflict
+//!     |      otherwise its owner is writing it, or died after claiming:
+//!     |      mark it stalled (since now); stalled for STALL_TIMEOUT? - no --> conflict
+//!     |                                                 yes: epoch + 1, claim again
+//!     v  yes
+//!   write  audit:<org>:<seq> = line    (only within CLAIM_BUDGET of claiming; else unavailable)
+//!     v
+//!   count  increment(audit-len:<org>)  (a hint: a failure here loses nothing)
+//! ```
+//!
+//! Why this is the contract's atomic step: a record is written only by the caller that owns its
+//! position, and the owner checked, before claiming, that the record before it exists with the
+//! hash it links to. Records are written once and never change, so that check still holds when it
+//! writes; and positions are claimed only right after an existing record, so the stream has no gaps
+//! and "record `seq` exists" means "the head is at least `seq`". Two writers racing for one position
+//! both pass the link check, but only one sees its claim return 1: the other gets `conflict`, as
+//! from a locked sink. Nothing is written before the claim is won, so a conflict writes nothing.
+//!
+//! # Head
+//!
+//! `audit-len` counts records whose writer got as far as counting them: a lower bound of the head
+//! (a writer may be between its write and its count, or have died there). `head` reads the count
+//! `n`, requires record `n` to exist, then steps forward while record `n + 1` exists. The hash is
+//! read from the newest record's line (its `hash` field; `append` refuses a line whose `prev` and
+//! `hash` fields differ from the entry's, so the two can never disagree).
+//!
+//! # Residual risks
+//!
+//! - **A writer that dies between its claim and its write** (the instance is killed, the store
+//!   fails on the write) leaves a position claimed but empty, and no later record can skip it
+//!   without leaving a gap. Every append to that organization then answers `conflict` (the
+//!   component fails the operation closed: "the stream stayed busy") until the position is taken
+//!   over: the first writer to find it empty records when it did (`audit-stall`), and once
+//!   [`STALL_TIMEOUT`] has passed a writer claims the position again in the next *epoch* (a fresh
+//!   claim counter, so again exactly one writer wins) and writes its own record there. The dead
+//!   writer's record was never acknowledged, so nothing acknowledged is lost. **An organization's
+//!   audited operations fail for up to [`STALL_TIMEOUT`] after such a crash.**
+//! - **Takeover relies on time.** An owner gives up without writing if more than [`CLAIM_BUDGET`]
+//!   has passed since it claimed (monotonic clock), and a position is taken over only after
+//!   [`STALL_TIMEOUT`] (wall clock, compared between instances). Two records at one position (a
+//!   broken chain, which the verifier reports) are possible only if a write is delayed inside the
+//!   store's client or network by more than `STALL_TIMEOUT - CLAIM_BUDGET` (55 s) or the instances'
+//!   wall clocks differ by about as much.
+//! - **Retrying the same entry is not idempotent**: a claim counter cannot say who holds it, so a
+//!   writer cannot tell its own earlier claim from another's. The component never retries an entry
+//!   (after `unavailable` it fails the operation, and a new attempt builds a new record), so this
+//!   costs nothing but the takeover wait above.
+//! - **A write that fails but was applied** (the store answers an error after storing) leaves a
+//!   record of an operation the component then undoes, as with any sink that fails after storing.
+//! - **The store's own guarantees** are assumed: single-key reads see the latest completed write
+//!   (Spin's SQLite store; a single Redis, not a replica that lags), and an acknowledged `set` is
+//!   durable (Redis needs `appendfsync always`). Spin 3.0 and 3.1 put a per-instance write-behind
+//!   cache in front of the store, which breaks both; Spin 3.2 removed it and this adapter targets
+//!   Spin 4.
+//! - **Records deleted from the store** are the verifier's to find, except the newest: `head`
+//!   refuses to answer if record `audit-len` is missing. When pruning exported records, keep each
+//!   organization's newest one.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mapping;
+
+/// The `prev` of an organization's first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How long after claiming a position its owner may still write the record; past this it gives up
+/// (`unavailable`) and leaves the position to be taken over.
+pub const CLAIM_BUDGET: Duration = Duration::from_secs(5);
+
+/// How long a claimed position must be seen unwritten before another writer takes it over. Must
+/// exceed [`CLAIM_BUDGET`] by more than any delay of a write inside the store's client or network
+/// plus any difference between the instances' wall clocks.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Attempts at writing the record once the position is owned (each within [`CLAIM_BUDGET`]).
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Claims tried by one append: the first epoch, the epoch a stall was last seen in, the next one.
+const CLAIM_STEPS: usize = 4;
+
+/// The key-value operations the stream needs. Errors are messages that never hold a value.
+pub trait Kv {
+    /// The value at `key`, if any.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+
+    /// Whether a value is stored at `key`.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    fn exists(&self, key: &str) -> Result<bool, String>;
+
+    /// Stores `value` at `key`.
+    ///
+    /// # Errors
+    /// The store could not be written.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+
+    /// Atomically adds `delta` to the counter at `key` (absent = 0) and returns the new value.
+    ///
+    /// # Errors
+    /// The store could not be written.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, String>;
+}
+
+/// The clocks the stream needs: time is a parameter, so that tests step it.
+pub trait Clock {
+    /// Wall-clock time in Unix milliseconds: compared between instances, so only used with a
+    /// margin ([`STALL_TIMEOUT`]).
+    fn unix_millis(&self) -> u64;
+
+    /// A monotonic reading, to time this instance's own steps ([`CLAIM_BUDGET`]).
+    fn monotonic(&self) -> Duration;
+}
+
+/// The record to append, as the component sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The organization whose stream it joins.
+    pub org_id: &'a str,
+    /// Its position.
+    pub seq: u64,
+    /// The hash of the record it follows.
+    pub prev: &'a str,
+    /// Its own hash.
+    pub hash: &'a str,
+    /// Its line, stored byte for byte.
+    pub line: &'a str,
+}
+
+/// The newest record of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Its position.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// Why a record was not appended (the WIT's `audit-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The record does not link to the head, or another writer holds its position: nothing was
+    /// written; read the head again and relink.
+    Conflict,
+    /// The record was refused or could not be stored.
+    Unavailable(String),
+}
+
+impl From<String> for AppendError {
+    fn from(message: String) -> Self {
+        Self::Unavailable(message)
+    }
+}
+
+/// The chain fields of a stored line.
+#[derive(Deserialize)]
+struct Link {
+    prev: String,
+    hash: String,
+}
+
+fn link_of(line: &[u8]) -> Option<Link> {
+    serde_json::from_slice(line).ok()
+}
+
+/// A claimed position seen unwritten: since when (wall clock), and in which epoch.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Stall {
+    seq: u64,
+    epoch: u32,
+    since_ms: u64,
+}
+
+/// The hash of stored record `seq`, read from its line.
+fn stored_hash(org: &str, seq: u64, line: &[u8]) -> Result<String, String> {
+    link_of(line).map(|l| l.hash).ok_or_else(|| {
+        format!(
+            "audit record {seq} of organization {org:?} has no readable hash: the store was \
+             changed outside the adapter"
+        )
+    })
+}
+
+/// The head of `org`'s stream, or `None` before its first record.
+///
+/// # Errors
+/// The store could not be read, or it was changed outside the adapter (the count is negative, the
+/// record it names is missing, or a record has no readable hash).
+pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
+    let counted = kv.increment(&mapping::audit_len_key(org), 0)?;
+    let counted = u64::try_from(counted).map_err(|_| {
+        format!(
+            "the audit record count of organization {org:?} is negative ({counted}): the store \
+             was changed outside the adapter"
+        )
+    })?;
+    let mut head = None;
+    if counted > 0 {
+        let line = kv.get(&mapping::audit_key(org, counted))?.ok_or_else(|| {
+            format!(
+                "audit record {counted} of organization {org:?} is missing although {counted} \
+                 records were appended: the store was changed outside the adapter (when pruning \
+                 exported records, keep each organization's newest one)"
+            )
+        })?;
+        head = Some(Head {
+            seq: counted,
+            hash: stored_hash(org, counted, &line)?,
+        });
+    }
+    // Records written but not (yet) counted: their writers are between write and count, or died.
+    let mut seq = counted;
+    while let Some(next) = seq.checked_add(1) {
+        let Some(line) = kv.get(&mapping::audit_key(org, next))? else {
+            break;
+        };
+        head = Some(Head {
+            seq: next,
+            hash: stored_hash(org, next, &line)?,
+        });
+        seq = next;
+    }
+    Ok(head)
+}
+
+/// Appends `entry` if it links to the head of its stream (see the module docs for how).
+///
+/// # Errors
+/// [`AppendError::Conflict`] when the record does not link to the head or another writer holds
+/// its position (nothing written); [`AppendError::Unavailable`] when the line is refused (empty,
+/// more than one line, or its `prev`/`hash` fields differ from the entry's) or the store fails.
+pub fn append(kv: &impl Kv, clock: &impl Clock, entry: &Entry<'_>) -> Result<(), AppendError> {
+    check_line(entry)?;
+    if !links(kv, entry)? {
+        return Err(AppendError::Conflict);
+    }
+    let (epoch, claimed_at) = claim(kv, clock, entry.org_id, entry.seq)?;
+    let key = mapping::audit_key(entry.org_id, entry.seq);
+    // Past the first epoch the stalled owner may, after all, have written within its budget.
+    if epoch > 0 && kv.exists(&key)? {
+        return Err(AppendError::Conflict);
+    }
+    write(kv, clock, entry, &key, claimed_at)?;
+    // Only a hint for `head`, which steps past records not counted: failing here loses nothing,
+    // and failing the append would report a stored record as not stored.
+    let _ = kv.increment(&mapping::audit_len_key(entry.org_id), 1);
+    Ok(())
+}
+
+/// Refuses a line that would break the stream: empty, not one line, or chain fields that differ
+/// from the entry's (then `head` would read a hash the chain does not have).
+fn check_line(entry: &Entry<'_>) -> Result<(), AppendError> {
+    let refuse = |why: &str| {
+        Err(AppendError::Unavailable(format!(
+            "refused audit record: {why}"
+        )))
+    };
+    if entry.line.is_empty() {
+        return refuse("its line is empty");
+    }
+    if entry.line.contains(['\r', '\n']) {
+        return refuse("its line contains a line break; it must be one line of JSON");
+    }
+    match link_of(entry.line.as_bytes()) {
+        None => refuse("its line is not a JSON object with string `prev` and `hash` fields"),
+        Some(link) if link.prev != entry.prev || link.hash != entry.hash => {
+            refuse("the `prev` or `hash` in its line differs from the entry's")
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether `entry` links to the record before its position (which then is the head, unless
+/// another writer already filled the position: the claim finds that out).
+fn links(kv: &impl Kv, entry: &Entry<'_>) -> Result<bool, String> {
+    match entry.seq {
+        0 => Ok(false),
+        1 => Ok(entry.prev == GENESIS),
+        seq => {
+            let before = seq - 1;
+            match kv.get(&mapping::audit_key(entry.org_id, before))? {
+                None => Ok(false),
+                Some(line) => Ok(stored_hash(entry.org_id, before, &line)? == entry.prev),
+            }
+        }
+    }
+}
+
+fn read_stall(kv: &impl Kv, org: &str) -> Result<Option<Stall>, String> {
+    // An unreadable marker is as good as none: the next observer writes a fresh one.
+    Ok(kv
+        .get(&mapping::audit_stall_key(org))?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Claims position `seq`: the epoch won and the monotonic time just before the winning claim.
+fn claim(
+    kv: &impl Kv,
+    clock: &impl Clock,
+    org: &str,
+    seq: u64,
+) -> Result<(u32, Duration), AppendError> {
+    let timeout = u64::try_from(STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    let mut epoch = 0u32;
+    for _ in 0..CLAIM_STEPS {
+        // Read before claiming: the budget then covers the claim's own round trip.
+        let started = clock.monotonic();
+        if kv.increment(&mapping::audit_claim_key(org, seq, epoch), 1)? == 1 {
+            return Ok((epoch, started));
+        }
+        if kv.exists(&mapping::audit_key(org, seq))? {
+            return Err(AppendError::Conflict);
+        }
+        // Held, not written: its owner is writing, or died. Read the time only now, after seeing
+        // the claim, so that a stall is never dated before the claim it times.
+        let now = clock.unix_millis();
+        match read_stall(kv, org)? {
+            Some(stall) if stall.seq == seq && stall.epoch > epoch => epoch = stall.epoch,
+            Some(stall) if stall.seq == seq && stall.epoch == epoch => {
+                if now.saturating_sub(stall.since_ms) < timeout {
+                    return Err(AppendError::Conflict);
+                }
+                epoch = epoch.checked_add(1).ok_or(AppendError::Conflict)?;
+            }
+            _ => {
+                let stall = Stall {
+                    seq,
+                    epoch,
+                    since_ms: now,
+                };
+                let bytes = serde_json::to_vec(&stall).unwrap_or_default();
+                kv.set(&mapping::audit_stall_key(org), &bytes)?;
+                return Err(AppendError::Conflict);
+            }
+        }
+    }
+    Err(AppendError::Conflict)
+}
+
+/// Writes the owned position, retrying a failed write while the claim is fresh.
+fn write(
+    kv: &impl Kv,
+    clock: &impl Clock,
+    entry: &Entry<'_>,
+    key: &str,
+    claimed_at: Duration,
+) -> Result<(), AppendError> {
+    let mut failure = String::new();
+    for _ in 0..WRITE_ATTEMPTS {
+        if clock.monotonic().saturating_sub(claimed_at) >= CLAIM_BUDGET {
+            return Err(AppendError::Unavailable(format!(
+                "audit record {} of organization {:?} was not stored within {} s of claiming its \
+                 position; other writers take the position over after {} s{}",
+                entry.seq,
+                entry.org_id,
+                CLAIM_BUDGET.as_secs(),
+                STALL_TIMEOUT.as_secs(),
+                if failure.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last failure: {failure})")
+                }
+            )));
+        }
+        match kv.set(key, entry.line.as_bytes()) {
+            Ok(()) => return Ok(()),
+            Err(e) => failure = e,
+        }
+    }
+    Err(AppendError::Unavailable(failure))
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on purpose"
+)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// One write or increment, as a fault hook sees it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        Set,
+        Increment(i64),
+    }
+
+    type Hook = Box<dyn FnMut(Op, &str, &mut HashMap<String, Vec<u8>>) -> Option<String> + Send>;
+
+    /// A store with one lock per operation (single keys are linearizable, as on Spin's stores),
+    /// and a hook that runs before each write or increment: it can act as another writer at that
+    /// very moment, or fail the operation.
+    #[derive(Default)]
+    struct Memory {
+        data: Mutex<HashMap<String, Vec<u8>>>,
+        hook: Mutex<Option<Hook>>,
+    }
+
+    impl Memory {
+        fn with_hook(
+            hook: impl FnMut(Op, &str, &mut HashMap<String, Vec<u8>>) -> Option<String> + Send + 'static,
+        ) -> Self {
+            Self {
+                data: Mutex::default(),
+                hook: Mutex::new(Some(Box::new(hook))),
+            }
+        }
+
+        fn before(
+            &self,
+            op: Op,
+            key: &str,
+            data: &mut HashMap<String, Vec<u8>>,
+        ) -> Result<(), String> {
+            match self
+                .hook
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|h| h(op, key, data))
+            {
+                Some(failure) => Err(failure),
+                None => Ok(()),
+            }
+        }
+
+        fn value(&self, key: &str) -> Option<Vec<u8>> {
+            self.data.lock().unwrap().get(key).cloned()
+        }
+
+        fn keys(&self) -> Vec<String> {
+            let mut keys: Vec<String> = self.data.lock().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        }
+    }
+
+    fn counter_add(data: &mut HashMap<String, Vec<u8>>, key: &str, delta: i64) -> i64 {
+        let now = data
+            .get(key)
+            .map_or(0, |v| i64::from_le_bytes(v.as_slice().try_into().unwrap()))
+            + delta;
+        data.insert(key.to_owned(), now.to_le_bytes().to_vec());
+        now
+    }
+
+    impl Kv for Memory {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.value(key))
+        }
+
+        fn exists(&self, key: &str) -> Result<bool, String> {
+            Ok(self.data.lock().unwrap().contains_key(key))
+        }
+
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            let mut data = self.data.lock().unwrap();
+            self.before(Op::Set, key, &mut data)?;
+            data.insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+            let mut data = self.data.lock().unwrap();
+            self.before(Op::Increment(delta), key, &mut data)?;
+            Ok(counter_add(&mut data, key, delta))
+        }
+    }
+
+    /// Both clocks, stepped by hand (shared, so that a hook can move them).
+    #[derive(Clone, Default)]
+    struct Hands {
+        wall_ms: Arc<AtomicU64>,
+        mono_ms: Arc<AtomicU64>,
+    }
+
+    impl Hands {
+        fn advance(&self, by: Duration) {
+            let ms = u64::try_from(by.as_millis()).unwrap();
+            self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+            self.mono_ms.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for Hands {
+        fn unix_millis(&self) -> u64 {
+            1_700_000_000_000 + self.wall_ms.load(Ordering::SeqCst)
+        }
+
+        fn monotonic(&self) -> Duration {
+            Duration::from_millis(self.mono_ms.load(Ordering::SeqCst))
+        }
+    }
+
+    /// A record the way the component builds one: the chain fields last. The hash is made up (the
+    /// adapter never recomputes it); it only has to differ between records.
+    struct Record {
+        org: String,
+        seq: u64,
+        prev: String,
+        hash: String,
+        line: String,
+    }
+
+    impl Record {
+        fn after(org: &str, head: Option<&Head>, note: &str) -> Self {
+            let (seq, prev) = head.map_or((1, GENESIS.to_owned()), |h| (h.seq + 1, h.hash.clone()));
+            let hash = format!("{:064x}", fxhash(&format!("{org}/{seq}/{prev}/{note}")));
+            let line = format!(
+                "{{\"v\":2,\"seq\":{seq},\"org\":\"{org}\",\"reason\":\"{note} caf\u{e9}\",\
+                 \"prev\":\"{prev}\",\"hash\":\"{hash}\",\"seal\":null}}"
+            );
+            Self {
+                org: org.to_owned(),
+                seq,
+                prev,
+                hash,
+                line,
+            }
+        }
+
+        fn entry(&self) -> Entry<'_> {
+            Entry {
+                org_id: &self.org,
+                seq: self.seq,
+                prev: &self.prev,
+                hash: &self.hash,
+                line: &self.line,
+            }
+        }
+
+        fn head(&self) -> Head {
+            Head {
+                seq: self.seq,
+                hash: self.hash.clone(),
+            }
+        }
+    }
+
+    fn fxhash(s: &str) -> u128 {
+        s.bytes()
+            .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d_u128, |h, b| {
+                (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+            })
+    }
+
+    /// Appends like the component: read the head, link, relink on conflict.
+    fn append_linked(kv: &impl Kv, clock: &impl Clock, org: &str, note: &str) -> Record {
+        for _ in 0..1000 {
+            let record = Record::after(org, head(kv, org).unwrap().as_ref(), note);
+            match append(kv, clock, &record.entry()) {
+                Ok(()) => return record,
+                Err(AppendError::Conflict) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        panic!("no progress");
+    }
+
+    /// The stored stream of `org`, checked link by link: every record links to the one before.
+    fn chain(kv: &Memory, org: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut prev = GENESIS.to_owned();
+        for seq in 1.. {
+            let Some(line) = kv.value(&mapping::audit_key(org, seq)) else {
+                break;
+            };
+            let link = link_of(&line).unwrap();
+            assert_eq!(link.prev, prev, "record {seq} of {org} does not link");
+            prev = link.hash;
+            lines.push(String::from_utf8(line).unwrap());
+        }
+        lines
+    }
+
+    #[test]
+    fn records_are_stored_byte_for_byte_in_order_and_the_head_follows_them() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        assert_eq!(head(&kv, "acme").unwrap(), None);
+        let a1 = append_linked(&kv, &clock, "acme", "a1");
+        let b1 = append_linked(&kv, &clock, "beta", "b1");
+        let a2 = append_linked(&kv, &clock, "acme", "a2");
+        assert_eq!((a1.seq, a2.seq, b1.seq), (1, 2, 1));
+        assert_eq!(a1.prev, GENESIS);
+        assert_eq!(a2.prev, a1.hash);
+        assert_eq!(chain(&kv, "acme"), vec![a1.line.clone(), a2.line.clone()]);
+        assert_eq!(chain(&kv, "beta"), vec![b1.line.clone()]);
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a2.head()));
+        assert_eq!(head(&kv, "beta").unwrap(), Some(b1.head()));
+    }
+
+    #[test]
+    fn an_entry_that_does_not_link_to_the_head_is_a_conflict_and_writes_nothing() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        let first = append_linked(&kv, &clock, "acme", "one");
+        let before = kv.keys();
+        // Linked to nothing (seq 1 again); the right seq with a wrong prev; a seq ahead of the
+        // head; seq 0; and the first record with a prev that is not 64 zeros.
+        let again = Record::after("acme", None, "x");
+        let forged = Record::after(
+            "acme",
+            Some(&Head {
+                seq: 1,
+                hash: "ab".repeat(32),
+            }),
+            "y",
+        );
+        let ahead = Record::after(
+            "acme",
+            Some(&Head {
+                seq: 5,
+                hash: first.hash.clone(),
+            }),
+            "z",
+        );
+        let mut zero = Record::after("acme", None, "w");
+        zero.seq = 0;
+        for record in [&again, &forged, &ahead, &zero] {
+            assert_eq!(
+                append(&kv, &clock, &record.entry()),
+                Err(AppendError::Conflict)
+            );
+        }
+        let other = Record::after("beta", Some(&first.head()), "v");
+        assert_eq!(
+            append(&kv, &clock, &other.entry()),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(head(&kv, "acme").unwrap(), Some(first.head()));
+        assert_eq!(chain(&kv, "acme"), vec![first.line]);
+        // Each was refused before claiming a free position (the one at position 1 found it taken):
+        // nothing was added, so position 2 stays free for the writer that links correctly.
+        assert_eq!(kv.keys(), before);
+    }
+
+    #[test]
+    fn of_two_writers_linked_to_the_same_head_only_one_is_stored() {
+        // The second writer reads the head and links while the first is between its link check
+        // and its claim: both pass the check, the claim decides.
+        let clock = Hands::default();
+        let rival = Record::after("acme", None, "rival");
+        let rival_line = rival.line.clone();
+        let mut fired = false;
+        let kv = Memory::with_hook(move |op, key, data| {
+            if !fired && op == Op::Increment(1) && key.starts_with("audit-claim:") {
+                fired = true;
+                // The rival claims and writes first.
+                counter_add(data, key, 1);
+                data.insert(
+                    mapping::audit_key("acme", 1),
+                    rival_line.as_bytes().to_vec(),
+                );
+            }
+            None
+        });
+        let mine = Record::after("acme", None, "mine");
+        assert_eq!(
+            append(&kv, &clock, &mine.entry()),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(chain(&kv, "acme"), vec![rival.line.clone()]);
+        // It relinks after the rival's record and gets in.
+        let relinked = append_linked(&kv, &clock, "acme", "mine");
+        assert_eq!(relinked.prev, rival.hash);
+        assert_eq!(chain(&kv, "acme").len(), 2);
+    }
+
+    #[test]
+    fn writers_in_many_threads_never_fork_a_chain() {
+        let kv = Arc::new(Memory::default());
+        let clock = Hands::default();
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let kv = Arc::clone(&kv);
+                let clock = clock.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let org = if i % 3 == 0 { "beta" } else { "acme" };
+                        append_linked(kv.as_ref(), &clock, org, &format!("t{t}-{i}"));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(chain(&kv, "acme").len(), 96);
+        assert_eq!(chain(&kv, "beta").len(), 54);
+        assert_eq!(head(kv.as_ref(), "acme").unwrap().map(|h| h.seq), Some(96));
+        assert_eq!(head(kv.as_ref(), "beta").unwrap().map(|h| h.seq), Some(54));
+    }
+
+    /// A store whose writes of `audit:acme:…` records fail while `down` is set: a writer that
+    /// claimed a position and could not write it, as one that died there.
+    fn failing_record_writes(down: Arc<Mutex<bool>>) -> Memory {
+        Memory::with_hook(move |op, key, _| {
+            (op == Op::Set && key.starts_with("audit:acme:") && *down.lock().unwrap())
+                .then(|| "the store is down".to_owned())
+        })
+    }
+
+    #[test]
+    fn a_position_claimed_and_never_written_is_taken_over_after_the_stall_timeout() {
+        let down = Arc::new(Mutex::new(false));
+        let kv = failing_record_writes(Arc::clone(&down));
+        let clock = Hands::default();
+        let first = append_linked(&kv, &clock, "acme", "one");
+        *down.lock().unwrap() = true;
+        let lost = Record::after("acme", Some(&first.head()), "lost");
+        assert_eq!(
+            append(&kv, &clock, &lost.entry()),
+            Err(AppendError::Unavailable("the store is down".to_owned()))
+        );
+        *down.lock().unwrap() = false;
+        // Position 2 is claimed but empty: the head has not moved, and every writer that links
+        // to it is turned away (the first one marks the stall) until the timeout.
+        assert_eq!(head(&kv, "acme").unwrap(), Some(first.head()));
+        let waiting = Record::after("acme", Some(&first.head()), "waiting");
+        for _ in 0..3 {
+            assert_eq!(
+                append(&kv, &clock, &waiting.entry()),
+                Err(AppendError::Conflict)
+            );
+            clock.advance(STALL_TIMEOUT / 4);
+        }
+        assert_eq!(
+            append(&kv, &clock, &waiting.entry()),
+            Err(AppendError::Conflict)
+        );
+        clock.advance(STALL_TIMEOUT / 4);
+        // Now a writer takes position 2 over with its own record; the stream goes on.
+        assert_eq!(append(&kv, &clock, &waiting.entry()), Ok(()));
+        assert_eq!(head(&kv, "acme").unwrap(), Some(waiting.head()));
+        let third = append_linked(&kv, &clock, "acme", "three");
+        assert_eq!(third.seq, 3);
+        assert_eq!(
+            chain(&kv, "acme"),
+            vec![first.line, waiting.line, third.line]
+        );
+    }
+
+    #[test]
+    fn a_takeover_that_dies_too_is_taken_over_in_the_next_epoch() {
+        let down = Arc::new(Mutex::new(true));
+        let kv = failing_record_writes(Arc::clone(&down));
+        let clock = Hands::default();
+        let first = Record::after("acme", None, "first");
+        assert!(matches!(
+            append(&kv, &clock, &first.entry()),
+            Err(AppendError::Unavailable(_))
+        ));
+        let second = Record::after("acme", None, "second");
+        assert_eq!(
+            append(&kv, &clock, &second.entry()),
+            Err(AppendError::Conflict)
+        );
+        clock.advance(STALL_TIMEOUT);
+        // The takeover wins epoch 1, and its write fails as well.
+        assert!(matches!(
+            append(&kv, &clock, &second.entry()),
+            Err(AppendError::Unavailable(_))
+        ));
+        *down.lock().unwrap() = false;
+        let third = Record::after("acme", None, "third");
+        assert_eq!(
+            append(&kv, &clock, &third.entry()),
+            Err(AppendError::Conflict)
+        );
+        clock.advance(STALL_TIMEOUT / 2);
+        assert_eq!(
+            append(&kv, &clock, &third.entry()),
+            Err(AppendError::Conflict)
+        );
+        clock.advance(STALL_TIMEOUT / 2);
+        assert_eq!(append(&kv, &clock, &third.entry()), Ok(()));
+        assert_eq!(chain(&kv, "acme"), vec![third.line.clone()]);
+        assert!(kv.value(&mapping::audit_claim_key("acme", 1, 2)).is_some());
+    }
+
+    #[test]
+    fn an_owner_past_its_budget_gives_up_without_writing() {
+        // The claim's answer comes back late (a stalled connection): by then a takeover may be
+        // near, so the owner must not write.
+        let clock = Hands::default();
+        let hands = clock.clone();
+        let kv = Memory::with_hook(move |op, key, _| {
+            if op == Op::Increment(1) && key.starts_with("audit-claim:") {
+                hands.advance(CLAIM_BUDGET);
+            }
+            None
+        });
+        let record = Record::after("acme", None, "slow");
+        let outcome = append(&kv, &clock, &record.entry());
+        assert!(
+            matches!(&outcome, Err(AppendError::Unavailable(m)) if m.contains("within 5 s")),
+            "{outcome:?}"
+        );
+        assert_eq!(kv.value(&mapping::audit_key("acme", 1)), None);
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_while_the_claim_is_fresh() {
+        let mut failures = 2;
+        let kv = Memory::with_hook(move |op, key, _| {
+            (op == Op::Set && key.starts_with("audit:") && failures > 0).then(|| {
+                failures -= 1;
+                "a blip".to_owned()
+            })
+        });
+        let clock = Hands::default();
+        let record = append_linked(&kv, &clock, "acme", "retried");
+        assert_eq!(chain(&kv, "acme"), vec![record.line]);
+    }
+
+    #[test]
+    fn a_takeover_yields_to_a_stalled_owner_that_wrote_after_all() {
+        // Position 1 was claimed and seen stalled; the takeover wins epoch 1, and the first owner's
+        // write lands just then (within its budget): the takeover must not write over it.
+        let clock = Hands::default();
+        let owner = Record::after("acme", None, "owner");
+        let owner_line = owner.line.clone();
+        let kv = Memory::with_hook(move |op, key, data| {
+            if op == Op::Increment(1) && key == mapping::audit_claim_key("acme", 1, 1) {
+                data.insert(
+                    mapping::audit_key("acme", 1),
+                    owner_line.as_bytes().to_vec(),
+                );
+            }
+            None
+        });
+        kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+            .unwrap();
+        let taker = Record::after("acme", None, "taker");
+        assert_eq!(
+            append(&kv, &clock, &taker.entry()),
+            Err(AppendError::Conflict)
+        );
+        clock.advance(STALL_TIMEOUT);
+        assert_eq!(
+            append(&kv, &clock, &taker.entry()),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(chain(&kv, "acme"), vec![owner.line.clone()]);
+        assert_eq!(head(&kv, "acme").unwrap(), Some(owner.head()));
+    }
+
+    #[test]
+    fn the_head_steps_past_records_whose_count_was_lost() {
+        let kv = Memory::with_hook(|op, key, _| {
+            (op == Op::Increment(1) && key.starts_with("audit-len:"))
+                .then(|| "the count failed".to_owned())
+        });
+        let clock = Hands::default();
+        let a1 = append_linked(&kv, &clock, "acme", "a1");
+        let a2 = append_linked(&kv, &clock, "acme", "a2");
+        assert_eq!(
+            kv.value(&mapping::audit_len_key("acme")),
+            Some(0i64.to_le_bytes().to_vec()),
+            "no append was counted"
+        );
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a2.head()));
+        assert_eq!(chain(&kv, "acme"), vec![a1.line, a2.line]);
+    }
+
+    #[test]
+    fn a_missing_newest_record_is_reported_not_skipped() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        append_linked(&kv, &clock, "acme", "a1");
+        append_linked(&kv, &clock, "acme", "a2");
+        kv.data
+            .lock()
+            .unwrap()
+            .remove(&mapping::audit_key("acme", 2));
+        let err = head(&kv, "acme").unwrap_err();
+        assert!(
+            err.contains("record 2") && err.contains("keep each organization's newest"),
+            "{err}"
+        );
+        // Older records may be pruned.
+        let kv = Memory::default();
+        append_linked(&kv, &clock, "acme", "a1");
+        let a2 = append_linked(&kv, &clock, "acme", "a2");
+        kv.data
+            .lock()
+            .unwrap()
+            .remove(&mapping::audit_key("acme", 1));
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a2.head()));
+        assert_eq!(append_linked(&kv, &clock, "acme", "a3").prev, a2.hash);
+    }
+
+    #[test]
+    fn lines_that_would_break_the_stream_are_refused_and_nothing_is_claimed() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        let good = Record::after("acme", None, "x");
+        let other = Record::after("acme", None, "y");
+        let lines = [
+            String::new(),
+            format!("{}\n", good.line),
+            format!("{}\r", good.line),
+            "not json".to_owned(),
+            "{\"prev\":1,\"hash\":2}".to_owned(),
+            other.line.clone(),
+        ];
+        for line in &lines {
+            let entry = Entry {
+                line,
+                ..good.entry()
+            };
+            assert!(
+                matches!(
+                    append(&kv, &clock, &entry),
+                    Err(AppendError::Unavailable(_))
+                ),
+                "{line:?}"
+            );
+        }
+        assert!(kv.keys().is_empty(), "{:?}", kv.keys());
+        assert_eq!(append(&kv, &clock, &good.entry()), Ok(()));
+    }
+
+    #[test]
+    fn genesis_is_64_zeros() {
+        assert_eq!(GENESIS.len(), 64);
+        assert!(GENESIS.bytes().all(|b| b == b'0'));
+        assert!(CLAIM_BUDGET * 10 < STALL_TIMEOUT);
+    }
+}
