@@ -1,7 +1,8 @@
 //! Administration: organization policies, user resets and status, authorized from the IdP's word
 //! about the actor. An `org-admin` acts on its own organization only; a `platform-admin` on any.
-//! Everyone else is refused, and every call, allowed or refused, leaves an audit record (refusals in
-//! the actor's own organization's stream, so that no one writes into a stream that is not theirs).
+//! Everyone else is refused. Every change and every refusal leaves an audit record (refusals in the
+//! actor's own organization's stream, so that no one writes into a stream that is not theirs);
+//! allowed reads (a policy, branding, a user's status) leave none.
 
 use rand_core::CryptoRng;
 
@@ -150,19 +151,33 @@ impl Engine<'_> {
             ip: actor.ip.clone(),
             user_agent: &actor.user_agent,
         };
+        // Each device goes with its own record; the rest is undone if the reset's record fails.
         self.revoke_all_of(&who, &actor.user_id, "mfa-reset", now, rng)?;
-        for key in [
+        let counters = [
             keys::failures(org, user),
-            keys::last_failure(org, user),
             keys::failures_window(org, user, throttle::failure_window(now)),
+            keys::grace_logins(org, user),
+        ];
+        let values = [
+            keys::last_failure(org, user),
             keys::challenge(org, user),
             // The confirmed address too: the user enrolls again at the next login.
             keys::enrollment(org, user),
             keys::grace_start(org, user),
-            keys::grace_logins(org, user),
             keys::last_verified(org, user),
-        ] {
-            self.store.delete(&key).map_err(Error::store)?;
+        ];
+        let mut undo = crate::engine::Undo::default();
+        for key in &counters {
+            self.remember_counter(&mut undo, key)?;
+        }
+        for key in &values {
+            self.remember_value(&mut undo, key)?;
+        }
+        for key in counters.iter().chain(&values) {
+            if let Err(e) = self.store.delete(key) {
+                self.undo(undo);
+                return Err(Error::store(e));
+            }
         }
         let event = actor_event(
             actor,
@@ -173,6 +188,7 @@ impl Engine<'_> {
             "admin-reset".to_owned(),
         );
         self.append(event, now, rng)
+            .inspect_err(|_| self.undo(undo))
     }
 
     /// The roles the platform requires MFA for, for platform admins.

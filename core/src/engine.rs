@@ -137,6 +137,13 @@ impl EventExt for Event {
     }
 }
 
+/// What a change overwrote, to put back if its record cannot be written.
+#[derive(Debug, Default)]
+pub(crate) struct Undo {
+    values: Vec<(String, Option<Vec<u8>>)>,
+    counters: Vec<(String, i64)>,
+}
+
 /// How often an append relinks after losing a race for its stream's next position before giving up.
 const MAX_APPEND_ATTEMPTS: usize = 32;
 
@@ -444,6 +451,9 @@ impl Engine<'_> {
         challenge.expires_at = challenge.expires_at.max(code.expires_at);
         challenge.code = Some(code.clone());
         log.0.push(now);
+        let mut undo = Undo::default();
+        self.remember_value(&mut undo, &log_key)?;
+        self.remember_value(&mut undo, &challenge_key)?;
         // The log first: if the store fails between the two writes, the user has one email fewer
         // in the window (the safe direction), never an email that the window did not count.
         self.put(&log_key, &log)?;
@@ -453,11 +463,18 @@ impl Engine<'_> {
         } else {
             Action::CodeSent
         };
-        self.append(
+        if let Err(e) = self.append(
             who.event(action, Outcome::Success).challenge(&challenge.id),
             now,
             rng,
-        )?;
+        ) {
+            // Unrecorded, so not sent: the window and the challenge are as they were.
+            self.undo(undo);
+            let _ = self
+                .store
+                .increment(&keys::send_bucket(who.org, who.user, bucket), -1);
+            return Err(e);
+        }
 
         let otp = otp::derive(
             self.key,
@@ -813,6 +830,51 @@ impl Engine<'_> {
             return Err(e);
         }
         Ok(previous)
+    }
+
+    /// Removes `key` as one recorded change, putting it back if the record cannot be written.
+    pub(crate) fn delete_recorded<R: CryptoRng + ?Sized>(
+        &self,
+        key: &str,
+        event: Event,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let mut undo = Undo::default();
+        self.remember_value(&mut undo, key)?;
+        self.store.delete(key).map_err(Error::store)?;
+        self.append(event, now, rng)
+            .inspect_err(|_| self.undo(undo))
+    }
+
+    /// Notes a value's current content, to put it back with [`Engine::undo`].
+    pub(crate) fn remember_value(&self, undo: &mut Undo, key: &str) -> Result<()> {
+        let value = self.store.get(key).map_err(Error::store)?;
+        undo.values.push((key.to_owned(), value));
+        Ok(())
+    }
+
+    /// Notes a counter's current value, to put it back with [`Engine::undo`].
+    pub(crate) fn remember_counter(&self, undo: &mut Undo, key: &str) -> Result<()> {
+        let value = self.store.increment(key, 0).map_err(Error::store)?;
+        undo.counters.push((key.to_owned(), value));
+        Ok(())
+    }
+
+    /// Puts back what `undo` noted, after the record of a change was refused. Best effort: the
+    /// store just failed or the sink did, and the caller is answered with that error either way.
+    pub(crate) fn undo(&self, undo: Undo) {
+        for (key, value) in undo.values {
+            let _ = match value {
+                Some(bytes) => self.store.set(&key, &bytes),
+                None => self.store.delete(&key),
+            };
+        }
+        for (key, value) in undo.counters {
+            if let Ok(now) = self.store.increment(&key, 0) {
+                let _ = self.store.increment(&key, value - now);
+            }
+        }
     }
 
     /// Writes one audit record for an event that changes nothing (a refusal, a throttle).

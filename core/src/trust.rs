@@ -62,11 +62,11 @@ impl Engine<'_> {
         match matched {
             TokenMatch::Unknown => return Ok(DeviceCheck::Absent),
             TokenMatch::Reused => {
-                self.store.delete(&key).map_err(Error::store)?;
+                // Revoked with its record or not at all, so that a retry catches the replay again.
                 let event = who
                     .event(Action::DeviceTokenReuse, Outcome::Denied)
                     .reason("rotated-token-presented");
-                self.append(event.device(&device.id), now, rng)?;
+                self.delete_recorded(&key, event.device(&device.id), now, rng)?;
                 return Ok(DeviceCheck::Reused);
             }
             TokenMatch::Current | TokenMatch::Grace => {}
@@ -230,14 +230,16 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
-        self.store
-            .delete(&keys::device(who.org, who.user, &device.id))
-            .map_err(Error::store)?;
         let mut event = who
             .event(Action::DeviceRevoked, Outcome::Success)
             .reason(reason);
         actor.clone_into(&mut event.actor);
-        self.append(event.device(&device.id), now, rng)
+        self.delete_recorded(
+            &keys::device(who.org, who.user, &device.id),
+            event.device(&device.id),
+            now,
+            rng,
+        )
     }
 
     /// The actor's own trusted devices that still count, newest first.

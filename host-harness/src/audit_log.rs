@@ -144,10 +144,10 @@ pub fn verify(
     });
     if broken.is_none() {
         outcome?;
-        if let Some(counted) = &checks.counted {
-            if let Err(b) = verifier.finish(counted) {
-                broken = Some((None, b));
-            }
+        if let Some(counted) = &checks.counted
+            && let Err(b) = verifier.finish(counted)
+        {
+            broken = Some((None, b));
         }
     }
     Ok(Report {

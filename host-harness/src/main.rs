@@ -385,7 +385,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let audit: Arc<dyn AuditSink + Send + Sync> = match log.source() {
         Source::Jsonl(path) | Source::JsonlNewest(path) => {
             tracing::info!(audit = %path.display(), "audit trail: JSONL");
-            let rotate = (args.audit_rotate_kib > 0).then(|| args.audit_rotate_kib << 10);
+            let rotate = (args.audit_rotate_kib > 0).then_some(args.audit_rotate_kib << 10);
             Arc::new(JsonlAuditSink::open_rotating(&path, rotate)?)
         }
         Source::Sqlite(path) => {
@@ -527,11 +527,7 @@ fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
     let report = audit_log::verify(&source, checks, |done, total| {
         if !quiet && last_report.elapsed() >= std::time::Duration::from_secs(1) {
             last_report = std::time::Instant::now();
-            let pct = if total == 0 {
-                100
-            } else {
-                done.saturating_mul(100) / total
-            };
+            let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
             eprintln!("verifying… {pct}% ({done} of {total})");
         }
     })?;

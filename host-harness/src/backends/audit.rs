@@ -152,10 +152,11 @@ pub fn jsonl_segments(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         let Some(rest) = name.strip_prefix(&base).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
-        if rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = rest.parse::<u32>() {
-                numbered.push((n, folder.join(&name)));
-            }
+        if rest.len() == 6
+            && rest.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = rest.parse::<u32>()
+        {
+            numbered.push((n, folder.join(&name)));
         }
     }
     numbered.sort();
@@ -262,10 +263,11 @@ impl JsonlAuditSink {
     }
 
     fn write_record(&self, state: &mut FileState, entry: &AuditEntry) -> PortResult<()> {
-        if let Some(limit) = self.rotate_bytes {
-            if state.offset > 0 && state.offset + entry.line.len() as u64 >= limit {
-                self.rotate(state)?;
-            }
+        if let Some(limit) = self.rotate_bytes
+            && state.offset > 0
+            && state.offset + entry.line.len() as u64 >= limit
+        {
+            self.rotate(state)?;
         }
         let mut record = Vec::with_capacity(entry.line.len() + 1);
         record.extend_from_slice(entry.line.as_bytes());
@@ -323,10 +325,10 @@ impl JsonlAuditSink {
         std::fs::rename(&self.path, &segment).map_err(|e| self.fail("cannot rotate", &e))?;
         let file =
             open_append(&self.path).map_err(|e| self.fail("cannot start a new segment", &e))?;
-        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(dir) = File::open(parent) {
-                let _ = dir.sync_all();
-            }
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Ok(dir) = File::open(parent)
+        {
+            let _ = dir.sync_all();
         }
         state.identity = identity(&file).map_err(|e| self.fail("cannot rotate", &e))?;
         state.file = file;
@@ -373,16 +375,16 @@ impl FileState {
                 self.file.sync_data()?;
                 break;
             }
-            if let Ok(text) = std::str::from_utf8(&line[..n - 1]) {
-                if let Ok(record) = Record::parse(text) {
-                    self.heads.insert(
-                        record.org,
-                        Head {
-                            seq: record.seq,
-                            hash: record.hash,
-                        },
-                    );
-                }
+            if let Ok(text) = std::str::from_utf8(&line[..n - 1])
+                && let Ok(record) = Record::parse(text)
+            {
+                self.heads.insert(
+                    record.org,
+                    Head {
+                        seq: record.seq,
+                        hash: record.hash,
+                    },
+                );
             }
             self.offset += n as u64;
         }
