@@ -23,6 +23,7 @@ pub mod keys;
 pub mod model;
 pub mod otp;
 pub mod policy;
+pub mod preview_page;
 pub mod ports;
 pub mod secret;
 pub mod settings;

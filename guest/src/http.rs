@@ -131,6 +131,8 @@ struct Reply {
     status: u16,
     body: serde_json::Value,
     headers: Vec<(&'static str, String)>,
+    /// A page instead of JSON.
+    html: Option<String>,
 }
 
 impl Reply {
@@ -139,6 +141,7 @@ impl Reply {
             status: 200,
             body,
             headers: Vec::new(),
+            html: None,
         }
     }
 
@@ -148,6 +151,7 @@ impl Reply {
             status,
             body,
             headers: Vec::new(),
+            html: None,
         }
     }
 
@@ -179,6 +183,32 @@ impl Reply {
             status,
             body,
             headers,
+            html: None,
+        }
+    }
+
+    /// A page: the preview page, or a plain page saying why it cannot be shown.
+    fn page(r: mfa_step_core::Result<String>) -> Self {
+        let (status, html) = match r {
+            Ok(html) => (200, html),
+            Err(e) => {
+                let status = Self::from_error(&e).status;
+                let message = e
+                    .to_string()
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;");
+                let html = format!(
+                    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Preview unavailable</title></head>\n<body><main><h1>This preview cannot be shown</h1><p role=\"alert\">{message}</p></main></body></html>\n"
+                );
+                (status, html)
+            }
+        };
+        Self {
+            status,
+            body: serde_json::Value::Null,
+            headers: Vec::new(),
+            html: Some(html),
         }
     }
 
@@ -204,6 +234,20 @@ fn route(request: &IncomingRequest) -> Reply {
     if path == "/healthz" {
         return match method {
             Method::Get => Reply::ok(json!({ "status": "ok" })),
+            _ => Reply::problem(405, "method-not-allowed", "use GET"),
+        };
+    }
+    if path == "/admin/branding/preview" {
+        return match method {
+            Method::Get => {
+                let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+                let param = |name: &str| query_param(query, name);
+                let token = param("token").unwrap_or_default();
+                let (lang, tz) = (param("lang"), param("tz"));
+                Reply::page(service::with_engine(|e, now, rng| {
+                    e.preview_page(&token, lang.as_deref(), tz.as_deref(), now, rng)
+                }))
+            }
             _ => Reply::problem(405, "method-not-allowed", "use GET"),
         };
     }
@@ -341,6 +385,11 @@ fn route(request: &IncomingRequest) -> Reply {
                 .map(|()| json!({ "updated": true })),
             )
         }),
+        "/v1/admin/branding/preview-link" => with_body::<OrgBody>(&body, |b| {
+            Reply::result(service::with_engine(|e, now, rng| {
+                e.preview_link(&b.actor, &b.org_id, now, rng)
+            }))
+        }),
         "/v1/admin/branding/preview" => with_body::<PreviewBody>(&body, |b| {
             Reply::result(
                 service::with_engine(|e, now, rng| {
@@ -451,15 +500,66 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
     Ok(bytes)
 }
 
+/// One query parameter, percent-decoded (`+` is a space); `None` when absent or not UTF-8.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)?
+        .1;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The headers of every page: no script may run, nothing may frame it, nothing is cached, and the
+/// link's token does not leak through `Referer`.
+const PAGE_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src https:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
 fn respond(out: ResponseOutparam, reply: &Reply) {
-    let bytes = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let (bytes, content_type) = match &reply.html {
+        Some(html) => (html.as_bytes().to_vec(), "text/html; charset=utf-8"),
+        None => (
+            serde_json::to_vec(&reply.body).unwrap_or_default(),
+            "application/json",
+        ),
+    };
     let headers = Fields::new();
     let mut all: Vec<(&str, String)> = vec![
-        ("content-type", "application/json".to_owned()),
+        ("content-type", content_type.to_owned()),
         ("cache-control", "no-store".to_owned()),
         ("x-content-type-options", "nosniff".to_owned()),
         ("content-length", bytes.len().to_string()),
     ];
+    if reply.html.is_some() {
+        all.extend(PAGE_HEADERS.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    }
     all.extend(reply.headers.iter().map(|(k, v)| (*k, v.clone())));
     for (name, value) in all {
         // These names and values are fixed ASCII written above; the host accepts them.

@@ -503,3 +503,107 @@ async fn headless_chromium_renders_the_email_to_a_screenshot() {
         bytes.len()
     );
 }
+
+/// The page where an org admin previews the email: opened in a browser through a 5-minute link the
+/// IdP's admin console asks for; a page with no script, framed by nobody, cached by nobody.
+#[tokio::test]
+async fn an_org_admin_previews_the_email_on_a_page_through_a_short_lived_link() {
+    let h = Harness::new();
+    let hostile = Branding {
+        display_name: "<script>alert(1)</script>\"><img src=x onerror=alert(2)>".to_owned(),
+        ..sunrise()
+    };
+    set_branding(&h.backends, SUNRISE, &hostile).await.unwrap();
+    let body = |actor: &wit::Actor| {
+        serde_json::json!({
+            "actor": {
+                "user_id": actor.user_id, "org_id": actor.org_id, "roles": actor.roles,
+                "ip": actor.ip, "user_agent": actor.user_agent
+            },
+            "org_id": SUNRISE,
+        })
+        .to_string()
+    };
+    let (status, link) = h
+        .http(
+            "POST",
+            "/v1/admin/branding/preview-link",
+            Some(API_KEY),
+            &body(&admin(SUNRISE)),
+        )
+        .await;
+    assert_eq!(status, 200, "{link}");
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/admin/branding/preview?token="), "{url}");
+    assert_eq!(link["expires_at"], T0 + 300);
+
+    // No API key: the link is the credential.
+    let page = h.http_full("GET", &url, None, Vec::new()).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), ["text/html; charset=utf-8"]);
+    assert_eq!(page.header("cache-control"), ["no-store"]);
+    assert_eq!(page.header("referrer-policy"), ["no-referrer"]);
+    let csp = page.header("content-security-policy").join(";");
+    for directive in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("script-src"), "no script may run: {csp}");
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    assert!(
+        !html.contains("<script") && !html.contains("<img src=x"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
+    // Sunrise writes in Spanish by default: subject, the HTML part (inside a sandboxed frame) and
+    // the text part with the sample code; links to the other languages carry the same token.
+    assert!(html.contains("Tu código de verificación de"), "{html}");
+    assert!(
+        html.contains("<iframe title=\"The email as HTML\" sandbox srcdoc=\""),
+        "{html}"
+    );
+    assert!(html.contains("123456"));
+    assert!(html.contains("&amp;lang=en"), "{html}");
+    let english = h
+        .http_full("GET", &format!("{url}&lang=en"), None, Vec::new())
+        .await;
+    let english = String::from_utf8(english.body).unwrap();
+    assert!(english.contains("Your "), "{english}");
+    assert!(english.contains("verification code"), "{english}");
+    std::fs::write(artifacts().join("admin-preview-page.html"), &html).unwrap();
+
+    // A tampered token, another org's admin and an expired link all get a page that says so.
+    let tampered = url.replacen("token=7b", "token=7c", 1);
+    assert_ne!(tampered, url);
+    let refused = h.http_full("GET", &tampered, None, Vec::new()).await;
+    assert_eq!(refused.status, 403);
+    let refused = String::from_utf8(refused.body).unwrap();
+    assert!(refused.contains("not valid or has expired"), "{refused}");
+    let foreign = admin(HARBOR);
+    let (status, answer) = h
+        .http(
+            "POST",
+            "/v1/admin/branding/preview-link",
+            Some(API_KEY),
+            &body(&foreign),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["kind"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert_eq!(
+        h.actions().last().map(String::as_str),
+        Some("access_denied")
+    );
+    h.clock.advance(301);
+    let expired = h.http_full("GET", &url, None, Vec::new()).await;
+    assert_eq!(expired.status, 403);
+    assert_eq!(expired.header("content-security-policy").len(), 1);
+}
