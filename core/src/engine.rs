@@ -194,33 +194,12 @@ impl Engine<'_> {
         let enrollment = self.enrollment_of(who.org, who.user)?;
         let requirement = self.requirement_of(ctx, &policy, enrollment.as_ref(), &m)?;
         if !requirement.required {
-            let why = requirement.why;
-            self.record(
-                who.event(Action::AccessAllowed, Outcome::Success)
-                    .reason(&why.rule),
-                now,
-                rng,
-            )?;
-            return Ok(Decision::Allow(Allowed {
-                why,
-                device_id: None,
-                set_cookie: None,
-            }));
+            return self.allow(&who, requirement.why, now, rng);
         }
         // No confirmed address yet: enroll (after the organization's grace, if any).
         let Some(enrollment) = enrollment else {
             if let Some(why) = self.grace(&who, &policy, &m, now)? {
-                self.record(
-                    who.event(Action::AccessAllowed, Outcome::Success)
-                        .reason(&why.rule),
-                    now,
-                    rng,
-                )?;
-                return Ok(Decision::Allow(Allowed {
-                    why,
-                    device_id: None,
-                    set_cookie: None,
-                }));
+                return self.allow(&who, why, now, rng);
             }
             let why = Explanation {
                 message: m.enroll.replace("{reason}", &requirement.why.message),
@@ -280,6 +259,27 @@ impl Engine<'_> {
             rng,
         )
         .map(Decision::Challenge)
+    }
+
+    /// Lets a login through without a code, recorded with the rule that allowed it.
+    fn allow<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        why: Explanation,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Decision> {
+        self.record(
+            who.event(Action::AccessAllowed, Outcome::Success)
+                .reason(&why.rule),
+            now,
+            rng,
+        )?;
+        Ok(Decision::Allow(Allowed {
+            why,
+            device_id: None,
+            set_cookie: None,
+        }))
     }
 
     /// Refuses (and records) a locked user.
