@@ -318,9 +318,15 @@ impl JsonlAuditSink {
             std::fs::rename(&tmp, &heads_path)
         };
         write_heads().map_err(|e| self.fail("cannot save the heads for rotation", &e))?;
+        // One past the highest segment present, so that a segment is never overwritten even when
+        // older ones were archived away.
         let next = jsonl_segments(&self.path)
             .map_err(|e| self.fail("cannot list segments", &e))?
-            .len();
+            .iter()
+            .filter_map(|p| p.extension()?.to_str()?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
         let segment = sidecar(&self.path, &format!(".{next:06}"));
         std::fs::rename(&self.path, &segment).map_err(|e| self.fail("cannot rotate", &e))?;
         let file =
@@ -797,6 +803,17 @@ mod tests {
             verify_lines(read_segments(&path).lines().collect::<Vec<_>>()).records(),
             21
         );
+        // An operator archives the oldest segment away; later rotations never reuse a number that
+        // is still present.
+        let kept = segments[segments.len() - 2].clone();
+        let kept_content = std::fs::read(&kept).unwrap();
+        std::fs::remove_file(&segments[0]).unwrap();
+        for i in 0..20 {
+            append(&sink, "acme", &format!("later{i}"));
+        }
+        assert_eq!(std::fs::read(&kept).unwrap(), kept_content, "never overwritten");
+        let now = jsonl_segments(&path).unwrap();
+        assert!(now.len() > segments.len() - 1, "{now:?}");
     }
 
     #[test]
