@@ -156,14 +156,13 @@ impl Engine<'_> {
         let counters = [
             keys::failures(org, user),
             keys::failures_window(org, user, throttle::failure_window(now)),
-            keys::grace_logins(org, user),
         ];
+        // The confirmed address too: the user enrolls again at the next login. The grace period's
+        // keys stay: a reset never reopens a password-only way in.
         let values = [
             keys::last_failure(org, user),
             keys::challenge(org, user),
-            // The confirmed address too: the user enrolls again at the next login.
             keys::enrollment(org, user),
-            keys::grace_start(org, user),
             keys::last_verified(org, user),
         ];
         let mut undo = crate::engine::Undo::default();
@@ -225,6 +224,12 @@ impl Engine<'_> {
                 "each role must be 1 to 64 of letters, digits and . _ : -",
             )
         })?;
+        if !roles.iter().any(|r| r == "platform-admin") {
+            return Err(Error::invalid(
+                "roles",
+                "must include platform-admin: the role that can change everything always needs a second factor",
+            ));
+        }
         let event = actor_event(
             actor,
             &actor.org_id,

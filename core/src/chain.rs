@@ -438,6 +438,12 @@ impl Verifier {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on purpose"
+)]
 mod tests {
     use super::*;
     use crate::audit::{Action, Event, Outcome};

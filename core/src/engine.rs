@@ -616,9 +616,12 @@ impl Engine<'_> {
                     let _ = self.store.increment(&failures_key, -1);
                     return Err(e);
                 }
-                // How fresh the user's last proof of the factor is (for `change_email`). Best
-                // effort: a failure only means the user is asked for a code again before a change.
-                let _ = self.put(&keys::last_verified(who.org, who.user), &now);
+                // When and where the user last proved the factor (for `change_email`). Best effort:
+                // a failure only means the user is asked for a code again before a change.
+                let _ = self.put(
+                    &keys::last_verified(who.org, who.user),
+                    &self.proof_here(ctx, ip, now),
+                );
                 // The code is spent by the `used` counter whatever happens below; clearing the
                 // challenge and the failure streak is tidy-up whose failure only errs on the safe side.
                 let _ = self.store.delete(&challenge_key);

@@ -14,6 +14,11 @@
 //!   only once a code sent to the new one is entered (`email_changed`).
 //! - **Reset.** An admin's `reset-user` forgets the address too: the user enrolls again, at the
 //!   IdP's current address, at the next login. That is the way back for someone who lost the mailbox.
+//!   The grace period is not given again: once a user enrolled, or used up the grace, a reset
+//!   leads straight to enrollment, never to a password-only login.
+//! - **Where the proof was made.** `change-email` accepts a code verified in the last 5 minutes only
+//!   in the same browser (fingerprint) and from the same network as the request, so a fresh code
+//!   entered by the real user elsewhere does not open the door to someone holding the password.
 
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
@@ -29,6 +34,14 @@ use crate::{input, keys};
 
 /// How recent a verified code must be for `change-email`.
 pub const FRESH_VERIFICATION_SECONDS: i64 = 300;
+
+/// The user's last verified code: when, in which browser, from which network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Proof {
+    at: Timestamp,
+    browser: String,
+    network: String,
+}
 
 /// A confirmed MFA address, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +95,24 @@ impl Engine<'_> {
         ))
     }
 
+    /// The proof a code verified now, in this browser, from this network, amounts to.
+    pub(crate) fn proof_here(
+        &self,
+        ctx: &LoginContext,
+        ip: std::net::IpAddr,
+        now: Timestamp,
+    ) -> Proof {
+        Proof {
+            at: now,
+            browser: crate::devices::fingerprint(&ctx.device.traits).hash,
+            network: crate::devices::network(
+                ip,
+                self.settings.ipv4_change_prefix,
+                self.settings.ipv6_change_prefix,
+            ),
+        }
+    }
+
     /// Counts this login against the organization's enrollment grace; the explanation while the
     /// grace lasts, `None` once it is over (or when there is none).
     pub(crate) fn grace(
@@ -93,6 +124,15 @@ impl Engine<'_> {
     ) -> Result<Option<Explanation>> {
         let (days, logins) = (policy.enrollment_grace_days, policy.enrollment_grace_logins);
         if days == 0 && logins == 0 {
+            return Ok(None);
+        }
+        // Once enrolled, never again: a reset must not reopen a password-only way in.
+        if self
+            .store
+            .get(&keys::grace_spent(who.org, who.user))
+            .map_err(Error::store)?
+            .is_some()
+        {
             return Ok(None);
         }
         let start_key = keys::grace_start(who.org, who.user);
@@ -183,18 +223,28 @@ impl Engine<'_> {
                 "is already the confirmed MFA address; send the new address in the context",
             ));
         }
-        let fresh = self
-            .load_json::<Timestamp>(&keys::last_verified(who.org, who.user))?
-            .is_some_and(|at| now.0 - at.0 <= FRESH_VERIFICATION_SECONDS && at <= now);
-        if !fresh {
+        let last = self.load_json::<Proof>(&keys::last_verified(who.org, who.user))?;
+        let here = self.proof_here(ctx, ip, now);
+        let refusal = match last {
+            Some(p) if p.at > now || now.0 - p.at.0 > FRESH_VERIFICATION_SECONDS => {
+                Some("email-change:verification-not-fresh")
+            }
+            None => Some("email-change:verification-not-fresh"),
+            // Fresh, but proved in another browser or from another network: not this session's.
+            Some(p) if p.browser != here.browser || p.network != here.network => {
+                Some("email-change:verification-elsewhere")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = refusal {
             self.record(
                 who.event(Action::AccessDenied, Outcome::Denied)
-                    .reason("email-change:verification-not-fresh"),
+                    .reason(reason),
                 now,
                 rng,
             )?;
             return Err(Error::Forbidden(
-                "verify a code sent to the current address first (within the last 5 minutes)",
+                "verify a code sent to the current address first, in this browser, within the last 5 minutes",
             ));
         }
         let m = self.explain_in(ctx)?;
@@ -251,10 +301,9 @@ impl Engine<'_> {
             .reason(reason)
             .challenge(&challenge.id);
         self.put_recorded(&key, &enrollment, event, now, rng)?;
-        // The grace is spent once enrolled; leftovers would only matter after a reset, which
-        // clears them too.
-        let _ = self.store.delete(&keys::grace_start(who.org, who.user));
-        let _ = self.store.delete(&keys::grace_logins(who.org, who.user));
+        // The grace is spent for good once enrolled (kept through resets). Best effort: without
+        // the mark, a reset user would only get what is left of the grace they started with.
+        let _ = self.put(&keys::grace_spent(who.org, who.user), &now);
         Ok(())
     }
 }

@@ -88,7 +88,13 @@ pub fn grace_start(org: &str, user: &str) -> String {
 pub fn grace_logins(org: &str, user: &str) -> String {
     format!("v1:grace-logins:{org}:{user}")
 }
-/// When the user last verified a code (value): how fresh their last proof of the factor is.
+/// Set once the user has enrolled (value): the grace period is spent for good, even after a reset.
+#[must_use]
+pub fn grace_spent(org: &str, user: &str) -> String {
+    format!("v1:grace-spent:{org}:{user}")
+}
+/// When, in which browser and from which network the user last verified a code (value): how fresh
+/// and where their last proof of the factor is.
 #[must_use]
 pub fn last_verified(org: &str, user: &str) -> String {
     format!("v1:last-verified:{org}:{user}")

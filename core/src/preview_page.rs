@@ -76,7 +76,9 @@ struct Page<'a> {
 }
 
 fn invalid_link() -> Error {
-    Error::Forbidden("this preview link is not valid or has expired; open a new one from your admin console")
+    Error::Forbidden(
+        "this preview link is not valid or has expired; open a new one from your admin console",
+    )
 }
 
 impl Engine<'_> {
@@ -101,7 +103,11 @@ impl Engine<'_> {
             x: expires_at.0,
         })
         .map_err(|e| Error::Misconfigured(e.to_string()))?;
-        let token = format!("{}.{}", hex::encode(&payload), hex::encode(mac(self.key, &payload)));
+        let token = format!(
+            "{}.{}",
+            hex::encode(&payload),
+            hex::encode(mac(self.key, &payload))
+        );
         Ok(PreviewLink {
             url: format!("/admin/branding/preview?token={token}"),
             expires_at,
@@ -156,6 +162,7 @@ impl Engine<'_> {
                 .collect(),
             expires: Timestamp(payload.x).rfc3339(),
         };
-        page.render().map_err(|e| Error::Misconfigured(e.to_string()))
+        page.render()
+            .map_err(|e| Error::Misconfigured(e.to_string()))
     }
 }

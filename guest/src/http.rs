@@ -32,6 +32,10 @@ use crate::service;
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The OpenAPI document of this API, served at `GET /openapi.json`: the contract clients are generated
+/// from. `tests/tests/openapi.rs` checks every route here against it.
+const OPENAPI: &str = include_str!("../openapi.json");
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContextBody {
@@ -234,6 +238,15 @@ fn route(request: &IncomingRequest) -> Reply {
     if path == "/healthz" {
         return match method {
             Method::Get => Reply::ok(json!({ "status": "ok" })),
+            _ => Reply::problem(405, "method-not-allowed", "use GET"),
+        };
+    }
+    if path == "/openapi.json" {
+        return match method {
+            Method::Get => serde_json::from_str(OPENAPI).map_or_else(
+                |_| Reply::problem(500, "misconfigured", "the OpenAPI document does not parse"),
+                Reply::ok,
+            ),
             _ => Reply::problem(405, "method-not-allowed", "use GET"),
         };
     }

@@ -105,7 +105,14 @@ fn native(c: &mut Criterion) {
                         break;
                     }
                     engine
-                        .verify(&ctx, &ch.challenge_id, &code, false, Timestamp(T0), &mut rng)
+                        .verify(
+                            &ctx,
+                            &ch.challenge_id,
+                            &code,
+                            false,
+                            Timestamp(T0),
+                            &mut rng,
+                        )
                         .unwrap();
                 }
                 let mfa_step_core::Decision::Challenge(ch) =
@@ -190,7 +197,7 @@ fn component_with(c: &mut Criterion, offload: bool) {
                 for _ in 0..iters {
                     n += 1;
                     let ctx = wit_ctx(&format!("w{n}"));
-                    enroll(&step, &mut store, &ctx, &mailer).await;
+                    enroll(step, &mut store, &ctx, &mailer).await;
                     let Ok(Decision::Challenge(ch)) =
                         step.call_begin(&mut store, &ctx).await.unwrap()
                     else {
@@ -222,7 +229,7 @@ fn component_with(c: &mut Criterion, offload: bool) {
                     let ctx = wit_ctx(&format!("f{n}"));
                     let (mut s, p) = runtime.instantiate(&backends).await.unwrap();
                     let step = p.mfa_step_plugin_login_step();
-                    enroll(&step, &mut s, &ctx, &mailer).await;
+                    enroll(step, &mut s, &ctx, &mailer).await;
                     let Ok(Decision::Challenge(ch)) = step.call_begin(&mut s, &ctx).await.unwrap()
                     else {
                         panic!()

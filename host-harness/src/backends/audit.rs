@@ -811,7 +811,11 @@ mod tests {
         for i in 0..20 {
             append(&sink, "acme", &format!("later{i}"));
         }
-        assert_eq!(std::fs::read(&kept).unwrap(), kept_content, "never overwritten");
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            kept_content,
+            "never overwritten"
+        );
         let now = jsonl_segments(&path).unwrap();
         assert!(now.len() > segments.len() - 1, "{now:?}");
     }

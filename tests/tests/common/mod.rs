@@ -648,3 +648,15 @@ impl Harness {
             .expect("no trap")
     }
 }
+
+/// Platform roles, read back (the `admin` export).
+impl Harness {
+    pub async fn get_platform_roles(&self, who: &wit::Actor) -> Result<Vec<String>, MfaError> {
+        let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
+        plugin
+            .mfa_step_plugin_admin()
+            .call_get_platform_roles(&mut store, who)
+            .await
+            .expect("no trap")
+    }
+}

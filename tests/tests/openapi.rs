@@ -1,0 +1,1213 @@
+//! The OpenAPI document (`guest/openapi.json`, served at `GET /openapi.json`) is the contract clients
+//! are generated from, so it must say what the component does:
+//!
+//! - the routes: every route `route` in `guest/src/http.rs` serves (read from its source) is in the
+//!   document with its method, and the document lists no other;
+//! - the request bodies: each route's body schema is the struct the source parses it into, with the
+//!   same fields, the same required ones (serde's: not an `Option`, no `#[serde(default)]`) and
+//!   `additionalProperties: false` exactly where the struct denies unknown fields; the component
+//!   agrees field by field (a body missing a required field is 400, one missing an optional one is
+//!   not, an unknown field anywhere is 400);
+//! - the answers: every answer a test provokes has a status the operation lists, the documented
+//!   content type and headers, and a JSON body that validates against the documented schema, with no
+//!   field the schema does not declare.
+//!
+//! The JSON Schema checker below covers the subset the document uses and refuses any keyword it
+//! does not know, so the document cannot drift into something the test silently skips. `pattern`
+//! is the one assertion it does not evaluate (the component checks those values itself).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn read(relative: &str) -> String {
+    let path = format!("{}/../{relative}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// The document as checked in.
+fn document() -> Value {
+    serde_json::from_str(&read("guest/openapi.json")).expect("guest/openapi.json is JSON")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The implementation, read from its source.
+
+/// A route `route` serves: method (lower case, as OpenAPI spells it), path, and for `/v1/` routes
+/// the body struct it parses (`with_body::<T>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Route {
+    method: String,
+    path: String,
+    body: Option<String>,
+}
+
+/// The body of `fn route` in `guest/src/http.rs`.
+fn route_fn(src: &str) -> &str {
+    let start = src
+        .find("\nfn route(")
+        .expect("guest/src/http.rs has `fn route(`");
+    let rest = &src[start + 1..];
+    let end = rest.find("\n}\n").expect("`fn route` ends") + 2;
+    &rest[..end]
+}
+
+/// The `Method::X =>` arms in `block`, lower-cased.
+fn methods_in(block: &str) -> Vec<String> {
+    block
+        .match_indices("Method::")
+        .filter_map(|(i, m)| {
+            let rest = &block[i + m.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            rest[name.len()..]
+                .trim_start()
+                .starts_with("=>")
+                .then(|| name.to_ascii_lowercase())
+        })
+        .collect()
+}
+
+/// Every route in `fn route`: the `if path == "/…"` checks with the methods their blocks match,
+/// and the `"/v1/…" =>` arms of `match path` under the one method its guard
+/// (`matches!(method, Method::X)`) lets through.
+fn implemented_routes(src: &str) -> BTreeSet<Route> {
+    let body = route_fn(src);
+    let mut routes = BTreeSet::new();
+    const CHECK: &str = "path == \"";
+    for (i, _) in body.match_indices(CHECK) {
+        let rest = &body[i + CHECK.len()..];
+        let path = &rest[..rest.find('"').unwrap()];
+        let block_end = [CHECK, "if !path"]
+            .iter()
+            .filter_map(|m| rest.find(m))
+            .min()
+            .unwrap_or(rest.len());
+        let methods = methods_in(&rest[..block_end]);
+        assert!(!methods.is_empty(), "no `Method::X =>` arm for {path}");
+        for method in methods {
+            routes.insert(Route {
+                method,
+                path: path.to_owned(),
+                body: None,
+            });
+        }
+    }
+    const GUARD: &str = "matches!(method, Method::";
+    let guard = body.find(GUARD).expect("the /v1/ method guard");
+    let v1_method: String = body[guard + GUARD.len()..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    for (i, _) in body.match_indices("\"/v1/") {
+        let rest = &body[i + 1..];
+        let path = &rest[..rest.find('"').unwrap()];
+        let Some(arm) = rest[path.len() + 1..].trim_start().strip_prefix("=>") else {
+            continue; // e.g. `path.starts_with("/v1/")`
+        };
+        const PARSE: &str = "with_body::<";
+        let arm = arm.trim_start();
+        assert!(arm.starts_with(PARSE), "{path}: the arm parses its body");
+        let ty = &arm[PARSE.len()..arm.find('>').unwrap()];
+        routes.insert(Route {
+            method: v1_method.clone(),
+            path: path.to_owned(),
+            body: Some(ty.to_owned()),
+        });
+    }
+    routes
+}
+
+/// A struct's fields as serde reads them: `(name, required)`, and whether it denies unknown fields.
+/// Handles the plain forms the source uses; anything fancier (renames, flattening) fails loudly.
+fn serde_struct(src: &str, name: &str) -> (Vec<(String, bool)>, bool) {
+    let head = format!("struct {name} {{");
+    let at = src
+        .find(&head)
+        .unwrap_or_else(|| panic!("struct {name} not found"));
+    let line_start = src[..at].rfind('\n').unwrap_or(0);
+    let attrs: Vec<&str> = src[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+        .filter(|l| l.starts_with("#[serde("))
+        .collect();
+    let container = attrs.concat();
+    assert!(
+        !container.contains("rename") && !container.contains("tag"),
+        "{name}: serde container attributes this test does not model: {container}"
+    );
+    let all_default = container.contains("default");
+    let deny = container.contains("deny_unknown_fields");
+    let body = &src[at + head.len()..];
+    let body = &body[..body.find("\n}").unwrap()];
+    let mut fields = Vec::new();
+    let mut field_default = false;
+    for line in body.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("///") || line.starts_with("//") {
+            continue;
+        }
+        if let Some(attr) = line.strip_prefix("#[serde(") {
+            assert_eq!(
+                attr, "default)]",
+                "{name}: unsupported field attribute {line}"
+            );
+            field_default = true;
+            continue;
+        }
+        let line = line.strip_prefix("pub ").unwrap_or(line);
+        let (field, ty) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{name}: cannot read field line {line:?}"));
+        let required = !all_default && !field_default && !ty.trim().starts_with("Option<");
+        fields.push((field.trim().to_owned(), required));
+        field_default = false;
+    }
+    (fields, deny)
+}
+
+/// A unit enum's variants as serde writes them with `rename_all = "kebab-case"`.
+fn kebab_enum(src: &str, name: &str) -> Vec<String> {
+    let head = format!("pub enum {name} {{");
+    let at = src
+        .find(&head)
+        .unwrap_or_else(|| panic!("enum {name} not found"));
+    let line_start = src[..at].rfind('\n').unwrap_or(0);
+    let above: Vec<&str> = src[..line_start].lines().rev().take(3).collect();
+    assert!(
+        above
+            .iter()
+            .any(|l| l.contains("rename_all = \"kebab-case\"")),
+        "{name} is kebab-case"
+    );
+    let body = &src[at + head.len()..];
+    let body = &body[..body.find("\n}").unwrap()];
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .map(|l| {
+            let ident = l.trim_end_matches(',');
+            let mut out = String::new();
+            for (i, c) in ident.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    out.push('-');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A JSON Schema checker for the subset the document uses.
+
+/// Keywords that only describe; everything else must be understood below.
+const ANNOTATIONS: [&str; 6] = [
+    "description",
+    "format",
+    "pattern",
+    "discriminator",
+    "default",
+    "title",
+];
+
+struct Checker<'d> {
+    doc: &'d Value,
+}
+
+impl<'d> Checker<'d> {
+    /// What a local `$ref` (`#/components/…`) points at.
+    fn resolve(&self, reference: &Value) -> &'d Value {
+        let r = reference.as_str().expect("$ref is a string");
+        let pointer = r.strip_prefix('#').expect("only local references");
+        self.doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{r} does not resolve"))
+    }
+
+    /// Errors of `value` against `schema`, empty when it validates. With `strict`, an object may hold
+    /// only properties some schema on its path declares (for answers: nothing undocumented).
+    fn errors(&self, schema: &Value, value: &Value, strict: bool) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.check(schema, value, "$", strict, false, &mut errors);
+        errors
+    }
+
+    /// The properties `schema` declares, through `$ref` and `allOf`.
+    fn declared(&self, schema: &Value, out: &mut BTreeSet<String>) {
+        if let Some(r) = schema.get("$ref") {
+            self.declared(self.resolve(r), out);
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            out.extend(props.keys().cloned());
+        }
+        for sub in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.declared(sub, out);
+        }
+    }
+
+    fn check(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        strict: bool,
+        keys_checked: bool,
+        errors: &mut Vec<String>,
+    ) {
+        let schema_obj = schema
+            .as_object()
+            .unwrap_or_else(|| panic!("{at}: a schema is an object, got {schema}"));
+        let mut keys_checked = keys_checked;
+        if strict
+            && !keys_checked
+            && (schema_obj.contains_key("properties") || schema_obj.contains_key("allOf"))
+            && let Some(map) = value.as_object()
+        {
+            let mut declared = BTreeSet::new();
+            self.declared(schema, &mut declared);
+            for key in map.keys().filter(|k| !declared.contains(*k)) {
+                errors.push(format!("{at}.{key}: not in the document"));
+            }
+            keys_checked = true;
+        }
+        for (keyword, arg) in schema_obj {
+            match keyword.as_str() {
+                "$ref" => self.check(self.resolve(arg), value, at, strict, keys_checked, errors),
+                "type" => {
+                    let types: Vec<&str> = match arg {
+                        Value::String(t) => vec![t.as_str()],
+                        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                        _ => panic!("{at}: bad type {arg}"),
+                    };
+                    if !types.iter().any(|t| has_type(value, t)) {
+                        errors.push(format!("{at}: {value} is not {types:?}"));
+                    }
+                }
+                "enum" => {
+                    if !arg.as_array().unwrap().contains(value) {
+                        errors.push(format!("{at}: {value} is not one of {arg}"));
+                    }
+                }
+                "const" => {
+                    if arg != value {
+                        errors.push(format!("{at}: {value} is not {arg}"));
+                    }
+                }
+                "required" => {
+                    if let Some(map) = value.as_object() {
+                        for key in arg.as_array().unwrap().iter().filter_map(Value::as_str) {
+                            if !map.contains_key(key) {
+                                errors.push(format!("{at}: missing required {key}"));
+                            }
+                        }
+                    }
+                }
+                "properties" => {
+                    if let Some(map) = value.as_object() {
+                        for (key, sub) in arg.as_object().unwrap() {
+                            if let Some(v) = map.get(key) {
+                                self.check(sub, v, &format!("{at}.{key}"), strict, false, errors);
+                            }
+                        }
+                    }
+                }
+                "additionalProperties" => {
+                    let Some(map) = value.as_object() else {
+                        continue;
+                    };
+                    let own = schema.get("properties").and_then(Value::as_object);
+                    for (key, v) in map {
+                        if own.is_some_and(|p| p.contains_key(key)) {
+                            continue;
+                        }
+                        match arg {
+                            Value::Bool(false) => {
+                                errors.push(format!("{at}.{key}: additional property"));
+                            }
+                            Value::Bool(true) => {}
+                            sub => {
+                                self.check(sub, v, &format!("{at}.{key}"), strict, false, errors)
+                            }
+                        }
+                    }
+                }
+                "items" => {
+                    if let Some(items) = value.as_array() {
+                        for (i, v) in items.iter().enumerate() {
+                            self.check(arg, v, &format!("{at}[{i}]"), strict, false, errors);
+                        }
+                    }
+                }
+                "minItems" | "maxItems" => {
+                    if let Some(items) = value.as_array() {
+                        let n = arg.as_u64().unwrap();
+                        let len = items.len() as u64;
+                        if (keyword == "minItems" && len < n) || (keyword == "maxItems" && len > n)
+                        {
+                            errors.push(format!("{at}: {len} items breaks {keyword} {n}"));
+                        }
+                    }
+                }
+                "minLength" | "maxLength" => {
+                    if let Some(s) = value.as_str() {
+                        let n = arg.as_u64().unwrap();
+                        let len = s.chars().count() as u64;
+                        if (keyword == "minLength" && len < n)
+                            || (keyword == "maxLength" && len > n)
+                        {
+                            errors.push(format!("{at}: length {len} breaks {keyword} {n}"));
+                        }
+                    }
+                }
+                "minimum" | "maximum" => {
+                    if let Some(x) = value.as_f64() {
+                        let bound = arg.as_f64().unwrap();
+                        if (keyword == "minimum" && x < bound)
+                            || (keyword == "maximum" && x > bound)
+                        {
+                            errors.push(format!("{at}: {x} breaks {keyword} {bound}"));
+                        }
+                    }
+                }
+                "allOf" => {
+                    for sub in arg.as_array().unwrap() {
+                        self.check(sub, value, at, strict, keys_checked, errors);
+                    }
+                }
+                "anyOf" | "oneOf" => {
+                    // Each branch is a whole alternative: it answers for its own properties.
+                    let matching = arg
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|sub| self.errors_at(sub, value, at, strict).is_empty())
+                        .count();
+                    let ok = if keyword == "oneOf" {
+                        matching == 1
+                    } else {
+                        matching >= 1
+                    };
+                    if !ok {
+                        errors.push(format!(
+                            "{at}: {matching} branches of {keyword} match {value}"
+                        ));
+                    }
+                }
+                other if ANNOTATIONS.contains(&other) => {}
+                other => panic!("{at}: the checker does not know the keyword {other:?}"),
+            }
+        }
+    }
+
+    fn errors_at(&self, schema: &Value, value: &Value, at: &str, strict: bool) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.check(schema, value, at, strict, false, &mut errors);
+        errors
+    }
+}
+
+fn has_type(value: &Value, t: &str) -> bool {
+    match t {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        other => panic!("unknown type {other}"),
+    }
+}
+
+#[test]
+fn the_checker_checks() {
+    let doc = json!({ "components": { "schemas": {
+        "A": { "type": "object", "properties": { "n": { "type": ["integer", "null"], "minimum": 0 } }, "required": ["n"], "additionalProperties": false },
+        "C": { "oneOf": [{ "$ref": "#/components/schemas/A" }, { "type": "string" }] }
+    }}});
+    let c = Checker { doc: &doc };
+    let s = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    assert!(c.errors(&s("A"), &json!({ "n": 1 }), false).is_empty());
+    assert!(c.errors(&s("A"), &json!({ "n": null }), false).is_empty());
+    assert!(!c.errors(&s("A"), &json!({ "n": -1 }), false).is_empty());
+    assert!(!c.errors(&s("A"), &json!({}), false).is_empty());
+    assert!(
+        !c.errors(&s("A"), &json!({ "n": 1, "x": 1 }), false)
+            .is_empty()
+    );
+    assert!(!c.errors(&s("A"), &json!({ "n": "1" }), false).is_empty());
+    // Strict: `k` is declared by a sibling in `allOf`, `z` by no one.
+    let open = json!({ "allOf": [{ "type": "object", "properties": { "n": {} } }, { "properties": { "k": {} } }] });
+    assert!(c.errors(&open, &json!({ "n": 1, "k": 2 }), true).is_empty());
+    assert!(!c.errors(&open, &json!({ "n": 1, "z": 2 }), true).is_empty());
+    assert!(
+        c.errors(&open, &json!({ "n": 1, "z": 2 }), false)
+            .is_empty()
+    );
+    assert!(c.errors(&s("C"), &json!("s"), true).is_empty());
+    assert!(!c.errors(&s("C"), &json!(1), true).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document as a map of operations.
+
+/// Every operation in the document: `(method, path)`.
+fn documented_routes(doc: &Value) -> BTreeSet<(String, String)> {
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| METHODS.contains(&k.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect()
+}
+
+fn operation<'d>(doc: &'d Value, method: &str, path: &str) -> &'d Value {
+    let op = &doc["paths"][path][method.to_ascii_lowercase()];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    op
+}
+
+/// The document's schema for the body of `POST path`.
+fn request_schema<'d>(doc: &'d Value, path: &str) -> &'d Value {
+    &operation(doc, "post", path)["requestBody"]["content"]["application/json"]["schema"]
+}
+
+/// `schema` with `$ref`s followed, for walking into properties.
+fn deref<'d>(doc: &'d Value, mut schema: &'d Value) -> &'d Value {
+    while let Some(r) = schema.get("$ref") {
+        schema = Checker { doc }.resolve(r);
+    }
+    schema
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls, checked against the document.
+
+fn context_json(user: &str) -> Value {
+    json!({
+        "user_id": user,
+        "org_id": "acme-health",
+        "email": format!("{user}@clinic.example"),
+        "roles": ["provider"],
+        "device": { "ip": "203.0.113.7", "traits": { "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" } }
+    })
+}
+
+fn actor_json(user: &str, org: &str, roles: &[&str]) -> Value {
+    json!({ "user_id": user, "org_id": org, "roles": roles, "ip": "203.0.113.7", "user_agent": "Mozilla/5.0" })
+}
+
+fn platform_admin() -> Value {
+    actor_json("root", "platform", &["platform-admin"])
+}
+
+struct Api<'a> {
+    h: &'a Harness,
+    doc: &'a Value,
+}
+
+impl Api<'_> {
+    /// One request, and its answer checked against the document: the operation lists the status,
+    /// the content type is the documented one, every documented header is there with a documented
+    /// value, and a JSON body validates against the documented schema with nothing undocumented.
+    async fn call(&self, method: &str, target: &str, key: bool, body: Option<&Value>) -> HttpReply {
+        let path = target.split('?').next().unwrap();
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let reply = self
+            .h
+            .http_full(method, target, key.then_some(API_KEY), bytes)
+            .await;
+        let case = format!("{method} {target} -> {}: {:?}", reply.status, reply.json);
+        let checker = Checker { doc: self.doc };
+        let op = operation(self.doc, method, path);
+        let documented = &op["responses"][reply.status.to_string()];
+        assert!(documented.is_object(), "status not documented: {case}");
+        let documented = deref(self.doc, documented);
+        for (name, header) in documented["headers"].as_object().into_iter().flatten() {
+            let header = deref(self.doc, header);
+            let values = reply.header(&name.to_ascii_lowercase());
+            if header["required"] != true && values.is_empty() {
+                continue;
+            }
+            assert_eq!(values.len(), 1, "header {name} once: {case}");
+            let value = match header["schema"]["type"].as_str() {
+                Some("integer") => json!(values[0].parse::<i64>().expect("an integer header")),
+                _ => json!(values[0]),
+            };
+            let errors = checker.errors(&header["schema"], &value, true);
+            assert!(errors.is_empty(), "header {name}: {errors:?}: {case}");
+        }
+        let content = documented["content"]
+            .as_object()
+            .expect("documented content");
+        let content_type = reply.header("content-type");
+        assert_eq!(content.len(), 1, "one documented media type: {case}");
+        let (media_type, media) = content.iter().next().unwrap();
+        assert_eq!(content_type, [media_type.as_str()], "content type: {case}");
+        if media_type == "application/json" {
+            let errors = checker.errors(&media["schema"], &reply.json, true);
+            assert!(
+                errors.is_empty(),
+                "the answer breaks its schema: {errors:?}: {case}"
+            );
+        }
+        reply
+    }
+
+    /// `POST path` with the API key, checked; the answer must have `status`.
+    async fn post(&self, path: &str, body: &Value, status: u16) -> Value {
+        let reply = self.call("POST", path, true, Some(body)).await;
+        assert_eq!(reply.status, status, "POST {path}: {:?}", reply.json);
+        reply.json
+    }
+}
+
+/// A body every `/v1/` route accepts as well-formed, with every optional field present.
+fn example_body(path: &str) -> Value {
+    let mut context = context_json("dr-example");
+    context["locale"] = json!("es-MX");
+    context["device"]["cookie"] = json!("not-a-device.cookie");
+    context["device"]["traits"] = json!({
+        "user_agent": "Mozilla/5.0", "browser_family": "Firefox", "browser_major": 133,
+        "platform": "Linux", "language": "es-MX", "time_zone": "America/Mexico_City", "screen_class": "desktop"
+    });
+    let actor = platform_admin();
+    let policy = json!({
+        "mandate": "by-role", "required_roles": ["scheduler"], "trust_days": 7,
+        "allow_remember_device": true, "ipv4_change_prefix": 24, "ipv6_change_prefix": 56,
+        "enrollment_grace_days": 3, "enrollment_grace_logins": 2
+    });
+    let branding = json!({
+        "display_name": "Acme Health", "logo_url": "https://acme.example/logo.png",
+        "primary_color": "#1f3a5f", "accent_color": "#e8eef5", "sender_name": "Acme Health",
+        "support_contact": "help@acme.example", "footer_text": "Acme Health, 1 Main St", "default_language": "en"
+    });
+    let challenge_id = "0123456789abcdef0123456789abcdef";
+    match path {
+        "/v1/login/begin" | "/v1/login/enroll" | "/v1/login/change-email" | "/v1/login/status" => {
+            json!({ "context": context })
+        }
+        "/v1/login/send-code" => json!({ "context": context, "challenge_id": challenge_id }),
+        "/v1/login/verify" => {
+            json!({ "context": context, "challenge_id": challenge_id, "code": "123 456", "remember_device": true })
+        }
+        "/v1/devices/list" | "/v1/devices/revoke-all" | "/v1/admin/platform-roles/get" => {
+            json!({ "actor": actor })
+        }
+        "/v1/devices/revoke" => json!({ "actor": actor, "device_id": challenge_id }),
+        "/v1/admin/credential-changed" => {
+            json!({ "actor": actor, "org_id": "acme-health", "user_id": "dr-example", "change": "password-changed" })
+        }
+        "/v1/admin/policy/get" | "/v1/admin/branding/get" | "/v1/admin/branding/preview-link" => {
+            json!({ "actor": actor, "org_id": "acme-health" })
+        }
+        "/v1/admin/policy/set" => {
+            json!({ "actor": actor, "org_id": "acme-health", "policy": policy })
+        }
+        "/v1/admin/platform-roles/set" => {
+            json!({ "actor": actor, "roles": ["platform-admin", "org-admin", "provider"] })
+        }
+        "/v1/admin/reset-user" | "/v1/admin/user-status" => {
+            json!({ "actor": actor, "org_id": "acme-health", "user_id": "dr-example" })
+        }
+        "/v1/admin/branding/set" => {
+            json!({ "actor": actor, "org_id": "acme-health", "branding": branding })
+        }
+        "/v1/admin/branding/preview" => {
+            json!({ "actor": actor, "org_id": "acme-health", "language": "es", "time_zone": "America/Chicago" })
+        }
+        other => panic!("no example body for {other}: add one here"),
+    }
+}
+
+/// Every object inside `body` that the schema describes with properties: `(JSON pointer, schema)`.
+fn objects_in<'d>(
+    doc: &'d Value,
+    schema: &'d Value,
+    body: &Value,
+    at: String,
+) -> Vec<(String, &'d Value)> {
+    let schema = deref(doc, schema);
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut out = vec![(at.clone(), schema)];
+    for (key, sub) in props {
+        if let Some(v) = body.get(key).filter(|v| v.is_object()) {
+            out.extend(objects_in(doc, sub, v, format!("{at}/{key}")));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test]
+async fn the_document_is_served_at_openapi_json() {
+    let h = Harness::new();
+    let doc = document();
+    let reply = h.http_raw("GET", "/openapi.json", None, Vec::new()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), ["application/json"]);
+    assert_eq!(reply.header("cache-control"), ["no-store"]);
+    assert_eq!(reply.json, doc, "the served document is guest/openapi.json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "mfa-step");
+    assert_eq!(
+        doc["info"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "the workspace version"
+    );
+    let api = Api { h: &h, doc: &doc };
+    assert_eq!(
+        api.call("GET", "/openapi.json", false, None).await.status,
+        200
+    );
+    let wrong = h.http_raw("POST", "/openapi.json", None, Vec::new()).await;
+    assert_eq!(
+        (wrong.status, wrong.kind()),
+        (405, Some("method-not-allowed"))
+    );
+
+    // Every reference resolves.
+    fn refs<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(r) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 50);
+    let checker = Checker { doc: &doc };
+    for r in all {
+        checker.resolve(r);
+    }
+}
+
+#[test]
+fn every_implemented_route_is_documented_and_every_documented_route_is_implemented() {
+    let doc = document();
+    let implemented = implemented_routes(&read("guest/src/http.rs"));
+    // The extraction found what it must, or it would prove nothing.
+    for (method, path) in [
+        ("post", "/v1/login/begin"),
+        ("post", "/v1/admin/branding/preview-link"),
+        ("get", "/healthz"),
+        ("get", "/openapi.json"),
+        ("get", "/admin/branding/preview"),
+    ] {
+        assert!(
+            implemented
+                .iter()
+                .any(|r| r.method == method && r.path == path),
+            "{method} {path} not found in http.rs: {implemented:#?}"
+        );
+    }
+    let served: BTreeSet<(String, String)> = implemented
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    let documented = documented_routes(&doc);
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unimplemented: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unimplemented.is_empty(),
+        "served but not documented: {undocumented:?}; documented but not served: {unimplemented:?}"
+    );
+
+    for route in &implemented {
+        let op = operation(&doc, &route.method, &route.path);
+        let security = op["security"]
+            .as_array()
+            .expect("each operation states its security");
+        if route.path.starts_with("/v1/") {
+            assert_eq!(security, &[json!({ "apiKey": [] })], "{}", route.path);
+            let body = route.body.as_deref().expect("a /v1/ route parses a body");
+            assert_eq!(op["requestBody"]["required"], true, "{}", route.path);
+            assert_eq!(
+                request_schema(&doc, &route.path)["$ref"],
+                format!("#/components/schemas/{body}"),
+                "{}: the body schema is the struct the route parses",
+                route.path
+            );
+        } else {
+            assert!(security.is_empty(), "{}: no API key", route.path);
+            assert!(op.get("requestBody").is_none(), "{}", route.path);
+        }
+    }
+}
+
+#[test]
+fn request_schemas_match_the_structs_serde_parses() {
+    let doc = document();
+    let http = read("guest/src/http.rs");
+    let model = read("core/src/model.rs");
+    let policy = read("core/src/policy.rs");
+    let branding = read("core/src/branding.rs");
+    let bodies: BTreeSet<String> = implemented_routes(&http)
+        .into_iter()
+        .filter_map(|r| r.body)
+        .collect();
+    let mut structs: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|body| (body.as_str(), http.as_str()))
+        .collect();
+    structs.extend([
+        ("LoginContext", model.as_str()),
+        ("DevicePresentation", model.as_str()),
+        ("BrowserTraits", model.as_str()),
+        ("Actor", model.as_str()),
+        ("OrgPolicy", policy.as_str()),
+        ("Branding", branding.as_str()),
+    ]);
+    for (name, src) in structs {
+        let (fields, deny) = serde_struct(src, name);
+        let schema = &doc["components"]["schemas"][name];
+        assert!(schema.is_object(), "components/schemas/{name} is missing");
+        let properties: BTreeSet<String> = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name} has properties"))
+            .keys()
+            .cloned()
+            .collect();
+        let source: BTreeSet<String> = fields.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(properties, source, "{name}: properties vs fields");
+        let required: BTreeSet<String> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let source_required: BTreeSet<String> = fields
+            .iter()
+            .filter(|(_, r)| *r)
+            .map(|(f, _)| f.clone())
+            .collect();
+        assert_eq!(required, source_required, "{name}: required fields");
+        assert_eq!(
+            schema["additionalProperties"] == false,
+            deny,
+            "{name}: additionalProperties false exactly when deny_unknown_fields"
+        );
+    }
+    for (schema, src, rust) in [
+        ("Mandate", &policy, "Mandate"),
+        ("CredentialChange", &model, "CredentialChange"),
+        ("ChallengePurpose", &model, "Purpose"),
+    ] {
+        assert_eq!(
+            doc["components"]["schemas"][schema]["enum"],
+            json!(kebab_enum(src, rust)),
+            "{schema}"
+        );
+    }
+}
+
+#[test]
+fn answer_schemas_declare_every_field_the_types_serialize() {
+    // Answers carry every field (no `skip_serializing_if` in the core's types): all are required.
+    let doc = document();
+    let model = read("core/src/model.rs");
+    let preview = read("core/src/preview_page.rs");
+    for (schema, src, rust, extra) in [
+        ("Challenge", &model, "ChallengeView", None),
+        ("Allowed", &model, "Allowed", Some("outcome")),
+        ("Denied", &model, "Denied", Some("outcome")),
+        ("Explanation", &model, "Explanation", None),
+        ("CodeSent", &model, "CodeSent", None),
+        ("Verified", &model, "Verified", None),
+        ("UserStatus", &model, "UserStatus", None),
+        ("DeviceInfo", &model, "DeviceInfo", None),
+        ("PreviewLink", &preview, "PreviewLink", None),
+    ] {
+        let mut fields: BTreeSet<String> = serde_struct(src, rust)
+            .0
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        fields.extend(extra.map(str::to_owned));
+        let schema_json = &doc["components"]["schemas"][schema];
+        let properties: BTreeSet<String> = schema_json["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let required: BTreeSet<String> = schema_json["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(properties, fields, "{schema} vs {rust}");
+        assert_eq!(required, fields, "{schema}: every field is always sent");
+    }
+}
+
+#[tokio::test]
+async fn every_v1_operation_answers_bad_bodies_and_missing_keys_as_documented() {
+    let h = Harness::new();
+    let doc = document();
+    let api = Api { h: &h, doc: &doc };
+    let checker = Checker { doc: &doc };
+    let v1: Vec<String> = documented_routes(&doc)
+        .into_iter()
+        .filter(|(_, path)| path.starts_with("/v1/"))
+        .map(|(method, path)| {
+            assert_eq!(method, "post", "{path}");
+            path
+        })
+        .collect();
+    assert!(v1.len() >= 20, "{v1:?}");
+    for path in &v1 {
+        let schema = request_schema(&doc, path);
+        let example = example_body(path);
+        let errors = checker.errors(schema, &example, false);
+        assert!(
+            errors.is_empty(),
+            "{path}: the example breaks the document: {errors:?}"
+        );
+
+        // No key: 401, before anything else.
+        let reply = api.call("POST", path, false, Some(&example)).await;
+        assert_eq!(reply.status, 401, "{path}");
+        assert_eq!(reply.kind(), Some("unauthorized"));
+
+        // `{}` lacks required fields: the document says so, and the component answers 400.
+        assert!(
+            !checker.errors(schema, &json!({}), false).is_empty(),
+            "{path}"
+        );
+        let reply = api.call("POST", path, true, Some(&json!({}))).await;
+        assert_eq!(
+            (reply.status, reply.kind()),
+            (400, Some("invalid-input")),
+            "{path}"
+        );
+        assert_eq!(reply.json["error"]["field"], "body", "{path}");
+
+        // Field by field, at every level: removing a field the document requires is a 400 naming
+        // the body; removing one it does not require is not. An unknown field anywhere is a 400.
+        for (pointer, object_schema) in objects_in(&doc, schema, &example, String::new()) {
+            let required: BTreeSet<&str> = object_schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let keys: Vec<String> = example
+                .pointer(&pointer)
+                .and_then(Value::as_object)
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            for key in keys {
+                let mut body = example.clone();
+                body.pointer_mut(&pointer)
+                    .unwrap()
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(&key);
+                let reply = api.call("POST", path, true, Some(&body)).await;
+                let refused_body = reply.status == 400 && reply.json["error"]["field"] == "body";
+                assert_eq!(
+                    refused_body,
+                    required.contains(key.as_str()),
+                    "{path} without {pointer}/{key}: {} {:?}",
+                    reply.status,
+                    reply.json
+                );
+            }
+            let mut body = example.clone();
+            body.pointer_mut(&pointer)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert("unexpected".to_owned(), json!(true));
+            assert!(
+                !checker.errors(schema, &body, false).is_empty(),
+                "{path}: the document refuses an unknown field at {pointer}/"
+            );
+            let reply = api.call("POST", path, true, Some(&body)).await;
+            assert_eq!(
+                (reply.status, reply.kind()),
+                (400, Some("invalid-input")),
+                "{path}: unknown field at {pointer}/: {:?}",
+                reply.json
+            );
+        }
+
+        // A method the document does not list for the path: 405.
+        let reply = h.http_full("GET", path, Some(API_KEY), Vec::new()).await;
+        assert_eq!(reply.status, 405, "GET {path}");
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_with_its_documented_schema() {
+    let h = Harness::new();
+    let doc = document();
+    let api = Api { h: &h, doc: &doc };
+    let admin = platform_admin();
+    let org = "acme-health";
+
+    // A provider enrolls at first login and asks to be remembered.
+    let dr_a = context_json("dr-a");
+    let begun = api
+        .post("/v1/login/begin", &json!({ "context": dr_a }), 200)
+        .await;
+    assert_eq!(
+        (begun["outcome"].as_str(), begun["purpose"].as_str()),
+        (Some("challenge"), Some("enrollment"))
+    );
+    let id = begun["challenge_id"].clone();
+    let sent = api
+        .post(
+            "/v1/login/send-code",
+            &json!({ "context": dr_a, "challenge_id": id }),
+            200,
+        )
+        .await;
+    assert_eq!(sent["resent"], false);
+    let verified = api
+        .post(
+            "/v1/login/verify",
+            &json!({ "context": dr_a, "challenge_id": id, "code": h.last_code(), "remember_device": true }),
+            200,
+        )
+        .await;
+    let device_id = verified["device_id"]
+        .as_str()
+        .expect("a device was trusted")
+        .to_owned();
+    let cookie = cookie_value(verified["set_cookie"].as_str().unwrap());
+
+    // The trusted browser comes back: `allow`, with a rotated cookie.
+    let mut with_cookie = dr_a.clone();
+    with_cookie["device"]["cookie"] = json!(cookie);
+    let allowed = api
+        .post("/v1/login/begin", &json!({ "context": with_cookie }), 200)
+        .await;
+    assert_eq!(
+        (allowed["outcome"].as_str(), allowed["why"]["rule"].as_str()),
+        (Some("allow"), Some("device:trusted"))
+    );
+
+    let status = api
+        .post("/v1/login/status", &json!({ "context": dr_a }), 200)
+        .await;
+    assert_eq!(status["enrolled"], true);
+
+    // A fresh code lets the address move.
+    let mut moved = dr_a.clone();
+    moved["email"] = json!("dr-a@new-clinic.example");
+    let change = api
+        .post("/v1/login/change-email", &json!({ "context": moved }), 200)
+        .await;
+    assert_eq!(change["purpose"], "email-change");
+
+    let me = actor_json("dr-a", org, &["provider"]);
+    let devices = api
+        .post("/v1/devices/list", &json!({ "actor": me }), 200)
+        .await;
+    assert_eq!(devices["devices"][0]["device_id"], device_id.as_str());
+    let revoked = api
+        .post(
+            "/v1/devices/revoke",
+            &json!({ "actor": me, "device_id": device_id }),
+            200,
+        )
+        .await;
+    assert_eq!(revoked, json!({ "revoked": 1 }));
+    api.post(
+        "/v1/devices/revoke",
+        &json!({ "actor": me, "device_id": device_id }),
+        403,
+    )
+    .await;
+    let all = api
+        .post("/v1/devices/revoke-all", &json!({ "actor": me }), 200)
+        .await;
+    assert_eq!(all, json!({ "revoked": 0 }));
+
+    // Someone no rule requires MFA of opts in; codes are refused, throttled, as documented.
+    let mut dr_b = context_json("dr-b");
+    dr_b["roles"] = json!([]);
+    let enrolled = api
+        .post("/v1/login/enroll", &json!({ "context": dr_b }), 200)
+        .await;
+    assert_eq!(enrolled["why"]["rule"], "user:opted-in");
+    api.post("/v1/login/enroll", &json!({ "context": dr_b }), 200)
+        .await;
+    let b_id = enrolled["challenge_id"].clone();
+    let stale = json!({ "context": dr_b, "challenge_id": b_id, "code": "000000" });
+    let rejected = api.post("/v1/login/verify", &stale, 403).await;
+    assert_eq!(rejected["error"]["kind"], "rejected");
+    let current = api
+        .post("/v1/login/status", &json!({ "context": dr_b }), 200)
+        .await;
+    let send = json!({ "context": dr_b, "challenge_id": current["active_challenge"] });
+    for _ in 0..3 {
+        api.post("/v1/login/send-code", &send, 200).await;
+    }
+    let throttled = api.post("/v1/login/send-code", &send, 429).await;
+    assert_eq!(throttled["error"]["kind"], "throttled");
+    let status = api
+        .post("/v1/login/status", &json!({ "context": dr_b }), 200)
+        .await;
+    assert!(status["next_send_at"].is_i64());
+
+    // Administration.
+    let policy = api
+        .post(
+            "/v1/admin/policy/get",
+            &json!({ "actor": admin, "org_id": org }),
+            200,
+        )
+        .await;
+    assert_eq!(policy["mandate"], "inherit");
+    api.post(
+        "/v1/admin/policy/get",
+        &json!({ "actor": me, "org_id": org }),
+        403,
+    )
+    .await;
+    let mut tightened = example_body("/v1/admin/policy/set");
+    tightened["actor"] = admin.clone();
+    assert_eq!(
+        api.post("/v1/admin/policy/set", &tightened, 200).await,
+        json!({ "updated": true })
+    );
+    let policy = api
+        .post(
+            "/v1/admin/policy/get",
+            &json!({ "actor": admin, "org_id": org }),
+            200,
+        )
+        .await;
+    assert_eq!(policy, tightened["policy"]);
+    let roles = api
+        .post(
+            "/v1/admin/platform-roles/get",
+            &json!({ "actor": admin }),
+            200,
+        )
+        .await;
+    assert!(roles["roles"].as_array().unwrap().len() >= 2);
+    api.post(
+        "/v1/admin/platform-roles/set",
+        &example_body("/v1/admin/platform-roles/set"),
+        200,
+    )
+    .await;
+    let user = json!({ "actor": admin, "org_id": org, "user_id": "dr-a" });
+    let status = api.post("/v1/admin/user-status", &user, 200).await;
+    assert_eq!(status["enrolled"], true);
+    let neutral = api
+        .post(
+            "/v1/admin/branding/get",
+            &json!({ "actor": admin, "org_id": org }),
+            200,
+        )
+        .await;
+    assert_eq!(neutral["logo_url"], Value::Null);
+    let branded = example_body("/v1/admin/branding/set");
+    api.post("/v1/admin/branding/set", &branded, 200).await;
+    let branding = api
+        .post(
+            "/v1/admin/branding/get",
+            &json!({ "actor": admin, "org_id": org }),
+            200,
+        )
+        .await;
+    assert_eq!(branding, branded["branding"]);
+    let email = api
+        .post(
+            "/v1/admin/branding/preview",
+            &example_body("/v1/admin/branding/preview"),
+            200,
+        )
+        .await;
+    assert!(email["text"].as_str().unwrap().contains("123456"));
+    let link = api
+        .post(
+            "/v1/admin/branding/preview-link",
+            &json!({ "actor": admin, "org_id": org }),
+            200,
+        )
+        .await;
+    let url = link["url"].as_str().unwrap();
+    let page = api
+        .call(
+            "GET",
+            &format!("{url}&lang=es&tz=America%2FChicago"),
+            false,
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    let tampered = url.replace("token=", "token=00");
+    assert_eq!(api.call("GET", &tampered, false, None).await.status, 403);
+    let changed = api
+        .post(
+            "/v1/admin/credential-changed",
+            &json!({ "actor": admin, "org_id": org, "user_id": "dr-a", "change": "mfa-reset" }),
+            200,
+        )
+        .await;
+    assert_eq!(changed, json!({ "revoked": 0 }));
+    assert_eq!(
+        api.post("/v1/admin/reset-user", &user, 200).await,
+        json!({ "reset": true })
+    );
+
+    let health = api.call("GET", "/healthz", false, None).await;
+    assert_eq!(health.status, 200);
+
+    // A store that fails: 503, as documented for every /v1/ route.
+    h.faults.fail_store_writes(true);
+    api.post(
+        "/v1/login/begin",
+        &json!({ "context": context_json("dr-c") }),
+        503,
+    )
+    .await;
+    h.faults.clear();
+}
