@@ -104,3 +104,8 @@ pub fn last_verified(org: &str, user: &str) -> String {
 pub fn platform_roles() -> String {
     "v1:platform-roles".to_owned()
 }
+/// Uses of one hosted-prompt request (counter): the first to take it to 1 is accepted.
+#[must_use]
+pub fn prompt_request(client_id: &str, jti: &str) -> String {
+    format!("v1:prompt-request:{client_id}:{jti}")
+}

@@ -25,6 +25,7 @@ pub mod otp;
 pub mod policy;
 pub mod ports;
 pub mod preview_page;
+pub mod prompt;
 pub mod secret;
 pub mod settings;
 pub mod throttle;
