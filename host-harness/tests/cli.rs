@@ -97,7 +97,8 @@ fn serve_demo_walkthrough_and_restart() {
         [
             "challenge_started",
             "code_sent",
-            "code_verified",
+            // The demo user's first code confirms the address.
+            "enrolled",
             "code_rejected"
         ]
     );
