@@ -40,7 +40,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -103,12 +102,7 @@ impl fmt::Debug for SealKey {
 }
 
 fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length, so this cannot fail; the fallback keeps the function total.
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
-        return Vec::new();
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+    crate::secret::hmac_sha256(key, &[data])
 }
 
 /// Completes a record: `prefix` is its canonical JSON up to and including its `prev` field, without

@@ -28,7 +28,6 @@
 
 use std::net::IpAddr;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -109,12 +108,10 @@ pub(crate) fn parse_cookie(raw: &str) -> Option<Presented> {
 
 /// `HMAC(key, "mfa-step/device/v1" 0x00 token)`, hex: what the store keeps instead of the token.
 pub(crate) fn token_mac(key: &HmacKey, token: &str) -> String {
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()) else {
-        return String::new();
-    };
-    mac.update(b"mfa-step/device/v1\0");
-    mac.update(token.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(crate::secret::hmac_sha256(
+        key.as_bytes(),
+        &[b"mfa-step/device/v1\0", token.as_bytes()],
+    ))
 }
 
 /// Constant-time comparison of two hex MACs.

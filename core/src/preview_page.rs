@@ -15,16 +15,14 @@
 //! again (a role revoked since is honoured within those 5 minutes only through the IdP's next link).
 
 use askama::Template;
-use hmac::{Hmac, Mac};
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::Actor;
-use crate::secret::HmacKey;
+use crate::secret::{HmacKey, hmac_sha256};
 use crate::time::Timestamp;
 
 /// How long a preview link works.
@@ -50,16 +48,8 @@ struct Payload {
 }
 
 fn mac(key: &HmacKey, payload: &[u8]) -> Vec<u8> {
-    let derive = |k: &[u8], data: &[u8]| -> Vec<u8> {
-        // HMAC takes keys of any length, so this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(k)
-            .map(|mut m| {
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            })
-            .unwrap_or_default()
-    };
-    derive(&derive(key.as_bytes(), LINK_LABEL), payload)
+    let link_key = hmac_sha256(key.as_bytes(), &[LINK_LABEL]);
+    hmac_sha256(&link_key, &[payload])
 }
 
 #[derive(Template)]

@@ -30,10 +30,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::audit::{Action, Event, Outcome};
@@ -134,12 +132,7 @@ impl PromptConfig {
     }
 
     fn mac(&self, signing_input: &[u8]) -> Vec<u8> {
-        <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_bytes())
-            .map(|mut m| {
-                m.update(signing_input);
-                m.finalize().into_bytes().to_vec()
-            })
-            .unwrap_or_default()
+        crate::secret::hmac_sha256(self.key.as_bytes(), &[signing_input])
     }
 
     /// A compact HS256 JWT of `claims`.

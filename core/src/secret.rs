@@ -121,6 +121,21 @@ mod tests {
     }
 }
 
+/// HMAC-SHA256 of the concatenated `parts` under `key`: every keyed hash in the core goes through
+/// here (device tokens, audit seals, preview links, prompt JWTs, derived keys).
+#[must_use]
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length, so this cannot fail; the fallback keeps the function total.
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
+        return Vec::new();
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
 /// Whether a presented REST API key equals the configured one, in constant time. An empty configured
 /// key matches nothing (a host that forgot to set it must not open the API).
 #[must_use]
