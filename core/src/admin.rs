@@ -60,22 +60,36 @@ impl Engine<'_> {
         if may_administer(actor, org) {
             return Ok(());
         }
-        let reason = format!("{what}:not-authorized:target-org:{org}");
-        self.record(
-            actor_event(
-                actor,
-                &actor.org_id,
-                subject,
-                Action::AccessDenied,
-                Outcome::Denied,
-                reason,
-            ),
+        self.refuse(
+            actor,
+            subject,
+            format!("{what}:not-authorized:target-org:{org}"),
+            "only an org-admin of this organization or a platform-admin",
             now,
             rng,
-        )?;
-        Err(Error::Forbidden(
-            "only an org-admin of this organization or a platform-admin",
-        ))
+        )
+    }
+
+    /// Records a refused admin call in the actor's own stream, then refuses it.
+    fn refuse<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        subject: &str,
+        reason: String,
+        message: &'static str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let event = actor_event(
+            actor,
+            &actor.org_id,
+            subject,
+            Action::AccessDenied,
+            Outcome::Denied,
+            reason,
+        );
+        self.record(event, now, rng)?;
+        Err(Error::Forbidden(message))
     }
 
     /// The organization's policy as stored, or the platform's when it set none.
@@ -254,19 +268,14 @@ impl Engine<'_> {
         if actor.roles.iter().any(|r| r == "platform-admin") {
             return Ok(());
         }
-        self.record(
-            actor_event(
-                actor,
-                &actor.org_id,
-                &actor.user_id,
-                Action::AccessDenied,
-                Outcome::Denied,
-                format!("{what}:not-authorized:platform"),
-            ),
+        self.refuse(
+            actor,
+            &actor.user_id,
+            format!("{what}:not-authorized:platform"),
+            "only a platform-admin",
             now,
             rng,
-        )?;
-        Err(Error::Forbidden("only a platform-admin"))
+        )
     }
 
     /// An organization's email branding (the neutral default when it set none).

@@ -513,34 +513,11 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
     Ok(bytes)
 }
 
-/// One query parameter, percent-decoded (`+` is a space); `None` when absent or not UTF-8.
+/// One query parameter, percent-decoded (`+` is a space), by the `url` crate's form decoder.
 fn query_param(query: &str, name: &str) -> Option<String> {
-    let raw = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)?
-        .1;
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The headers of every page: no script may run, nothing may frame it, nothing is cached, and the

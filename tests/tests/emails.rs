@@ -576,6 +576,17 @@ async fn an_org_admin_previews_the_email_on_a_page_through_a_short_lived_link() 
     let english = String::from_utf8(english.body).unwrap();
     assert!(english.contains("Your "), "{english}");
     assert!(english.contains("verification code"), "{english}");
+    // The time zone arrives percent-encoded, as a browser sends it.
+    let zoned = h
+        .http_full(
+            "GET",
+            &format!("{url}&tz=America%2FChicago"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    let zoned = String::from_utf8(zoned.body).unwrap();
+    assert!(zoned.contains("(America/Chicago)"), "{zoned}");
     std::fs::write(artifacts().join("admin-preview-page.html"), &html).unwrap();
 
     // A tampered token, another org's admin and an expired link all get a page that says so.
