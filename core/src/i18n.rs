@@ -28,6 +28,8 @@ pub struct Messages {
     pub utc: String,
     /// Why a login is asked for a code, or not (see [`Explain`]).
     pub explain: Explain,
+    /// The hosted pages' words (see [`PageText`]).
+    pub page: PageText,
 }
 
 /// The plain-language half of every decision's explanation. Placeholders: `{role}`, `{until}`,
@@ -53,6 +55,66 @@ pub struct Explain {
     pub new_browser: String,
     pub new_network: String,
     pub device_expired: String,
+}
+
+/// The hosted pages' words. Placeholders: `{org}`, `{email}`, `{digits}`, `{days}`, `{until}`,
+/// `{minutes}`, `{when}`, `{network}`, `{label}`, `{support}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    missing_docs,
+    reason = "each field is the text of the page element it is named after"
+)]
+pub struct PageText {
+    pub code_title: String,
+    pub code_heading: String,
+    pub enroll_heading: String,
+    pub sent_to: String,
+    pub code_label: String,
+    pub code_hint: String,
+    pub remember: String,
+    pub remember_hint: String,
+    pub verify: String,
+    pub resend: String,
+    pub resend_wait: String,
+    pub resent_same: String,
+    pub sent_new: String,
+    pub cancel: String,
+    pub why_label: String,
+    pub wrong_code: String,
+    pub bad_format: String,
+    pub slow_down: String,
+    pub locked_heading: String,
+    pub back: String,
+    pub throttled_heading: String,
+    pub throttled_body: String,
+    pub try_again: String,
+    pub expired_heading: String,
+    pub expired_body: String,
+    pub form_stale: String,
+    pub refused_heading: String,
+    pub refused_invalid: String,
+    pub refused_audience: String,
+    pub refused_expired: String,
+    pub refused_replayed: String,
+    pub refused_return: String,
+    pub unavailable_heading: String,
+    pub unavailable_body: String,
+    pub off_heading: String,
+    pub off_body: String,
+    pub devices_heading: String,
+    pub devices_intro: String,
+    pub devices_none: String,
+    pub device_current: String,
+    pub device_until: String,
+    pub device_used: String,
+    pub revoke: String,
+    pub revoke_label: String,
+    pub revoke_all: String,
+    pub revoked: String,
+    pub done: String,
+    pub support: String,
+    pub language_label: String,
 }
 
 /// Supported language tags, sorted.
@@ -146,6 +208,19 @@ mod tests {
                 (&m.explain.new_browser, &[][..]),
                 (&m.explain.new_network, &[][..]),
                 (&m.explain.device_expired, &[][..]),
+                (&m.page.sent_to, &["{digits}", "{email}"][..]),
+                (&m.page.code_hint, &["{digits}"][..]),
+                (&m.page.remember, &["{days}"][..]),
+                (&m.page.resend_wait, &["{until}", "{minutes}"][..]),
+                (&m.page.wrong_code, &["{org}"][..]),
+                (&m.page.bad_format, &["{digits}"][..]),
+                (&m.page.slow_down, &["{until}"][..]),
+                (&m.page.back, &["{org}"][..]),
+                (&m.page.throttled_body, &["{until}", "{minutes}"][..]),
+                (&m.page.device_until, &["{until}"][..]),
+                (&m.page.device_used, &["{when}", "{network}"][..]),
+                (&m.page.revoke_label, &["{label}"][..]),
+                (&m.page.support, &["{support}"][..]),
             ] {
                 assert!(!text.trim().is_empty(), "{tag}: an empty message");
                 for placeholder in needs {

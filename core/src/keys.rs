@@ -109,3 +109,9 @@ pub fn platform_roles() -> String {
 pub fn prompt_request(client_id: &str, jti: &str) -> String {
     format!("v1:prompt-request:{client_id}:{jti}")
 }
+
+/// A hosted-prompt session, under the MAC of its cookie's id (see `hosted`).
+#[must_use]
+pub fn prompt_session(id_mac: &str) -> String {
+    format!("v1:prompt-session:{id_mac}")
+}

@@ -17,6 +17,7 @@ pub mod email;
 pub mod engine;
 pub mod enrollment;
 pub mod error;
+pub mod hosted;
 pub mod i18n;
 pub mod input;
 pub mod keys;

@@ -16,12 +16,15 @@
 //! | `sub`, `org`, `email`, `roles`, `locale` | the login context: who, in which organization, where codes go |
 //! | `return_to` | where the browser goes back: must start with one of the `prompt_return_urls` |
 //! | `nonce` | the IdP's value, echoed in the result to bind it to the IdP's session |
+//! | `purpose` | optional: `"login"` (the default) or `"devices"`: after the second factor, the user manages their trusted browsers instead of returning at once |
 //! | `jti` | a unique id: each request is accepted once |
 //! | `iat`, `exp` | issued and expiry times (Unix seconds); at most 300 s apart, 30 s of clock skew allowed |
 //!
 //! **Result** (mfa-step → browser → `return_to?result=<jwt>`), claims `iss: "mfa-step"`, `aud` (the
-//! IdP's client id), `sub`, `org`, `outcome` (`success`, `denied`, `cancelled`), `amr` (e.g.
-//! `["otp","mfa"]`), `auth_time`, `nonce` (the request's), `jti`, `iat`, `exp` (`iat` + 120 s).
+//! IdP's client id), `sub`, `org`, `outcome` (`success`, `denied`, `cancelled`), `via` (how the
+//! outcome came about: `code`, `trusted-device`, `not-required`, `grace`, `locked`, `cancelled`),
+//! `amr` (RFC 8176: `["otp","mfa"]` after a code, `["mfa"]` for a trusted browser, `[]` otherwise),
+//! `auth_time`, `nonce` (the request's), `jti`, `iat`, `exp` (`iat` + 120 s).
 //! The IdP checks the signature, `aud`, `exp`, its own `nonce`, and accepts each `jti` once.
 //!
 //! A refused request is recorded (`access_denied`, reason `prompt:<why>`) in the stream of the
@@ -136,7 +139,7 @@ impl PromptConfig {
     }
 
     /// A compact HS256 JWT of `claims`.
-    fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
+    pub(crate) fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
         let payload =
             serde_json::to_vec(claims).map_err(|e| Error::Misconfigured(e.to_string()))?;
         let input = format!(
@@ -149,7 +152,7 @@ impl PromptConfig {
     }
 
     /// The payload of a compact HS256 JWT signed with this key, or why not.
-    fn open(&self, token: &str) -> std::result::Result<Vec<u8>, Refusal> {
+    pub(crate) fn open(&self, token: &str) -> std::result::Result<Vec<u8>, Refusal> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -257,6 +260,19 @@ struct RequestClaims {
     jti: String,
     iat: i64,
     exp: i64,
+    #[serde(default)]
+    purpose: PromptPurpose,
+}
+
+/// What the IdP sends the user for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptPurpose {
+    /// The second factor of a login; the browser returns at once.
+    #[default]
+    Login,
+    /// The second factor, then the trusted-browser page; the browser returns when the user is done.
+    Devices,
 }
 
 /// An accepted request: the login the pages run.
@@ -278,6 +294,9 @@ pub struct PromptRequest {
     pub nonce: String,
     /// The request's expiry.
     pub expires_at: Timestamp,
+    /// Login or device management.
+    #[serde(default)]
+    pub purpose: PromptPurpose,
 }
 
 /// How the prompt ended.
@@ -292,6 +311,17 @@ pub enum PromptOutcome {
     Cancelled,
 }
 
+/// What the result tells the IdP: the outcome, and how it came about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Success, denied, cancelled.
+    pub outcome: PromptOutcome,
+    /// `code`, `trusted-device`, `not-required`, `grace`, `locked` or `cancelled`.
+    pub via: String,
+    /// RFC 8176 methods.
+    pub amr: Vec<String>,
+}
+
 #[derive(Serialize)]
 struct ResultClaims<'a> {
     iss: &'static str,
@@ -299,6 +329,7 @@ struct ResultClaims<'a> {
     sub: &'a str,
     org: &'a str,
     outcome: PromptOutcome,
+    via: &'a str,
     amr: &'a [String],
     auth_time: i64,
     nonce: &'a str,
@@ -321,12 +352,30 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<PromptRequest> {
-        let payload = config
-            .open(token)
-            .map_err(|r| Error::Forbidden(r.message()))?;
-        let claims: RequestClaims = serde_json::from_slice(&payload)
-            .map_err(|_| Error::Forbidden(Refusal::Claims.message()))?;
-        let refuse = |refusal: Refusal, rng: &mut R| -> Result<PromptRequest> {
+        self.check_prompt(config, token, where_from, now, rng)?
+            .map_err(|r| Error::Forbidden(r.message()))
+    }
+
+    /// [`Self::open_prompt`], with the refusal as a value for a page to explain in its language.
+    /// The outer error is a host failure (store, audit).
+    pub(crate) fn check_prompt<R: CryptoRng + ?Sized>(
+        &self,
+        config: &PromptConfig,
+        token: &str,
+        where_from: (&str, &str),
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<std::result::Result<PromptRequest, Refusal>> {
+        let payload = match config.open(token) {
+            Ok(payload) => payload,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Ok(claims) = serde_json::from_slice::<RequestClaims>(&payload) else {
+            return Ok(Err(Refusal::Claims));
+        };
+        let refuse = |refusal: Refusal,
+                      rng: &mut R|
+         -> Result<std::result::Result<PromptRequest, Refusal>> {
             if input::id("org", &claims.org).is_ok() && input::id("sub", &claims.sub).is_ok() {
                 let event = Event {
                     org: claims.org.clone(),
@@ -342,7 +391,7 @@ impl Engine<'_> {
                 };
                 self.record(event, now, rng)?;
             }
-            Err(Error::Forbidden(refusal.message()))
+            Ok(Err(refusal))
         };
         let well_formed = input::id("sub", &claims.sub).is_ok()
             && input::id("org", &claims.org).is_ok()
@@ -378,7 +427,7 @@ impl Engine<'_> {
         if uses != 1 {
             return refuse(Refusal::Replayed, rng);
         }
-        Ok(PromptRequest {
+        Ok(Ok(PromptRequest {
             user_id: claims.sub,
             org_id: claims.org,
             email: claims.email,
@@ -387,7 +436,8 @@ impl Engine<'_> {
             return_to: claims.return_to,
             nonce: claims.nonce,
             expires_at: Timestamp(claims.exp),
-        })
+            purpose: claims.purpose,
+        }))
     }
 
     /// The URL that returns the browser to the IdP with the signed outcome.
@@ -398,8 +448,7 @@ impl Engine<'_> {
         &self,
         config: &PromptConfig,
         request: &PromptRequest,
-        outcome: PromptOutcome,
-        amr: &[String],
+        verdict: &Verdict,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<String> {
@@ -408,8 +457,9 @@ impl Engine<'_> {
             aud: &config.client_id,
             sub: &request.user_id,
             org: &request.org_id,
-            outcome,
-            amr,
+            outcome: verdict.outcome,
+            via: &verdict.via,
+            amr: &verdict.amr,
             auth_time: now.0,
             nonce: &request.nonce,
             jti: otp::new_id(rng),
@@ -634,8 +684,11 @@ mod tests {
             .prompt_result(
                 &config(),
                 &req,
-                PromptOutcome::Success,
-                &["otp".to_owned(), "mfa".to_owned()],
+                &Verdict {
+                    outcome: PromptOutcome::Success,
+                    via: "code".to_owned(),
+                    amr: vec!["otp".to_owned(), "mfa".to_owned()],
+                },
                 Timestamp(T0 + 40),
                 &mut OsRng.unwrap_err(),
             )

@@ -32,6 +32,16 @@ impl Timestamp {
             .unwrap_or_else(|| format!("@{}", self.0))
     }
 
+    /// The UTC date, `YYYY-MM-DD`, e.g. for a trusted browser's end of trust.
+    #[must_use]
+    pub fn date(self) -> String {
+        self.rfc3339()
+            .split('T')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// `HH:MM UTC`, for the code email.
     #[must_use]
     pub fn clock_utc(self) -> String {
