@@ -1,9 +1,10 @@
 //! `serve --demo`: ready-made requests for a demo clinic, and a walk-through a newcomer can paste.
 //! Users belong to the identity provider, not to mfa-step, so the "seed" is what an IdP would send:
-//! login contexts for three demo users of the `demo-clinic` organization.
+//! login contexts for three demo users of the `demo-clinic` organization. The same users sign in
+//! through the hosted prompt from the demo identity provider's page ([`crate::demo_idp`]).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -48,12 +49,22 @@ pub fn seed(data_dir: &Path, listen: SocketAddr) -> Result<String> {
         )?;
     }
     let d = data_dir.display();
+    // A browser cannot go to 0.0.0.0 or [::]: on those, the demo is at 127.0.0.1.
+    let browse = if listen.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+    } else {
+        listen
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
         "Demo clinic seeded: login contexts for dr-demo, coach-demo, admin-demo in {d}/demo/"
     );
-    let _ = writeln!(s, "Walk the flow in another terminal:\n");
+    let _ = writeln!(
+        s,
+        "Open http://{browse}/demo/ in a browser to try the hosted prompt (the code email lands in {d}/outbox/)."
+    );
+    let _ = writeln!(s, "Or walk the REST flow in another terminal:\n");
     let _ = writeln!(s, "  KEY=$(cat {d}/api.key); URL=http://{listen}");
     let _ = writeln!(
         s,

@@ -8,6 +8,7 @@ pub mod audit_log;
 pub mod backends;
 pub mod clock;
 pub mod demo;
+pub mod demo_idp;
 pub mod host;
 pub mod inspect;
 pub mod runtime;

@@ -226,7 +226,8 @@ struct ServeArgs {
     /// Rotate the JSONL audit file when it passes this many KiB (0: never).
     #[arg(long, default_value_t = 65_536)]
     audit_rotate_kib: u64,
-    /// Write ready-made request bodies for a demo clinic to <data-dir>/demo/ and print a walk-through.
+    /// Write ready-made request bodies for a demo clinic to <data-dir>/demo/, print a walk-through,
+    /// and serve a demo identity provider at /demo/ that signs in through the hosted prompt.
     #[arg(long)]
     demo: bool,
 }
@@ -278,7 +279,7 @@ fn write_stdout(text: &str) -> Result<()> {
 }
 
 fn run_preview(args: &PreviewArgs) -> Result<ExitCode> {
-    let config = settings::component_config(&args.data_dir)?;
+    let config = settings::component_config(&args.data_dir, None)?;
     let backends = Backends {
         store: Arc::new(SqliteStore::open(args.data_dir.join("mfa-step.sqlite"))?),
         mailer: Arc::new(host_harness::backends::MemoryMailer::new()),
@@ -329,7 +330,12 @@ fn run_preview(args: &PreviewArgs) -> Result<ExitCode> {
 fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
-    let config = settings::component_config(&args.data_dir)?;
+    let demo_prompt = if args.demo {
+        Some(settings::DemoPrompt::new(&args.data_dir, args.listen)?)
+    } else {
+        None
+    };
+    let config = settings::component_config(&args.data_dir, demo_prompt.as_ref())?;
     let store: Arc<dyn Store + Send + Sync> = match args.store {
         StoreKind::Sqlite => {
             let path = args
@@ -402,10 +408,17 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         offload: true,
     };
 
-    if args.demo {
-        let walkthrough = host_harness::demo::seed(&args.data_dir, args.listen)?;
-        write_stdout(&walkthrough)?;
-    }
+    let demo_idp = match &demo_prompt {
+        Some(prompt) => {
+            let walkthrough = host_harness::demo::seed(&args.data_dir, args.listen)?;
+            write_stdout(&walkthrough)?;
+            Some(Arc::new(host_harness::demo_idp::DemoIdp::new(
+                prompt,
+                args.listen,
+            )?))
+        }
+        None => None,
+    };
 
     let runtime = Arc::new(Runtime::new(World::HttpApp)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -416,7 +429,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        host_harness::serve::serve(runtime, backends, listener, shutdown).await
+        host_harness::serve::serve_with(runtime, backends, listener, demo_idp, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
