@@ -15,7 +15,9 @@
 //! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
 
 use mfa_step_core::branding::Branding;
+use mfa_step_core::hosted::{WebMethod, WebRequest};
 use mfa_step_core::policy::OrgPolicy;
+use mfa_step_core::prompt::PromptConfig;
 use mfa_step_core::secret::api_key_matches;
 use mfa_step_core::{Actor, CredentialChange, Error, LoginContext};
 use serde::Deserialize;
@@ -191,7 +193,7 @@ impl Reply {
         }
     }
 
-    /// A page: the preview page, or a plain page saying why it cannot be shown.
+    /// A page, or a plain page saying why it cannot be shown.
     fn page(r: mfa_step_core::Result<String>) -> Self {
         let (status, html) = match r {
             Ok(html) => (200, html),
@@ -203,7 +205,7 @@ impl Reply {
                     .replace('<', "&lt;")
                     .replace('>', "&gt;");
                 let html = format!(
-                    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Preview unavailable</title></head>\n<body><main><h1>This preview cannot be shown</h1><p role=\"alert\">{message}</p></main></body></html>\n"
+                    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Page unavailable</title></head>\n<body><main><h1 id=\"unavailable\">This page cannot be shown</h1><p role=\"alert\">{message}</p></main></body></html>\n"
                 );
                 (status, html)
             }
@@ -263,6 +265,9 @@ fn route(request: &IncomingRequest) -> Reply {
             }
             _ => Reply::problem(405, "method-not-allowed", "use GET"),
         };
+    }
+    if is_hosted_page(path) {
+        return hosted(request, path, &path_and_query, &method);
     }
     if !path.starts_with("/v1/") {
         return Reply::problem(404, "not-found", "no such route; the API lives under /v1/");
@@ -422,6 +427,76 @@ fn route(request: &IncomingRequest) -> Reply {
     }
 }
 
+/// The hosted pages live under `/prompt`; `core::hosted` routes among them.
+fn is_hosted_page(path: &str) -> bool {
+    path == "/prompt" || path.starts_with("/prompt/")
+}
+
+/// A hosted page (`/prompt…`): the request as the core's [`WebRequest`], its answer as a reply.
+fn hosted(request: &IncomingRequest, path: &str, path_and_query: &str, method: &Method) -> Reply {
+    let headers = request.headers();
+    let header = |name: &str| -> String {
+        headers
+            .get(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let web_method = match method {
+        // Not HEAD: opening a request spends it, and a probe must not.
+        Method::Get => WebMethod::Get,
+        Method::Post => WebMethod::Post,
+        _ => WebMethod::Other,
+    };
+    let form = if web_method == WebMethod::Post {
+        match read_body(request) {
+            Ok(body) => body,
+            Err(reply) => return reply,
+        }
+    } else {
+        Vec::new()
+    };
+    // The host names the header that carries the client's address (serve: `x-mfa-client-ip`,
+    // which it overwrites; Spin: `spin-client-addr`, `ip:port`). Anything unparsable is no address.
+    let ip_header = service::setting("client_ip_header")
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "x-mfa-client-ip".to_owned());
+    let raw_ip = header(ip_header.trim());
+    let client_ip = raw_ip
+        .parse::<std::net::IpAddr>()
+        .or_else(|_| raw_ip.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let (cookies, user_agent, accept_language) = (
+        header("cookie"),
+        header("user-agent"),
+        header("accept-language"),
+    );
+    let web = WebRequest {
+        method: web_method,
+        path,
+        query: path_and_query.split_once('?').map_or("", |(_, q)| q),
+        form: &form,
+        cookies: &cookies,
+        user_agent: &user_agent,
+        client_ip: &client_ip,
+        accept_language: &accept_language,
+    };
+    let answer = PromptConfig::from_lookup(service::setting).and_then(|config| {
+        service::with_engine(|e, now, rng| Ok(e.hosted_page(config.as_ref(), &web, now, rng)))
+    });
+    match answer {
+        Ok(page) => Reply {
+            status: page.status,
+            body: serde_json::Value::Null,
+            headers: page.headers,
+            html: Some(page.html.unwrap_or_default()),
+        },
+        Err(e) => Reply::page(Err(e)),
+    }
+}
+
 /// A body that did not parse. Its message says where, never what: a value may be a code.
 struct BadBody(String);
 
@@ -548,7 +623,18 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         ("content-length", bytes.len().to_string()),
     ];
     if reply.html.is_some() {
-        all.extend(PAGE_HEADERS.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        // A page that brings its own policy (the hosted pages: a style nonce, the IdP's origins
+        // in form-action) keeps it; every other page gets the strict default.
+        let own_policy = reply
+            .headers
+            .iter()
+            .any(|(k, _)| *k == "content-security-policy");
+        all.extend(
+            PAGE_HEADERS
+                .iter()
+                .filter(|(k, _)| !(own_policy && *k == "content-security-policy"))
+                .map(|(k, v)| (*k, (*v).to_owned())),
+        );
     }
     all.extend(reply.headers.iter().map(|(k, v)| (*k, v.clone())));
     for (name, value) in all {

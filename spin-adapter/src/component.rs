@@ -274,7 +274,7 @@ impl audit::Guest for Adapter {
 /// a 500 from Spin, and nothing takes effect.
 fn config_get(name: &str) -> Option<String> {
     match variable(name) {
-        Ok(value) => value,
+        Ok(value) => value.or_else(|| mapping::spin_default(name)),
         #[allow(
             clippy::panic,
             reason = "no error channel: failing closed means trapping"

@@ -168,6 +168,15 @@ pub fn config_value(raw: String) -> Option<String> {
     if raw.is_empty() { None } else { Some(raw) }
 }
 
+/// What the Spin host itself says for a setting left unset, where Spin differs from every other
+/// host: the client's address is in `spin-client-addr`, which Spin sets on every request (a client
+/// cannot forge it), whereas the component's default header is one `serve` overwrites and Spin
+/// would pass through from the client.
+#[must_use]
+pub fn spin_default(name: &str) -> Option<String> {
+    (name == "client_ip_header").then(|| "spin-client-addr".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +376,11 @@ mod tests {
     #[test]
     fn an_empty_variable_is_an_unset_setting() {
         assert_eq!(config_value(String::new()), None);
+        assert_eq!(
+            spin_default("client_ip_header").as_deref(),
+            Some("spin-client-addr")
+        );
+        assert_eq!(spin_default("code_ttl_seconds"), None);
         assert_eq!(config_value("600".to_owned()), Some("600".to_owned()));
         // Only the empty string is special: a value of spaces reaches the component, which
         // refuses it as out of bounds rather than silently defaulting.

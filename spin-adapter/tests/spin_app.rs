@@ -55,7 +55,13 @@ const FULL_GUEST: &str = "target/spin/mfa_step_http.full.wasm";
 /// Variables the adapter reads for itself (see spin-adapter/src/component.rs).
 const ADAPTER_VARIABLES: [&str; 4] = ["mail_api_url", "mail_api_token", "siem_url", "siem_token"];
 /// Secrets: each must be `secret = true` at the top level.
-const SECRETS: [&str; 4] = ["hmac_key", "api_key", "mail_api_token", "siem_token"];
+const SECRETS: [&str; 5] = [
+    "hmac_key",
+    "api_key",
+    "mail_api_token",
+    "siem_token",
+    "prompt_key",
+];
 
 // The manifest, as far as this app uses it. Every struct denies unknown fields, so that only the
 // fields of Spin's manifest reference (version 2) get through. `inherit_configuration` on a

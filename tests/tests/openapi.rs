@@ -129,6 +129,32 @@ fn implemented_routes(src: &str) -> BTreeSet<Route> {
     routes
 }
 
+/// The hosted pages, which `core/src/hosted.rs` routes: its `(WebMethod::X, "/prompt…")` arms.
+fn hosted_routes(src: &str) -> BTreeSet<Route> {
+    const ARM: &str = "(WebMethod::";
+    let mut routes = BTreeSet::new();
+    for (i, _) in src.match_indices(ARM) {
+        let rest = &src[i + ARM.len()..];
+        let method: String = rest
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        let after = rest[method.len()..].trim_start();
+        let Some(quoted) = after.strip_prefix(", \"") else {
+            continue;
+        };
+        let path = &quoted[..quoted.find('"').unwrap()];
+        if path.starts_with("/prompt") {
+            routes.insert(Route {
+                method: method.to_ascii_lowercase(),
+                path: path.to_owned(),
+                body: None,
+            });
+        }
+    }
+    routes
+}
+
 /// A struct's fields as serde reads them: `(name, required)`, and whether it denies unknown fields.
 /// Handles the plain forms the source uses; anything fancier (renames, flattening) fails loudly.
 fn serde_struct(src: &str, name: &str) -> (Vec<(String, bool)>, bool) {
@@ -545,6 +571,12 @@ impl Api<'_> {
             .h
             .http_full(method, target, key.then_some(API_KEY), bytes)
             .await;
+        self.check(method, path, reply)
+    }
+
+    /// The answer checked against the document (see [`Self::call`]).
+    fn check(&self, method: &str, path: &str, reply: HttpReply) -> HttpReply {
+        let target = path;
         let case = format!("{method} {target} -> {}: {:?}", reply.status, reply.json);
         let checker = Checker { doc: self.doc };
         let op = operation(self.doc, method, path);
@@ -557,17 +589,24 @@ impl Api<'_> {
             if header["required"] != true && values.is_empty() {
                 continue;
             }
-            assert_eq!(values.len(), 1, "header {name} once: {case}");
-            let value = match header["schema"]["type"].as_str() {
-                Some("integer") => json!(values[0].parse::<i64>().expect("an integer header")),
-                _ => json!(values[0]),
-            };
-            let errors = checker.errors(&header["schema"], &value, true);
-            assert!(errors.is_empty(), "header {name}: {errors:?}: {case}");
+            // Only Set-Cookie may repeat (a session cookie and a device cookie in one answer).
+            if name != "Set-Cookie" {
+                assert_eq!(values.len(), 1, "header {name} once: {case}");
+            }
+            for one in values {
+                let value = match header["schema"]["type"].as_str() {
+                    Some("integer") => json!(one.parse::<i64>().expect("an integer header")),
+                    _ => json!(one),
+                };
+                let errors = checker.errors(&header["schema"], &value, true);
+                assert!(errors.is_empty(), "header {name}: {errors:?}: {case}");
+            }
         }
-        let content = documented["content"]
-            .as_object()
-            .expect("documented content");
+        let Some(content) = documented["content"].as_object() else {
+            // A redirect: nothing to read.
+            assert!(reply.body.is_empty(), "a documented empty answer: {case}");
+            return reply;
+        };
         let content_type = reply.header("content-type");
         assert_eq!(content.len(), 1, "one documented media type: {case}");
         let (media_type, media) = content.iter().next().unwrap();
@@ -723,9 +762,15 @@ async fn the_document_is_served_at_openapi_json() {
 #[test]
 fn every_implemented_route_is_documented_and_every_documented_route_is_implemented() {
     let doc = document();
-    let implemented = implemented_routes(&read("guest/src/http.rs"));
+    let mut implemented = implemented_routes(&read("guest/src/http.rs"));
+    let hosted = hosted_routes(&read("core/src/hosted.rs"));
+    assert_eq!(hosted.len(), 9, "the hosted pages' routes: {hosted:#?}");
+    implemented.extend(hosted);
     // The extraction found what it must, or it would prove nothing.
     for (method, path) in [
+        ("get", "/prompt"),
+        ("post", "/prompt/verify"),
+        ("post", "/prompt/devices/revoke-all"),
         ("post", "/v1/login/begin"),
         ("post", "/v1/admin/branding/preview-link"),
         ("get", "/healthz"),
@@ -764,6 +809,18 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
                 request_schema(&doc, &route.path)["$ref"],
                 format!("#/components/schemas/{body}"),
                 "{}: the body schema is the struct the route parses",
+                route.path
+            );
+        } else if route.method == "post" {
+            // A hosted page's form: no API key, a form body with the session's CSRF token.
+            assert!(security.is_empty(), "{}: no API key", route.path);
+            let schema =
+                &op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+            assert!(
+                schema["required"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!("csrf"))),
+                "{}: every form carries the CSRF token",
                 route.path
             );
         } else {
@@ -1210,4 +1267,236 @@ async fn every_route_answers_with_its_documented_schema() {
     )
     .await;
     h.faults.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hosted pages, as a browser and an IdP use them, checked against the document.
+
+/// The shared key of the IdP and mfa-step (hex, 32 bytes).
+const PROMPT_KEY: &str = "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c";
+const RETURN_TO: &str = "https://idp.example/mfa/return";
+
+/// A request the way an IdP signs it, with the `jsonwebtoken` crate.
+fn prompt_request(jti: &str, now: i64) -> String {
+    let claims = json!({
+        "iss": "idp-test", "aud": "mfa-step", "sub": "dr-hosted", "org": "acme-health",
+        "email": "dr-hosted@clinic.example", "roles": ["provider"], "locale": "en",
+        "return_to": format!("{RETURN_TO}?state=abc"), "nonce": "nonce-1", "jti": jti,
+        "iat": now, "exp": now + 120,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(&hex_bytes(PROMPT_KEY));
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A browser's cookie jar, fed by `Set-Cookie`.
+#[derive(Default)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, reply: &HttpReply) {
+        for cookie in reply.header("set-cookie") {
+            let (pair, attributes) = cookie.split_once(';').unwrap_or((cookie, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            for needed in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+                assert!(
+                    attributes.contains(needed),
+                    "{name} lacks {needed}: {cookie}"
+                );
+            }
+            assert!(name.starts_with("__Host-"), "{cookie}");
+            assert!(!attributes.contains("Domain"), "{cookie}");
+            if attributes.contains("Max-Age=0") {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Api<'_> {
+    /// A browser request to a hosted page, checked against the document.
+    async fn page(&self, jar: &mut Jar, method: &str, target: &str, form: &str) -> HttpReply {
+        let mut headers = vec![
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0".to_owned(),
+            ),
+            ("x-mfa-client-ip", "198.51.100.23".to_owned()),
+            ("cookie", jar.header()),
+        ];
+        if method == "POST" {
+            headers.push((
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ));
+        }
+        let reply = self
+            .h
+            .http_with(method, target, &headers, form.as_bytes().to_vec())
+            .await;
+        jar.take(&reply);
+        let path = target.split('?').next().unwrap();
+        self.check(method, path, reply)
+    }
+}
+
+fn text(reply: &HttpReply) -> String {
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
+    page[at..at + 32].to_owned()
+}
+
+#[tokio::test]
+async fn the_hosted_prompt_answers_as_documented_end_to_end() {
+    let doc = document();
+    let config = host_harness::Config::new([
+        ("hmac_key", HMAC_KEY),
+        ("api_key", API_KEY),
+        ("prompt_key", PROMPT_KEY),
+        ("prompt_client_id", "idp-test"),
+        ("prompt_return_urls", "https://idp.example/mfa/"),
+    ]);
+    let h = Harness::with(
+        http_app(),
+        std::sync::Arc::new(host_harness::backends::MemoryStore::new()),
+        config,
+    );
+    let api = Api { h: &h, doc: &doc };
+    let mut jar = Jar::default();
+    let request = prompt_request("jti-1", T0);
+
+    // The IdP's redirect: accepted, a session opened.
+    let opened = api
+        .page(&mut jar, "GET", &format!("/prompt?request={request}"), "")
+        .await;
+    assert_eq!(opened.status, 303);
+    assert_eq!(opened.header("location"), ["/prompt/step"]);
+    assert!(jar.0.contains_key("__Host-mfa-prompt"));
+    // The same request again, from anywhere: refused.
+    let replay = api
+        .page(
+            &mut Jar::default(),
+            "GET",
+            &format!("/prompt?request={request}"),
+            "",
+        )
+        .await;
+    assert_eq!(replay.status, 403);
+    assert!(text(&replay).contains("already used"));
+
+    // The first code confirms the address; the email went out when the page was shown.
+    let step = api.page(&mut jar, "GET", "/prompt/step", "").await;
+    assert_eq!(step.status, 200);
+    let page = text(&step);
+    assert!(page.contains("Confirm your email address"), "{page}");
+    let csp = step.header("content-security-policy")[0];
+    assert!(
+        csp.contains("form-action 'self' https://idp.example;"),
+        "{csp}"
+    );
+    assert_eq!(step.header("cache-control"), ["no-store"]);
+    assert_eq!(step.header("x-frame-options"), ["DENY"]);
+    let csrf = csrf_of(&page);
+    let code = h.last_code();
+
+    // Without the token, nothing; a wrong code is announced; the right one, pasted with spaces, passes.
+    let forged = api
+        .page(
+            &mut jar,
+            "POST",
+            "/prompt/verify",
+            &format!("csrf=x&code={code}"),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let again = api
+        .page(
+            &mut jar,
+            "POST",
+            "/prompt/verify",
+            &format!("csrf={csrf}&code={wrong}"),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert!(text(&again).contains("role=\"alert\""));
+    h.clock.advance(120);
+    let spaced = format!("{}+{}", &code[..3], &code[3..]);
+    let done = api
+        .page(
+            &mut jar,
+            "POST",
+            "/prompt/verify",
+            &format!("csrf={csrf}&code={spaced}&remember=on"),
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", text(&done));
+    assert!(jar.0.contains_key("__Host-mfa-device"));
+    assert!(
+        !jar.0.contains_key("__Host-mfa-prompt"),
+        "the session is over"
+    );
+
+    // The IdP checks the result with its own JWT library.
+    let location = done.header("location")[0];
+    let token = location
+        .strip_prefix(&format!("{RETURN_TO}?state=abc&result="))
+        .expect("back to the IdP's return URL");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["idp-test"]);
+    validation.set_issuer(&["mfa-step"]);
+    // The test clock is not the wall clock jsonwebtoken reads: expiry is checked below instead.
+    validation.validate_exp = false;
+    let key = jsonwebtoken::DecodingKey::from_secret(&hex_bytes(PROMPT_KEY));
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map_err(|e| e.to_string())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["outcome"], "success");
+    assert_eq!(claims["sub"], "dr-hosted");
+    assert_eq!(claims["nonce"], "nonce-1");
+    assert_eq!(claims["amr"], json!(["otp", "mfa"]));
+    assert_eq!(claims["iat"], T0 + 120);
+    assert_eq!(claims["exp"], T0 + 240);
+
+    // The records say where the browser was: the address the host passed, not one it made up.
+    let enrolled = h
+        .audit_records()
+        .into_iter()
+        .find(|r| r["action"] == "enrolled")
+        .expect("an enrolled record");
+    assert_eq!(enrolled["ip"], "198.51.100.23");
+
+    // Next time, this browser comes straight back.
+    let request = prompt_request("jti-2", T0 + 120);
+    api.page(&mut jar, "GET", &format!("/prompt?request={request}"), "")
+        .await;
+    let back = api.page(&mut jar, "GET", "/prompt/step", "").await;
+    assert_eq!(back.status, 303);
+    assert!(back.header("location")[0].starts_with(RETURN_TO));
+
+    // A browser with no session gets the expired page.
+    let stale = api
+        .page(&mut Jar::default(), "POST", "/prompt/cancel", "csrf=x")
+        .await;
+    assert_eq!(stale.status, 410);
 }

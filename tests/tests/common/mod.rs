@@ -284,16 +284,28 @@ impl Harness {
         authorization: Option<&str>,
         body: Vec<u8>,
     ) -> HttpReply {
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        if let Some(value) = authorization {
+            headers.push(("authorization", value.to_owned()));
+        }
+        self.http_with(method, path, &headers, body).await
+    }
+
+    /// One in-process HTTP request with these headers, as a browser or an IdP sends it.
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> HttpReply {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("http://localhost{path}"));
-        if let Some(value) = authorization {
-            req = req.header("authorization", value);
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
-        let req = req
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self
             .runtime
             .handle(&self.backends, req)
