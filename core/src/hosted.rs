@@ -64,8 +64,9 @@ pub enum WebMethod {
     Other,
 }
 
-/// A browser's request, as the host received it.
-#[derive(Debug, Clone, Copy)]
+/// A browser's request, as the host received it. Its cookies and form hold secrets (the session,
+/// the device token, a code): `Debug` shows neither.
+#[derive(Clone, Copy)]
 pub struct WebRequest<'a> {
     /// Method.
     pub method: WebMethod,
@@ -85,8 +86,21 @@ pub struct WebRequest<'a> {
     pub accept_language: &'a str,
 }
 
-/// What the host sends back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Debug for WebRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("form", &format_args!("<{} bytes>", self.form.len()))
+            .field("cookies", &"<redacted>")
+            .field("client_ip", &self.client_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the host sends back. Its cookies and its redirect to the IdP (a signed result) are
+/// bearer secrets: `Debug` shows the header names only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebResponse {
     /// Status.
     pub status: u16,
@@ -95,6 +109,16 @@ pub struct WebResponse {
     /// Headers: `location`, `set-cookie` (possibly several), `content-security-policy`,
     /// `retry-after`.
     pub headers: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for WebResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| *k).collect();
+        f.debug_struct("WebResponse")
+            .field("status", &self.status)
+            .field("headers", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebResponse {
@@ -121,8 +145,8 @@ struct Passed {
     amr: Vec<String>,
 }
 
-/// A prompt session as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A prompt session as stored. No `Debug`: it holds the CSRF token.
+#[derive(Clone, Serialize, Deserialize)]
 struct Session {
     v: u8,
     request: PromptRequest,
@@ -234,16 +258,17 @@ fn fill(text: &str, values: &[(&str, &str)]) -> String {
     })
 }
 
-/// A user agent cut to what the records keep.
-fn short_agent(agent: &str) -> &str {
-    if agent.len() <= MAX_AGENT {
-        return agent;
+/// A user agent as the records keep it: control characters dropped, cut at [`MAX_AGENT`] bytes (at
+/// a character boundary). A browser cannot send a header the login's checks would refuse.
+fn short_agent(agent: &str) -> String {
+    let mut kept = String::new();
+    for ch in agent.chars().filter(|c| !c.is_control()) {
+        if kept.len() + ch.len_utf8() > MAX_AGENT {
+            break;
+        }
+        kept.push(ch);
     }
-    let mut end = MAX_AGENT;
-    while !agent.is_char_boundary(end) {
-        end -= 1;
-    }
-    &agent[..end]
+    kept
 }
 
 /// Minutes from `now` until `at`, rounded up.
@@ -538,7 +563,7 @@ impl Engine<'_> {
         let checked = self.check_prompt(
             config,
             &token,
-            (req.client_ip, short_agent(req.user_agent)),
+            (req.client_ip, &short_agent(req.user_agent)),
             now,
             rng,
         )?;
@@ -633,7 +658,8 @@ impl Engine<'_> {
             ui,
             key,
         };
-        f(self, &ctx, &mut session, rng)
+        // A host failure past this point is the "try again" page in the session's own language.
+        Ok(f(self, &ctx, &mut session, rng).unwrap_or_else(|_| ctx.ui.unavailable()))
     }
 
     /// `GET /prompt/step`: decide, send the email if a code is needed, show the page.
@@ -720,18 +746,21 @@ impl Engine<'_> {
         device_cookie: Option<String>,
         rng: &mut R,
     ) -> Result<WebResponse> {
-        match s.request.purpose {
+        let next = match s.request.purpose {
             PromptPurpose::Devices => {
                 s.challenge = None;
                 s.passed = Some(passed);
-                self.put(&c.key, s)?;
-                Ok(WebResponse::redirect("/prompt/devices").with_cookie(device_cookie))
+                self.put(&c.key, s)
+                    .map(|()| WebResponse::redirect("/prompt/devices"))
             }
-            PromptPurpose::Login => {
-                let back = self.finish(c, s, PromptOutcome::Success, &passed, rng)?;
-                Ok(back.with_cookie(device_cookie))
-            }
-        }
+            PromptPurpose::Login => self.finish(c, s, PromptOutcome::Success, &passed, rng),
+        };
+        // The device's token may have been rotated already: whatever happens next, this browser
+        // must get its new cookie, or its next visit would present a retired token and be taken
+        // for a thief. A failure here lets nobody through; it is the "try again" page.
+        Ok(next
+            .unwrap_or_else(|_| c.ui.unavailable())
+            .with_cookie(device_cookie))
     }
 
     /// Ends the session and sends the browser back with the signed outcome.
@@ -822,7 +851,12 @@ impl Engine<'_> {
             resend_wait,
             cancel: t.cancel.clone(),
         };
-        Ok(c.ui.page(status, &heading, |p| p.code = Some(view)))
+        // An error is in the title too: it is the first thing a screen reader says.
+        let title = match &view.error {
+            Some(_) => format!("{}: {heading}", t.error_title),
+            None => heading,
+        };
+        Ok(c.ui.page(status, &title, |p| p.code = Some(view)))
     }
 
     /// `POST /prompt/verify`.
@@ -857,7 +891,7 @@ impl Engine<'_> {
                 let error = fill(&t.wrong_code, &[("org", &org)]);
                 self.code_page(c, s, 200, Some(error), None)
             }
-            Err(Error::InvalidInput { .. }) => {
+            Err(Error::InvalidInput { field: "code", .. }) => {
                 let digits = self
                     .scoped(&self.org_policy(&s.request.org_id)?)
                     .settings
@@ -912,7 +946,10 @@ impl Engine<'_> {
                         ("minutes", &minutes_until(c.now, until)),
                     ],
                 );
-                let mut page = self.code_page(c, s, 429, None, Some(notice))?;
+                // The page's own line under the button says when, unless the window is not spent.
+                let status = self.status_of(&s.request.org_id, &s.request.user_id, c.now)?;
+                let notice = (status.sends_left > 0).then_some(notice);
+                let mut page = self.code_page(c, s, 429, None, notice)?;
                 page.headers.push(("retry-after", retry_after.to_string()));
                 Ok(page)
             }
@@ -978,7 +1015,10 @@ impl Engine<'_> {
                         ("network", &d.last_network),
                     ],
                 ),
-                revoke_label: fill(&t.revoke_label, &[("label", &d.label)]),
+                revoke_label: fill(
+                    &t.revoke_label,
+                    &[("label", &d.label), ("until", &d.expires_at.date())],
+                ),
                 id: d.device_id,
                 label: d.label,
             })
@@ -1014,12 +1054,14 @@ impl Engine<'_> {
         }
         let device_id = field(c.req.form, "device_id").unwrap_or_default();
         match self.revoke_device(&c.actor(s), &device_id, c.now, rng) {
-            // Already gone, or never this user's: the list shows what is left either way.
-            Ok(()) | Err(Error::Forbidden(_) | Error::InvalidInput { .. }) => {}
+            Ok(()) => {
+                s.notice = Some(Notice::Revoked);
+                self.put(&c.key, s)?;
+            }
+            // Already gone, or never this user's: the list shows what is left.
+            Err(Error::Forbidden(_) | Error::InvalidInput { .. }) => {}
             Err(e) => return Err(e),
         }
-        s.notice = Some(Notice::Revoked);
-        self.put(&c.key, s)?;
         let this_browser = c
             .device_cookie()
             .and_then(devices::parse_cookie)
@@ -1084,7 +1126,7 @@ impl Ctx<'_> {
             device: DevicePresentation {
                 cookie: self.device_cookie().map(str::to_owned),
                 traits: BrowserTraits {
-                    user_agent: short_agent(self.req.user_agent).to_owned(),
+                    user_agent: short_agent(self.req.user_agent),
                     ..BrowserTraits::default()
                 },
                 ip: self.req.client_ip.to_owned(),
@@ -1098,7 +1140,7 @@ impl Ctx<'_> {
             org_id: s.request.org_id.clone(),
             roles: s.request.roles.clone(),
             ip: self.req.client_ip.to_owned(),
-            user_agent: short_agent(self.req.user_agent).to_owned(),
+            user_agent: short_agent(self.req.user_agent),
         }
     }
 }

@@ -442,10 +442,11 @@ fn refused_requests_get_a_page_and_a_record() {
             v["reason"].as_str().map(str::to_owned)
         })
         .collect();
-    // The tampered one names nobody trustworthy; the others are recorded.
+    // Every refusal is recorded; the tampered one under whom it claims, marked unverified.
     assert_eq!(
         reasons,
         [
+            "prompt:bad-signature",
             "prompt:expired",
             "prompt:wrong-audience",
             "prompt:return-url-not-allowed",
@@ -583,7 +584,7 @@ fn pages_speak_spanish_and_wear_the_brand() {
     );
     let h = html(&page);
     assert!(h.contains("<html lang=\"es\">"));
-    assert!(h.contains("Confirme su dirección de correo"));
+    assert!(h.contains("Confirma tu dirección de correo"));
     assert!(
         h.contains("Clínica &#60;Sol&#62;") || h.contains("Clínica &lt;Sol&gt;"),
         "{h}"
@@ -592,7 +593,7 @@ fn pages_speak_spanish_and_wear_the_brand() {
     assert!(h.contains("<img src=\"https://cdn.example/logo.png\" alt=\"\">"));
     // A light brand color gets dark text.
     assert!(h.contains("background: #ffd000; color: #000000;"));
-    assert!(h.contains("¿Necesita ayuda? Contacte a help@sol.example."));
+    assert!(h.contains("¿Necesitas ayuda? Contacta a help@sol.example."));
 }
 
 #[test]
@@ -655,4 +656,109 @@ fn header_text_contrast_reaches_aa_for_any_brand_color() {
         let r = ratio(luminance(bg), luminance(fg));
         assert!(r >= 4.5, "{bg} on {fg}: {r:.2}");
     }
+}
+
+/// A store whose `delete` of one key fails: the session cannot be ended.
+struct FailDelete<'a>(&'a MemStore, String);
+
+impl crate::Store for FailDelete<'_> {
+    fn get(&self, k: &str) -> crate::ports::PortResult<Option<Vec<u8>>> {
+        self.0.get(k)
+    }
+    fn set(&self, k: &str, v: &[u8]) -> crate::ports::PortResult<()> {
+        self.0.set(k, v)
+    }
+    fn delete(&self, k: &str) -> crate::ports::PortResult<()> {
+        if k == self.1 {
+            Err(crate::PortError("injected".into()))
+        } else {
+            self.0.delete(k)
+        }
+    }
+    fn increment(&self, k: &str, d: i64) -> crate::ports::PortResult<i64> {
+        self.0.increment(k, d)
+    }
+    fn list_keys(&self, p: &str) -> crate::ports::PortResult<Vec<String>> {
+        self.0.list_keys(p)
+    }
+}
+
+#[test]
+fn a_rotated_device_cookie_reaches_the_browser_even_when_the_return_fails() {
+    let w = World::new();
+    let b = Browser::new();
+    World::result(&enroll(&w, &b, "dr-a", true, T0));
+    let before = b.jar.borrow()[devices::COOKIE_NAME].clone();
+    let later = T0 + 3600;
+    let r = w.get(
+        &b,
+        &format!("/prompt?request={}", request("dr-a", "r2", later, &[])),
+        later,
+    );
+    assert_eq!(r.status, 303);
+    // The trusted browser is let through and its token rotated, then the session cannot be
+    // ended: nobody is let through, but the browser keeps the token the store now expects.
+    let session_key = w
+        .store
+        .snapshot()
+        .0
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.starts_with("v1:prompt-session:"))
+        .unwrap();
+    let failing = FailDelete(&w.store, session_key);
+    let engine = Engine {
+        store: &failing,
+        ..w.engine()
+    };
+    let cookies = b.cookies();
+    let req = WebRequest {
+        method: WebMethod::Get,
+        path: "/prompt/step",
+        query: "",
+        form: b"",
+        cookies: &cookies,
+        user_agent: b.agent,
+        client_ip: b.ip,
+        accept_language: "",
+    };
+    let page = engine.hosted_page(
+        Some(&config()),
+        &req,
+        Timestamp(later),
+        &mut OsRng.unwrap_err(),
+    );
+    b.take(&page);
+    assert_eq!(page.status, 503);
+    assert!(header(&page, "location").is_none());
+    let after = b.jar.borrow()[devices::COOKIE_NAME].clone();
+    assert_ne!(after, before, "rotated");
+    // The next visit, with the new cookie, is still trusted (no reuse alarm, no code).
+    let next = later + 100;
+    let again = w.get(
+        &b,
+        &format!("/prompt?request={}", request("dr-a", "r3", next, &[])),
+        next,
+    );
+    assert_eq!(again.status, 303);
+    let back = w.get(&b, "/prompt/step", next);
+    assert_eq!(World::result(&back)["via"], "trusted-device");
+    assert!(!w.audit.actions().contains(&"device_token_reuse".to_owned()));
+}
+
+#[test]
+fn a_user_agent_with_control_characters_still_gets_a_code_page() {
+    let w = World::new();
+    let mut b = Browser::new();
+    b.agent = "Mozilla/5.0\t(X11)\u{7f} Chrome/156.0";
+    let page = w.open(&b, &request("dr-a", "r1", T0, &[]), T0);
+    assert_eq!(page.status, 200, "{}", html(&page));
+    let code = w.mailer.last_code().unwrap();
+    let ok = w.post(
+        &b,
+        "/prompt/verify",
+        &format!("csrf={}&code={code}", csrf(&page)),
+        T0 + 5,
+    );
+    assert_eq!(World::result(&ok)["outcome"], "success");
 }

@@ -66,7 +66,6 @@ pub struct Explain {
     reason = "each field is the text of the page element it is named after"
 )]
 pub struct PageText {
-    pub code_title: String,
     pub code_heading: String,
     pub enroll_heading: String,
     pub sent_to: String,
@@ -114,7 +113,7 @@ pub struct PageText {
     pub revoked: String,
     pub done: String,
     pub support: String,
-    pub language_label: String,
+    pub error_title: String,
 }
 
 /// Supported language tags, sorted.
@@ -219,7 +218,7 @@ mod tests {
                 (&m.page.throttled_body, &["{until}", "{minutes}"][..]),
                 (&m.page.device_until, &["{until}"][..]),
                 (&m.page.device_used, &["{when}", "{network}"][..]),
-                (&m.page.revoke_label, &["{label}"][..]),
+                (&m.page.revoke_label, &["{label}", "{until}"][..]),
                 (&m.page.support, &["{support}"][..]),
             ] {
                 assert!(!text.trim().is_empty(), "{tag}: an empty message");

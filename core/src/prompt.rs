@@ -28,8 +28,9 @@
 //! The IdP checks the signature, `aud`, `exp`, its own `nonce`, and accepts each `jti` once.
 //!
 //! A refused request is recorded (`access_denied`, reason `prompt:<why>`) in the stream of the
-//! organization it names when its signature holds; a request whose signature fails names nobody
-//! trustworthy and is refused without a record in any organization's stream.
+//! organization it names. A tampered request (`prompt:bad-signature`) is recorded under the
+//! organization and user it claims, which the reason marks as unverified; a token too broken to
+//! name anyone is refused without a record.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -104,16 +105,17 @@ impl PromptConfig {
                 "prompt_return_urls must list where browsers may return".into(),
             ));
         }
+        if client_id == AUDIENCE {
+            // Requests name the client as `iss` and results name mfa-step: the two must differ, or
+            // a request could pass for a result at a careless IdP.
+            return Err(Error::Misconfigured(format!(
+                "prompt_client_id must not be `{AUDIENCE}`"
+            )));
+        }
         for url in &return_urls {
-            let safe = url.starts_with("https://")
-                || url.starts_with("http://localhost")
-                || url.starts_with("http://127.0.0.1");
-            // The prefix must end its host part, so that `https://idp.example` cannot be extended
-            // to `https://idp.example.evil.test`.
-            let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
-            if !safe || !after_scheme.contains('/') {
+            if !safe_return_url(url) {
                 return Err(Error::Misconfigured(format!(
-                    "prompt_return_urls: `{url}` must be https:// (or http://localhost) and end its host with a /"
+                    "prompt_return_urls: `{url}` must be https://host/… (or http://localhost/…, http://127.0.0.1/…), with its host ended by a /, and no spaces, quotes, `;`, `@` or `#`"
                 )));
             }
         }
@@ -181,6 +183,59 @@ impl PromptConfig {
             .decode(payload)
             .map_err(|_| Refusal::Malformed)
     }
+}
+
+/// An allowed start of `return_to`: `https://<host>[:port]/…`, or plain HTTP to this machine only
+/// (`localhost`, `127.0.0.1`); printable ASCII without the characters that would change its meaning
+/// in a URL or in the pages' `form-action` policy, which lists each one's origin.
+fn safe_return_url(url: &str) -> bool {
+    if !url.bytes().all(|b| b.is_ascii_graphic())
+        || url.contains([';', ',', '"', '\'', '\\', '#', '@'])
+    {
+        return false;
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    // The host must be ended by a `/`, so that `https://idp.example` cannot be extended to
+    // `https://idp.example.evil.test`.
+    let Some((authority, _)) = rest.split_once('/') else {
+        return false;
+    };
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return false,
+        None => authority,
+    };
+    match scheme {
+        "https" => !host.is_empty(),
+        "http" => host == "localhost" || host == "127.0.0.1",
+        _ => false,
+    }
+}
+
+/// Whether `to` is on the allow-list: it starts with an allowed URL at a path-segment boundary
+/// (`…/return` allows `…/return?x` and `…/return/x`, not `…/returnX`), is printable ASCII, and has
+/// no fragment and no dot segment.
+fn return_allowed(allowed: &[String], to: &str) -> bool {
+    let path = to.split('?').next().unwrap_or_default();
+    let clean = to.bytes().all(|b| b.is_ascii_graphic())
+        && !to.contains(['#', '\\'])
+        && !path.split('/').any(|segment| {
+            segment == "." || segment == ".." || segment.to_ascii_lowercase().contains("%2e")
+        });
+    clean
+        && allowed.iter().any(|a| {
+            to.strip_prefix(a.as_str()).is_some_and(|rest| {
+                a.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?'])
+            })
+        })
+}
+
+/// The payload of a token whose signature did not hold, read only to name whom it claims to be
+/// for in the record of its refusal.
+fn unverified_payload(token: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()
 }
 
 /// Why a request is refused.
@@ -366,12 +421,23 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<std::result::Result<PromptRequest, Refusal>> {
-        let payload = match config.open(token) {
-            Ok(payload) => payload,
+        // A token whose signature fails is still read for whom it names: the refusal of a
+        // tampered request is recorded in that organization's stream (its claims are marked as
+        // unverified by the reason, `prompt:bad-signature`).
+        let (payload, forged) = match config.open(token) {
+            Ok(payload) => (payload, false),
+            Err(Refusal::Signature) => match unverified_payload(token) {
+                Some(payload) => (payload, true),
+                None => return Ok(Err(Refusal::Signature)),
+            },
             Err(refusal) => return Ok(Err(refusal)),
         };
         let Ok(claims) = serde_json::from_slice::<RequestClaims>(&payload) else {
-            return Ok(Err(Refusal::Claims));
+            return Ok(Err(if forged {
+                Refusal::Signature
+            } else {
+                Refusal::Claims
+            }));
         };
         let refuse = |refusal: Refusal,
                       rng: &mut R|
@@ -393,6 +459,9 @@ impl Engine<'_> {
             }
             Ok(Err(refusal))
         };
+        if forged {
+            return refuse(Refusal::Signature, rng);
+        }
         let well_formed = input::id("sub", &claims.sub).is_ok()
             && input::id("org", &claims.org).is_ok()
             && input::email(&claims.email).is_ok()
@@ -406,18 +475,15 @@ impl Engine<'_> {
         if claims.iss != config.client_id || claims.aud != AUDIENCE {
             return refuse(Refusal::Audience, rng);
         }
-        if now.0 > claims.exp + CLOCK_SKEW
-            || claims.iat > now.0 + CLOCK_SKEW
-            || claims.exp - claims.iat > MAX_REQUEST_LIFETIME
+        // Saturating and checked: hostile numbers must not wrap past the bounds.
+        let lifetime = claims.exp.checked_sub(claims.iat);
+        if now.0 > claims.exp.saturating_add(CLOCK_SKEW)
+            || claims.iat > now.0.saturating_add(CLOCK_SKEW)
+            || lifetime.is_none_or(|l| !(0..=MAX_REQUEST_LIFETIME).contains(&l))
         {
             return refuse(Refusal::Expired, rng);
         }
-        if !config
-            .return_urls
-            .iter()
-            .any(|allowed| claims.return_to.starts_with(allowed.as_str()))
-            || claims.return_to.contains(['\r', '\n', '#'])
-        {
+        if !return_allowed(&config.return_urls, &claims.return_to) {
             return refuse(Refusal::ReturnUrl, rng);
         }
         let uses = self
@@ -609,12 +675,57 @@ mod tests {
             refused(w.open(&other.sign(&claims()).unwrap(), T0)),
             Refusal::Signature.message()
         );
-        assert!(
-            w.audit.entries.borrow().is_empty(),
-            "unsigned claims name nobody"
-        );
+        // The tampered and foreign-signed ones are recorded under whom they claim, as unverified;
+        // `alg: none` is refused before anything is read.
+        let reasons: Vec<String> = w
+            .audit
+            .entries
+            .borrow()
+            .iter()
+            .map(|e| e.line.clone())
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("\"reason\":\"prompt:bad-signature\""));
+        assert!(reasons[0].contains("\"subject\":\"someone-else\""));
+        assert!(reasons[1].contains("prompt:bad-signature"));
 
-        let cases: [(&str, String, i64, Refusal); 6] = [
+        let cases: [(&str, String, i64, Refusal); 10] = [
+            (
+                "overflowing times",
+                with(|c| {
+                    c["jti"] = "r6".into();
+                    c["iat"] = i64::MIN.into();
+                }),
+                T0,
+                Refusal::Expired,
+            ),
+            (
+                "expiry before issue",
+                with(|c| {
+                    c["jti"] = "r7".into();
+                    c["exp"] = (T0 - 10).into();
+                }),
+                T0 - 20,
+                Refusal::Expired,
+            ),
+            (
+                "past the path",
+                with(|c| {
+                    c["jti"] = "r8".into();
+                    c["return_to"] = "https://idp.example/mfa/returnX".into();
+                }),
+                T0,
+                Refusal::ReturnUrl,
+            ),
+            (
+                "dot segments",
+                with(|c| {
+                    c["jti"] = "r9".into();
+                    c["return_to"] = "https://idp.example/mfa/return/../admin".into();
+                }),
+                T0,
+                Refusal::ReturnUrl,
+            ),
             (
                 "audience",
                 with(|c| c["aud"] = "another-service".into()),
@@ -723,7 +834,16 @@ mod tests {
         assert!(PromptConfig::from_lookup(lookup(&[])).unwrap().is_none());
         let key = "ab".repeat(32);
         let key: &'static str = Box::leak(key.into_boxed_str());
-        for urls in ["http://idp.example/return", "https://idp.example", ""] {
+        for urls in [
+            "http://idp.example/return",
+            "https://idp.example",
+            "",
+            "http://localhost.evil.test/",
+            "http://localhost@evil.test/",
+            "https://idp.example/a;script-src *",
+            "https://idp.example/a b",
+            "https://idp.example:x/",
+        ] {
             let urls: &'static str = Box::leak(urls.to_owned().into_boxed_str());
             let pairs: &'static [(&str, &str)] = Box::leak(
                 vec![

@@ -452,7 +452,13 @@ fn hosted(request: &IncomingRequest, path: &str, path_and_query: &str, method: &
     let form = if web_method == WebMethod::Post {
         match read_body(request) {
             Ok(body) => body,
-            Err(reply) => return reply,
+            // A page, not the API's JSON: a person is reading it.
+            Err(reply) => {
+                return Reply::page(Err(Error::InvalidInput {
+                    field: "body",
+                    reason: format!("the form could not be read (HTTP {})", reply.status),
+                }));
+            }
         }
     } else {
         Vec::new()
@@ -493,6 +499,11 @@ fn hosted(request: &IncomingRequest, path: &str, path_and_query: &str, method: &
             headers: page.headers,
             html: Some(page.html.unwrap_or_default()),
         },
+        // The host's configuration is its operator's business, not the visitor's: the page says
+        // only that the service is not set up.
+        Err(Error::Misconfigured(_)) => Reply::page(Err(Error::Misconfigured(
+            "the hosted sign-in is not set up correctly on this service; tell its operator".into(),
+        ))),
         Err(e) => Reply::page(Err(e)),
     }
 }
@@ -637,12 +648,23 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         );
     }
     all.extend(reply.headers.iter().map(|(k, v)| (*k, v.clone())));
-    for (name, value) in all {
-        // These names and values are fixed ASCII written above; the host accepts them.
-        let _ = headers.append(name, value.as_bytes());
-    }
-    let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(reply.status);
+    // A value the host refuses (it never should: the core writes ASCII) must not become a 303
+    // without its Location: the answer is a bare 500 instead.
+    let refused = all
+        .iter()
+        .any(|(name, value)| headers.append(name, value.as_bytes()).is_err());
+    let response = if refused {
+        let plain = Fields::new();
+        let _ = plain.append("cache-control", b"no-store");
+        let response = OutgoingResponse::new(plain);
+        let _ = response.set_status_code(500);
+        response
+    } else {
+        let response = OutgoingResponse::new(headers);
+        let _ = response.set_status_code(reply.status);
+        response
+    };
+    let bytes = if refused { Vec::new() } else { bytes };
     let Ok(body) = response.body() else {
         ResponseOutparam::set(out, Ok(response));
         return;

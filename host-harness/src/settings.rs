@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::host::Config;
 
 /// Settings the component knows (see `wit/config.wit`), other than the secrets.
-pub const SETTINGS: [&str; 13] = [
+pub const SETTINGS: [&str; 12] = [
     "code_ttl_seconds",
     "code_digits",
     "sends_per_window",
@@ -32,8 +32,9 @@ pub const SETTINGS: [&str; 13] = [
     "required_roles",
     "prompt_client_id",
     "prompt_return_urls",
-    "client_ip_header",
 ];
+// Not `client_ip_header`: serve always passes the peer's address in the component's default
+// header, which it overwrites on every request; naming another would trust one a client sends.
 
 /// The environment variable holding the hosted prompt's shared key.
 pub const PROMPT_KEY_ENV: &str = "MFA_STEP_PROMPT_KEY";
