@@ -271,6 +271,12 @@ fn short_agent(agent: &str) -> String {
     kept
 }
 
+/// A page with its `Retry-After` (seconds).
+fn with_retry_after(mut page: WebResponse, seconds: u32) -> WebResponse {
+    page.headers.push(("retry-after", seconds.to_string()));
+    page
+}
+
 /// Minutes from `now` until `at`, rounded up.
 fn minutes_until(now: Timestamp, at: Timestamp) -> String {
     ((at.0 - now.0).max(0) + 59).div_euclid(60).to_string()
@@ -437,6 +443,17 @@ impl Ui {
             &self.t.unavailable_body,
             None,
             false,
+        )
+    }
+
+    /// `text` with `{until}` (a clock time) and `{minutes}` (from `now`) filled in.
+    fn when(&self, text: &str, now: Timestamp, until: Timestamp) -> String {
+        fill(
+            text,
+            &[
+                ("until", &self.clock(until)),
+                ("minutes", &minutes_until(now, until)),
+            ],
         )
     }
 
@@ -708,14 +725,8 @@ impl Engine<'_> {
                     }
                     Err(Error::Throttled { retry_after }) => {
                         let until = c.now.plus(i64::from(retry_after));
-                        let body = fill(
-                            &c.ui.t.throttled_body,
-                            &[
-                                ("until", &c.ui.clock(until)),
-                                ("minutes", &minutes_until(c.now, until)),
-                            ],
-                        );
-                        let mut page = c.ui.status(
+                        let body = c.ui.when(&c.ui.t.throttled_body, c.now, until);
+                        let page = c.ui.status(
                             429,
                             "throttled",
                             &c.ui.t.throttled_heading,
@@ -723,14 +734,9 @@ impl Engine<'_> {
                             Some(&s.csrf),
                             true,
                         );
-                        page.headers.push(("retry-after", retry_after.to_string()));
-                        Ok(page)
+                        Ok(with_retry_after(page, retry_after))
                     }
-                    Err(Error::Locked) => {
-                        s.denied = true;
-                        self.put(&c.key, s)?;
-                        Ok(self.locked_page(c, s, None))
-                    }
+                    Err(Error::Locked) => self.lock_out(c, s),
                     Err(e) => Err(e),
                 }
             }
@@ -782,6 +788,13 @@ impl Engine<'_> {
         Ok(WebResponse::redirect(&url).with_cookie(Some(session_cookie("", 0))))
     }
 
+    /// The user is locked: the session remembers it (its way back is `denied`), and says so.
+    fn lock_out(&self, c: &Ctx<'_>, s: &mut Session) -> Result<WebResponse> {
+        s.denied = true;
+        self.put(&c.key, s)?;
+        Ok(self.locked_page(c, s, None))
+    }
+
     fn locked_page(&self, c: &Ctx<'_>, s: &Session, why: Option<&str>) -> WebResponse {
         let body = why.map_or_else(|| i18n::messages(c.ui.lang).explain.locked, str::to_owned);
         c.ui.status(
@@ -815,15 +828,7 @@ impl Engine<'_> {
         let resend_wait = (user.sends_left == 0)
             .then_some(user.next_send_at)
             .flatten()
-            .map(|at| {
-                fill(
-                    &t.resend_wait,
-                    &[
-                        ("until", &c.ui.clock(at)),
-                        ("minutes", &minutes_until(c.now, at)),
-                    ],
-                )
-            });
+            .map(|at| c.ui.when(&t.resend_wait, c.now, at));
         let heading = match challenge.purpose {
             Purpose::Login => t.code_heading.clone(),
             Purpose::Enrollment | Purpose::EmailChange => t.enroll_heading.clone(),
@@ -903,15 +908,12 @@ impl Engine<'_> {
             Err(Error::Throttled { retry_after }) => {
                 let until = c.now.plus(i64::from(retry_after));
                 let error = fill(&t.slow_down, &[("until", &c.ui.clock(until))]);
-                let mut page = self.code_page(c, s, 429, Some(error), None)?;
-                page.headers.push(("retry-after", retry_after.to_string()));
-                Ok(page)
+                Ok(with_retry_after(
+                    self.code_page(c, s, 429, Some(error), None)?,
+                    retry_after,
+                ))
             }
-            Err(Error::Locked) => {
-                s.denied = true;
-                self.put(&c.key, s)?;
-                Ok(self.locked_page(c, s, None))
-            }
+            Err(Error::Locked) => self.lock_out(c, s),
             Err(e) => Err(e),
         }
     }
@@ -939,25 +941,16 @@ impl Engine<'_> {
             }
             Err(Error::Throttled { retry_after }) => {
                 let until = c.now.plus(i64::from(retry_after));
-                let notice = fill(
-                    &t.resend_wait,
-                    &[
-                        ("until", &c.ui.clock(until)),
-                        ("minutes", &minutes_until(c.now, until)),
-                    ],
-                );
+                let notice = c.ui.when(&t.resend_wait, c.now, until);
                 // The page's own line under the button says when, unless the window is not spent.
                 let status = self.status_of(&s.request.org_id, &s.request.user_id, c.now)?;
                 let notice = (status.sends_left > 0).then_some(notice);
-                let mut page = self.code_page(c, s, 429, None, notice)?;
-                page.headers.push(("retry-after", retry_after.to_string()));
-                Ok(page)
+                Ok(with_retry_after(
+                    self.code_page(c, s, 429, None, notice)?,
+                    retry_after,
+                ))
             }
-            Err(Error::Locked) => {
-                s.denied = true;
-                self.put(&c.key, s)?;
-                Ok(self.locked_page(c, s, None))
-            }
+            Err(Error::Locked) => self.lock_out(c, s),
             Err(Error::Rejected) => {
                 // The challenge lapsed: start the step again.
                 s.challenge = None;
