@@ -476,32 +476,21 @@ impl Engine<'_> {
         let Some(config) = config else {
             return ui.status(404, "off", &ui.t.off_heading, &ui.t.off_body, None, false);
         };
-        let answer = match (req.method, req.path) {
-            (WebMethod::Get, "/prompt") => self.open_session(config, req, now, rng),
-            (WebMethod::Get, "/prompt/step") => {
-                self.with_session(config, req, now, rng, false, Self::step)
+        // Each session page: whether it is a form (its CSRF token is checked), and its handler.
+        let page: (bool, Handler<Self, R>) = match (req.method, req.path) {
+            (WebMethod::Get, "/prompt") => {
+                return self
+                    .open_session(config, req, now, rng)
+                    .unwrap_or_else(|_| ui.unavailable());
             }
-            (WebMethod::Post, "/prompt/verify") => {
-                self.with_session(config, req, now, rng, true, Self::verify_form)
-            }
-            (WebMethod::Post, "/prompt/resend") => {
-                self.with_session(config, req, now, rng, true, Self::resend)
-            }
-            (WebMethod::Post, "/prompt/cancel") => {
-                self.with_session(config, req, now, rng, true, Self::cancel)
-            }
-            (WebMethod::Get, "/prompt/devices") => {
-                self.with_session(config, req, now, rng, false, Self::devices_page)
-            }
-            (WebMethod::Post, "/prompt/devices/revoke") => {
-                self.with_session(config, req, now, rng, true, Self::revoke)
-            }
-            (WebMethod::Post, "/prompt/devices/revoke-all") => {
-                self.with_session(config, req, now, rng, true, Self::revoke_all)
-            }
-            (WebMethod::Post, "/prompt/done") => {
-                self.with_session(config, req, now, rng, true, Self::done)
-            }
+            (WebMethod::Get, "/prompt/step") => (false, Self::step),
+            (WebMethod::Post, "/prompt/verify") => (true, Self::verify_form),
+            (WebMethod::Post, "/prompt/resend") => (true, Self::resend),
+            (WebMethod::Post, "/prompt/cancel") => (true, Self::cancel),
+            (WebMethod::Get, "/prompt/devices") => (false, Self::devices_page),
+            (WebMethod::Post, "/prompt/devices/revoke") => (true, Self::revoke),
+            (WebMethod::Post, "/prompt/devices/revoke-all") => (true, Self::revoke_all),
+            (WebMethod::Post, "/prompt/done") => (true, Self::done),
             (
                 _,
                 "/prompt"
@@ -513,23 +502,31 @@ impl Engine<'_> {
                 | "/prompt/devices/revoke"
                 | "/prompt/devices/revoke-all"
                 | "/prompt/done",
-            ) => Ok(ui.status(
-                405,
-                "refused",
-                &ui.t.refused_heading,
-                &ui.t.form_stale,
-                None,
-                false,
-            )),
-            _ => Ok(ui.status(
-                404,
-                "expired",
-                &ui.t.expired_heading,
-                &ui.t.expired_body,
-                None,
-                false,
-            )),
+            ) => {
+                let t = &ui.t;
+                return ui.status(
+                    405,
+                    "refused",
+                    &t.refused_heading,
+                    &t.form_stale,
+                    None,
+                    false,
+                );
+            }
+            _ => {
+                let t = &ui.t;
+                return ui.status(
+                    404,
+                    "expired",
+                    &t.expired_heading,
+                    &t.expired_body,
+                    None,
+                    false,
+                );
+            }
         };
+        let (form, handler) = page;
+        let answer = self.with_session(config, req, now, rng, form, handler);
         answer.unwrap_or_else(|_| ui.unavailable())
     }
 
@@ -631,10 +628,6 @@ impl Engine<'_> {
 
     /// Loads the browser's session (an expired or unknown one is the expired page), checks the
     /// form's CSRF token when `form`, and runs `f`.
-    #[allow(
-        clippy::type_complexity,
-        reason = "one handler signature for all the session pages"
-    )]
     fn with_session<R: CryptoRng + ?Sized>(
         &self,
         config: &PromptConfig,
@@ -642,7 +635,7 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
         form: bool,
-        f: fn(&Self, &Ctx<'_>, &mut Session, &mut R) -> Result<WebResponse>,
+        f: Handler<Self, R>,
     ) -> Result<WebResponse> {
         let id = cookie_value(req.cookies, SESSION_COOKIE).unwrap_or_default();
         let key = self.session_key(id);
@@ -1092,6 +1085,9 @@ impl Engine<'_> {
         self.finish(c, s, PromptOutcome::Success, &passed, rng)
     }
 }
+
+/// A session page's handler: the engine, the request's context, the loaded session, the RNG.
+type Handler<E, R> = fn(&E, &Ctx<'_>, &mut Session, &mut R) -> Result<WebResponse>;
 
 /// One request's context for the session handlers.
 struct Ctx<'a> {
