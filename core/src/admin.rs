@@ -1,26 +1,22 @@
-//! Administration: organization policies, user resets and status, authorized from the IdP's word
-//! about the actor. An `org-admin` acts on its own organization only; a `platform-admin` on any.
-//! Everyone else is refused. Every change and every refusal leaves an audit record (refusals in the
+//! Administration: organization policies, branding, the platform's roles, user resets and status,
+//! authorized from the IdP's word about the actor. An `org-admin` acts on its own organization only;
+//! a `platform-admin` on any ([`may_administer`]). Everyone else is refused. Every change and every refusal leaves an audit record (refusals in the
 //! actor's own organization's stream, so that no one writes into a stream that is not theirs);
 //! allowed reads (a policy, branding, a user's status) leave none.
 
 use rand_core::CryptoRng;
 
 use crate::audit::{Action, Event, Outcome};
-use crate::branding::Branding;
-use crate::engine::{Engine, Who};
-use crate::error::{Error, Result};
-use crate::model::{Actor, UserStatus};
+use crate::email::{self, branding::Branding, i18n};
+use crate::engine::record::{Undo, Who};
+use crate::engine::{Engine, throttle};
+use crate::kernel::authority::may_administer;
+use crate::kernel::error::{Error, Result};
+use crate::kernel::model::{Actor, UserStatus};
+use crate::kernel::ports::OutgoingMail;
+use crate::kernel::time::Timestamp;
+use crate::kernel::{input, keys};
 use crate::policy::OrgPolicy;
-use crate::time::Timestamp;
-use crate::{input, keys, throttle};
-
-/// Whether `actor` may administer `org`.
-#[must_use]
-pub fn may_administer(actor: &Actor, org: &str) -> bool {
-    actor.roles.iter().any(|r| r == "platform-admin")
-        || (actor.org_id == org && actor.roles.iter().any(|r| r == "org-admin"))
-}
 
 fn actor_event(
     actor: &Actor,
@@ -90,16 +86,6 @@ impl Engine<'_> {
         );
         self.record(event, now, rng)?;
         Err(Error::Forbidden(message))
-    }
-
-    /// The organization's policy as stored, or the platform's when it set none.
-    ///
-    /// # Errors
-    /// [`Error::Store`].
-    pub(crate) fn org_policy(&self, org: &str) -> Result<OrgPolicy> {
-        Ok(self
-            .load_json::<OrgPolicy>(&keys::policy(org))?
-            .unwrap_or_else(|| OrgPolicy::inherit(&self.settings)))
     }
 
     /// An organization's policy, for its admins.
@@ -179,7 +165,7 @@ impl Engine<'_> {
             keys::enrollment(org, user),
             keys::last_verified(org, user),
         ];
-        let mut undo = crate::engine::Undo::default();
+        let mut undo = Undo::default();
         for key in &counters {
             self.remember_counter(&mut undo, key)?;
         }
@@ -331,14 +317,14 @@ impl Engine<'_> {
         time_zone: Option<&str>,
         now: Timestamp,
         rng: &mut R,
-    ) -> Result<crate::ports::OutgoingMail> {
+    ) -> Result<OutgoingMail> {
         self.authorize(actor, org, org, "preview-email", now, rng)?;
         if let Some(tz) = time_zone {
             input::text("time_zone", tz)?;
         }
         let branding = self.branding_of(org)?;
-        let language = crate::i18n::choose(language, &branding.default_language);
-        Ok(crate::email::preview(&branding, language, time_zone, now))
+        let language = i18n::choose(language, &branding.default_language);
+        Ok(email::preview(&branding, language, time_zone, now))
     }
 
     /// A user's MFA state, for an admin.
@@ -356,31 +342,5 @@ impl Engine<'_> {
         input::id("user_id", user)?;
         self.authorize(actor, org, user, "user-status", now, rng)?;
         self.status_of(org, user, now)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn actor(org: &str, roles: &[&str]) -> Actor {
-        Actor {
-            user_id: "a".into(),
-            org_id: org.into(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn who_may_administer() {
-        assert!(may_administer(&actor("acme", &["org-admin"]), "acme"));
-        assert!(!may_administer(&actor("acme", &["org-admin"]), "globex"));
-        assert!(!may_administer(&actor("acme", &["provider"]), "acme"));
-        assert!(may_administer(
-            &actor("acme", &["platform-admin"]),
-            "globex"
-        ));
-        assert!(!may_administer(&actor("acme", &[]), "acme"));
     }
 }

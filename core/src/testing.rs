@@ -1,20 +1,22 @@
 //! In-memory fakes of the ports, for tests and benchmarks of the core alone. Not for production:
-//! nothing here is durable. Enabled by the `testing` feature.
+//! nothing here is durable. Enabled by the `testing` feature. The fakes keep the ports' contracts
+//! (the audit fake refuses a record that does not link to its stream's head) and can be told to
+//! fail, so tests can prove that a failing port changes nothing.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::chain::Head;
-use crate::ports::{
-    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+use crate::kernel::ports::{
+    AppendError, AuditEntry, AuditSink, Head, Mailer, OutgoingMail, PortError, PortResult, Store,
     links_to,
 };
 
 /// Every value and every counter, sorted: what [`MemStore::snapshot`] returns.
 pub type Snapshot = (Vec<(String, Vec<u8>)>, Vec<(String, i64)>);
 
-/// A store in a `HashMap`, with a switch that makes every call fail.
-#[derive(Debug, Default)]
+/// A store in a `HashMap`, with a switch that makes every call fail. Its values hold the engine's
+/// state (a code's seed, a session's CSRF token), so its `Debug` shows sizes only.
+#[derive(Default)]
 pub struct MemStore {
     values: RefCell<HashMap<String, Vec<u8>>>,
     counters: RefCell<HashMap<String, i64>>,
@@ -49,6 +51,16 @@ impl MemStore {
         v.sort();
         c.sort();
         (v, c)
+    }
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStore")
+            .field("values", &self.values.borrow().len())
+            .field("counters", &self.counters.borrow().len())
+            .field("fail", &self.fail.get())
+            .finish()
     }
 }
 

@@ -186,7 +186,7 @@ pub(crate) fn org_policy_in(p: wit::OrgPolicy) -> core::policy::OrgPolicy {
     }
 }
 
-pub(crate) fn branding(b: core::branding::Branding) -> wit::Branding {
+pub(crate) fn branding(b: core::email::branding::Branding) -> wit::Branding {
     wit::Branding {
         display_name: b.display_name,
         logo_url: b.logo_url,
@@ -199,8 +199,8 @@ pub(crate) fn branding(b: core::branding::Branding) -> wit::Branding {
     }
 }
 
-pub(crate) fn branding_in(b: wit::Branding) -> core::branding::Branding {
-    core::branding::Branding {
+pub(crate) fn branding_in(b: wit::Branding) -> core::email::branding::Branding {
+    core::email::branding::Branding {
         display_name: b.display_name,
         logo_url: b.logo_url,
         primary_color: b.primary_color,

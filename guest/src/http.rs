@@ -14,11 +14,11 @@
 //! | 429 `throttled` | with `Retry-After` |
 //! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
 
-use mfa_step_core::branding::Branding;
-use mfa_step_core::hosted::{WebMethod, WebRequest};
+use mfa_step_core::email::branding::Branding;
+use mfa_step_core::kernel::secret::api_key_matches;
 use mfa_step_core::policy::OrgPolicy;
-use mfa_step_core::prompt::PromptConfig;
-use mfa_step_core::secret::api_key_matches;
+use mfa_step_core::web::hosted::{WebMethod, WebRequest};
+use mfa_step_core::web::prompt::PromptConfig;
 use mfa_step_core::{Actor, CredentialChange, Error, LoginContext};
 use serde::Deserialize;
 use serde_json::json;
@@ -427,7 +427,7 @@ fn route(request: &IncomingRequest) -> Reply {
     }
 }
 
-/// The hosted pages live under `/prompt`; `core::hosted` routes among them.
+/// The hosted pages live under `/prompt`; `core::web::hosted` routes among them.
 fn is_hosted_page(path: &str) -> bool {
     path == "/prompt" || path.starts_with("/prompt/")
 }

@@ -1,7 +1,7 @@
 //! The core's ports over the host's imports: a direct mapping, no decisions.
 
-use mfa_step_core::chain::Head;
-use mfa_step_core::ports::{
+use mfa_step_core::kernel::ports::Head;
+use mfa_step_core::kernel::ports::{
     AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
 };
 use rand_core::{CryptoRng, RngCore};

@@ -1,0 +1,418 @@
+//! The engine's trusted-device flows: recognising a remembered browser at `begin`, remembering one
+//! after a successful `verify`, and the owner's and admin's management calls. The rules themselves
+//! (fingerprint, network, expiry, token matching) live in [`crate::devices`].
+//!
+//! It guarantees that a replayed (rotated-away) token revokes its device, with its record or not at
+//! all, so a retry catches the replay again; that concurrent logins with one token agree on a single
+//! rotation; that a user keeps at most [`devices::MAX_DEVICES`]; and that one user's device id
+//! never reaches another's (a foreign id is refused exactly like an unknown one). A
+//! [`DeviceCheck`] may carry a fresh `Set-Cookie` (a live token): its `Debug` never shows it.
+
+use std::net::IpAddr;
+
+use rand_core::CryptoRng;
+
+use crate::audit::{Action, Event, Outcome};
+use crate::devices::{self, Change, StoredDevice, TokenMatch};
+use crate::engine::Engine;
+use crate::engine::record::{EventExt, Who};
+use crate::kernel::authority::may_administer;
+use crate::kernel::error::{Error, Result};
+use crate::kernel::model::{Actor, CredentialChange, DeviceInfo, LoginContext};
+use crate::kernel::time::Timestamp;
+use crate::kernel::{input, keys, random};
+
+/// What the browser's cookie amounts to at `begin`. `Trusted` may carry a rotated token in its
+/// `Set-Cookie`: `Debug` shows whether there is one, never its value.
+pub(crate) enum DeviceCheck {
+    /// No cookie, a malformed one, or one of no device of this user.
+    Absent,
+    /// A trusted device vouches for the browser; `set_cookie` carries a rotated token, if rotated.
+    Trusted {
+        device_id: String,
+        expires_at: Timestamp,
+        set_cookie: Option<String>,
+    },
+    /// A device of this user, but something changed.
+    Changed { device_id: String, change: Change },
+    /// A rotated-away token: the device is revoked.
+    Reused,
+}
+
+impl std::fmt::Debug for DeviceCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent => f.write_str("Absent"),
+            Self::Trusted {
+                device_id,
+                expires_at,
+                set_cookie,
+            } => f
+                .debug_struct("Trusted")
+                .field("device_id", device_id)
+                .field("expires_at", expires_at)
+                .field("set_cookie", &set_cookie.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            Self::Changed { device_id, change } => f
+                .debug_struct("Changed")
+                .field("device_id", device_id)
+                .field("change", change)
+                .finish(),
+            Self::Reused => f.write_str("Reused"),
+        }
+    }
+}
+
+/// Settings that shape trust.
+fn prefixes(engine: &Engine<'_>) -> (u8, u8) {
+    (
+        engine.settings.ipv4_change_prefix,
+        engine.settings.ipv6_change_prefix,
+    )
+}
+
+impl Engine<'_> {
+    /// Recognises the browser's device at `begin`. Writes only to rotate a token (with its audit
+    /// record written by the caller) or to revoke a replayed one.
+    pub(crate) fn check_device<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        who: &Who<'_>,
+        ip: IpAddr,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<DeviceCheck> {
+        let Some(presented) = ctx.device.cookie.as_deref().and_then(devices::parse_cookie) else {
+            return Ok(DeviceCheck::Absent);
+        };
+        let key = keys::device(who.org, who.user, &presented.device_id);
+        let Some(mut device) = self.load_json::<StoredDevice>(&key)? else {
+            return Ok(DeviceCheck::Absent);
+        };
+        let mac = devices::token_mac(self.key, &presented.token);
+        let matched = device.match_token(&mac, now);
+        match matched {
+            TokenMatch::Unknown => return Ok(DeviceCheck::Absent),
+            TokenMatch::Reused => {
+                // Revoked with its record or not at all, so that a retry catches the replay again.
+                let event = who
+                    .event(Action::DeviceTokenReuse, Outcome::Denied)
+                    .reason("rotated-token-presented");
+                self.delete_recorded(&key, event.device(&device.id), now, rng)?;
+                return Ok(DeviceCheck::Reused);
+            }
+            TokenMatch::Current | TokenMatch::Grace => {}
+        }
+        let (v4, v6) = prefixes(self);
+        let fp = devices::fingerprint(&ctx.device.traits);
+        if let Some(change) = device.change(&fp, &devices::network(ip, v4, v6), now) {
+            return Ok(DeviceCheck::Changed {
+                device_id: device.id,
+                change,
+            });
+        }
+        if matched == TokenMatch::Grace {
+            // A parallel tab that raced the rotation: let it in, the other tab holds the new token.
+            return Ok(DeviceCheck::Trusted {
+                device_id: device.id,
+                expires_at: device.expires_at,
+                set_cookie: None,
+            });
+        }
+        // One rotation per generation: concurrent logins with the same token agree on one winner.
+        let rotation = keys::device_rotation(&device.id, device.generation);
+        if self.store.increment(&rotation, 1).map_err(Error::store)? != 1 {
+            return Ok(DeviceCheck::Trusted {
+                device_id: device.id,
+                expires_at: device.expires_at,
+                set_cookie: None,
+            });
+        }
+        let token = devices::new_token(rng);
+        device.rotate(devices::token_mac(self.key, &token), now);
+        device.last_used_at = now;
+        self.put(&key, &device)?;
+        let max_age = i64::from(now.seconds_until(device.expires_at));
+        Ok(DeviceCheck::Trusted {
+            set_cookie: Some(devices::set_cookie(&device.id, &token, max_age)),
+            device_id: device.id,
+            expires_at: device.expires_at,
+        })
+    }
+
+    /// Undoes a rotation whose audit record could not be written, so that the browser's current
+    /// cookie (which never received the new token) keeps working.
+    pub(crate) fn unrotate(&self, org: &str, user: &str, device_id: &str) {
+        let key = keys::device(org, user, device_id);
+        if let Ok(Some(mut device)) = self.load_json::<StoredDevice>(&key)
+            && !device.retired.is_empty()
+        {
+            let previous = device.retired.remove(0);
+            device.token_mac = previous.mac;
+            let _ = self.put(&key, &device);
+        }
+    }
+
+    /// Remembers the browser after a successful verify: renews the device its cookie names (if it is
+    /// this user's), or creates one, dropping the oldest beyond [`devices::MAX_DEVICES`]. Returns the
+    /// device id and the `Set-Cookie` value, or `None` when remembering is switched off.
+    ///
+    /// # Errors
+    /// Store or audit failures; the caller then reports the login without a remembered device.
+    pub(crate) fn trust_device<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        who: &Who<'_>,
+        ip: IpAddr,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Option<(String, String)>> {
+        if !self.settings.allow_remember_device || self.settings.trust_days == 0 {
+            return Ok(None);
+        }
+        let (v4, v6) = prefixes(self);
+        let fp = devices::fingerprint(&ctx.device.traits);
+        let expires_at = now.plus(i64::from(self.settings.trust_days) * 86_400);
+        let token = devices::new_token(rng);
+        let mac = devices::token_mac(self.key, &token);
+
+        // Renew the device the browser already holds, if its token is this user's current one.
+        let renewed = match ctx.device.cookie.as_deref().and_then(devices::parse_cookie) {
+            Some(p) => self
+                .load_json::<StoredDevice>(&keys::device(who.org, who.user, &p.device_id))?
+                .filter(|d| {
+                    matches!(
+                        d.match_token(&devices::token_mac(self.key, &p.token), now),
+                        TokenMatch::Current | TokenMatch::Grace
+                    )
+                }),
+            None => None,
+        };
+        let device = match renewed {
+            Some(mut d) => {
+                d.rotate(mac, now);
+                d.fingerprint = fp.hash;
+                d.label = fp.label;
+                d.last_used_at = now;
+                d.last_network = devices::network(ip, v4, v6);
+                d.expires_at = expires_at;
+                d
+            }
+            None => StoredDevice {
+                v: 1,
+                id: random::new_id(rng),
+                token_mac: mac,
+                generation: 0,
+                retired: Vec::new(),
+                fingerprint: fp.hash,
+                label: fp.label,
+                first_trusted_at: now,
+                last_used_at: now,
+                last_network: devices::network(ip, v4, v6),
+                expires_at,
+            },
+        };
+
+        // Make room: the user keeps at most MAX_DEVICES, the oldest go first.
+        let mut others: Vec<StoredDevice> = self
+            .devices_of(who.org, who.user)?
+            .into_iter()
+            .filter(|d| d.id != device.id)
+            .collect();
+        others.sort_by_key(|d| (d.first_trusted_at, d.id.clone()));
+        let excess = (others.len() + 1).saturating_sub(devices::MAX_DEVICES);
+        for old in others.iter().take(excess) {
+            self.revoke_stored(who, who.user, old, "device-limit", now, rng)?;
+        }
+
+        let event = who
+            .event(Action::DeviceTrusted, Outcome::Success)
+            .reason(&format!("trusted-until:{}", expires_at.rfc3339()));
+        let key = keys::device(who.org, who.user, &device.id);
+        self.put_recorded(&key, &device, event.device(&device.id), now, rng)?;
+        let max_age = i64::from(now.seconds_until(expires_at));
+        Ok(Some((
+            device.id.clone(),
+            devices::set_cookie(&device.id, &token, max_age),
+        )))
+    }
+
+    /// Every stored device of a user (expired ones included; unreadable ones skipped).
+    fn devices_of(&self, org: &str, user: &str) -> Result<Vec<StoredDevice>> {
+        let mut out = Vec::new();
+        for key in self
+            .store
+            .list_keys(&keys::devices_of(org, user))
+            .map_err(Error::store)?
+        {
+            if let Some(device) = self.load_json::<StoredDevice>(&key)? {
+                out.push(device);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revokes one of `who`'s devices; `actor` is who did it (the user, or an admin), for the record.
+    fn revoke_stored<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        actor: &str,
+        device: &StoredDevice,
+        reason: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let mut event = who
+            .event(Action::DeviceRevoked, Outcome::Success)
+            .reason(reason);
+        actor.clone_into(&mut event.actor);
+        self.delete_recorded(
+            &keys::device(who.org, who.user, &device.id),
+            event.device(&device.id),
+            now,
+            rng,
+        )
+    }
+
+    /// The actor's own trusted devices that still count, newest first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn list_devices(&self, actor: &Actor, now: Timestamp) -> Result<Vec<DeviceInfo>> {
+        input::actor(actor)?;
+        let mut list: Vec<DeviceInfo> = self
+            .devices_of(&actor.org_id, &actor.user_id)?
+            .into_iter()
+            .filter(|d| now <= d.expires_at)
+            .map(|d| DeviceInfo {
+                device_id: d.id,
+                label: d.label,
+                first_trusted_at: d.first_trusted_at,
+                last_used_at: d.last_used_at,
+                last_network: d.last_network,
+                expires_at: d.expires_at,
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            b.first_trusted_at
+                .cmp(&a.first_trusted_at)
+                .then_with(|| a.device_id.cmp(&b.device_id))
+        });
+        Ok(list)
+    }
+
+    /// Revokes one of the actor's own devices. A device id that is not the actor's is refused
+    /// exactly like an unknown one.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] for an unknown or foreign device; [`Error::Store`]; [`Error::Audit`].
+    pub fn revoke_device<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        device_id: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        input::actor(actor)?;
+        input::id("device_id", device_id)?;
+        let who = actor_who(actor);
+        let device = self
+            .load_json::<StoredDevice>(&keys::device(who.org, who.user, device_id))?
+            .ok_or(Error::Forbidden("no such device among yours"))?;
+        self.revoke_stored(&who, who.user, &device, "revoked-by-owner", now, rng)
+    }
+
+    /// Revokes all of the actor's own devices; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; [`Error::Audit`] (devices revoked before the failure stay revoked).
+    pub fn revoke_all_devices<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<u32> {
+        input::actor(actor)?;
+        let who = actor_who(actor);
+        self.revoke_all_of(&who, who.user, "revoked-all-by-owner", now, rng)
+    }
+
+    /// Revokes every device of `who`; `actor` is who did it, for the records.
+    pub(crate) fn revoke_all_of<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<u32> {
+        let mut count = 0u32;
+        for device in self.devices_of(who.org, who.user)? {
+            self.revoke_stored(who, actor, &device, reason, now, rng)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The IdP reports a password change or an MFA reset: every trusted device of the user goes.
+    /// Allowed for the user themself, an `org-admin` of the same organization and a
+    /// `platform-admin`; anyone else is refused (and the refusal is recorded).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`]; [`Error::InvalidInput`]; [`Error::Store`]; [`Error::Audit`].
+    pub fn credential_changed<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org_id: &str,
+        user_id: &str,
+        change: CredentialChange,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<u32> {
+        input::actor(actor)?;
+        input::id("org_id", org_id)?;
+        input::id("user_id", user_id)?;
+        // The user themself, or whoever may administer the org (an org-admin of it, a platform-admin).
+        let allowed =
+            (actor.org_id == org_id && actor.user_id == user_id) || may_administer(actor, org_id);
+        let reason = match change {
+            CredentialChange::PasswordChanged => "password-changed",
+            CredentialChange::MfaReset => "mfa-reset",
+        };
+        if !allowed {
+            // Recorded in the actor's organization: the target org's stream is not theirs to write.
+            let event = Event {
+                org: actor.org_id.clone(),
+                actor: actor.user_id.clone(),
+                subject: user_id.to_owned(),
+                action: Action::AccessDenied,
+                outcome: Outcome::Denied,
+                reason: Some(format!("credential-change:{reason}:not-authorized")),
+                ip: (!actor.ip.is_empty()).then(|| actor.ip.clone()),
+                user_agent: (!actor.user_agent.is_empty()).then(|| actor.user_agent.clone()),
+                device_id: None,
+                challenge_id: None,
+            };
+            self.record(event, now, rng)?;
+            return Err(Error::Forbidden(
+                "only the user or an org-admin of the same organization",
+            ));
+        }
+        let who = Who {
+            org: org_id,
+            user: user_id,
+            ip: actor.ip.clone(),
+            user_agent: &actor.user_agent,
+        };
+        self.revoke_all_of(&who, &actor.user_id, reason, now, rng)
+    }
+}
+
+fn actor_who(actor: &Actor) -> Who<'_> {
+    Who {
+        org: &actor.org_id,
+        user: &actor.user_id,
+        ip: actor.ip.clone(),
+        user_agent: &actor.user_agent,
+    }
+}

@@ -1,0 +1,437 @@
+//! The login step's rules, stepped with an explicit clock over in-memory ports: codes, throttles,
+//! fail-closed ordering, trusted browsers at `begin` and `verify`, and the audit chain the step
+//! writes. The same behaviours are proven again end to end through the compiled component in
+//! `tests/`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use rand_core::{OsRng, TryRngCore, UnwrapErr};
+
+use crate::audit::verify::Verifier;
+use crate::engine::Engine;
+use crate::kernel::error::{Error, Result};
+use crate::kernel::keys;
+use crate::kernel::model::{CodeSent, Decision, DevicePresentation, LoginContext, Verified};
+use crate::kernel::ports::{AppendError, AuditEntry, AuditSink, Head, PortResult, Store as _};
+use crate::kernel::secret::HmacKey;
+use crate::kernel::settings::Settings;
+use crate::kernel::time::Timestamp;
+use crate::testing::{MemAudit, MemMailer, MemStore};
+
+struct World {
+    store: MemStore,
+    mailer: MemMailer,
+    audit: MemAudit,
+    key: HmacKey,
+    rng: UnwrapErr<OsRng>,
+}
+
+const T0: Timestamp = Timestamp(1_795_000_000);
+
+impl World {
+    fn new() -> Self {
+        Self {
+            store: MemStore::default(),
+            mailer: MemMailer::default(),
+            audit: MemAudit::default(),
+            key: HmacKey::from_bytes(&[7; 32]).unwrap(),
+            rng: OsRng.unwrap_err(),
+        }
+    }
+    fn engine(&self) -> Engine<'_> {
+        Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        }
+    }
+    fn begin(&mut self, ctx: &LoginContext, now: Timestamp) -> String {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        match engine.begin(ctx, now, &mut self.rng).unwrap() {
+            Decision::Challenge(c) => c.challenge_id,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+    fn send(&mut self, ctx: &LoginContext, id: &str, now: Timestamp) -> Result<CodeSent> {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        engine.send_code(ctx, id, now, &mut self.rng)
+    }
+    fn verify(
+        &mut self,
+        ctx: &LoginContext,
+        id: &str,
+        code: &str,
+        now: Timestamp,
+    ) -> Result<Verified> {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        engine.verify(ctx, id, code, false, now, &mut self.rng)
+    }
+}
+
+fn ctx(user: &str) -> LoginContext {
+    LoginContext {
+        user_id: user.into(),
+        org_id: "acme".into(),
+        email: format!("{user}@clinic.example"),
+        roles: vec!["provider".into()],
+        locale: None,
+        device: DevicePresentation {
+            ip: "203.0.113.7".into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn wrong(code: &str) -> String {
+    let n: u32 = code.parse().unwrap();
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+#[test]
+fn a_code_works_once() {
+    let mut w = World::new();
+    let c = ctx("dr-a");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert!(w.verify(&c, &id, &code, T0.plus(5)).is_ok());
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(6)).err(),
+        Some(Error::Rejected)
+    );
+    assert_eq!(
+        w.audit.actions(),
+        [
+            "challenge_started",
+            "code_sent",
+            // The first verified code confirmed the address.
+            "enrolled",
+            "code_rejected"
+        ]
+    );
+}
+
+#[test]
+fn a_code_expires_after_ten_minutes() {
+    let mut w = World::new();
+    let c = ctx("dr-b");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(601)).err(),
+        Some(Error::Rejected)
+    );
+    // And at exactly ten minutes it still works (a fresh challenge, same rule).
+    let id = w.begin(&c, T0.plus(700));
+    w.send(&c, &id, T0.plus(700)).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert!(w.verify(&c, &id, &code, T0.plus(1300)).is_ok());
+}
+
+#[test]
+fn resend_carries_the_same_code_and_the_fourth_send_waits() {
+    let mut w = World::new();
+    let c = ctx("dr-c");
+    let id = w.begin(&c, T0);
+    let first = w.send(&c, &id, T0).unwrap();
+    assert!(!first.resent);
+    let code = w.mailer.last_code().unwrap();
+    let again = w.send(&c, &id, T0.plus(30)).unwrap();
+    assert!(again.resent);
+    assert_eq!(w.mailer.last_code().unwrap(), code);
+    assert_eq!(again.code_expires_at, first.code_expires_at);
+    w.send(&c, &id, T0.plus(60)).unwrap();
+    assert_eq!(
+        w.send(&c, &id, T0.plus(90)).err(),
+        Some(Error::Throttled { retry_after: 210 })
+    );
+    assert!(w.send(&c, &id, T0.plus(300)).is_ok());
+}
+
+#[test]
+fn unknown_user_looks_like_a_wrong_code() {
+    let mut w = World::new();
+    let nobody = ctx("never-seen");
+    assert_eq!(
+        w.verify(&nobody, "00112233445566778899aabbccddeeff", "123456", T0)
+            .err(),
+        Some(Error::Rejected)
+    );
+    let c = ctx("dr-d");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    assert_eq!(
+        w.verify(&c, &id, &wrong(&code), T0).err(),
+        Some(Error::Rejected)
+    );
+}
+
+#[test]
+fn fifth_wrong_guess_kills_the_code_and_delays_start() {
+    let mut w = World::new();
+    let c = ctx("dr-e");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            w.verify(&c, &id, &wrong(&code), T0).err(),
+            Some(Error::Rejected)
+        );
+    }
+    // Five failures: the next try waits 30 s, and then the dead code is still refused.
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(1)).err(),
+        Some(Error::Throttled { retry_after: 29 })
+    );
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(30)).err(),
+        Some(Error::Rejected)
+    );
+    // A new email brings a new code, which works.
+    let sent = w.send(&c, &id, T0.plus(100)).unwrap();
+    assert!(!sent.resent);
+    let fresh = w.mailer.last_code().unwrap();
+    assert!(w.verify(&c, &id, &fresh, T0.plus(200)).is_ok());
+}
+
+#[test]
+fn failing_audit_leaves_the_code_usable_and_nothing_verified() {
+    let mut w = World::new();
+    let c = ctx("dr-f");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    w.audit.fail.set(true);
+    assert!(matches!(w.verify(&c, &id, &code, T0), Err(Error::Audit(_))));
+    w.audit.fail.set(false);
+    assert!(w.verify(&c, &id, &code, T0.plus(1)).is_ok());
+}
+
+#[test]
+fn failing_store_refuses_and_changes_nothing() {
+    let mut w = World::new();
+    let c = ctx("dr-g");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let before = w.store.snapshot();
+    w.store.fail.set(true);
+    assert!(matches!(w.verify(&c, &id, &code, T0), Err(Error::Store(_))));
+    assert!(matches!(w.send(&c, &id, T0), Err(Error::Store(_))));
+    w.store.fail.set(false);
+    assert_eq!(w.store.snapshot(), before);
+}
+
+#[test]
+fn failing_mail_is_an_error_and_recorded() {
+    let mut w = World::new();
+    let c = ctx("dr-h");
+    let id = w.begin(&c, T0);
+    w.mailer.fail.set(true);
+    assert!(matches!(w.send(&c, &id, T0), Err(Error::Mail(_))));
+    assert_eq!(
+        w.audit.actions().last().map(String::as_str),
+        Some("code_delivery_failed")
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let mut c = ctx("dr-i");
+    c.email = "not-an-email".into();
+    let before = w.store.snapshot();
+    let mut rng = OsRng.unwrap_err();
+    let err = w.engine().begin(&c, T0, &mut rng).err();
+    assert!(
+        matches!(err, Some(Error::InvalidInput { field: "email", .. })),
+        "{err:?}"
+    );
+    assert_eq!(w.store.snapshot(), before);
+    assert!(w.audit.entries.borrow().is_empty());
+}
+
+#[test]
+fn no_secret_reaches_the_audit_trail() {
+    let mut w = World::new();
+    let c = ctx("dr-j");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let _ = w.verify(&c, &id, &wrong(&code), T0);
+    w.verify(&c, &id, &code, T0).unwrap();
+    for entry in w.audit.entries.borrow().iter() {
+        assert!(!entry.line.contains(&code), "{}", entry.line);
+        assert!(!entry.line.contains(&c.email), "{}", entry.line);
+    }
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
+#[test]
+fn a_remembered_browser_skips_the_code_rotates_and_catches_a_replayed_token() {
+    let mut w = World::new();
+    let mut c = ctx("dr-k");
+    c.device.traits.user_agent = "Mozilla/5.0 (Windows NT 10.0) Chrome/131.0 Safari/537.36".into();
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let engine = Engine {
+        store: &w.store,
+        mailer: &w.mailer,
+        audit: &w.audit,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let verified = engine.verify(&c, &id, &code, true, T0, &mut w.rng).unwrap();
+    let first = cookie_value(verified.set_cookie.as_deref().unwrap());
+
+    c.device.cookie = Some(first.clone());
+    let Decision::Allow(allowed) = engine.begin(&c, T0.plus(3600), &mut w.rng).unwrap() else {
+        panic!("trusted")
+    };
+    assert_eq!(allowed.why.rule, "device:trusted");
+    let second = cookie_value(allowed.set_cookie.as_deref().unwrap());
+    assert_ne!(first, second, "a trusted login rotates the token");
+    assert_eq!(w.mailer.sent.borrow().len(), 1, "no code was mailed");
+
+    // The old token after the grace period: replayed, so the device is revoked.
+    c.device.cookie = Some(first);
+    let d = engine.begin(&c, T0.plus(3600 + 61), &mut w.rng).unwrap();
+    assert!(matches!(d, Decision::Challenge(_)), "{d:?}");
+    c.device.cookie = Some(second);
+    let d = engine.begin(&c, T0.plus(3600 + 62), &mut w.rng).unwrap();
+    assert!(
+        matches!(d, Decision::Challenge(_)),
+        "the revoked device's newest token is dead too: {d:?}"
+    );
+    assert!(w.audit.actions().contains(&"device_token_reuse".to_owned()));
+}
+
+#[test]
+fn another_browser_on_the_same_device_cookie_is_asked_again() {
+    let mut w = World::new();
+    let mut c = ctx("dr-l");
+    c.device.traits.user_agent = "Mozilla/5.0 (Windows NT 10.0) Chrome/130.0 Safari/537.36".into();
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let engine = Engine {
+        store: &w.store,
+        mailer: &w.mailer,
+        audit: &w.audit,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let verified = engine.verify(&c, &id, &code, true, T0, &mut w.rng).unwrap();
+    c.device.cookie = Some(cookie_value(verified.set_cookie.as_deref().unwrap()));
+    c.device.traits.user_agent =
+        "Mozilla/5.0 (Windows NT 10.0; rv:133.0) Gecko/20100101 Firefox/133.0".into();
+    let Decision::Challenge(ch) = engine.begin(&c, T0.plus(10), &mut w.rng).unwrap() else {
+        panic!("asked again")
+    };
+    assert_eq!(ch.why.rule, "device:new-browser");
+}
+
+#[test]
+fn records_form_one_sealed_chain_per_org_and_count_themselves() {
+    use crate::audit::chain::SealKey;
+    let mut w = World::new();
+    let c = ctx("dr-k");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    // An expired code is recorded as such, not as a wrong one.
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(601)).err(),
+        Some(Error::Rejected)
+    );
+    assert_eq!(
+        w.audit.actions(),
+        ["challenge_started", "code_sent", "code_expired"]
+    );
+    let mut v = Verifier::new(Some(SealKey::derive(&w.key)));
+    for e in w.audit.entries.borrow().iter() {
+        let r = v.check(&e.line).unwrap();
+        assert_eq!((r.seq, &r.hash, &r.org), (e.seq, &e.hash, &e.org_id));
+    }
+    assert_eq!(v.heads()[&c.org_id].seq, 3);
+    let counted = w.store.increment(&keys::audit_count(&c.org_id), 0).unwrap();
+    assert_eq!(counted, 3);
+}
+
+/// A sink whose head is stale once: another writer appends between `head` and `append`.
+struct Racing<'a> {
+    inner: &'a MemAudit,
+    raced: std::cell::Cell<bool>,
+}
+
+impl AuditSink for Racing<'_> {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
+        self.inner.head(org)
+    }
+    fn append(&self, entry: &AuditEntry) -> std::result::Result<(), AppendError> {
+        if !self.raced.replace(true) {
+            // The other writer takes the position this entry was linked for.
+            self.inner.append(entry)?;
+            return self.inner.append(entry);
+        }
+        self.inner.append(entry)
+    }
+}
+
+#[test]
+fn a_writer_that_loses_the_race_relinks_instead_of_forking() {
+    let w = World::new();
+    let racing = Racing {
+        inner: &w.audit,
+        raced: std::cell::Cell::new(false),
+    };
+    let engine = Engine {
+        store: &w.store,
+        mailer: &w.mailer,
+        audit: &racing,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let mut rng = OsRng.unwrap_err();
+    engine.begin(&ctx("dr-l"), T0, &mut rng).unwrap();
+    let entries = w.audit.entries.borrow();
+    assert_eq!(entries.len(), 2, "the rival's record and ours, relinked");
+    assert_eq!((entries[0].seq, entries[1].seq), (1, 2));
+    assert_eq!(entries[1].prev, entries[0].hash);
+    let mut v = Verifier::new(None);
+    for e in entries.iter() {
+        v.check(&e.line).unwrap();
+    }
+}

@@ -1,0 +1,180 @@
+//! `verify`: checks a code against the user's challenge.
+//!
+//! It guarantees that a code works once (the first verify to take its `used` counter to 1 wins),
+//! only while it lives and within its 5 guesses; that a guess is counted as a failure *before* it is
+//! looked at, so concurrent guesses can never pass the lock threshold; and that a wrong, expired or
+//! used code, an unknown challenge and an unknown user all answer [`Error::Rejected`] after the same
+//! steps (a code is derived and compared even when there is nothing to compare it with). A code
+//! that confirms an address is stored with its `enrolled` / `email_changed` record, or not at all.
+
+use rand_core::CryptoRng;
+
+use super::otp;
+use crate::audit::{Action, Outcome};
+use crate::engine::Engine;
+use crate::engine::record::{EventExt, Who};
+use crate::engine::throttle;
+use crate::kernel::error::{Error, Result};
+use crate::kernel::model::{LoginContext, Purpose, Verified};
+use crate::kernel::secret::OtpCode;
+use crate::kernel::time::Timestamp;
+use crate::kernel::{input, keys};
+
+impl Engine<'_> {
+    /// Checks a code against the user's challenge.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the input cannot be a code (no guess is counted);
+    /// [`Error::Rejected`] for a wrong, expired or used code or an unknown challenge or user;
+    /// [`Error::Throttled`] while the wrong-guess delay runs; [`Error::Locked`];
+    /// [`Error::Store`] / [`Error::Audit`] with nothing taking effect.
+    pub fn verify<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        challenge_id: &str,
+        code: &str,
+        remember_device: bool,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Verified> {
+        let ip = input::login_context(ctx)?;
+        input::id("challenge_id", challenge_id)?;
+        let submitted = OtpCode::new(input::code(code, self.settings.code_digits)?);
+        let who = Who::of(ctx, ip);
+        let rejected = |reason: &str| {
+            let action = if reason == "expired" {
+                Action::CodeExpired
+            } else {
+                Action::CodeRejected
+            };
+            who.event(action, Outcome::Failure)
+                .reason(reason)
+                .challenge(challenge_id)
+        };
+
+        let state = self.guess_state(&who, now)?;
+        if state.locked() {
+            self.record(rejected("user:locked"), now, rng)?;
+            return Err(Error::Locked);
+        }
+        if let Some(until) = state.wait_until(now) {
+            let event = who
+                .event(Action::VerifyThrottled, Outcome::Denied)
+                .reason("guess-delay");
+            self.record(event.challenge(challenge_id), now, rng)?;
+            return Err(Error::Throttled {
+                retry_after: now.seconds_until(until).max(1),
+            });
+        }
+        // Count the guess as a failure before looking at it, so that concurrent guesses can never
+        // exceed the lock threshold; a success takes it back.
+        let failures_key = keys::failures(who.org, who.user);
+        let failures = self
+            .store
+            .increment(&failures_key, 1)
+            .map_err(Error::store)?;
+        if failures > throttle::LOCK_AT {
+            self.record(rejected("user:locked"), now, rng)?;
+            return Err(Error::Locked);
+        }
+
+        let challenge_key = keys::challenge(who.org, who.user);
+        let challenge = self.load_challenge(&challenge_key)?;
+        let (live, mut reason) = match &challenge {
+            None => (None, "no-challenge"),
+            Some(c) if c.id != challenge_id => (None, "no-challenge"),
+            Some(c) => match &c.code {
+                None => (None, "no-code-sent"),
+                Some(code) if now > code.expires_at || now > c.expires_at => (None, "expired"),
+                Some(code) => (Some(code), "wrong-code"),
+            },
+        };
+        let generation = live.map_or(0, |c| c.generation);
+        let guesses = self
+            .store
+            .increment(&keys::attempts(challenge_id, generation), 1)
+            .map_err(Error::store)?;
+        let dummy_seed = "00".repeat(32);
+        let expected = otp::derive(
+            self.key,
+            challenge_id,
+            generation,
+            live.map_or(dummy_seed.as_str(), |c| c.seed.as_str()),
+            self.settings.code_digits,
+        );
+        let matches = expected.ct_eq(&submitted);
+        if live.is_some() && guesses > throttle::MAX_GUESSES_PER_CODE {
+            reason = "code-guesses-exhausted";
+        } else if live.is_some() && matches {
+            let used_key = keys::used(challenge_id, generation);
+            if self.store.increment(&used_key, 1).map_err(Error::store)? == 1 {
+                // One record per verified code: `code_verified` for a login, `enrolled` or
+                // `email_changed` when the code confirms an address (stored with its record).
+                let recorded = match challenge.as_ref().filter(|c| c.purpose != Purpose::Login) {
+                    Some(stored) => self.confirm_address(&who, stored, now, rng),
+                    None => self.append(
+                        who.event(Action::CodeVerified, Outcome::Success)
+                            .challenge(challenge_id),
+                        now,
+                        rng,
+                    ),
+                };
+                if let Err(e) = recorded {
+                    // Give the code and the guess back: nothing took effect.
+                    let _ = self.store.increment(&used_key, -1);
+                    let _ = self.store.increment(&failures_key, -1);
+                    return Err(e);
+                }
+                // When and where the user last proved the factor (for `change_email`). Best effort:
+                // a failure only means the user is asked for a code again before a change.
+                let _ = self.put(
+                    &keys::last_verified(who.org, who.user),
+                    &self.proof_here(ctx, ip, now),
+                );
+                // The code is spent by the `used` counter whatever happens below; clearing the
+                // challenge and the failure streak is tidy-up whose failure only errs on the safe side.
+                let _ = self.store.delete(&challenge_key);
+                let _ = self.store.delete(&failures_key);
+                let _ = self.store.delete(&keys::last_failure(who.org, who.user));
+                // Remembering the browser is a convenience on top of a completed login: if it
+                // fails (store or audit), the login stands and the browser is simply asked again.
+                let trusted = if remember_device {
+                    self.org_policy(who.org)
+                        .and_then(|policy| {
+                            self.scoped(&policy).trust_device(ctx, &who, ip, now, rng)
+                        })
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                };
+                let (device_id, set_cookie) =
+                    trusted.map_or((None, None), |(id, cookie)| (Some(id), Some(cookie)));
+                return Ok(Verified {
+                    amr: vec!["otp".to_owned(), "mfa".to_owned()],
+                    device_id,
+                    set_cookie,
+                });
+            }
+            reason = "code-already-used";
+        }
+
+        self.put(&keys::last_failure(who.org, who.user), &now)?;
+        let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
+        let window_failures = self.store.increment(&window_key, 1).map_err(Error::store)?;
+        self.append(rejected(reason), now, rng)?;
+        if failures == throttle::LOCK_AT || window_failures == throttle::WINDOW_CAP {
+            let why = if failures == throttle::LOCK_AT {
+                "consecutive-failures"
+            } else {
+                "failures-in-30-days"
+            };
+            self.record(
+                who.event(Action::UserLocked, Outcome::Denied).reason(why),
+                now,
+                rng,
+            )?;
+        }
+        Err(Error::Rejected)
+    }
+}

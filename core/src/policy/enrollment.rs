@@ -1,0 +1,277 @@
+//! Enrollment: a user's MFA address counts only once a code sent to it was entered.
+//!
+//! - **At login.** When a rule requires MFA and the user has no confirmed address, `begin` opens a
+//!   challenge of purpose `enrollment` to the address the IdP names; verifying it confirms the address
+//!   (`enrolled`). An organization may grant a grace period first (`enrollment_grace_days`, counted
+//!   from the user's first such login, and/or `enrollment_grace_logins`): while it lasts, `begin`
+//!   allows the login (`enrollment:grace`) and says until when; afterwards the login cannot complete
+//!   without enrolling.
+//! - **Of one's own accord.** `enroll` opens the same challenge for a user no rule requires; once
+//!   confirmed, the user is *opted in* and MFA applies to them (`user:opted-in`).
+//! - **Changing the address** (ASVS 7.5.1). Codes always go to the confirmed address, even when the
+//!   IdP later names another: a hijacked IdP profile cannot redirect them. `change-email` moves MFA
+//!   to the IdP's current address only within 5 minutes of a verified code to the *current* one, and
+//!   only once a code sent to the new one is entered (`email_changed`).
+//! - **Reset.** An admin's `reset-user` forgets the address too: the user enrolls again, at the
+//!   IdP's current address, at the next login. That is the way back for someone who lost the mailbox.
+//!   The grace period is not given again: once a user enrolled, or used up the grace, a reset
+//!   leads straight to enrollment, never to a password-only login.
+//! - **Where the proof was made.** `change-email` accepts a code verified in the last 5 minutes only
+//!   in the same browser (fingerprint) and from the same network as the request, so a fresh code
+//!   entered by the real user elsewhere does not open the door to someone holding the password.
+
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Action, Outcome};
+use crate::devices;
+use crate::email::i18n::Explain;
+use crate::engine::Engine;
+use crate::engine::record::{EventExt, Who};
+use crate::engine::state::StoredChallenge;
+use crate::kernel::error::{Error, Result};
+use crate::kernel::model::{ChallengeView, Explanation, LoginContext, Purpose};
+use crate::kernel::time::Timestamp;
+use crate::kernel::{input, keys};
+use crate::policy::OrgPolicy;
+
+/// How recent a verified code must be for `change-email`.
+pub const FRESH_VERIFICATION_SECONDS: i64 = 300;
+
+/// The user's last verified code: when, in which browser, from which network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Proof {
+    at: Timestamp,
+    browser: String,
+    network: String,
+}
+
+/// A confirmed MFA address, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Enrollment {
+    pub(crate) v: u8,
+    /// The confirmed address: where codes go.
+    pub(crate) email: String,
+    pub(crate) enrolled_at: Timestamp,
+    /// Enrolled while no rule required MFA: MFA now applies to this user.
+    pub(crate) opted_in: bool,
+}
+
+impl Engine<'_> {
+    /// The user's confirmed address, if any.
+    pub(crate) fn enrollment_of(&self, org: &str, user: &str) -> Result<Option<Enrollment>> {
+        self.load_json(&keys::enrollment(org, user))
+    }
+
+    /// The proof a code verified now, in this browser, from this network, amounts to.
+    pub(crate) fn proof_here(
+        &self,
+        ctx: &LoginContext,
+        ip: std::net::IpAddr,
+        now: Timestamp,
+    ) -> Proof {
+        Proof {
+            at: now,
+            browser: devices::fingerprint(&ctx.device.traits).hash,
+            network: devices::network(
+                ip,
+                self.settings.ipv4_change_prefix,
+                self.settings.ipv6_change_prefix,
+            ),
+        }
+    }
+
+    /// Counts this login against the organization's enrollment grace; the explanation while the
+    /// grace lasts, `None` once it is over (or when there is none).
+    pub(crate) fn grace(
+        &self,
+        who: &Who<'_>,
+        policy: &OrgPolicy,
+        m: &Explain,
+        now: Timestamp,
+    ) -> Result<Option<Explanation>> {
+        let (days, logins) = (policy.enrollment_grace_days, policy.enrollment_grace_logins);
+        if days == 0 && logins == 0 {
+            return Ok(None);
+        }
+        // Once enrolled, never again: a reset must not reopen a password-only way in.
+        if self
+            .store
+            .get(&keys::grace_spent(who.org, who.user))
+            .map_err(Error::store)?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let start_key = keys::grace_start(who.org, who.user);
+        let start = match self.load_json::<Timestamp>(&start_key)? {
+            Some(start) => start,
+            None => {
+                self.put(&start_key, &now)?;
+                now
+            }
+        };
+        let made = self
+            .store
+            .increment(&keys::grace_logins(who.org, who.user), 1)
+            .map_err(Error::store)?;
+        let until = start.plus(i64::from(days) * 86_400);
+        let message = if days > 0 && now < until {
+            m.grace_until.replace("{until}", &until.rfc3339())
+        } else if logins > 0 && made <= i64::from(logins) {
+            let left = i64::from(logins) - made;
+            m.grace_logins.replace("{count}", &left.to_string())
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Explanation {
+            rule: "enrollment:grace".to_owned(),
+            message,
+        }))
+    }
+
+    /// Starts enrolling a user who asks to: a challenge to the address the IdP names.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] when already enrolled (see `change_email`); [`Error::Locked`];
+    /// [`Error::InvalidInput`]; [`Error::Store`]; [`Error::Audit`].
+    pub fn enroll<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<ChallengeView> {
+        let ip = input::login_context(ctx)?;
+        let who = Who::of(ctx, ip);
+        self.refuse_if_locked(&who, now, rng)?;
+        let enrollment = self.enrollment_of(who.org, who.user)?;
+        if enrollment.is_some() {
+            return Err(Error::Forbidden(
+                "already enrolled: move MFA to another address with change-email",
+            ));
+        }
+        let m = self.explain_in(ctx)?;
+        let policy = self.org_policy(who.org)?;
+        let requirement = self.requirement_of(ctx, &policy, None, &m)?;
+        let (rule, reason) = if requirement.required {
+            (requirement.why.rule, requirement.why.message)
+        } else {
+            ("user:opted-in".to_owned(), m.opted_in.clone())
+        };
+        let why = Explanation {
+            rule,
+            message: m.enroll.replace("{reason}", &reason),
+        };
+        let opt_in = !requirement.required;
+        self.open_challenge(&who, Purpose::Enrollment, &ctx.email, opt_in, why, now, rng)
+    }
+
+    /// Starts moving MFA to the address the IdP now names, for a user who verified a code to the
+    /// current address in the last 5 minutes.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] when not enrolled or without a fresh verification (recorded);
+    /// [`Error::InvalidInput`] when the address is already the confirmed one; [`Error::Locked`];
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub fn change_email<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<ChallengeView> {
+        let ip = input::login_context(ctx)?;
+        let who = Who::of(ctx, ip);
+        self.refuse_if_locked(&who, now, rng)?;
+        let Some(enrollment) = self.enrollment_of(who.org, who.user)? else {
+            return Err(Error::Forbidden("not enrolled yet: enroll first"));
+        };
+        if enrollment.email.eq_ignore_ascii_case(&ctx.email) {
+            return Err(Error::invalid(
+                "email",
+                "is already the confirmed MFA address; send the new address in the context",
+            ));
+        }
+        let last = self.load_json::<Proof>(&keys::last_verified(who.org, who.user))?;
+        let here = self.proof_here(ctx, ip, now);
+        let refusal = match last {
+            Some(p) if p.at > now || now.0 - p.at.0 > FRESH_VERIFICATION_SECONDS => {
+                Some("email-change:verification-not-fresh")
+            }
+            None => Some("email-change:verification-not-fresh"),
+            // Fresh, but proved in another browser or from another network: not this session's.
+            Some(p) if p.browser != here.browser || p.network != here.network => {
+                Some("email-change:verification-elsewhere")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = refusal {
+            self.record(
+                who.event(Action::AccessDenied, Outcome::Denied)
+                    .reason(reason),
+                now,
+                rng,
+            )?;
+            return Err(Error::Forbidden(
+                "verify a code sent to the current address first, in this browser, within the last 5 minutes",
+            ));
+        }
+        let m = self.explain_in(ctx)?;
+        let why = Explanation {
+            rule: "email-change".to_owned(),
+            message: m.email_change.clone(),
+        };
+        let opt_in = enrollment.opted_in;
+        self.open_challenge(
+            &who,
+            Purpose::EmailChange,
+            &ctx.email,
+            opt_in,
+            why,
+            now,
+            rng,
+        )
+    }
+
+    /// What a verified enrollment or email-change challenge confirms: the address, stored and
+    /// recorded (`enrolled` / `email_changed`) as one change, undone if the record cannot be written.
+    pub(crate) fn confirm_address<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        challenge: &StoredChallenge,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let key = keys::enrollment(who.org, who.user);
+        let (action, enrolled_at) = match challenge.purpose {
+            Purpose::Login => return Ok(()),
+            Purpose::Enrollment => (Action::Enrolled, now),
+            Purpose::EmailChange => {
+                let Some(current) = self.enrollment_of(who.org, who.user)? else {
+                    // Reset while the change was under way: nothing to change any more.
+                    return Err(Error::Rejected);
+                };
+                (Action::EmailChanged, current.enrolled_at)
+            }
+        };
+        let enrollment = Enrollment {
+            v: 1,
+            email: challenge.email.clone(),
+            enrolled_at,
+            opted_in: challenge.opt_in,
+        };
+        let reason = if challenge.opt_in {
+            "email-confirmed:opted-in"
+        } else {
+            "email-confirmed"
+        };
+        let event = who
+            .event(action, Outcome::Success)
+            .reason(reason)
+            .challenge(&challenge.id);
+        self.put_recorded(&key, &enrollment, event, now, rng)?;
+        // The grace is spent for good once enrolled (kept through resets). Best effort: without
+        // the mark, a reset user would only get what is left of the grace they started with.
+        let _ = self.put(&keys::grace_spent(who.org, who.user), &now);
+        Ok(())
+    }
+}

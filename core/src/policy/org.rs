@@ -1,0 +1,71 @@
+//! An organization's policy as the engine applies it: read from the store (the platform's when the
+//! organization set none), tightening the platform's settings for everything the organization's
+//! logins do, and deciding with [`super::requirement`] whether a user must use MFA, explained in
+//! their language. A stored policy is only ever applied through [`OrgPolicy::effective`], so a
+//! policy the platform has since tightened past cannot loosen anything.
+
+use crate::email::i18n::{self, Explain};
+use crate::engine::Engine;
+use crate::kernel::error::Result;
+use crate::kernel::keys;
+use crate::kernel::model::LoginContext;
+use crate::policy::enrollment::Enrollment;
+use crate::policy::{OrgPolicy, Requirement, UserSide};
+
+impl Engine<'_> {
+    /// The organization's policy as stored, or the platform's when it set none.
+    ///
+    /// # Errors
+    /// [`crate::kernel::error::Error::Store`].
+    pub(crate) fn org_policy(&self, org: &str) -> Result<OrgPolicy> {
+        Ok(self
+            .load_json::<OrgPolicy>(&keys::policy(org))?
+            .unwrap_or_else(|| OrgPolicy::inherit(&self.settings)))
+    }
+
+    /// This engine with the platform's settings tightened by an organization's policy.
+    pub(crate) fn scoped(&self, policy: &OrgPolicy) -> Engine<'_> {
+        Engine {
+            store: self.store,
+            mailer: self.mailer,
+            audit: self.audit,
+            settings: policy.effective(&self.settings),
+            key: self.key,
+        }
+    }
+
+    /// The roles the platform requires MFA for: a platform admin's choice, else the setting.
+    pub(crate) fn platform_roles(&self) -> Result<Vec<String>> {
+        Ok(self
+            .load_json::<Vec<String>>(&keys::platform_roles())?
+            .unwrap_or_else(|| self.settings.required_roles.clone()))
+    }
+
+    /// The sentences to explain decisions with: the user's language, else the organization's.
+    pub(crate) fn explain_in(&self, ctx: &LoginContext) -> Result<Explain> {
+        let branding = self.branding_of(&ctx.org_id)?;
+        let language = i18n::choose(ctx.locale.as_deref(), &branding.default_language);
+        Ok(i18n::messages(language).explain)
+    }
+
+    /// Whether MFA applies to this user, and why.
+    pub(crate) fn requirement_of(
+        &self,
+        ctx: &LoginContext,
+        policy: &OrgPolicy,
+        enrollment: Option<&Enrollment>,
+        m: &Explain,
+    ) -> Result<Requirement> {
+        let user = UserSide {
+            roles: &ctx.roles,
+            opted_in: enrollment.is_some_and(|e| e.opted_in),
+        };
+        Ok(super::requirement(
+            &ctx.org_id,
+            policy,
+            &self.platform_roles()?,
+            &user,
+            m,
+        ))
+    }
+}

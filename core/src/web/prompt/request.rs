@@ -1,0 +1,177 @@
+//! Accepting a request (IdP → browser → `GET /prompt?request=<jwt>`): its signature, its claims,
+//! its times, where it sends the browser back, and that it is used once. Every refusal that names
+//! an organization is recorded in that organization's stream; a tampered one under whom it claims,
+//! marked unverified by its reason.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand_core::CryptoRng;
+use serde::Deserialize;
+
+use super::{
+    AUDIENCE, CLOCK_SKEW, MAX_REQUEST_LIFETIME, PromptConfig, PromptPurpose, PromptRequest, Refusal,
+};
+use crate::audit::{Action, Event, Outcome};
+use crate::engine::Engine;
+use crate::kernel::error::{Error, Result};
+use crate::kernel::time::Timestamp;
+use crate::kernel::{input, keys};
+
+/// Whether `to` is on the allow-list: it starts with an allowed URL at a path-segment boundary
+/// (`…/return` allows `…/return?x` and `…/return/x`, not `…/returnX`), is printable ASCII, and has
+/// no fragment and no dot segment.
+fn return_allowed(allowed: &[String], to: &str) -> bool {
+    let path = to.split('?').next().unwrap_or_default();
+    let clean = to.bytes().all(|b| b.is_ascii_graphic())
+        && !to.contains(['#', '\\'])
+        && !path.split('/').any(|segment| {
+            segment == "." || segment == ".." || segment.to_ascii_lowercase().contains("%2e")
+        });
+    clean
+        && allowed.iter().any(|a| {
+            to.strip_prefix(a.as_str()).is_some_and(|rest| {
+                a.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?'])
+            })
+        })
+}
+
+/// The payload of a token whose signature did not hold, read only to name whom it claims to be
+/// for in the record of its refusal.
+fn unverified_payload(token: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    org: String,
+    email: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    locale: Option<String>,
+    return_to: String,
+    nonce: String,
+    jti: String,
+    iat: i64,
+    exp: i64,
+    #[serde(default)]
+    purpose: PromptPurpose,
+}
+
+impl Engine<'_> {
+    /// Accepts a signed request once, or refuses it (recorded when it names an organization
+    /// trustworthily).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] with the page's message; [`Error::Store`]; [`Error::Audit`].
+    pub fn open_prompt<R: CryptoRng + ?Sized>(
+        &self,
+        config: &PromptConfig,
+        token: &str,
+        where_from: (&str, &str),
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<PromptRequest> {
+        self.check_prompt(config, token, where_from, now, rng)?
+            .map_err(|r| Error::Forbidden(r.message()))
+    }
+
+    /// [`Self::open_prompt`], with the refusal as a value for a page to explain in its language.
+    /// The outer error is a host failure (store, audit).
+    pub(crate) fn check_prompt<R: CryptoRng + ?Sized>(
+        &self,
+        config: &PromptConfig,
+        token: &str,
+        where_from: (&str, &str),
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<std::result::Result<PromptRequest, Refusal>> {
+        // A token whose signature fails is still read for whom it names: the refusal of a
+        // tampered request is recorded in that organization's stream (its claims are marked as
+        // unverified by the reason, `prompt:bad-signature`).
+        let (payload, forged) = match config.open(token) {
+            Ok(payload) => (payload, false),
+            Err(Refusal::Signature) => match unverified_payload(token) {
+                Some(payload) => (payload, true),
+                None => return Ok(Err(Refusal::Signature)),
+            },
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Ok(claims) = serde_json::from_slice::<RequestClaims>(&payload) else {
+            return Ok(Err(if forged {
+                Refusal::Signature
+            } else {
+                Refusal::Claims
+            }));
+        };
+        let refuse = |refusal: Refusal,
+                      rng: &mut R|
+         -> Result<std::result::Result<PromptRequest, Refusal>> {
+            if input::id("org", &claims.org).is_ok() && input::id("sub", &claims.sub).is_ok() {
+                let event = Event {
+                    org: claims.org.clone(),
+                    actor: claims.sub.clone(),
+                    subject: claims.sub.clone(),
+                    action: Action::AccessDenied,
+                    outcome: Outcome::Denied,
+                    reason: Some(refusal.rule().to_owned()),
+                    ip: (!where_from.0.is_empty()).then(|| where_from.0.to_owned()),
+                    user_agent: (!where_from.1.is_empty()).then(|| where_from.1.to_owned()),
+                    device_id: None,
+                    challenge_id: None,
+                };
+                self.record(event, now, rng)?;
+            }
+            Ok(Err(refusal))
+        };
+        if forged {
+            return refuse(Refusal::Signature, rng);
+        }
+        let well_formed = input::id("sub", &claims.sub).is_ok()
+            && input::id("org", &claims.org).is_ok()
+            && input::email(&claims.email).is_ok()
+            && input::roles(&claims.roles).is_ok()
+            && input::id("jti", &claims.jti).is_ok()
+            && !claims.nonce.is_empty()
+            && claims.nonce.len() <= 256;
+        if !well_formed {
+            return refuse(Refusal::Claims, rng);
+        }
+        if claims.iss != config.client_id || claims.aud != AUDIENCE {
+            return refuse(Refusal::Audience, rng);
+        }
+        // Saturating and checked: hostile numbers must not wrap past the bounds.
+        let lifetime = claims.exp.checked_sub(claims.iat);
+        if now.0 > claims.exp.saturating_add(CLOCK_SKEW)
+            || claims.iat > now.0.saturating_add(CLOCK_SKEW)
+            || lifetime.is_none_or(|l| !(0..=MAX_REQUEST_LIFETIME).contains(&l))
+        {
+            return refuse(Refusal::Expired, rng);
+        }
+        if !return_allowed(&config.return_urls, &claims.return_to) {
+            return refuse(Refusal::ReturnUrl, rng);
+        }
+        let uses = self
+            .store
+            .increment(&keys::prompt_request(&config.client_id, &claims.jti), 1)
+            .map_err(Error::store)?;
+        if uses != 1 {
+            return refuse(Refusal::Replayed, rng);
+        }
+        Ok(Ok(PromptRequest {
+            user_id: claims.sub,
+            org_id: claims.org,
+            email: claims.email,
+            roles: claims.roles,
+            locale: claims.locale,
+            return_to: claims.return_to,
+            nonce: claims.nonce,
+            expires_at: Timestamp(claims.exp),
+            purpose: claims.purpose,
+        }))
+    }
+}
