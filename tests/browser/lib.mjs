@@ -224,3 +224,42 @@ export async function checkAxe(page, name) {
   }
   return minor ? ` (axe: ${minor} minor/moderate)` : '';
 }
+
+/** The API key `serve` uses: $MFA_STEP_API_KEY if set, as serve reads it, else `<dataDir>/api.key`. */
+export function apiKey(dataDir) {
+  const fromEnv = process.env.MFA_STEP_API_KEY?.trim();
+  if (fromEnv) return fromEnv;
+  const file = path.join(dataDir, 'api.key');
+  assert.ok(fs.existsSync(file), `serve wrote no API key at ${file}`);
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+/** POSTs `body` as JSON to the REST API with the API key; resolves to { status, json }. */
+export async function postApi(base, key, route, body) {
+  const res = await fetch(`${base}${route}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    assert.fail(`${route} answered ${res.status} with no JSON: ${text.slice(0, 500)}`);
+  }
+  return { status: res.status, json };
+}
+
+/**
+ * A screenshot someone can look at: a PNG file (its signature) bigger than `minBytes`, since a
+ * blank or near-empty render compresses to a few hundred bytes.
+ */
+export function checkPng(file, minBytes) {
+  assert.ok(fs.existsSync(file), `no screenshot at ${file}`);
+  const bytes = fs.readFileSync(file);
+  assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a],
+    `${file} is not a PNG`);
+  assert.ok(bytes.length > minBytes, `${file}: a near-empty screenshot (${bytes.length} bytes)`);
+  return bytes.length;
+}

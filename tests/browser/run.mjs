@@ -7,7 +7,9 @@
 //   the code page again with a wrong code, resend and cancel;
 // - a locked user sees the locked page; a tampered or replayed request is refused;
 // - every /prompt page's security headers and the component's cookies;
-// - axe-core on every distinct page: no serious or critical WCAG 2.2 AA violation.
+// - axe-core on every distinct page: no serious or critical WCAG 2.2 AA violation;
+// - an org admin's email preview page (a link from the REST API): a clinic's branded email in
+//   Spanish, rendered by Chromium to a screenshot that must be a non-trivial PNG.
 //
 // It builds nothing: it runs the `mfa-step` binary at $MFA_STEP_BIN (default target/debug/mfa-step)
 // with Chromium at $CHROMIUM (default /usr/bin/chromium), and fails (never skips) if either is missing.
@@ -22,8 +24,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  BIN, CHROMIUM, ROOT, checkAxe, checkCookies, checkHeaders, freePort, latestCode, launchChromium,
-  outboxFor, requireFile, sleep, startServe,
+  BIN, CHROMIUM, ROOT, apiKey, checkAxe, checkCookies, checkHeaders, checkPng, freePort, latestCode,
+  launchChromium, outboxFor, postApi, requireFile, sleep, startServe,
 } from './lib.mjs';
 
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
@@ -32,6 +34,20 @@ const DOC_SCREENSHOTS = path.join(ROOT, 'docs', 'screenshots');
 // The demo clinic that `serve --demo` seeds (host-harness/src/demo.rs).
 const ORG = 'demo-clinic';
 const address = (user) => `${user}@${ORG}.example`;
+
+// A clinic with its own look that writes in Spanish by default: the branding the email tests use
+// (tests/tests/e2e/emails.rs, `sunrise()`), set through the REST API as its admin would.
+const SUNRISE = 'sunrise-clinic';
+const SUNRISE_BRANDING = {
+  display_name: 'Sunrise Family Clinic',
+  logo_url: 'https://cdn.sunrise-clinic.example/logo.png',
+  primary_color: '#b3461d',
+  accent_color: '#fdf1e7',
+  sender_name: 'Sunrise Family Clinic',
+  support_contact: '+1 555 0100',
+  footer_text: 'Sunrise Family Clinic, 12 Dawn Road',
+  default_language: 'es',
+};
 
 // The component's cookies, as the contract names them.
 const PROMPT_COOKIE = '__Host-mfa-prompt';
@@ -315,13 +331,13 @@ async function main() {
 
     // -----------------------------------------------------------------------------------------
     // A locked user. The lock is the consecutive-failure counter `v1:failures:<org>:<user>`
-    // (core/src/keys.rs) reaching LOCK_AT (core/src/throttle.rs); counters are rows of the
+    // (core/src/kernel/keys.rs) reaching LOCK_AT (core/src/engine/throttle.rs); counters are rows of the
     // `counters` table in the SQLite store (host-harness/src/backends/store.rs). Writing it with
     // serve stopped, then restarting on the same data dir, also shows the lock survives a restart.
     await step('lock coach-demo in the store (serve stopped, counter written, serve restarted)', async () => {
-      const throttle = fs.readFileSync(path.join(ROOT, 'core/src/throttle.rs'), 'utf8');
+      const throttle = fs.readFileSync(path.join(ROOT, 'core/src/engine/throttle.rs'), 'utf8');
       const lockAt = Number(throttle.match(/pub const LOCK_AT: i64 = (\d+);/)?.[1]);
-      assert.ok(lockAt > 0, 'LOCK_AT not found in core/src/throttle.rs');
+      assert.ok(lockAt > 0, 'LOCK_AT not found in core/src/engine/throttle.rs');
       await serve.stop();
       execFileSync('python3', ['-c', [
         'import sqlite3, sys',
@@ -396,6 +412,41 @@ async function main() {
       assert.equal(pathOf(), '/prompt/step', `the untouched request leads to /prompt/step, at ${page.url()}`);
       await refusedPage(await page.goto(issued.href), 'replayed request');
       return note;
+    });
+
+    // -----------------------------------------------------------------------------------------
+    // The email as a browser renders it. The org admin's preview page shows the HTML part in a
+    // sandboxed frame, with the sample code; Sunrise's default language makes it Spanish.
+    await step('the branded Spanish email on the preview page, rendered to a screenshot', async () => {
+      const key = apiKey(dataDir);
+      const actor = {
+        user_id: `${SUNRISE}-admin`, org_id: SUNRISE, roles: ['org-admin'],
+        ip: '198.51.100.4', user_agent: 'admin console',
+      };
+      const set = await postApi(serve.base, key, '/v1/admin/branding/set',
+        { actor, org_id: SUNRISE, branding: SUNRISE_BRANDING });
+      assert.equal(set.status, 200, `branding/set: ${JSON.stringify(set.json)}`);
+      const link = await postApi(serve.base, key, '/v1/admin/branding/preview-link', { actor, org_id: SUNRISE });
+      assert.equal(link.status, 200, `branding/preview-link: ${JSON.stringify(link.json)}`);
+      assert.match(link.json.url ?? '', /^\/admin\/branding\/preview\?token=/, `no preview link: ${JSON.stringify(link.json)}`);
+
+      const response = await page.goto(`${serve.base}${link.json.url}`);
+      assert.equal(response.status(), 200, 'the preview page answers 200');
+      const subject = (await page.locator('p.subject').textContent())?.trim();
+      assert.match(subject, /Tu código de verificación de Sunrise Family Clinic/, `subject: ${subject}`);
+      const frame = page.locator('iframe[title="The email as HTML"]');
+      assert.equal(await frame.count(), 1, 'no <iframe title="The email as HTML">');
+      const email = frame.contentFrame();
+      assert.equal(await email.locator('html').getAttribute('lang'), 'es', 'the email is not in Spanish');
+      const body = await email.locator('body').innerText();
+      assert.match(body, /\b123456\b/, `the sample code is not in the rendered email:\n${body}`);
+      assert.match(body, /Sunrise Family Clinic, 12 Dawn Road/, `the footer is not in the rendered email:\n${body}`);
+
+      const file = path.join(ARTIFACTS, 'email-sunrise-es.png');
+      await frame.screenshot({ path: file });
+      const bytes = checkPng(file, 5_000);
+      await screenshot(page, 'email-preview');
+      return ` (${path.relative(ROOT, file)}, ${bytes} bytes)`;
     });
 
     if (process.env.UPDATE_SCREENSHOTS === '1') {

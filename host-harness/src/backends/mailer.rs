@@ -23,7 +23,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, Message, SmtpTransport, Transport};
-use mfa_step_core::ports::{Mailer, OutgoingMail, PortError, PortResult};
+use mfa_step_core::kernel::ports::{Mailer, OutgoingMail, PortError, PortResult};
 use zeroize::Zeroizing;
 
 use super::{BackendError, lock};
@@ -438,8 +438,8 @@ impl Mailer for SmtpMailer {
 )]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
+    use mfa_step_test_support::SmtpSink;
+    use std::net::{Ipv4Addr, TcpListener};
 
     fn mail(to: &str) -> OutgoingMail {
         OutgoingMail {
@@ -644,53 +644,23 @@ mod tests {
 
     // --- SmtpMailer against a real server --------------------------------------------------------
 
-    /// An SMTP server (aiosmtpd) that writes each message it accepts to `<dir>/<n>.eml`
-    /// (atomically) and its envelope to `<dir>/<n>.envelope`. It refuses recipients starting with
-    /// `reject` with a reply that echoes a marker, to check that errors do not carry reply text.
-    const SMTP_SERVER: &str = r#"
-import itertools, os, sys, time
-from aiosmtpd.controller import Controller
-
-out_dir, port = sys.argv[1], int(sys.argv[2])
-numbers = itertools.count(1)
-
-def save(name, data):
-    tmp = os.path.join(out_dir, "." + name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, os.path.join(out_dir, name))
-
-class Handler:
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("reject"):
-            return "550 5.1.1 no such user ECHOED-REPLY-TEXT"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        n = next(numbers)
-        meta = "\n".join([envelope.mail_from] + envelope.rcpt_tos) + "\n"
-        save(f"{n}.envelope", meta.encode())
-        save(f"{n}.eml", envelope.original_content or envelope.content)
-        return "250 Message accepted"
-
-controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-controller.start()
-while True:
-    time.sleep(3600)
-"#;
-
-    /// A running SMTP server; killed when dropped.
-    struct SmtpServer {
-        child: Child,
-        port: u16,
-        dir: tempfile::TempDir,
+    /// A real SMTP server on loopback (the test-support crate's sink: mailin's SMTP state machine
+    /// over a socket). It refuses recipients starting with `reject` with a reply that echoes a
+    /// marker, to check that errors do not carry reply text.
+    fn server() -> SmtpSink {
+        SmtpSink::builder()
+            .refuse_recipients(|to| {
+                to.starts_with("reject")
+                    .then(|| (550, "5.1.1 no such user ECHOED-REPLY-TEXT".to_owned()))
+            })
+            .start()
+            .unwrap()
     }
 
-    impl Drop for SmtpServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+    fn config(port: u16, tls: SmtpTls) -> SmtpConfig {
+        SmtpConfig {
+            timeout: Duration::from_secs(10),
+            ..SmtpConfig::new("127.0.0.1", port, "noreply@acme.test", tls)
         }
     }
 
@@ -702,62 +672,10 @@ while True:
             .port()
     }
 
-    impl SmtpServer {
-        fn start() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            // A file, not a pipe: a pipe nobody reads could fill up and stall the server.
-            let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-            let child = Command::new("python3")
-                .arg("-c")
-                .arg(SMTP_SERVER)
-                .arg(dir.path())
-                .arg(port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start python3 ({e}): the SMTP test needs python3 with aiosmtpd (pip install aiosmtpd)")
-                });
-            let mut server = Self { child, port, dir };
-            for _ in 0..200 {
-                if let Some(status) = server.child.try_wait().unwrap() {
-                    let stderr = std::fs::read_to_string(server.dir.path().join("server.log"))
-                        .unwrap_or_default();
-                    panic!(
-                        "the test SMTP server exited ({status}); it needs python3 with aiosmtpd \
-                         (pip install aiosmtpd):\n{stderr}"
-                    );
-                }
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            panic!("the test SMTP server did not listen on port {port} within 10 s");
-        }
-
-        fn config(&self) -> SmtpConfig {
-            SmtpConfig {
-                timeout: Duration::from_secs(10),
-                ..SmtpConfig::new("127.0.0.1", self.port, "noreply@acme.test", SmtpTls::None)
-            }
-        }
-
-        fn received(&self, n: u32) -> (String, String) {
-            let read = |ext| {
-                std::fs::read_to_string(self.dir.path().join(format!("{n}.{ext}")))
-                    .unwrap_or_else(|e| panic!("message {n} was not received: {e}"))
-            };
-            (read("envelope"), read("eml"))
-        }
-    }
-
     #[test]
     fn smtp_mailer_delivers_to_a_real_server() {
-        let server = SmtpServer::start();
-        let mailer = SmtpMailer::new(&server.config()).unwrap();
+        let server = server();
+        let mailer = SmtpMailer::new(&config(server.port(), SmtpTls::None)).unwrap();
         mailer.send(&mail("bob@example.com")).unwrap();
         mailer
             .send(&OutgoingMail {
@@ -767,8 +685,11 @@ while True:
             })
             .unwrap();
 
-        let (envelope, eml) = server.received(1);
-        assert_eq!(envelope, "noreply@acme.test\nbob@example.com\n");
+        let received = server.received();
+        assert_eq!(received.len(), 2, "{received:?}");
+        assert_eq!(received[0].mail_from, "noreply@acme.test");
+        assert_eq!(received[0].rcpt_to, ["bob@example.com"]);
+        let eml = received[0].text();
         let (head, body) = eml.split_once("\r\n\r\n").expect("headers, then a body");
         let head_lower = head.to_ascii_lowercase();
         for header in [
@@ -802,8 +723,9 @@ while True:
             "{body}"
         );
 
-        let (envelope, eml) = server.received(2);
-        assert_eq!(envelope, "noreply@acme.test\ncarol@example.com\n");
+        assert_eq!(received[1].mail_from, "noreply@acme.test");
+        assert_eq!(received[1].rcpt_to, ["carol@example.com"]);
+        let eml = received[1].text();
         assert!(
             eml.contains("\r\nFrom: noreply@acme.test\r\n")
                 || eml.starts_with("From: noreply@acme.test\r\n")
@@ -813,12 +735,67 @@ while True:
 
     #[test]
     fn smtp_refusal_is_an_error_without_the_reply_text() {
-        let server = SmtpServer::start();
-        let mailer = SmtpMailer::new(&server.config()).unwrap();
+        let server = server();
+        let mailer = SmtpMailer::new(&config(server.port(), SmtpTls::None)).unwrap();
         let err = mailer.send(&mail("reject-me@example.com")).unwrap_err();
         assert!(err.0.contains("refused the message (reply 550)"), "{err}");
         assert!(!err.0.contains("ECHOED"), "{err}");
         assert!(!err.0.contains("493021"), "{err}");
+        assert_eq!(server.received(), []);
+    }
+
+    #[test]
+    fn smtp_credentials_reach_the_server_and_a_wrong_password_is_refused() {
+        let server = SmtpSink::builder()
+            .require_auth("mailer", "right-password")
+            .start()
+            .unwrap();
+        let with = |password: &str| SmtpConfig {
+            username: Some("mailer".to_owned()),
+            password: Some(SmtpPassword::new(password)),
+            ..config(server.port(), SmtpTls::None)
+        };
+        SmtpMailer::new(&with("right-password"))
+            .unwrap()
+            .send(&mail("bob@example.com"))
+            .unwrap();
+        assert_eq!(server.received().len(), 1);
+
+        let err = SmtpMailer::new(&with("wrong-password"))
+            .unwrap()
+            .send(&mail("carol@example.com"))
+            .unwrap_err();
+        assert!(err.0.contains("(reply 535)"), "{err}");
+        assert!(
+            !err.0.contains("password") && !err.0.contains("493021"),
+            "{err}"
+        );
+        // And without credentials, the server will not take the message at all (a permanent
+        // refusal of MAIL FROM: 530 from most servers, 503 "bad sequence" from this one).
+        let err = SmtpMailer::new(&config(server.port(), SmtpTls::None))
+            .unwrap()
+            .send(&mail("carol@example.com"))
+            .unwrap_err();
+        assert!(err.0.contains("refused the message (reply 5"), "{err}");
+        assert_eq!(server.received().len(), 1, "only the authenticated message");
+    }
+
+    /// The sink offers no STARTTLS, as a misconfigured or downgraded server would: the mailer must
+    /// stop before `MAIL FROM`, never fall back to plain text. (A completed STARTTLS handshake is
+    /// not tested: the mailer trusts the web PKI roots only, which no loopback server can satisfy.)
+    #[test]
+    fn starttls_required_but_not_offered_sends_nothing() {
+        let server = server();
+        let err = SmtpMailer::new(&config(server.port(), SmtpTls::StartTls))
+            .unwrap()
+            .send(&mail("bob@example.com"))
+            .unwrap_err();
+        assert!(
+            err.0.contains(&format!("127.0.0.1:{}", server.port())),
+            "{err}"
+        );
+        assert!(!err.0.contains("493021"), "{err}");
+        assert_eq!(server.received(), []);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The audit trail through the compiled component (`core/src/audit.rs`, `core/src/chain.rs`,
+//! The audit trail through the compiled component (`core/src/audit/`: events, chain, verify;
 //! `wit/audit.wit`): every action leaves exactly one record of the documented form, the whole trail
 //! is one sealed hash chain per organization, no code, token, key or address ever reaches it, a sink
 //! that refuses a record blocks the operation it would have recorded, and concurrent calls for one
@@ -10,7 +10,7 @@
     reason = "tests"
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,17 +19,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use host_harness::backends::{FaultyAuditSink, MemoryAuditSink};
 use host_harness::wit::{self, Decision, ErrorKind, Mandate, MfaError};
+use mfa_step_core::audit::chain::SealKey;
+use mfa_step_core::audit::verify::Verifier;
 use mfa_step_core::audit::{Action, Event, Outcome};
-use mfa_step_core::chain::{GENESIS, Head, SealKey, Verifier};
-use mfa_step_core::ports::{AppendError, AuditEntry, AuditSink, PortResult, Store};
-use mfa_step_core::{HmacKey, Timestamp, keys};
+use mfa_step_core::kernel::keys;
+use mfa_step_core::kernel::ports::{
+    AppendError, AuditEntry, AuditSink, GENESIS, Head, PortResult, Store,
+};
+use mfa_step_core::{HmacKey, Timestamp};
 use serde_json::{Value, json};
 
 const ORG: &str = "acme-health";
 const OTHER: &str = "harbor-health";
 const DAY: i64 = 86_400;
 
-/// The record's keys, in the order `core/src/audit.rs` documents.
+/// The record's keys, in the order `core/src/audit/mod.rs` documents.
 const KEYS: [&str; 17] = [
     "v",
     "id",

@@ -9,7 +9,7 @@
     reason = "tests"
 )]
 
-mod common;
+use crate::common;
 
 use common::*;
 use host_harness::wit::{self, ChallengePurpose, Decision, ErrorKind, Mandate, OrgPolicy};

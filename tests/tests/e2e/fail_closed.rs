@@ -8,14 +8,14 @@
     reason = "tests"
 )]
 
-mod common;
+use crate::common;
 use std::sync::Arc;
 
 use common::*;
 use host_harness::Config;
 use host_harness::backends::MemoryStore;
 use host_harness::wit::{self, Decision, ErrorKind, MfaError};
-use mfa_step_core::keys;
+use mfa_step_core::kernel::keys;
 
 const ORG: &str = "acme-health";
 

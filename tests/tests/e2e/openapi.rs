@@ -22,7 +22,7 @@
     reason = "tests"
 )]
 
-mod common;
+use crate::common;
 use std::collections::BTreeSet;
 
 use common::*;
@@ -129,7 +129,7 @@ fn implemented_routes(src: &str) -> BTreeSet<Route> {
     routes
 }
 
-/// The hosted pages, which `core/src/hosted.rs` routes: its `(WebMethod::X, "/prompt…")` arms.
+/// The hosted pages, which `core/src/web/hosted/mod.rs` routes: its `(WebMethod::X, "/prompt…")` arms.
 fn hosted_routes(src: &str) -> BTreeSet<Route> {
     const ARM: &str = "(WebMethod::";
     let mut routes = BTreeSet::new();
@@ -763,7 +763,7 @@ async fn the_document_is_served_at_openapi_json() {
 fn every_implemented_route_is_documented_and_every_documented_route_is_implemented() {
     let doc = document();
     let mut implemented = implemented_routes(&read("guest/src/http.rs"));
-    let hosted = hosted_routes(&read("core/src/hosted.rs"));
+    let hosted = hosted_routes(&read("core/src/web/hosted/mod.rs"));
     assert_eq!(hosted.len(), 9, "the hosted pages' routes: {hosted:#?}");
     implemented.extend(hosted);
     // The extraction found what it must, or it would prove nothing.
@@ -834,9 +834,9 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
 fn request_schemas_match_the_structs_serde_parses() {
     let doc = document();
     let http = read("guest/src/http.rs");
-    let model = read("core/src/model.rs");
-    let policy = read("core/src/policy.rs");
-    let branding = read("core/src/branding.rs");
+    let model = read("core/src/kernel/model.rs");
+    let policy = read("core/src/policy/mod.rs");
+    let branding = read("core/src/email/branding.rs");
     let bodies: BTreeSet<String> = implemented_routes(&http)
         .into_iter()
         .filter_map(|r| r.body)
@@ -900,8 +900,8 @@ fn request_schemas_match_the_structs_serde_parses() {
 fn answer_schemas_declare_every_field_the_types_serialize() {
     // Answers carry every field (no `skip_serializing_if` in the core's types): all are required.
     let doc = document();
-    let model = read("core/src/model.rs");
-    let preview = read("core/src/preview_page.rs");
+    let model = read("core/src/kernel/model.rs");
+    let preview = read("core/src/web/preview.rs");
     for (schema, src, rust, extra) in [
         ("Challenge", &model, "ChallengeView", None),
         ("Allowed", &model, "Allowed", Some("outcome")),

@@ -8,7 +8,7 @@
     reason = "tests"
 )]
 
-mod common;
+use crate::common;
 use common::*;
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@
     reason = "tests"
 )]
 
-mod common;
+use crate::common;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use host_harness::backends::{MemoryAuditSink, MemoryStore};
 use host_harness::{Backends, Clock, TestClock};
-use mfa_step_core::ports::{Mailer, OutgoingMail, PortResult};
+use mfa_step_core::kernel::ports::{Mailer, OutgoingMail, PortResult};
 
 /// Tells the test it was entered, then waits until the test releases it.
 struct StuckMailer {

@@ -1,10 +1,6 @@
-//! Shared test harness: the compiled component (compiled once per test binary), fault-injectable
+//! Shared test harness: the compiled component (compiled once per process, and cached on disk by wasmtime across processes), fault-injectable
 //! in-memory backends, a test clock, and helpers to call the component as an IdP would (function
 //! exports) or as a REST client would (the HTTP export, in-process).
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the harness"
-)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,7 +17,7 @@ use host_harness::backends::{
 use host_harness::wit::{self, Decision, ErrorKind, MfaError};
 use host_harness::{Backends, Clock, Config, Runtime, TestClock, World};
 use http_body_util::{BodyExt, Full};
-use mfa_step_core::ports::Store;
+use mfa_step_core::kernel::ports::Store;
 
 /// 2026-11-18T11:06:40Z: an ordinary weekday morning.
 pub const T0: i64 = 1_795_000_000;
@@ -444,23 +440,23 @@ impl KeyTracker {
 }
 
 impl Store for KeyTracker {
-    fn get(&self, key: &str) -> mfa_step_core::ports::PortResult<Option<Vec<u8>>> {
+    fn get(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<Option<Vec<u8>>> {
         self.note(key);
         self.inner.get(key)
     }
-    fn set(&self, key: &str, value: &[u8]) -> mfa_step_core::ports::PortResult<()> {
+    fn set(&self, key: &str, value: &[u8]) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.note(key);
         self.inner.set(key, value)
     }
-    fn delete(&self, key: &str) -> mfa_step_core::ports::PortResult<()> {
+    fn delete(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.note(key);
         self.inner.delete(key)
     }
-    fn increment(&self, key: &str, delta: i64) -> mfa_step_core::ports::PortResult<i64> {
+    fn increment(&self, key: &str, delta: i64) -> mfa_step_core::kernel::ports::PortResult<i64> {
         self.note(key);
         self.inner.increment(key, delta)
     }
-    fn list_keys(&self, prefix: &str) -> mfa_step_core::ports::PortResult<Vec<String>> {
+    fn list_keys(&self, prefix: &str) -> mfa_step_core::kernel::ports::PortResult<Vec<String>> {
         self.inner.list_keys(prefix)
     }
 }
@@ -477,19 +473,19 @@ pub fn code_in(text: &str) -> Option<String> {
 pub struct ArcStore(pub Arc<dyn Store + Send + Sync>);
 
 impl Store for ArcStore {
-    fn get(&self, key: &str) -> mfa_step_core::ports::PortResult<Option<Vec<u8>>> {
+    fn get(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<Option<Vec<u8>>> {
         self.0.get(key)
     }
-    fn set(&self, key: &str, value: &[u8]) -> mfa_step_core::ports::PortResult<()> {
+    fn set(&self, key: &str, value: &[u8]) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.0.set(key, value)
     }
-    fn delete(&self, key: &str) -> mfa_step_core::ports::PortResult<()> {
+    fn delete(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.0.delete(key)
     }
-    fn increment(&self, key: &str, delta: i64) -> mfa_step_core::ports::PortResult<i64> {
+    fn increment(&self, key: &str, delta: i64) -> mfa_step_core::kernel::ports::PortResult<i64> {
         self.0.increment(key, delta)
     }
-    fn list_keys(&self, prefix: &str) -> mfa_step_core::ports::PortResult<Vec<String>> {
+    fn list_keys(&self, prefix: &str) -> mfa_step_core::kernel::ports::PortResult<Vec<String>> {
         self.0.list_keys(prefix)
     }
 }
