@@ -12,9 +12,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use host_harness::backends::{JsonlAuditSink, SqliteAuditSink};
+use mfa_step_core::audit::chain::SealKey;
+use mfa_step_core::audit::verify::Verifier;
 use mfa_step_core::audit::{Action, Event, Outcome};
-use mfa_step_core::chain::{Head, SealKey, Verifier};
-use mfa_step_core::ports::{AuditEntry, AuditSink};
+use mfa_step_core::kernel::ports::{AuditEntry, AuditSink, Head};
 use mfa_step_core::{HmacKey, Timestamp};
 
 const HMAC_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";

@@ -3,7 +3,7 @@
 //! A log is either a JSONL file with its rotated segments (`audit.jsonl.000001`, …, then
 //! `audit.jsonl`) or the `audit_log` table of a SQLite database. Both are read in stored order,
 //! which is the order the chain must hold in; the checks themselves are the core's
-//! ([`mfa_step_core::chain::Verifier`]), so the harness and any other verifier agree.
+//! ([`mfa_step_core::audit::verify::Verifier`]), so the harness and any other verifier agree.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,7 +11,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use mfa_step_core::chain::{Break, Head, Record, SealKey, Verifier};
+use mfa_step_core::audit::chain::{Record, SealKey};
+use mfa_step_core::audit::verify::{Break, Verifier};
+use mfa_step_core::kernel::ports::Head;
 
 use crate::backends::audit::{jsonl_rotation_heads, jsonl_segments, sqlite_lines};
 
@@ -173,7 +175,7 @@ pub fn rotation_heads(path: &Path) -> Result<BTreeMap<String, Head>> {
 /// # Errors
 /// The database cannot be opened or read.
 pub fn store_counts(db: &Path) -> Result<BTreeMap<String, u64>> {
-    let prefix = mfa_step_core::keys::audit_count("");
+    let prefix = mfa_step_core::kernel::keys::audit_count("");
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("open {}", db.display()))?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use mfa_step_core::ports::{
+use mfa_step_core::kernel::ports::{
     AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
 };
 use wasmtime::component::ResourceTable;

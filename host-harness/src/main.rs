@@ -18,7 +18,7 @@ use host_harness::backends::{
     SqliteAuditSink, SqliteStore,
 };
 use host_harness::{Backends, Clock, Runtime, World, inspect, settings};
-use mfa_step_core::ports::{AuditSink, Mailer, Store};
+use mfa_step_core::kernel::ports::{AuditSink, Mailer, Store};
 
 #[derive(Parser)]
 #[command(
@@ -230,17 +230,49 @@ struct ServeArgs {
     /// and serve a demo identity provider at /demo/ that signs in through the hosted prompt.
     #[arg(long)]
     demo: bool,
+    /// How the log is written to standard error: `text` for people, `json` (one object per line)
+    /// for a log pipeline.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Seconds to let requests in flight finish after SIGTERM or Ctrl-C before cutting them.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
+/// The log goes to standard error, filtered by `RUST_LOG`. Whatever the format, the harness logs
+/// no code, token, key, query, body or header: only what each call site names.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    });
     let outcome = match cli.command {
         Command::Serve(args) => run_serve(*args),
         Command::Inspect => run_inspect(),
@@ -408,16 +440,19 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         offload: true,
     };
 
-    let demo_idp = match &demo_prompt {
+    // The demo's files are written now (a failure stops the start), its walk-through printed once
+    // the server answers.
+    let (demo_idp, walkthrough) = match &demo_prompt {
         Some(prompt) => {
             let walkthrough = host_harness::demo::seed(&args.data_dir, args.listen)?;
-            write_stdout(&walkthrough)?;
-            Some(Arc::new(host_harness::demo_idp::DemoIdp::new(
-                prompt,
-                args.listen,
-            )?))
+            let idp = host_harness::demo_idp::DemoIdp::new(prompt, args.listen)?;
+            (Some(Arc::new(idp)), Some(walkthrough))
         }
-        None => None,
+        None => (None, None),
+    };
+    let options = host_harness::serve::Options {
+        demo: demo_idp,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
     };
 
     let runtime = Arc::new(Runtime::new(World::HttpApp)?);
@@ -425,13 +460,52 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Signals are caught from before the listener opens: none can kill the server uncleanly.
+        let shutdown = shutdown_signal()?;
         let listener = host_harness::serve::bind(args.listen).await?;
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        host_harness::serve::serve_with(runtime, backends, listener, demo_idp, shutdown).await
+        if let Some(walkthrough) = &walkthrough {
+            write_stdout(walkthrough)?;
+        }
+        host_harness::serve::serve_with(runtime, backends, listener, options, shutdown).await
     })?;
+    // Connections cut after the grace period may leave a backend call running on a blocking
+    // thread (a hung mail server): it is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled.
+///
+/// # Errors
+/// A handler cannot be installed.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("catch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("catch SIGINT")?;
+        Ok(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "stopping");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => tracing::info!(signal = "Ctrl-C", "stopping"),
+                // Without a handler the server runs until killed, as it would without this one.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Ctrl-C cannot be caught");
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
 }
 
 impl LogArgs {
@@ -511,7 +585,7 @@ fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
     let mut checks = Checks::default();
     if !args.no_seal {
         let key = settings::existing_hmac_key(&args.log.data_dir)?;
-        checks.seal = Some(mfa_step_core::chain::SealKey::derive(&key));
+        checks.seal = Some(mfa_step_core::audit::chain::SealKey::derive(&key));
     }
     let store = args
         .store
@@ -581,7 +655,7 @@ fn run_tail(args: &TailArgs) -> Result<ExitCode> {
         |lines: Vec<String>, seen: &mut std::collections::BTreeMap<String, u64>| -> Result<()> {
             let mut text = String::new();
             for line in lines {
-                if let Ok(r) = mfa_step_core::chain::Record::parse(&line) {
+                if let Ok(r) = mfa_step_core::audit::chain::Record::parse(&line) {
                     let last = seen.entry(r.org.clone()).or_insert(0);
                     if r.seq <= *last {
                         continue;

@@ -9,28 +9,112 @@
 //!
 //! With `--demo`, the paths `/demo` and `/demo/…` belong to the demo identity provider
 //! ([`crate::demo_idp`]), which the host runs itself: it is the other party of the hosted prompt, not
-//! part of the component. Every other path goes to the component.
+//! part of the component. Every other path goes to the component, except two the host answers for
+//! the operator:
+//!
+//! - `GET /metrics`: Prometheus metrics ([`metrics`]), counted by the host around the component and
+//!   at its backends ([`metered`]). Like `/healthz`, it needs no API key, as is usual for a scrape
+//!   target on the serving port: it holds counts by route class, method, status and backend call,
+//!   and nothing taken from a request (no path beyond its class, no query, header, body, user or
+//!   organization), so it tells an outsider no more than timing the public routes would. Where even
+//!   that is too much, keep the port behind a proxy that does not forward `/metrics`.
+//! - `GET /readyz`: 200 while the store and the audit sink answer, else 503 naming what is down
+//!   ([`ready`]). `/healthz` (the component's) stays what it was: the process is alive.
+//!
+//! Shutdown is graceful: once `shutdown` resolves (SIGTERM or Ctrl-C in the CLI) the listener is
+//! closed, idle connections are closed, and every request already received is answered, each on a
+//! connection that then closes, for at most the grace period; past it, what is left is cut.
+//!
+//! A component that traps gets its request a bare 500 (and the log the cause): the host does not
+//! make up an answer for it.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use http_body_util::BodyExt as _;
-use hyper::header::HeaderValue;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::demo_idp::DemoIdp;
 use crate::host::Backends;
 use crate::runtime::Runtime;
 
+pub mod metered;
+pub mod metrics;
+pub mod ready;
+
+use metrics::{InstanceInUse, Metrics};
+use ready::Probes;
+
 /// The header that carries the client's IP to the component (the `client_ip_header` default).
 pub const CLIENT_IP_HEADER: &str = "x-mfa-client-ip";
+/// Where the host serves its Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// Where the host answers whether its backends are up.
+pub const READYZ_PATH: &str = "/readyz";
+/// How long shutdown waits for requests in flight by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves the component until `shutdown` resolves.
+/// How a server runs, beyond its component, backends and listener.
+#[derive(Clone)]
+pub struct Options {
+    /// Serve the demo identity provider under `/demo/`.
+    pub demo: Option<Arc<DemoIdp>>,
+    /// How long shutdown waits for requests in flight before cutting them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            demo: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every request received before shutdown was answered.
+    Drained,
+    /// The grace period ran out; the connections still open were cut.
+    GraceExpired,
+}
+
+/// What every connection of one server shares.
+struct Shared {
+    runtime: Arc<Runtime>,
+    /// The backends as the component sees them: counted in `metrics`.
+    backends: Backends,
+    demo: Option<Arc<DemoIdp>>,
+    metrics: Arc<Metrics>,
+    /// Probes over the backends as they are, outside the component's counts.
+    probes: Probes,
+}
+
+/// Who answered a request, for its log line.
+#[derive(Clone, Copy)]
+enum Answerer {
+    Host,
+    DemoIdp,
+    Component,
+}
+
+/// Serves the component until `shutdown` resolves, then drains for [`DEFAULT_SHUTDOWN_GRACE`].
 ///
 /// # Errors
 /// The listener's address cannot be read.
@@ -39,12 +123,13 @@ pub async fn serve(
     backends: Backends,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    serve_with(runtime, backends, listener, None, shutdown).await
+) -> Result<Stopped> {
+    serve_with(runtime, backends, listener, Options::default(), shutdown).await
 }
 
-/// Serves the component, and with `demo` the demo identity provider under `/demo/`, until
-/// `shutdown` resolves.
+/// Serves the component (and with `options.demo` the demo identity provider under `/demo/`) until
+/// `shutdown` resolves; then stops accepting, answers the requests in flight for at most
+/// `options.shutdown_grace`, and returns.
 ///
 /// # Errors
 /// The listener's address cannot be read.
@@ -52,11 +137,22 @@ pub async fn serve_with(
     runtime: Arc<Runtime>,
     backends: Backends,
     listener: TcpListener,
-    demo: Option<Arc<DemoIdp>>,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+) -> Result<Stopped> {
     let addr = listener.local_addr().context("read the bound address")?;
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared {
+        runtime,
+        probes: Probes::new(&backends, ready::PROBE_TIMEOUT),
+        backends: metered::instrument(backends, &metrics),
+        demo: options.demo,
+        metrics,
+    });
     tracing::info!(%addr, "serving the mfa-step component");
+    let graceful = GracefulShutdown::new();
+    // Turned on when the grace period runs out: every connection still open is then dropped.
+    let (cut, cut_watch) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,29 +163,51 @@ pub async fn serve_with(
                     continue;
                 }
             },
-            () = &mut shutdown => {
-                tracing::info!("shutting down");
-                return Ok(());
-            }
+            () = &mut shutdown => break,
         };
-        let runtime = runtime.clone();
-        let backends = backends.clone();
-        let demo = demo.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let runtime = runtime.clone();
-                let backends = backends.clone();
-                let demo = demo.clone();
-                async move { handle(runtime, backends, demo, req, peer).await }
-            });
-            if let Err(e) = http1::Builder::new()
+        let shared = shared.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+        });
+        // Watched from here, in the accept loop, so that no accepted connection escapes a shutdown.
+        let connection = graceful.watch(
+            http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                .serve_connection(TokioIo::new(stream), service),
+        );
+        let mut cut_watch = cut_watch.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                _ = cut_watch.wait_for(|cut| *cut) => {
+                    tracing::debug!(%peer, "connection cut at the end of the grace period");
+                }
             }
         });
+    }
+    drop(listener);
+    let grace = options.shutdown_grace;
+    tracing::info!(
+        open_connections = graceful.count(),
+        grace_seconds = grace.as_secs_f64(),
+        "shutting down: no new connections; answering the requests in flight"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_ok()
+    {
+        tracing::info!("stopped: every request in flight was answered");
+        Ok(Stopped::Drained)
+    } else {
+        tracing::warn!(
+            grace_seconds = grace.as_secs_f64(),
+            "stopped: the grace period ran out; the connections still open are cut"
+        );
+        let _ = cut.send(true);
+        Ok(Stopped::GraceExpired)
     }
 }
 
@@ -105,31 +223,154 @@ pub fn set_client_ip<B>(req: &mut hyper::Request<B>, peer: IpAddr) {
 }
 
 async fn handle(
-    runtime: Arc<Runtime>,
-    backends: Backends,
-    demo: Option<Arc<DemoIdp>>,
+    shared: &Shared,
     mut req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
-) -> Result<hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>> {
+) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    if let Some(demo) = demo.filter(|_| crate::demo_idp::owns(&path)) {
-        let resp = demo.handle(req).await;
-        tracing::info!(%peer, %method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "demo idp request");
-        return Ok(resp.map(|body| body.map_err(|never| match never {}).boxed_unsync()));
+    let route = metrics::route(&path);
+    let (answerer, resp) = if path == METRICS_PATH {
+        (Answerer::Host, metrics_page(&shared.metrics, &method))
+    } else if path == READYZ_PATH {
+        (Answerer::Host, readyz_page(&shared.probes, &method).await)
+    } else if let Some(demo) = shared
+        .demo
+        .as_ref()
+        .filter(|_| crate::demo_idp::owns(&path))
+    {
+        let page = demo.handle(req).await;
+        (
+            Answerer::DemoIdp,
+            page.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
+        )
+    } else {
+        set_client_ip(&mut req, peer.ip());
+        let instance = shared.metrics.instance();
+        let resp = match shared.runtime.handle(&shared.backends, req).await {
+            // The instance is in use until its answer's last byte is sent.
+            Ok(resp) => resp.map(|body| InstanceBody { body, instance }.boxed_unsync()),
+            Err(e) => {
+                // A trap is a bug in the component; the client gets a bare 500, the log the cause.
+                tracing::error!(%peer, %method, %path, error = %format!("{e:#}"), "the component failed");
+                host_page(StatusCode::INTERNAL_SERVER_ERROR, None, String::new())
+            }
+        };
+        (Answerer::Component, resp)
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    shared
+        .metrics
+        .request(route, &method, resp.status(), elapsed);
+    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    match answerer {
+        // Scrapes and probes come every few seconds: worth a line only when asked for.
+        Answerer::Host => tracing::debug!(%peer, %method, %path, status, ms, "host request"),
+        Answerer::DemoIdp => tracing::info!(%peer, %method, %path, status, ms, "demo idp request"),
+        Answerer::Component => tracing::info!(%peer, %method, %path, status, ms, "request"),
     }
-    set_client_ip(&mut req, peer.ip());
-    match runtime.handle(&backends, req).await {
-        Ok(resp) => {
-            tracing::info!(%peer, %method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
-            Ok(resp)
-        }
+    resp
+}
+
+/// `GET /metrics`: the exposition.
+fn metrics_page(metrics: &Metrics, method: &Method) -> hyper::Response<HyperOutgoingBody> {
+    if let Some(refused) = only_get(method) {
+        return refused;
+    }
+    match metrics.encode() {
+        Ok(text) => host_page(StatusCode::OK, Some(metrics::CONTENT_TYPE), text),
         Err(e) => {
-            // A trap is a bug in the component; the client gets a bare 500 and the log gets the cause.
-            tracing::error!(%peer, %method, %path, error = %format!("{e:#}"), "the component failed");
-            Err(e.into())
+            tracing::error!(error = %e, "the metrics could not be encoded");
+            host_page(StatusCode::INTERNAL_SERVER_ERROR, None, String::new())
         }
+    }
+}
+
+/// `GET /readyz`: 200 or 503, with what is down.
+async fn readyz_page(probes: &Probes, method: &Method) -> hyper::Response<HyperOutgoingBody> {
+    if let Some(refused) = only_get(method) {
+        return refused;
+    }
+    let readiness = probes.check().await;
+    host_page(
+        readiness.status(),
+        Some("application/json"),
+        readiness.body(),
+    )
+}
+
+/// The host's pages answer `GET` and `HEAD` only; anything else gets the API's 405.
+fn only_get(method: &Method) -> Option<hyper::Response<HyperOutgoingBody>> {
+    if *method == Method::GET || *method == Method::HEAD {
+        return None;
+    }
+    let body = serde_json::json!({
+        "error": { "kind": "method-not-allowed", "message": "use GET" }
+    });
+    let mut resp = host_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Some("application/json"),
+        body.to_string(),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(resp)
+}
+
+/// An answer of the host's own, never cached.
+fn host_page(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: String,
+) -> hyper::Response<HyperOutgoingBody> {
+    let mut resp = hyper::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    resp
+}
+
+/// A component's answer body, holding its instance's place in the in-flight gauge until hyper has
+/// sent it (or the client has gone).
+struct InstanceBody {
+    body: HyperOutgoingBody,
+    instance: InstanceInUse,
+}
+
+impl Body for InstanceBody {
+    type Data = Bytes;
+    type Error = <HyperOutgoingBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl std::fmt::Debug for InstanceBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceBody")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
     }
 }
 

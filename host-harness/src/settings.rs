@@ -143,12 +143,13 @@ impl DemoPrompt {
             let mut candidate = return_urls.clone();
             candidate.push(extra.clone());
             let list = candidate.join(",");
-            let accepted = mfa_step_core::prompt::PromptConfig::from_lookup(|name| match name {
-                "prompt_key" => Some(key_hex.as_str().to_owned()),
-                "prompt_client_id" => Some(DEMO_CLIENT_ID.to_owned()),
-                "prompt_return_urls" => Some(list.clone()),
-                _ => None,
-            });
+            let accepted =
+                mfa_step_core::web::prompt::PromptConfig::from_lookup(|name| match name {
+                    "prompt_key" => Some(key_hex.as_str().to_owned()),
+                    "prompt_client_id" => Some(DEMO_CLIENT_ID.to_owned()),
+                    "prompt_return_urls" => Some(list.clone()),
+                    _ => None,
+                });
             if matches!(accepted, Ok(Some(_))) {
                 return_urls = candidate;
             } else {
@@ -210,7 +211,7 @@ mod tests {
     fn accepted_by_the_component(prompt: &DemoPrompt) -> bool {
         let urls = prompt.return_urls.join(",");
         matches!(
-            mfa_step_core::prompt::PromptConfig::from_lookup(|name| match name {
+            mfa_step_core::web::prompt::PromptConfig::from_lookup(|name| match name {
                 "prompt_key" => Some(prompt.key_hex.as_str().to_owned()),
                 "prompt_client_id" => Some(DEMO_CLIENT_ID.to_owned()),
                 "prompt_return_urls" => Some(urls.clone()),

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mfa_step_core::chain::{Head, Record, seal_line};
+use mfa_step_core::audit::chain::{Record, seal_line};
+use mfa_step_core::kernel::ports::Head;
 use support::{BIN, Server, request, start_with};
 
 fn context(user: &str, org: &str) -> String {

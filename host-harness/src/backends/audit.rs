@@ -1,6 +1,6 @@
 //! Audit sinks: [`MemoryAuditSink`] for tests, [`JsonlAuditSink`] (JSON Lines files, rotated) and
 //! [`SqliteAuditSink`] (a table). Each keeps every organization's stream as the component links it
-//! (see `mfa_step_core::chain`): `head` answers the stream's newest record, and `append` stores a
+//! (see `mfa_step_core::audit::chain`): `head` answers the stream's newest record, and `append` stores a
 //! record only if it links to that head, checking and writing under one lock, so that writers in
 //! several threads or processes never fork a chain.
 //!
@@ -25,8 +25,10 @@ use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use mfa_step_core::chain::{Head, Record};
-use mfa_step_core::ports::{AppendError, AuditEntry, AuditSink, PortError, PortResult, links_to};
+use mfa_step_core::audit::chain::Record;
+use mfa_step_core::kernel::ports::{
+    AppendError, AuditEntry, AuditSink, Head, PortError, PortResult, links_to,
+};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::store::{open_connection, sqlite_error};
@@ -576,8 +578,8 @@ pub fn sqlite_lines(path: &Path) -> super::Result<Vec<(i64, String)>> {
 mod tests {
     use super::*;
     use mfa_step_core::Timestamp;
+    use mfa_step_core::audit::verify::Verifier;
     use mfa_step_core::audit::{Action, Event, Outcome};
-    use mfa_step_core::chain::Verifier;
     use std::sync::Arc;
 
     fn event(org: &str, note: &str) -> Event {

@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use mfa_step_core::chain::Head;
-use mfa_step_core::ports::{
+use mfa_step_core::kernel::ports::Head;
+use mfa_step_core::kernel::ports::{
     AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
 };
 
@@ -320,7 +320,7 @@ mod tests {
             seq: 1,
             at: 0,
             action: "code_sent".to_owned(),
-            prev: mfa_step_core::chain::GENESIS.to_owned(),
+            prev: mfa_step_core::kernel::ports::GENESIS.to_owned(),
             hash: "ab".repeat(32),
             line: "{}".to_owned(),
         };

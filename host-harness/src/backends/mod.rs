@@ -1,20 +1,20 @@
 //! Host implementations of the core's ports: stores, mailers, audit sinks, and fault injection.
 //!
 //! Every backend here is `Send + Sync` (the harness shares them through `Arc` across tokio tasks)
-//! and reports every failure as a [`PortError`](mfa_step_core::ports::PortError): none panics, so a
+//! and reports every failure as a [`PortError`](mfa_step_core::kernel::ports::PortError): none panics, so a
 //! failing disk, database or mail server makes the component fail closed instead of crashing the host.
 //! No error message ever carries a value, a message body or a password: bodies carry one-time codes.
 //!
 //! | port | for tests | for a real host |
 //! | --- | --- | --- |
-//! | [`Store`](mfa_step_core::ports::Store) | [`MemoryStore`] | [`SqliteStore`] |
-//! | [`Mailer`](mfa_step_core::ports::Mailer) | [`MemoryMailer`] | [`OutboxMailer`] (files), [`SmtpMailer`] |
-//! | [`AuditSink`](mfa_step_core::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`], [`SqliteAuditSink`] |
+//! | [`Store`](mfa_step_core::kernel::ports::Store) | [`MemoryStore`] | [`SqliteStore`] |
+//! | [`Mailer`](mfa_step_core::kernel::ports::Mailer) | [`MemoryMailer`] | [`OutboxMailer`] (files), [`SmtpMailer`] |
+//! | [`AuditSink`](mfa_step_core::kernel::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`], [`SqliteAuditSink`] |
 //!
 //! [`FaultyStore`], [`FaultyMailer`] and [`FaultyAuditSink`] wrap any of them and fail on demand,
 //! driven by one shared [`Faults`] handle, to prove that the component fails closed.
 //!
-//! Port calls return [`PortError`](mfa_step_core::ports::PortError); constructors, which run while
+//! Port calls return [`PortError`](mfa_step_core::kernel::ports::PortError); constructors, which run while
 //! the host starts, return [`BackendError`].
 
 use std::path::PathBuf;
@@ -70,9 +70,9 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 fn lock<'a, T>(
     mutex: &'a std::sync::Mutex<T>,
     what: &str,
-) -> mfa_step_core::ports::PortResult<std::sync::MutexGuard<'a, T>> {
+) -> mfa_step_core::kernel::ports::PortResult<std::sync::MutexGuard<'a, T>> {
     mutex.lock().map_err(|_| {
-        mfa_step_core::ports::PortError(format!(
+        mfa_step_core::kernel::ports::PortError(format!(
             "{what} is unusable: an earlier call panicked while holding its lock; restart the host"
         ))
     })

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mfa_step_core::ports::{PortError, PortResult, Store};
+use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{BackendError, lock};

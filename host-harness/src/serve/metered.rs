@@ -1,0 +1,194 @@
+//! Counting backend errors at the port boundary: decorators over the store, mailer and audit sink
+//! that `serve` puts around the backends the component's imports call. Each passes every call and
+//! its answer through unchanged (the component sees exactly what the backend said) and counts an
+//! error by the call that returned it. Nothing of a key, value, mail or record is looked at.
+
+use std::sync::Arc;
+
+use mfa_step_core::kernel::ports::Head;
+use mfa_step_core::kernel::ports::{
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortResult, Store,
+};
+
+use super::metrics::Metrics;
+use crate::host::Backends;
+
+/// `backends` with their store, mailer and audit sink counted in `metrics`.
+#[must_use]
+pub fn instrument(backends: Backends, metrics: &Arc<Metrics>) -> Backends {
+    Backends {
+        store: Arc::new(MeteredStore {
+            inner: backends.store,
+            metrics: metrics.clone(),
+        }),
+        mailer: Arc::new(MeteredMailer {
+            inner: backends.mailer,
+            metrics: metrics.clone(),
+        }),
+        audit: Arc::new(MeteredAuditSink {
+            inner: backends.audit,
+            metrics: metrics.clone(),
+        }),
+        ..backends
+    }
+}
+
+struct MeteredStore {
+    inner: Arc<dyn Store + Send + Sync>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    fn count<T>(&self, op: &'static str, result: PortResult<T>) -> PortResult<T> {
+        if result.is_err() {
+            self.metrics.store_error(op);
+        }
+        result
+    }
+}
+
+impl Store for MeteredStore {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        self.count("get", self.inner.get(key))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+        self.count("set", self.inner.set(key, value))
+    }
+
+    fn delete(&self, key: &str) -> PortResult<()> {
+        self.count("delete", self.inner.delete(key))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+        self.count("increment", self.inner.increment(key, delta))
+    }
+
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        self.count("list_keys", self.inner.list_keys(prefix))
+    }
+}
+
+struct MeteredMailer {
+    inner: Arc<dyn Mailer + Send + Sync>,
+    metrics: Arc<Metrics>,
+}
+
+impl Mailer for MeteredMailer {
+    fn send(&self, mail: &OutgoingMail) -> PortResult<()> {
+        let result = self.inner.send(mail);
+        if result.is_err() {
+            self.metrics.mail_error();
+        }
+        result
+    }
+}
+
+struct MeteredAuditSink {
+    inner: Arc<dyn AuditSink + Send + Sync>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditSink for MeteredAuditSink {
+    fn head(&self, org: &str) -> PortResult<Option<Head>> {
+        let result = self.inner.head(org);
+        if result.is_err() {
+            self.metrics.audit_error("head");
+        }
+        result
+    }
+
+    fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
+        let result = self.inner.append(entry);
+        if let Err(AppendError::Unavailable(_)) = result {
+            self.metrics.audit_error("append");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::backends::{
+        Faults, FaultyAuditSink, FaultyMailer, FaultyStore, MemoryAuditSink, MemoryMailer,
+        MemoryStore,
+    };
+    use crate::{Clock, Config};
+
+    fn count(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn errors_are_counted_by_call_and_answers_pass_unchanged() {
+        let faults = Faults::new();
+        let metrics = Arc::new(Metrics::new());
+        let backends = instrument(
+            Backends {
+                store: Arc::new(FaultyStore::new(MemoryStore::new(), faults.clone())),
+                mailer: Arc::new(FaultyMailer::new(MemoryMailer::new(), faults.clone())),
+                audit: Arc::new(FaultyAuditSink::new(MemoryAuditSink::new(), faults.clone())),
+                config: Config::default(),
+                clock: Clock::System,
+                offload: false,
+            },
+            &metrics,
+        );
+        backends.store.set("k", b"v").unwrap();
+        assert_eq!(backends.store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        faults.fail_store_reads(true);
+        faults.fail_mail(true);
+        faults.fail_audit(true);
+        for _ in 0..3 {
+            assert!(backends.store.get("k").is_err());
+        }
+        assert!(backends.store.list_keys("").is_err());
+        assert!(
+            backends.store.increment("n", 1).is_ok(),
+            "writes still pass"
+        );
+        let mail = OutgoingMail {
+            to: "a@example.com".to_owned(),
+            sender_name: None,
+            subject: "s".to_owned(),
+            html: String::new(),
+            text: String::new(),
+        };
+        assert!(backends.mailer.send(&mail).is_err());
+        assert!(backends.audit.head("acme").is_err());
+        faults.clear();
+        // A record that does not link to the head is a conflict: refused, not an error.
+        let stray = AuditEntry {
+            org_id: "acme".to_owned(),
+            seq: 7,
+            at: 0,
+            action: "code_sent".to_owned(),
+            prev: "00".repeat(32),
+            hash: "ab".repeat(32),
+            line: "{}".to_owned(),
+        };
+        assert_eq!(backends.audit.append(&stray), Err(AppendError::Conflict));
+
+        let text = metrics.encode().unwrap();
+        assert_eq!(count(&text, "mfa_step_store_errors_total{op=\"get\"}"), 3);
+        assert_eq!(
+            count(&text, "mfa_step_store_errors_total{op=\"list_keys\"}"),
+            1
+        );
+        assert_eq!(count(&text, "mfa_step_store_errors_total{op=\"set\"}"), 0);
+        assert_eq!(
+            count(&text, "mfa_step_store_errors_total{op=\"increment\"}"),
+            0
+        );
+        assert_eq!(count(&text, "mfa_step_mail_errors_total"), 1);
+        assert_eq!(count(&text, "mfa_step_audit_errors_total{op=\"head\"}"), 1);
+        assert_eq!(
+            count(&text, "mfa_step_audit_errors_total{op=\"append\"}"),
+            0
+        );
+    }
+}
