@@ -17,6 +17,8 @@ use host_harness::backends::{
     JsonlAuditSink, MemoryStore, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,
     SqliteAuditSink, SqliteStore,
 };
+use host_harness::serve::admission::{self, Limits};
+use host_harness::serve::client_ip::TrustedProxies;
 use host_harness::{Backends, Clock, Runtime, World, inspect, settings};
 use mfa_step_core::kernel::ports::{AuditSink, Mailer, Store};
 
@@ -237,6 +239,36 @@ struct ServeArgs {
     /// Seconds to let requests in flight finish after SIGTERM or Ctrl-C before cutting them.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Open client connections at once; past it new ones wait in the kernel's backlog. Lowered to
+    /// fit the open-file limit (raised to its hard limit at start) if need be.
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Requests in flight at once (from their head to their answer's last byte); past it, 503
+    /// with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_MAX_IN_FLIGHT as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: u64,
+    /// Of those, from one client address (IPv6: one /64), on routes without the API key; past it,
+    /// 503 with Retry-After. API-key callers share only --max-in-flight.
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_MAX_IN_FLIGHT_PER_CLIENT as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight_per_client: u64,
+    /// Seconds for a request's head to arrive (also how long an idle keep-alive connection stays
+    /// open); past it the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = admission::DEFAULT_HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds for a request's whole body to arrive after its head; past it, 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = admission::DEFAULT_BODY_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// A proxy (CIDR or address) whose X-Forwarded-For is believed: the client is then the
+    /// right-most hop that is not a trusted proxy. Repeat it or give several. Without it the TCP
+    /// peer is the client.
+    #[arg(long, value_name = "CIDR", num_args = 1.., action = clap::ArgAction::Append,
+          value_parser = TrustedProxies::parse_cidr)]
+    trusted_proxy: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Copy, Default, ValueEnum)]
@@ -450,9 +482,19 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         }
         None => (None, None),
     };
+    let limits = Limits {
+        max_connections: connection_cap(args.max_connections),
+        max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
+        max_in_flight_per_client: usize::try_from(args.max_in_flight_per_client)
+            .unwrap_or(usize::MAX),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout),
+    };
     let options = host_harness::serve::Options {
         demo: demo_idp,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+        limits,
+        trusted_proxies: TrustedProxies::new(args.trusted_proxy.clone()),
     };
 
     let runtime = Arc::new(Runtime::new(World::HttpApp)?);
@@ -472,6 +514,36 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     // thread (a hung mail server): it is not waited for.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
+}
+
+/// File descriptors kept for everything but client connections: the database, the audit and
+/// outbox files, the compilation cache, standard streams, blocking threads' work.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the open-file soft limit to the hard one (a default soft limit of 1024 would run out
+/// long before the connection cap), and returns `wanted` lowered to fit in it if need be.
+fn connection_cap(wanted: u64) -> usize {
+    let fitted = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let room = limit.saturating_sub(FD_RESERVE).max(1);
+            if wanted > room {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    max_connections = room,
+                    "--max-connections lowered to fit the open-file limit; raise the hard limit \
+                     (ulimit -Hn, LimitNOFILE=) for more"
+                );
+                room
+            } else {
+                wanted
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the open-file limit cannot be read or raised");
+            wanted
+        }
+    };
+    usize::try_from(fitted).unwrap_or(usize::MAX)
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is

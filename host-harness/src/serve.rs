@@ -1,11 +1,20 @@
 //! `mfa-step serve`: an HTTP/1.1 server whose every request is handled by a fresh instance of the
-//! component's `wasi:http/incoming-handler` export. The host decides nothing; it only logs each
-//! request's method, path, status and duration (never a header, a query or a body: bodies carry
-//! codes, headers the API key, queries the prompt's signed requests and results).
+//! component's `wasi:http/incoming-handler` export. The host decides nothing about MFA: it routes,
+//! checks the API key where the component would (answering as it would), bounds resources, and
+//! logs each request's method, path, status, duration and client address (never a header, a query
+//! or a body: bodies carry codes, headers the API key, queries the prompt's signed requests and
+//! results).
 //!
 //! The host tells the component who is calling: it removes any `x-mfa-client-ip` header the client
 //! sent and sets its own from the TCP peer's address (the IP alone, no port), so a client cannot
-//! pose as another address. The component trusts that header (its `client_ip_header` setting).
+//! pose as another address; behind proxies named with `--trusted-proxy`, from the right-most
+//! untrusted `X-Forwarded-For` hop ([`client_ip`]). The component trusts that header (its
+//! `client_ip_header` setting).
+//!
+//! Slow or many clients cannot take the component's instances from others: connections, heads,
+//! bodies and requests in flight are bounded, a request takes an instance only once its whole body
+//! has arrived, and a full server answers 503 with `Retry-After` ([`admission`], which draws the
+//! order of the checks).
 //!
 //! With `--demo`, the paths `/demo` and `/demo/…` belong to the demo identity provider
 //! ([`crate::demo_idp`]), which the host runs itself: it is the other party of the hosted prompt, not
@@ -43,8 +52,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -52,11 +63,15 @@ use crate::demo_idp::DemoIdp;
 use crate::host::Backends;
 use crate::runtime::Runtime;
 
+pub mod admission;
+pub mod client_ip;
 pub mod metered;
 pub mod metrics;
 pub mod ready;
 
-use metrics::{InstanceInUse, Metrics};
+use admission::{Admission, Admitted, ApiKey, Key, Limits};
+use client_ip::TrustedProxies;
+use metrics::{InFlight, InstanceInUse, Metrics, Refusal};
 use ready::Probes;
 
 /// The header that carries the client's IP to the component (the `client_ip_header` default).
@@ -67,6 +82,11 @@ pub const METRICS_PATH: &str = "/metrics";
 pub const READYZ_PATH: &str = "/readyz";
 /// How long shutdown waits for requests in flight by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long the accept loop pauses after a failed accept (out of file descriptors, mostly), so that
+/// it does not spin while the condition lasts.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often, at most, the log says the connection cap is reached.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// How a server runs, beyond its component, backends and listener.
 #[derive(Clone)]
@@ -75,6 +95,10 @@ pub struct Options {
     pub demo: Option<Arc<DemoIdp>>,
     /// How long shutdown waits for requests in flight before cutting them.
     pub shutdown_grace: Duration,
+    /// Caps and deadlines.
+    pub limits: Limits,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Options {
@@ -82,6 +106,8 @@ impl Default for Options {
         Self {
             demo: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            limits: Limits::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -104,12 +130,18 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Probes over the backends as they are, outside the component's counts.
     probes: Probes,
+    limits: Limits,
+    admission: Arc<Admission>,
+    api_key: ApiKey,
+    proxies: TrustedProxies,
 }
 
 /// Who answered a request, for its log line.
 #[derive(Clone, Copy)]
 enum Answerer {
     Host,
+    /// The host, refusing a request meant for the component or the demo (401, 503, 408, 400).
+    Refused,
     DemoIdp,
     Component,
 }
@@ -142,45 +174,99 @@ pub async fn serve_with(
 ) -> Result<Stopped> {
     let addr = listener.local_addr().context("read the bound address")?;
     let metrics = Arc::new(Metrics::new());
+    let limits = options.limits;
+    let instance_capacity = usize::try_from(crate::runtime::INSTANCE_CAPACITY).unwrap_or(1);
     let shared = Arc::new(Shared {
         runtime,
         probes: Probes::new(&backends, ready::PROBE_TIMEOUT),
+        api_key: ApiKey::new(backends.config.get("api_key")),
         backends: metered::instrument(backends, &metrics),
         demo: options.demo,
+        admission: Arc::new(Admission::new(&limits, instance_capacity, metrics.clone())),
         metrics,
+        limits,
+        proxies: options.trusted_proxies,
     });
-    tracing::info!(%addr, "serving the mfa-step component");
+    tracing::info!(
+        %addr,
+        max_connections = limits.max_connections,
+        max_in_flight = limits.max_in_flight,
+        max_in_flight_per_client = limits.max_in_flight_per_client,
+        header_timeout_s = limits.header_timeout.as_secs_f64(),
+        body_timeout_s = limits.body_timeout.as_secs_f64(),
+        trusted_proxies = !shared.proxies.is_empty(),
+        "serving the mfa-step component"
+    );
     let graceful = GracefulShutdown::new();
     // Turned on when the grace period runs out: every connection still open is then dropped.
     let (cut, cut_watch) = tokio::sync::watch::channel(false);
+    // One place per open connection, taken before `accept`: past the cap, new connections wait in
+    // the kernel's backlog and hold no file descriptor of this process.
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut last_cap_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let place = match connections.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                // Once a minute at most: at the cap, every freed place would otherwise log a line.
+                if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_EVERY) {
+                    last_cap_warning = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection cap reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    place = connections.clone().acquire_owned() => match place {
+                        Ok(place) => place,
+                        // The semaphore is never closed.
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    tracing::warn!(error = %e, "accept failed; pausing before the next");
+                    shared.metrics.accept_error();
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
         };
-        let shared = shared.clone();
+        let open = shared.metrics.connection();
+        let conn_shared = shared.clone();
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let shared = shared.clone();
+            let shared = conn_shared.clone();
             async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
         });
         // Watched from here, in the accept loop, so that no accepted connection escapes a shutdown.
-        let connection = graceful.watch(
-            http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service),
-        );
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         let mut cut_watch = cut_watch.clone();
+        let metrics = shared.metrics.clone();
         tokio::spawn(async move {
+            // Held until the connection is gone.
+            let _held = (place, open);
             tokio::select! {
                 ended = connection => if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    if e.is_timeout() {
+                        metrics.refused(Refusal::HeaderTimeout);
+                        tracing::debug!(%peer, "connection closed: no request head in time");
+                    } else {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
                 },
                 _ = cut_watch.wait_for(|cut| *cut) => {
                     tracing::debug!(%peer, "connection cut at the end of the grace period");
@@ -224,40 +310,20 @@ pub fn set_client_ip<B>(req: &mut hyper::Request<B>, peer: IpAddr) {
 
 async fn handle(
     shared: &Shared,
-    mut req: hyper::Request<hyper::body::Incoming>,
+    req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let route = metrics::route(&path);
+    let client = shared.proxies.client_ip(peer.ip(), req.headers());
     let (answerer, resp) = if path == METRICS_PATH {
         (Answerer::Host, metrics_page(&shared.metrics, &method))
     } else if path == READYZ_PATH {
         (Answerer::Host, readyz_page(&shared.probes, &method).await)
-    } else if let Some(demo) = shared
-        .demo
-        .as_ref()
-        .filter(|_| crate::demo_idp::owns(&path))
-    {
-        let page = demo.handle(req).await;
-        (
-            Answerer::DemoIdp,
-            page.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
-        )
     } else {
-        set_client_ip(&mut req, peer.ip());
-        let instance = shared.metrics.instance();
-        let resp = match shared.runtime.handle(&shared.backends, req).await {
-            // The instance is in use until its answer's last byte is sent.
-            Ok(resp) => resp.map(|body| InstanceBody { body, instance }.boxed_unsync()),
-            Err(e) => {
-                // A trap is a bug in the component; the client gets a bare 500, the log the cause.
-                tracing::error!(%peer, %method, %path, error = %format!("{e:#}"), "the component failed");
-                host_page(StatusCode::INTERNAL_SERVER_ERROR, None, String::new())
-            }
-        };
-        (Answerer::Component, resp)
+        admitted(shared, req, &path, client).await
     };
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
@@ -267,11 +333,86 @@ async fn handle(
     let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     match answerer {
         // Scrapes and probes come every few seconds: worth a line only when asked for.
-        Answerer::Host => tracing::debug!(%peer, %method, %path, status, ms, "host request"),
-        Answerer::DemoIdp => tracing::info!(%peer, %method, %path, status, ms, "demo idp request"),
-        Answerer::Component => tracing::info!(%peer, %method, %path, status, ms, "request"),
+        Answerer::Host => {
+            tracing::debug!(%peer, %client, %method, %path, status, ms, "host request")
+        }
+        Answerer::Refused => {
+            tracing::info!(%peer, %client, %method, %path, status, ms, "request refused by the host");
+        }
+        Answerer::DemoIdp => {
+            tracing::info!(%peer, %client, %method, %path, status, ms, "demo idp request");
+        }
+        Answerer::Component => {
+            tracing::info!(%peer, %client, %method, %path, status, ms, "request")
+        }
     }
     resp
+}
+
+/// A request for the component or the demo identity provider, through the checks that
+/// [`admission`] draws: the API key, the caps, the body's deadline, an instance's slot.
+async fn admitted(
+    shared: &Shared,
+    req: hyper::Request<hyper::body::Incoming>,
+    path: &str,
+    client: IpAddr,
+) -> (Answerer, hyper::Response<HyperOutgoingBody>) {
+    let demo = shared.demo.as_ref().filter(|_| crate::demo_idp::owns(path));
+    let authenticated = if demo.is_none() && path.starts_with("/v1/") {
+        match shared.api_key.check(req.headers()) {
+            Key::Right => true,
+            Key::Wrong => return (Answerer::Refused, admission::unauthorized()),
+            Key::NotConfigured => false,
+        }
+    } else {
+        false
+    };
+    let refuse = |refusal: Refusal| {
+        shared.metrics.refused(refusal);
+        (
+            Answerer::Refused,
+            admission::refused(refusal, &shared.limits),
+        )
+    };
+    let held = match shared.admission.admit(client, authenticated) {
+        Ok(held) => held,
+        Err(refusal) => return refuse(refusal),
+    };
+    let (parts, body) = req.into_parts();
+    let body = match admission::read_body(body, shared.limits.body_timeout).await {
+        Ok(body) => body,
+        Err(refusal) => return refuse(refusal),
+    };
+    let mut req = hyper::Request::from_parts(parts, Full::new(body));
+    if let Some(demo) = demo {
+        let page = demo.handle(req).await;
+        return (
+            Answerer::DemoIdp,
+            page.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
+        );
+    }
+    set_client_ip(&mut req, client);
+    let slot = match shared.admission.instance_slot().await {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse(refusal),
+    };
+    let instance = shared.metrics.instance();
+    let resp = match shared.runtime.handle(&shared.backends, req).await {
+        // The instance is in use until its answer's last byte is sent.
+        Ok(resp) => resp.map(|body| {
+            InstanceBody {
+                body,
+                _held: (instance, slot, held),
+            }
+            .boxed_unsync()
+        }),
+        Err(e) => {
+            // A trap is a bug in the component; the client gets a bare 500, the log the cause.
+            tracing::error!(%client, path, error = %format!("{e:#}"), "the component failed");
+            host_page(StatusCode::INTERNAL_SERVER_ERROR, None, Bytes::new())
+        }
+    };
+    (Answerer::Component, resp)
 }
 
 /// `GET /metrics`: the exposition.
@@ -283,7 +424,7 @@ fn metrics_page(metrics: &Metrics, method: &Method) -> hyper::Response<HyperOutg
         Ok(text) => host_page(StatusCode::OK, Some(metrics::CONTENT_TYPE), text),
         Err(e) => {
             tracing::error!(error = %e, "the metrics could not be encoded");
-            host_page(StatusCode::INTERNAL_SERVER_ERROR, None, String::new())
+            host_page(StatusCode::INTERNAL_SERVER_ERROR, None, Bytes::new())
         }
     }
 }
@@ -323,10 +464,10 @@ fn only_get(method: &Method) -> Option<hyper::Response<HyperOutgoingBody>> {
 fn host_page(
     status: StatusCode,
     content_type: Option<&'static str>,
-    body: String,
+    body: impl Into<Bytes>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let mut resp = hyper::Response::new(
-        Full::new(Bytes::from(body))
+        Full::new(body.into())
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
@@ -339,11 +480,11 @@ fn host_page(
     resp
 }
 
-/// A component's answer body, holding its instance's place in the in-flight gauge until hyper has
-/// sent it (or the client has gone).
+/// A component's answer body, holding its instance's place in the in-flight gauge, its slot and
+/// its admission until hyper has sent it (or the client has gone).
 struct InstanceBody {
     body: HyperOutgoingBody,
-    instance: InstanceInUse,
+    _held: (InstanceInUse, OwnedSemaphorePermit, (Admitted, InFlight)),
 }
 
 impl Body for InstanceBody {
@@ -368,9 +509,7 @@ impl Body for InstanceBody {
 
 impl std::fmt::Debug for InstanceBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstanceBody")
-            .field("instance", &self.instance)
-            .finish_non_exhaustive()
+        f.debug_struct("InstanceBody").finish_non_exhaustive()
     }
 }
 

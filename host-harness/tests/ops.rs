@@ -387,7 +387,8 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let begin = std::fs::read_to_string(data.join("demo/dr-demo-begin.json")).unwrap();
     let (first, rest) = begin.split_at(begin.len() / 2);
 
-    // A begin whose body is only half sent: the component is reading it when the signal comes.
+    // A begin whose body is only half sent: the host is reading it when the signal comes (the
+    // request is admitted; it takes an instance once its body is whole).
     let mut client = TcpStream::connect(&server.addr).unwrap();
     client.set_read_timeout(Some(HANG)).unwrap();
     write!(
@@ -402,14 +403,11 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let deadline = Instant::now() + HANG;
     while value(
         &scrape(&server.addr),
-        "mfa_step_component_instances_in_flight",
+        "mfa_step_http_requests_in_flight",
         &[],
     ) < 1.0
     {
-        assert!(
-            Instant::now() < deadline,
-            "the begin never reached the component"
-        );
+        assert!(Instant::now() < deadline, "the begin was never admitted");
         std::thread::sleep(Duration::from_millis(10));
     }
 

@@ -145,6 +145,8 @@ impl Mailer for MemoryMailer {
 ///
 /// `NNNNNN` is a zero-padded number that grows with each message and continues after a restart.
 /// Each file appears whole or not at all (written to a temporary file, synced, then renamed).
+/// The files hold live codes: on Unix each is created mode 0600, and the folder (and any parent
+/// it creates) 0700; a folder that exists open to others is closed to 0700 when the mailer opens.
 /// Numbers are unique within one process; give each process its own folder.
 pub struct OutboxMailer {
     dir: PathBuf,
@@ -164,7 +166,7 @@ impl OutboxMailer {
             path: dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(|e| io("create the folder", e))?;
+        private_dir(&dir).map_err(|e| io("create the folder", e))?;
         let mut last = 0;
         for entry in std::fs::read_dir(&dir).map_err(|e| io("list the folder", e))? {
             let name = entry.map_err(|e| io("list the folder", e))?.file_name();
@@ -202,7 +204,16 @@ impl OutboxMailer {
         let fail = |action: &str, e: std::io::Error| {
             PortError(format!("outbox: cannot {action} {}: {e}", target.display()))
         };
-        let mut file = std::fs::File::create(&temp).map_err(|e| fail("create", e))?;
+        // A temporary file a crash left behind keeps its mode: it is replaced, never reused.
+        match std::fs::remove_file(&temp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail("create", e)),
+            _ => {}
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp).map_err(|e| fail("create", e))?;
         let written = file
             .write_all(contents)
             .and_then(|()| file.sync_all())
@@ -214,6 +225,26 @@ impl OutboxMailer {
         }
         Ok(())
     }
+}
+
+/// Creates `dir` (and missing parents) mode 0700, or closes an existing one to 0700.
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let permissions = std::fs::metadata(dir)?.permissions();
+    if permissions.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 impl fmt::Debug for OutboxMailer {
@@ -608,6 +639,37 @@ mod tests {
         assert!(eml.contains("Content-Type: multipart/alternative;"));
         assert!(eml.contains("Auto-Submitted: auto-generated\r\n"));
         assert!(eml.contains("Your code is 493021."));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outbox_files_are_readable_by_their_owner_only_and_its_folder_openable_by_them_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("outbox/nested");
+        let outbox = OutboxMailer::new(&dir).unwrap();
+        outbox.send(&mail("alice@example.com")).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("outbox")), 0o700);
+        for name in names(&dir) {
+            assert_eq!(mode(&dir.join(&name)), 0o600, "{name}");
+        }
+        // A folder that was open to others is closed, and a temporary file a crash left behind,
+        // open to others, is not reused as it is.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let leftover = open.join(".000001-bob@example.com.eml.tmp");
+        std::fs::write(&leftover, b"old").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let outbox = OutboxMailer::new(&open).unwrap();
+        assert_eq!(mode(&open), 0o700);
+        outbox.send(&mail("bob@example.com")).unwrap();
+        for name in names(&open) {
+            assert_eq!(mode(&open.join(&name)), 0o600, "{name}");
+        }
+        assert!(!leftover.exists());
     }
 
     #[test]

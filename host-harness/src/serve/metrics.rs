@@ -14,6 +14,10 @@
 //! | `mfa_step_mail_errors_total` | counter | — |
 //! | `mfa_step_component_instances_in_flight` | gauge | — |
 //! | `mfa_step_component_instance_capacity` | gauge | — |
+//! | `mfa_step_http_requests_in_flight` | gauge | — |
+//! | `mfa_step_http_connections_open` | gauge | — |
+//! | `mfa_step_http_refusals_total` | counter | `reason`: see [`Refusal`] |
+//! | `mfa_step_http_accept_errors_total` | counter | — |
 //!
 //! The outcome of an action is the status its route answered (the README's error table maps each
 //! status to its `kind`): the host reads nothing else of an answer, so it decides nothing.
@@ -123,6 +127,55 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Why the host refused a request or closed a connection before the component saw it (the
+/// budgets of [`super::admission`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 503: `--max-in-flight` requests were already in flight.
+    Busy,
+    /// 503: `--max-in-flight-per-client` requests from this client were already in flight.
+    BusyClient,
+    /// 503: no component instance came free in time.
+    BusyInstances,
+    /// 408: the body did not arrive within `--body-timeout`.
+    BodyTimeout,
+    /// Closed: no request head arrived within `--header-timeout` (a slow head, or a keep-alive
+    /// connection left idle that long).
+    HeaderTimeout,
+    /// 400: the body could not be read (the client went away mid-body).
+    Unreadable,
+}
+
+impl Refusal {
+    /// Every reason, as labelled in `mfa_step_http_refusals_total`.
+    pub const ALL: [Self; 6] = [
+        Self::Busy,
+        Self::BusyClient,
+        Self::BusyInstances,
+        Self::BodyTimeout,
+        Self::HeaderTimeout,
+        Self::Unreadable,
+    ];
+
+    /// The label value.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::BusyClient => "busy-client",
+            Self::BusyInstances => "busy-instances",
+            Self::BodyTimeout => "body-timeout",
+            Self::HeaderTimeout => "header-timeout",
+            Self::Unreadable => "unreadable-body",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
 }
@@ -150,6 +203,10 @@ pub struct Metrics {
     audit_errors: Family<OpLabels, Counter>,
     mail_errors: Counter,
     in_flight: Gauge<i64, AtomicI64>,
+    requests_in_flight: Gauge<i64, AtomicI64>,
+    connections_open: Gauge<i64, AtomicI64>,
+    refusals: Family<ReasonLabels, Counter>,
+    accept_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -215,6 +272,36 @@ impl Metrics {
             "Component instances the pooling allocator can hold at once",
             capacity,
         );
+        let requests_in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "http_requests_in_flight",
+            "Requests admitted (from their head to their answer's last byte), component or not",
+            requests_in_flight.clone(),
+        );
+        let connections_open = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open",
+            connections_open.clone(),
+        );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_refusals",
+            "Requests the host refused (503 busy, 408 timeout, 400 unreadable) and connections it \
+             closed for a head that did not come in time, by reason",
+            refusals.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "http_accept_errors",
+            "Failed accepts (e.g. out of file descriptors); each is followed by a short pause",
+            accept_errors.clone(),
+        );
+        for refusal in Refusal::ALL {
+            let _ = refusals.get_or_create(&ReasonLabels {
+                reason: refusal.label(),
+            });
+        }
         for op in STORE_OPS {
             let _ = store_errors.get_or_create(&OpLabels { op });
         }
@@ -229,7 +316,39 @@ impl Metrics {
             audit_errors,
             mail_errors,
             in_flight,
+            requests_in_flight,
+            connections_open,
+            refusals,
+            accept_errors,
         }
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, refusal: Refusal) {
+        self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: refusal.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed accept.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    /// Marks one request admitted until the returned guard is dropped.
+    #[must_use]
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.requests_in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    /// Marks one connection open until the returned guard is dropped.
+    #[must_use]
+    pub fn connection(self: &Arc<Self>) -> ConnectionOpen {
+        self.connections_open.inc();
+        ConnectionOpen(self.clone())
     }
 
     /// Counts one answered request of `route` class and records how long its answer took.
@@ -292,6 +411,26 @@ pub struct InstanceInUse(Arc<Metrics>);
 impl Drop for InstanceInUse {
     fn drop(&mut self) {
         self.0.in_flight.dec();
+    }
+}
+
+/// One admitted request; dropping it takes it off `mfa_step_http_requests_in_flight`.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.dec();
+    }
+}
+
+/// One open connection; dropping it takes it off `mfa_step_http_connections_open`.
+#[derive(Debug)]
+pub struct ConnectionOpen(Arc<Metrics>);
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
     }
 }
 
@@ -362,6 +501,8 @@ mod tests {
         metrics.audit_error("append");
         metrics.mail_error();
         let held = metrics.instance();
+        metrics.refused(Refusal::BusyClient);
+        let admitted = metrics.in_flight();
         let text = metrics.encode().unwrap();
         for line in [
             "mfa_step_http_requests_total{route=\"/v1/login/verify\",method=\"POST\",status=\"403\"} 1",
@@ -375,11 +516,16 @@ mod tests {
             "mfa_step_mail_errors_total 1",
             "mfa_step_component_instances_in_flight 1",
             "mfa_step_component_instance_capacity 256",
+            "mfa_step_http_refusals_total{reason=\"busy-client\"} 1",
+            "mfa_step_http_refusals_total{reason=\"body-timeout\"} 0",
+            "mfa_step_http_requests_in_flight 1",
+            "mfa_step_http_connections_open 0",
+            "mfa_step_http_accept_errors_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
-        drop(held);
+        drop((held, admitted));
         let text = metrics.encode().unwrap();
         assert!(
             text.lines()

@@ -139,8 +139,19 @@ pub fn raw_request(
     ));
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body.as_bytes()).unwrap();
+    read_raw(&mut stream)
+}
+
+/// Reads one whole response from `stream` until the server closes it (a connection-close answer).
+/// A chunked body is decoded.
+pub fn read_raw(stream: &mut TcpStream) -> Raw {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
+    parse_raw(&raw)
+}
+
+/// Parses one response as it came over the wire.
+pub fn parse_raw(raw: &[u8]) -> Raw {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -151,7 +162,7 @@ pub fn raw_request(
     let status: u16 = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
+        .unwrap_or_else(|| panic!("no status line in {head:?}"))
         .parse()
         .unwrap();
     let headers: Vec<(String, String)> = lines
