@@ -2,7 +2,9 @@
 //! authorized from the IdP's word about the actor. An `org-admin` acts on its own organization only;
 //! a `platform-admin` on any ([`may_administer`]). Everyone else is refused. Every change and every refusal leaves an audit record (refusals in the
 //! actor's own organization's stream, so that no one writes into a stream that is not theirs);
-//! allowed reads (a policy, branding, a user's status) leave none.
+//! allowed reads (a policy, branding, a user's status) leave none, except a read that meets a
+//! stored value that does not parse: that is `unavailable` (never the default an admin could then
+//! save back) and recorded as `access_denied` / `store:unreadable:<kind>` in the target's stream.
 
 use rand_core::CryptoRng;
 
@@ -66,6 +68,29 @@ impl Engine<'_> {
         )
     }
 
+    /// Hands `result` on, recording first when it failed on an unreadable stored value of `org`.
+    fn noting<T, R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        subject: &str,
+        result: Result<T>,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<T> {
+        let event = || {
+            actor_event(
+                actor,
+                org,
+                subject,
+                Action::AccessDenied,
+                Outcome::Denied,
+                String::new(),
+            )
+        };
+        self.noting_unreadable(result, event, now, rng)
+    }
+
     /// Records a refused admin call in the actor's own stream, then refuses it.
     fn refuse<R: CryptoRng + ?Sized>(
         &self,
@@ -100,7 +125,8 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<OrgPolicy> {
         self.authorize(actor, org, org, "get-policy", now, rng)?;
-        self.org_policy(org)
+        let policy = self.org_policy(org);
+        self.noting(actor, org, org, policy, now, rng)
     }
 
     /// Replaces an organization's policy after checking it only tightens the platform's limits.
@@ -153,14 +179,16 @@ impl Engine<'_> {
         };
         // Each device goes with its own record; the rest is undone if the reset's record fails.
         self.revoke_all_of(&who, &actor.user_id, "mfa-reset", now, rng)?;
+        // The streak is ended by moving to a new one (never by a delete, which would let its slots
+        // be taken again), the 30-day count by deleting the current window's.
+        let streak = keys::streak(org, user);
         let counters = [
-            keys::failures(org, user),
+            streak.clone(),
             keys::failures_window(org, user, throttle::failure_window(now)),
         ];
         // The confirmed address too: the user enrolls again at the next login. The grace period's
         // keys stay: a reset never reopens a password-only way in.
         let values = [
-            keys::last_failure(org, user),
             keys::challenge(org, user),
             keys::enrollment(org, user),
             keys::last_verified(org, user),
@@ -172,7 +200,11 @@ impl Engine<'_> {
         for key in &values {
             self.remember_value(&mut undo, key)?;
         }
-        for key in counters.iter().chain(&values) {
+        if let Err(e) = self.store.increment(&streak, 1) {
+            self.undo(undo);
+            return Err(Error::store(e));
+        }
+        for key in counters[1..].iter().chain(&values) {
             if let Err(e) = self.store.delete(key) {
                 self.undo(undo);
                 return Err(Error::store(e));
@@ -201,7 +233,8 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<Vec<String>> {
         self.authorize_platform(actor, "get-platform-roles", now, rng)?;
-        self.platform_roles()
+        let roles = self.platform_roles();
+        self.noting(actor, &actor.org_id, &actor.user_id, roles, now, rng)
     }
 
     /// Replaces the roles the platform requires MFA for (platform admins only). Organizations'
@@ -276,7 +309,8 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<Branding> {
         self.authorize(actor, org, org, "get-branding", now, rng)?;
-        self.branding_of(org)
+        let branding = self.branding_of(org);
+        self.noting(actor, org, org, branding, now, rng)
     }
 
     /// Replaces an organization's email branding after checking every field.
@@ -322,7 +356,8 @@ impl Engine<'_> {
         if let Some(tz) = time_zone {
             input::text("time_zone", tz)?;
         }
-        let branding = self.branding_of(org)?;
+        let branding = self.branding_of(org);
+        let branding = self.noting(actor, org, org, branding, now, rng)?;
         let language = i18n::choose(language, &branding.default_language);
         Ok(email::preview(&branding, language, time_zone, now))
     }
@@ -341,6 +376,7 @@ impl Engine<'_> {
     ) -> Result<UserStatus> {
         input::id("user_id", user)?;
         self.authorize(actor, org, user, "user-status", now, rng)?;
-        self.status_of(org, user, now)
+        let status = self.status_of(org, user, now);
+        self.noting(actor, org, user, status, now, rng)
     }
 }

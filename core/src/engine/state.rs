@@ -4,8 +4,14 @@
 //! The login step ([`crate::login`]) drives a challenge through its life; enrollment
 //! ([`crate::policy::enrollment`]) opens one to confirm an address; administration resets it. They
 //! all read and write it here, so a challenge is opened, replaced and judged locked in one way only:
-//! opening one replaces the user's earlier challenge and forgets its per-code counters, and it is
-//! recorded (`challenge_started`) or withdrawn. A seed is redacted in `Debug`.
+//! opening one replaces the user's earlier challenge and is recorded (`challenge_started`) or
+//! withdrawn. A replaced challenge's per-code counters (`attempts`, `used`) are kept: a verify that
+//! loaded the old challenge before the replace may still be running, and deleting its `used`
+//! counter would let the same code succeed a second time. A seed is redacted in `Debug`.
+//!
+//! It also takes the numbered slots every limit is counted with ([`Engine::take_slot`], the rules
+//! in [`throttle`]): the slot is taken by an atomic `increment` *before* anything is looked at, and
+//! stamped with the caller's `now` before its owner goes on.
 
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
@@ -13,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Action, Outcome};
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
-use crate::engine::throttle::{self, GuessState};
+use crate::engine::throttle::{self, GuessState, SendRoom, Stamp};
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{ChallengeView, Explanation, Purpose};
 use crate::kernel::time::Timestamp;
@@ -55,6 +61,33 @@ pub(crate) struct StoredChallenge {
     pub(crate) opt_in: bool,
 }
 
+/// A kind of numbered slot (see [`throttle`]): where its keys are and which rule judges it.
+pub(crate) struct Slots<'a> {
+    /// The counter of slots taken (the hint).
+    pub(crate) count: &'a str,
+    /// Slot `k`'s claim counter.
+    pub(crate) claim: &'a dyn Fn(i64) -> String,
+    /// Slot `k`'s stamp.
+    pub(crate) stamp: &'a dyn Fn(i64) -> String,
+    /// The slot `k` depends on, and the spacing after it.
+    pub(crate) rule: &'a dyn Fn(i64) -> (i64, i64),
+    /// The last slot that may be taken, if any.
+    pub(crate) limit: Option<i64>,
+    /// The first slot whose stamp any rule reads (earlier ones are not stamped).
+    pub(crate) stamped_from: i64,
+}
+
+/// The outcome of [`Engine::take_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// This call owns slot `k` (stamped).
+    Slot(i64),
+    /// The next slot opens at this time; nothing was taken.
+    Wait(Timestamp),
+    /// Past the limit; nothing was taken.
+    Full,
+}
+
 impl Engine<'_> {
     /// Opens a challenge (replacing the user's earlier one), recorded as `challenge_started`.
     #[allow(
@@ -86,19 +119,14 @@ impl Engine<'_> {
             .event(Action::ChallengeStarted, Outcome::Success)
             .reason(&why.rule);
         // If the record cannot be written the challenge is withdrawn: no unrecorded login step.
-        let previous = self.put_recorded(
+        // The replaced challenge's counters stay (see the module doc).
+        self.put_recorded(
             &challenge_key,
             &challenge,
             event.challenge(&challenge.id),
             now,
             rng,
         )?;
-        if let Some(old) = previous
-            .as_deref()
-            .and_then(|b| serde_json::from_slice::<StoredChallenge>(b).ok())
-        {
-            self.forget_counters(&old);
-        }
         Ok(ChallengeView {
             challenge_id: challenge.id,
             purpose: challenge.purpose,
@@ -113,29 +141,167 @@ impl Engine<'_> {
         self.load_json(key)
     }
 
-    /// Drops a replaced challenge's per-code counters. Best effort: leftovers are unreachable.
-    pub(crate) fn forget_counters(&self, old: &StoredChallenge) {
-        let last = old.code.as_ref().map_or(0, |c| c.generation);
-        for generation in 0..=last {
-            let _ = self.store.delete(&keys::attempts(&old.id, generation));
-            let _ = self.store.delete(&keys::used(&old.id, generation));
-        }
+    /// The user's current guess streak (see [`keys::streak`]).
+    pub(crate) fn streak_of(&self, who: &Who<'_>) -> Result<i64> {
+        self.store
+            .increment(&keys::streak(who.org, who.user), 0)
+            .map_err(Error::store)
     }
 
-    /// The user's guess counters, as [`throttle`] judges them.
-    pub(crate) fn guess_state(&self, who: &Who<'_>, now: Timestamp) -> Result<GuessState> {
+    /// The user's guess counters in `streak`, as [`throttle`] judges them.
+    pub(crate) fn guess_state_in(
+        &self,
+        who: &Who<'_>,
+        streak: i64,
+        now: Timestamp,
+    ) -> Result<GuessState> {
         let failures = self
             .store
-            .increment(&keys::failures(who.org, who.user), 0)
+            .increment(&keys::failures(who.org, who.user, streak), 0)
             .map_err(Error::store)?;
         let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
         let window_failures = self.store.increment(&window_key, 0).map_err(Error::store)?;
-        let last_failure = self.load_json::<Timestamp>(&keys::last_failure(who.org, who.user))?;
+        // Only a slot from the 5th on is stamped (and only then does the next one wait).
+        let last_failure = if failures >= throttle::DELAY_FROM {
+            self.stamp(
+                &keys::guess_at(who.org, who.user, streak, failures),
+                failures,
+            )?
+        } else {
+            Stamp::None
+        };
         Ok(GuessState {
             failures,
             window_failures,
             last_failure,
         })
+    }
+
+    /// The user's guess counters, as [`throttle`] judges them.
+    pub(crate) fn guess_state(&self, who: &Who<'_>, now: Timestamp) -> Result<GuessState> {
+        let streak = self.streak_of(who)?;
+        self.guess_state_in(who, streak, now)
+    }
+
+    /// The stamp of slot number `slot` stored at `key` (a slot below 1 has none to wait for).
+    pub(crate) fn stamp(&self, key: &str, slot: i64) -> Result<Stamp> {
+        if slot < 1 {
+            return Ok(Stamp::None);
+        }
+        Ok(self
+            .load_json::<Timestamp>(key)?
+            .map_or(Stamp::InFlight, Stamp::At))
+    }
+
+    /// Takes the first free slot from `hint + 1` on, judging each before taking it (see
+    /// [`throttle`]): `rule(k)` names the slot `k` depends on and the spacing after it. Slots
+    /// above `limit` are never taken. The slot is stamped with `now` before it is handed back.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; a failure after the slot is taken leaves it spent (never given back).
+    pub(crate) fn take_slot(&self, slots: &Slots<'_>, hint: i64, now: Timestamp) -> Result<Taken> {
+        let mut k = hint.max(0) + 1;
+        loop {
+            if slots.limit.is_some_and(|limit| k > limit) {
+                return Ok(Taken::Full);
+            }
+            let (earlier, spacing) = (slots.rule)(k);
+            if spacing > 0 {
+                let key = (slots.stamp)(earlier);
+                let mut stamp = self.stamp(&key, earlier)?;
+                if stamp == Stamp::InFlight {
+                    // Taken, not stamped: its owner is calling now, or failed between taking and
+                    // stamping it. Stamp it with our `now`, so that it counts from here on: an
+                    // orphan costs one spacing, never a wait that nothing ends. An owner that
+                    // stamps after us writes its own (earlier) call time, as it would have anyway.
+                    self.put(&key, &now)?;
+                    stamp = Stamp::At(now);
+                }
+                if let Some(until) = throttle::wait_after(stamp, spacing, now) {
+                    return Ok(Taken::Wait(until));
+                }
+            }
+            if self
+                .store
+                .increment(&(slots.claim)(k), 1)
+                .map_err(Error::store)?
+                == 1
+            {
+                if k >= slots.stamped_from {
+                    self.put(&(slots.stamp)(k), &now)?;
+                }
+                self.store.increment(slots.count, 1).map_err(Error::store)?;
+                return Ok(Taken::Slot(k));
+            }
+            k += 1;
+        }
+    }
+
+    /// Takes the user's next guess slot in `streak` (at most [`throttle::LOCK_AT`]).
+    pub(crate) fn take_guess_slot(
+        &self,
+        who: &Who<'_>,
+        streak: i64,
+        hint: i64,
+        now: Timestamp,
+    ) -> Result<Taken> {
+        let (org, user) = (who.org, who.user);
+        let count = keys::failures(org, user, streak);
+        let slots = Slots {
+            count: &count,
+            claim: &|k| keys::guess_slot(org, user, streak, k),
+            stamp: &|k| keys::guess_at(org, user, streak, k),
+            rule: &throttle::guess_rule,
+            limit: Some(throttle::LOCK_AT),
+            // Slot k waits after slot k − 1 only from the 5th failure on.
+            stamped_from: throttle::DELAY_FROM,
+        };
+        self.take_slot(&slots, hint, now)
+    }
+
+    /// Takes the user's next send slot (the window's rule from the settings).
+    pub(crate) fn take_send_slot(&self, who: &Who<'_>, now: Timestamp) -> Result<Taken> {
+        let (org, user) = (who.org, who.user);
+        let (cap, window) = (
+            self.settings.sends_per_window,
+            self.settings.send_window_seconds,
+        );
+        let count = keys::sends(org, user);
+        let hint = self.store.increment(&count, 0).map_err(Error::store)?;
+        let slots = Slots {
+            count: &count,
+            claim: &|k| keys::send_slot(org, user, k),
+            stamp: &|k| keys::send_at(org, user, k),
+            rule: &|k| throttle::send_rule(k, cap, window),
+            limit: None,
+            stamped_from: 1,
+        };
+        self.take_slot(&slots, hint, now)
+    }
+
+    /// Gives back send slot `k`, whose email never went out (its record was refused): its stamp
+    /// becomes that of the slot it depended on, so the slot `cap` later waits only as long as it
+    /// would have without it. Safe (see [`throttle`]): along every chain `k, k + cap, …` stamps
+    /// never decrease, and the proof of the cap needs only that. Best effort: if it fails, the
+    /// slot simply stays spent.
+    pub(crate) fn void_send_slot(&self, org: &str, user: &str, k: i64) {
+        let cap = i64::from(self.settings.sends_per_window);
+        let earlier = match self.stamp(&keys::send_at(org, user, k - cap), k - cap) {
+            Ok(Stamp::At(t)) => t,
+            Ok(Stamp::None) => throttle::VOID,
+            // In flight or unreadable: it cannot be given back safely now; it stays spent.
+            Ok(Stamp::InFlight) | Err(_) => return,
+        };
+        let _ = self.put(&keys::send_at(org, user, k), &earlier);
+    }
+
+    /// The room in the user's send window after send slot `last` (pass the slots taken so far).
+    pub(crate) fn send_room(&self, org: &str, user: &str, last: i64) -> Result<SendRoom> {
+        let cap = i64::from(self.settings.sends_per_window);
+        let stamps = (last - cap + 1..=last)
+            .map(|k| self.stamp(&keys::send_at(org, user, k), k))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SendRoom(stamps))
     }
 
     /// Refuses (and records) a locked user.

@@ -12,35 +12,54 @@ pub fn challenge(org: &str, user: &str) -> String {
 pub fn attempts(challenge_id: &str, generation: u32) -> String {
     format!("v1:attempts:{challenge_id}:{generation}")
 }
-/// Successful uses of one code (counter): the first verify to take it to 1 wins.
+/// Successful uses of one code (counter): the first verify to take it to 1 wins. Never deleted
+/// while the code could still be verified (a replaced challenge keeps it).
 #[must_use]
 pub fn used(challenge_id: &str, generation: u32) -> String {
     format!("v1:used:{challenge_id}:{generation}")
 }
-/// Consecutive wrong codes (counter), reset by a success.
+/// The user's guess streak (counter): bumped, never reset, by a success and by an admin reset, so
+/// that the slots of a streak that ended are never taken again.
 #[must_use]
-pub fn failures(org: &str, user: &str) -> String {
-    format!("v1:failures:{org}:{user}")
+pub fn streak(org: &str, user: &str) -> String {
+    format!("v1:streak:{org}:{user}")
 }
-/// Time of the last wrong code (value).
+/// Consecutive wrong codes in one streak (counter): the guess slots taken, counted after each is
+/// taken (so never ahead of them). The lock's count and the hint where the next slot is.
 #[must_use]
-pub fn last_failure(org: &str, user: &str) -> String {
-    format!("v1:last-failure:{org}:{user}")
+pub fn failures(org: &str, user: &str, streak: i64) -> String {
+    format!("v1:failures:{org}:{user}:{streak}")
+}
+/// One guess slot of a streak (counter): the call whose `increment` returns 1 owns it.
+#[must_use]
+pub fn guess_slot(org: &str, user: &str, streak: i64, slot: i64) -> String {
+    format!("v1:guess-slot:{org}:{user}:{streak}:{slot}")
+}
+/// When the owner of a guess slot called (value): the clock the next slot's delay runs from.
+#[must_use]
+pub fn guess_at(org: &str, user: &str, streak: i64, slot: i64) -> String {
+    format!("v1:guess-at:{org}:{user}:{streak}:{slot}")
 }
 /// Wrong codes in one fixed 30-day window (counter), not reset by a success.
 #[must_use]
 pub fn failures_window(org: &str, user: &str, window: i64) -> String {
     format!("v1:failures-30d:{org}:{user}:{window}")
 }
-/// Times of recent emails (value).
+/// Send slots taken (counter), counted after each is taken: the hint where the next slot is.
 #[must_use]
-pub fn send_log(org: &str, user: &str) -> String {
-    format!("v1:send-log:{org}:{user}")
+pub fn sends(org: &str, user: &str) -> String {
+    format!("v1:sends:{org}:{user}")
 }
-/// Emails in one aligned send window (counter): the concurrency backstop of the send log.
+/// One send slot (counter): the call whose `increment` returns 1 owns it.
 #[must_use]
-pub fn send_bucket(org: &str, user: &str, bucket: i64) -> String {
-    format!("v1:send-bucket:{org}:{user}:{bucket}")
+pub fn send_slot(org: &str, user: &str, slot: i64) -> String {
+    format!("v1:send-slot:{org}:{user}:{slot}")
+}
+/// When the owner of a send slot called (value): the slot `sends_per_window` later waits a window
+/// after it.
+#[must_use]
+pub fn send_at(org: &str, user: &str, slot: i64) -> String {
+    format!("v1:send-at:{org}:{user}:{slot}")
 }
 /// Records appended to the organization's audit stream (counter): the anchor against which a
 /// truncated log shows.
@@ -62,6 +81,12 @@ pub fn devices_of(org: &str, user: &str) -> String {
 #[must_use]
 pub fn device_rotation(device_id: &str, generation: u64) -> String {
     format!("v1:device-rotation:{device_id}:{generation}")
+}
+/// Revocations of one device (counter): its record counts only while this equals the record's
+/// `epoch`, so a record a concurrent write put back after a revoke never counts again.
+#[must_use]
+pub fn device_epoch(org: &str, user: &str, device_id: &str) -> String {
+    format!("v1:device-epoch:{org}:{user}:{device_id}")
 }
 /// An organization's MFA policy (value).
 #[must_use]

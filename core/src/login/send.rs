@@ -1,7 +1,9 @@
 //! `send-code`: emails the challenge's code, the same code while it lives and a fresh one after.
 //!
-//! It guarantees that no more than `sends_per_window` emails go out per user per send window, even
-//! to concurrent requests (the send log decides, an atomic per-window counter backs it up); that a
+//! It guarantees that no more than `sends_per_window` emails go out per user in any
+//! `send_window_seconds` (sliding, at an aligned edge too), however many requests run at once: a
+//! send first takes a numbered send slot with an atomic `increment`, and slot `k` is taken only a
+//! window after slot `k − cap` was (the rule and its proof: [`crate::engine::throttle`]); that a
 //! code is mailed only once it is stored and its `code_sent` record is written (unrecorded, not
 //! sent); and that a spent or exhausted code is never mailed again. The code is derived from the
 //! stored seed ([`super::otp`]) only on its way into the email.
@@ -13,8 +15,8 @@ use crate::audit::{Action, Outcome};
 use crate::email;
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Undo, Who};
-use crate::engine::state::StoredCode;
-use crate::engine::throttle::{self, SendLog};
+use crate::engine::state::{StoredCode, Taken};
+use crate::engine::throttle;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{CodeSent, LoginContext};
 use crate::kernel::time::Timestamp;
@@ -52,42 +54,25 @@ impl Engine<'_> {
             return Err(Error::Locked);
         }
 
-        let (cap, window) = (
-            self.settings.sends_per_window,
-            self.settings.send_window_seconds,
-        );
-        let log_key = keys::send_log(who.org, who.user);
-        let mut log = self.load_json::<SendLog>(&log_key)?.unwrap_or_default();
-        log.prune(now, window);
-        if let Some(until) = log.full_until(cap, window) {
-            let event = who
-                .event(Action::SendThrottled, Outcome::Denied)
-                .reason("send-window");
-            self.record(event.challenge(challenge_id), now, rng)?;
-            return Err(Error::Throttled {
-                retry_after: now.seconds_until(until).max(1),
-            });
-        }
-        // Backstop for concurrent sends that all read the log before any wrote it.
-        let bucket = now.0.div_euclid(window);
-        let in_bucket = self
-            .store
-            .increment(&keys::send_bucket(who.org, who.user, bucket), 1)
-            .map_err(Error::store)?;
-        if in_bucket > i64::from(cap) {
-            let event = who
-                .event(Action::SendThrottled, Outcome::Denied)
-                .reason("send-window");
-            self.record(event.challenge(challenge_id), now, rng)?;
-            let until = Timestamp((bucket + 1) * window);
-            return Err(Error::Throttled {
-                retry_after: now.seconds_until(until).max(1),
-            });
-        }
-        // Housekeeping only: a stale window counter is harmless, so its failure is ignored.
-        let _ = self
-            .store
-            .delete(&keys::send_bucket(who.org, who.user, bucket - 1));
+        // Count first: take this send's slot in the sliding window, or wait (nothing taken).
+        let until = match self.take_send_slot(&who, now)? {
+            Taken::Slot(k) => Ok(k),
+            Taken::Wait(until) => Err(until),
+            // Send slots have no limit; if one ever had, a full window waits a whole window.
+            Taken::Full => Err(now.plus(self.settings.send_window_seconds)),
+        };
+        let slot = match until {
+            Ok(k) => k,
+            Err(until) => {
+                let event = who
+                    .event(Action::SendThrottled, Outcome::Denied)
+                    .reason("send-window");
+                self.record(event.challenge(challenge_id), now, rng)?;
+                return Err(Error::Throttled {
+                    retry_after: now.seconds_until(until).max(1),
+                });
+            }
+        };
 
         let live = match &challenge.code {
             Some(code) if now <= code.expires_at => {
@@ -118,13 +103,10 @@ impl Engine<'_> {
         };
         challenge.expires_at = challenge.expires_at.max(code.expires_at);
         challenge.code = Some(code.clone());
-        log.0.push(now);
         let mut undo = Undo::default();
-        self.remember_value(&mut undo, &log_key)?;
         self.remember_value(&mut undo, &challenge_key)?;
-        // The log first: if the store fails between the two writes, the user has one email fewer
-        // in the window (the safe direction), never an email that the window did not count.
-        self.put(&log_key, &log)?;
+        // From here a store failure leaves the slot spent: it costs the user one email of the
+        // window (the safe direction), never an email the window did not count.
         self.put(&challenge_key, &challenge)?;
         let action = if resent {
             Action::CodeResent
@@ -136,11 +118,9 @@ impl Engine<'_> {
             now,
             rng,
         ) {
-            // Unrecorded, so not sent: the window and the challenge are as they were.
+            // Unrecorded, so not sent: the challenge is as it was, and the slot is given back.
             self.undo(undo);
-            let _ = self
-                .store
-                .increment(&keys::send_bucket(who.org, who.user, bucket), -1);
+            self.void_send_slot(who.org, who.user, slot);
             return Err(e);
         }
 
@@ -176,7 +156,10 @@ impl Engine<'_> {
         Ok(CodeSent {
             resent,
             code_expires_at: code.expires_at,
-            sends_left: log.left(cap),
+            // What the window holds after this send; best effort (the email is on its way).
+            sends_left: self
+                .send_room(who.org, who.user, slot)
+                .map_or(0, |room| room.left(self.settings.send_window_seconds, now)),
         })
     }
 }

@@ -4,7 +4,6 @@
 
 use crate::engine::Engine;
 use crate::engine::record::Who;
-use crate::engine::throttle::SendLog;
 #[cfg(doc)]
 use crate::kernel::error::Error; // named by the `# Errors` docs
 use crate::kernel::error::Result;
@@ -34,14 +33,12 @@ impl Engine<'_> {
         let challenge = self
             .load_challenge(&keys::challenge(who.org, who.user))?
             .filter(|c| now <= c.expires_at);
-        let (cap, window) = (
-            self.settings.sends_per_window,
-            self.settings.send_window_seconds,
-        );
-        let mut log = self
-            .load_json::<SendLog>(&keys::send_log(who.org, who.user))?
-            .unwrap_or_default();
-        log.prune(now, window);
+        let window = self.settings.send_window_seconds;
+        let sent = self
+            .store
+            .increment(&keys::sends(who.org, who.user), 0)
+            .map_err(crate::kernel::error::Error::store)?;
+        let room = self.send_room(who.org, who.user, sent)?;
         Ok(UserStatus {
             enrolled: self.enrollment_of(who.org, who.user)?.is_some(),
             locked: state.locked(),
@@ -53,8 +50,8 @@ impl Engine<'_> {
                 .and_then(|c| c.code.as_ref())
                 .map(|c| c.expires_at)
                 .filter(|t| now <= *t),
-            sends_left: log.left(cap),
-            next_send_at: log.full_until(cap, window),
+            sends_left: room.left(window, now),
+            next_send_at: room.full_until(window, now),
         })
     }
 }

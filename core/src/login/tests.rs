@@ -173,6 +173,34 @@ fn resend_carries_the_same_code_and_the_fourth_send_waits() {
     assert!(w.send(&c, &id, T0.plus(300)).is_ok());
 }
 
+/// A store failure between taking a send slot and stamping it leaves the slot taken with no time
+/// (its owner died). The first send that depends on it stamps it with its own time and waits one
+/// window from there: the user loses one window, never every future email.
+#[test]
+fn a_send_slot_whose_owner_died_costs_one_window_not_every_email() {
+    let mut w = World::new();
+    let c = ctx("dr-orphan");
+    let id = w.begin(&c, T0);
+    // Slot 1 taken, never stamped, the count never bumped: what a failure between the two leaves.
+    w.store
+        .increment(&keys::send_slot("acme", "dr-orphan", 1), 1)
+        .unwrap();
+    w.send(&c, &id, T0).unwrap();
+    w.send(&c, &id, T0.plus(10)).unwrap();
+    // Slots 2 and 3 went out; the 4th email depends on slot 1, the orphan.
+    assert_eq!(
+        w.send(&c, &id, T0.plus(20)).err(),
+        Some(Error::Throttled { retry_after: 300 })
+    );
+    assert_eq!(w.mailer.sent.borrow().len(), 2);
+    assert_eq!(
+        w.send(&c, &id, T0.plus(319)).err(),
+        Some(Error::Throttled { retry_after: 1 })
+    );
+    w.send(&c, &id, T0.plus(320)).unwrap();
+    assert_eq!(w.mailer.sent.borrow().len(), 3);
+}
+
 #[test]
 fn unknown_user_looks_like_a_wrong_code() {
     let mut w = World::new();
@@ -219,6 +247,92 @@ fn fifth_wrong_guess_kills_the_code_and_delays_start() {
     assert!(!sent.resent);
     let fresh = w.mailer.last_code().unwrap();
     assert!(w.verify(&c, &id, &fresh, T0.plus(200)).is_ok());
+}
+
+/// Count first: a guess refused inside a delay takes no slot (the streak stays at 5), so asking
+/// again too early never makes the next delay longer or brings the lock nearer.
+#[test]
+fn a_guess_refused_inside_a_delay_counts_nothing() {
+    let mut w = World::new();
+    let c = ctx("dr-early");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    for _ in 0..5 {
+        let _ = w.verify(&c, &id, &wrong(&code), T0);
+    }
+    for s in 1..30_u32 {
+        assert_eq!(
+            w.verify(&c, &id, &wrong(&code), T0.plus(i64::from(s)))
+                .err(),
+            Some(Error::Throttled {
+                retry_after: 30 - s
+            })
+        );
+    }
+    let status = w.engine().status(&c, T0.plus(29)).unwrap();
+    assert_eq!(status.consecutive_failures, 5);
+    assert_eq!(status.verify_blocked_until, Some(T0.plus(30)));
+    // The 6th try at 30 s is counted; the 7th waits 60 s after it.
+    assert_eq!(
+        w.verify(&c, &id, &wrong(&code), T0.plus(30)).err(),
+        Some(Error::Rejected)
+    );
+    assert_eq!(
+        w.verify(&c, &id, &wrong(&code), T0.plus(89)).err(),
+        Some(Error::Throttled { retry_after: 1 })
+    );
+}
+
+/// The 30-day cap counts wrong codes only: a user who signs in many times a day, with a slip now
+/// and then, is never locked by it (a success gives its window ticket back).
+#[test]
+fn successes_never_use_up_the_30_day_cap() {
+    let mut w = World::new();
+    let c = ctx("dr-busy");
+    for day in 0..29 {
+        for login in 0..4 {
+            let now = T0.plus(day * 86_400 + login * 3_600);
+            let id = w.begin(&c, now);
+            w.send(&c, &id, now).unwrap();
+            let code = w.mailer.last_code().unwrap();
+            if login == 0 && day % 2 == 0 {
+                assert_eq!(
+                    w.verify(&c, &id, &wrong(&code), now).err(),
+                    Some(Error::Rejected)
+                );
+            }
+            w.verify(&c, &id, &code, now)
+                .unwrap_or_else(|e| panic!("day {day}, login {login}: {e:?}"));
+        }
+    }
+    let status = w.engine().status(&c, T0.plus(29 * 86_400)).unwrap();
+    assert!(!status.locked);
+    assert_eq!(status.consecutive_failures, 0);
+}
+
+/// Item 9c: replacing a challenge keeps its `used` counter, so a verify that loaded the old
+/// challenge cannot take the spent code to 1 again.
+#[test]
+fn a_replaced_challenge_keeps_its_used_counter() {
+    let mut w = World::new();
+    let c = ctx("dr-replaced");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    // Spend the code the way a winning verify does, then replace the challenge.
+    assert_eq!(w.store.increment(&keys::used(&id, 1), 1).unwrap(), 1);
+    let next = w.begin(&c, T0.plus(1));
+    assert_ne!(next, id);
+    assert_eq!(
+        w.store.increment(&keys::used(&id, 1), 1).unwrap(),
+        2,
+        "the old code stays spent"
+    );
+    assert_eq!(
+        w.verify(&c, &id, &code, T0.plus(2)).err(),
+        Some(Error::Rejected)
+    );
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! `verify`: checks a code against the user's challenge.
 //!
-//! It guarantees that a code works once (the first verify to take its `used` counter to 1 wins),
-//! only while it lives and within its 5 guesses; that a guess is counted as a failure *before* it is
-//! looked at, so concurrent guesses can never pass the lock threshold; and that a wrong, expired or
+//! It guarantees that a code works once (the first verify to take its `used` counter to 1 wins,
+//! and the counter outlives a replaced challenge), only while it lives and within its 5 guesses;
+//! that every limit is counted *before* the code is looked at, on the value an atomic `increment`
+//! returns (a guess slot of the streak, judged against the previous slot's stamp for the delay and
+//! capped at the lock; then a ticket of the 30-day window; then the code's own guess counter), so
+//! that no number of concurrent guesses can try inside a delay or past a limit (the rules and their
+//! proofs: [`crate::engine::throttle`]); and that a wrong, expired or
 //! used code, an unknown challenge and an unknown user all answer [`Error::Rejected`] after the same
 //! steps (a code is derived and compared even when there is nothing to compare it with). A code
 //! that confirms an address is stored with its `enrolled` / `email_changed` record, or not at all.
@@ -13,6 +17,7 @@ use super::otp;
 use crate::audit::{Action, Outcome};
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
+use crate::engine::state::Taken;
 use crate::engine::throttle;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{LoginContext, Purpose, Verified};
@@ -52,34 +57,48 @@ impl Engine<'_> {
                 .challenge(challenge_id)
         };
 
-        let state = self.guess_state(&who, now)?;
+        // Everything the guess reads comes first, so that a store that cannot be read changes
+        // nothing. Locked users take no slot (read only to spare the slots: the gates below decide).
+        let challenge_key = keys::challenge(who.org, who.user);
+        let challenge = self.load_challenge(&challenge_key)?;
+        let streak = self.streak_of(&who)?;
+        let state = self.guess_state_in(&who, streak, now)?;
         if state.locked() {
             self.record(rejected("user:locked"), now, rng)?;
             return Err(Error::Locked);
         }
-        if let Some(until) = state.wait_until(now) {
-            let event = who
-                .event(Action::VerifyThrottled, Outcome::Denied)
-                .reason("guess-delay");
-            self.record(event.challenge(challenge_id), now, rng)?;
-            return Err(Error::Throttled {
-                retry_after: now.seconds_until(until).max(1),
-            });
-        }
-        // Count the guess as a failure before looking at it, so that concurrent guesses can never
-        // exceed the lock threshold; a success takes it back.
-        let failures_key = keys::failures(who.org, who.user);
-        let failures = self
-            .store
-            .increment(&failures_key, 1)
-            .map_err(Error::store)?;
-        if failures > throttle::LOCK_AT {
+        // Count first: take this guess's slot in the streak. The delay is judged on the previous
+        // slot's stamp before the slot is taken; a refused guess takes nothing.
+        let slot = match self.take_guess_slot(&who, streak, state.failures, now)? {
+            Taken::Slot(k) => k,
+            Taken::Wait(until) => {
+                let event = who
+                    .event(Action::VerifyThrottled, Outcome::Denied)
+                    .reason("guess-delay");
+                self.record(event.challenge(challenge_id), now, rng)?;
+                return Err(Error::Throttled {
+                    retry_after: now.seconds_until(until).max(1),
+                });
+            }
+            Taken::Full => {
+                self.record(rejected("user:locked"), now, rng)?;
+                return Err(Error::Locked);
+            }
+        };
+        // Then a ticket of the 30-day window: looked at only within the window's cap.
+        let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
+        let ticket = self.store.increment(&window_key, 1).map_err(Error::store)?;
+        if ticket > throttle::WINDOW_CAP {
             self.record(rejected("user:locked"), now, rng)?;
             return Err(Error::Locked);
         }
+        // A matched code is no wrong guess: it starts a new streak and gives its ticket back (see
+        // the proof in `throttle`). Best effort: a failure only errs on the refusing side.
+        let not_a_failure = || {
+            let _ = self.store.increment(&keys::streak(who.org, who.user), 1);
+            let _ = self.store.increment(&window_key, -1);
+        };
 
-        let challenge_key = keys::challenge(who.org, who.user);
-        let challenge = self.load_challenge(&challenge_key)?;
         let (live, mut reason) = match &challenge {
             None => (None, "no-challenge"),
             Some(c) if c.id != challenge_id => (None, "no-challenge"),
@@ -120,9 +139,10 @@ impl Engine<'_> {
                     ),
                 };
                 if let Err(e) = recorded {
-                    // Give the code and the guess back: nothing took effect.
+                    // Give the code back: nothing took effect. The guess matched, so it is no
+                    // failure either.
                     let _ = self.store.increment(&used_key, -1);
-                    let _ = self.store.increment(&failures_key, -1);
+                    not_a_failure();
                     return Err(e);
                 }
                 // When and where the user last proved the factor (for `change_email`). Best effort:
@@ -134,8 +154,7 @@ impl Engine<'_> {
                 // The code is spent by the `used` counter whatever happens below; clearing the
                 // challenge and the failure streak is tidy-up whose failure only errs on the safe side.
                 let _ = self.store.delete(&challenge_key);
-                let _ = self.store.delete(&failures_key);
-                let _ = self.store.delete(&keys::last_failure(who.org, who.user));
+                not_a_failure();
                 // Remembering the browser is a convenience on top of a completed login: if it
                 // fails (store or audit), the login stands and the browser is simply asked again.
                 let trusted = if remember_device {
@@ -159,12 +178,9 @@ impl Engine<'_> {
             reason = "code-already-used";
         }
 
-        self.put(&keys::last_failure(who.org, who.user), &now)?;
-        let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
-        let window_failures = self.store.increment(&window_key, 1).map_err(Error::store)?;
         self.append(rejected(reason), now, rng)?;
-        if failures == throttle::LOCK_AT || window_failures == throttle::WINDOW_CAP {
-            let why = if failures == throttle::LOCK_AT {
+        if slot == throttle::LOCK_AT || ticket == throttle::WINDOW_CAP {
+            let why = if slot == throttle::LOCK_AT {
                 "consecutive-failures"
             } else {
                 "failures-in-30-days"

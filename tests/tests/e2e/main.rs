@@ -18,6 +18,8 @@ mod devices;
 mod emails;
 mod enrollment;
 mod fail_closed;
+mod hardening;
+mod limits;
 mod login_flow;
 mod openapi;
 mod persistence;
