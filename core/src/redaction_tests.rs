@@ -228,6 +228,8 @@ fn stored_state_never_shows_seeds_tokens_or_what_an_undo_would_put_back() {
             last_used_at: Timestamp(0),
             last_network: "203.0.0.0/16".to_owned(),
             expires_at: Timestamp(86_400),
+            verified_at: Some(Timestamp(0)),
+            epoch: 0,
         },
     );
     debug(

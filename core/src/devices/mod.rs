@@ -6,9 +6,12 @@
 //!                               │  └────────────┘
 //!                               ├─ another browser family or OS ──────────▶ challenge ("new-browser")
 //!                               ├─ another network (IPv4 /16, IPv6 /48) ──▶ challenge ("new-network")
-//!                               ├─ expires_at passes (absolute, UTC) ─────▶ challenge ("device-expired")
+//!                               ├─ expires_at passes (absolute, UTC) ─────▶ challenge ("device:expired")
+//!                               ├─ the org now forbids remembering ───────▶ [revoked] + challenge ("device:not-allowed")
+//!                               ├─ verified longer ago than the org's ────▶ [revoked] + challenge ("device:trust-shortened")
+//!                               │  trust days now allow
 //!                               ├─ a rotated-away token is presented ─────▶ [revoked] + device_token_reuse
-//!                               └─ revoke / revoke-all / credential change / 11th device ──▶ [revoked]
+//!                               └─ revoke / revoke-all / credential change / reset / 11th device ──▶ [revoked]
 //! ```
 //!
 //! **The cookie** (`__Host-mfa-device`) holds `<device id>.<token>`: the token is 256 random bits; the
@@ -25,6 +28,22 @@
 //!
 //! **Expiry** is absolute: trust ends `trust_days × 86 400 s` after the verification that granted it,
 //! in UTC seconds, so no time zone or daylight-saving change can stretch it; a login never extends it.
+//!
+//! **Today's policy** judges every use ([`StoredDevice::judge`]), not the policy the device was
+//! trusted under. An organization that switches remembering off (or sets `trust_days: 0`) ends
+//! every trusted browser at its next `begin`; one that lowers `trust_days` ends those verified
+//! longer ago than the new number of days and shortens the rest to their verification plus the
+//! new days. A device the policy ends is **revoked** (deleted, recorded as `device_revoked` with
+//! reason `policy:remember-device-off` or `policy:trust-days`), not merely ignored: an admin who
+//! tightens trust means the trust granted so far to end, and raising the limit again later must
+//! not bring those browsers back. Listing applies the same judgement, so a device today's policy
+//! no longer honours is never shown as trusted.
+//!
+//! **Revocation is final** ([`StoredDevice::epoch`]): a device's record counts only while its
+//! `epoch` equals the store's revocation counter for that device (`keys::device_epoch`), and every
+//! revocation moves that counter before deleting the record. See `trust.rs` for why no
+//! interleaving of a revoke with a concurrent write-back (a rotation, a renewal, an undo) can bring
+//! a revoked device back.
 
 use std::net::IpAddr;
 
@@ -39,6 +58,7 @@ use crate::email::i18n::Explain;
 use crate::kernel::input;
 use crate::kernel::model::BrowserTraits;
 use crate::kernel::secret::{self, HmacKey};
+use crate::kernel::settings::Settings;
 use crate::kernel::time::Timestamp;
 
 /// The cookie's name.
@@ -49,6 +69,8 @@ pub const MAX_DEVICES: usize = 10;
 pub const ROTATION_GRACE_SECONDS: i64 = 60;
 /// Retired token hashes kept per device to recognise a replayed one.
 pub const RETIRED_KEPT: usize = 8;
+/// Seconds in a day of trust.
+const DAY: i64 = 86_400;
 
 /// A token that was rotated away, and when.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +93,16 @@ pub(crate) struct StoredDevice {
     pub(crate) last_used_at: Timestamp,
     pub(crate) last_network: String,
     pub(crate) expires_at: Timestamp,
+    /// When the browser last passed a code for this device: what today's `trust_days` count from.
+    /// A record written before this field reads `None` and counts from `first_trusted_at`, the
+    /// earlier and so the stricter time.
+    #[serde(default)]
+    pub(crate) verified_at: Option<Timestamp>,
+    /// The device's revocation counter (`keys::device_epoch`) when this record was written: the
+    /// record counts only while the counter still says the same. Records written before this field
+    /// read 0, which is what the counter of a never-revoked device says.
+    #[serde(default)]
+    pub(crate) epoch: u64,
 }
 
 impl std::fmt::Debug for StoredDevice {
@@ -81,6 +113,7 @@ impl std::fmt::Debug for StoredDevice {
             .field("generation", &self.generation)
             .field("label", &self.label)
             .field("expires_at", &self.expires_at)
+            .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
 }
@@ -268,6 +301,10 @@ pub(crate) enum Change {
     NewNetwork,
     /// Trust ran out.
     Expired,
+    /// The organization no longer lets browsers be remembered (or trusts them for 0 days).
+    NotAllowed,
+    /// Verified longer ago than the organization's trust days now allow.
+    TrustShortened,
 }
 
 impl Change {
@@ -276,6 +313,8 @@ impl Change {
             Self::NewBrowser => "device:new-browser",
             Self::NewNetwork => "device:new-network",
             Self::Expired => "device:expired",
+            Self::NotAllowed => "device:not-allowed",
+            Self::TrustShortened => "device:trust-shortened",
         }
     }
 
@@ -284,6 +323,18 @@ impl Change {
             Self::NewBrowser => m.new_browser.clone(),
             Self::NewNetwork => m.new_network.clone(),
             Self::Expired => m.device_expired.clone(),
+            Self::NotAllowed => m.device_not_allowed.clone(),
+            Self::TrustShortened => m.device_trust_shortened.clone(),
+        }
+    }
+
+    /// The `device_revoked` reason when this change ends the device for good: today's policy no
+    /// longer allows its trust. A changed browser, network or a natural expiry revoke nothing.
+    pub(crate) fn revokes(self) -> Option<&'static str> {
+        match self {
+            Self::NotAllowed => Some("policy:remember-device-off"),
+            Self::TrustShortened => Some("policy:trust-days"),
+            Self::NewBrowser | Self::NewNetwork | Self::Expired => None,
         }
     }
 }
@@ -318,16 +369,45 @@ impl StoredDevice {
         }
     }
 
-    /// Whether this device still vouches for a browser with `fp` on `net` at `now`.
-    pub(crate) fn change(&self, fp: &Fingerprint, net: &str, now: Timestamp) -> Option<Change> {
+    /// When the browser last passed a code for this device.
+    pub(crate) fn verified_at(&self) -> Timestamp {
+        self.verified_at.unwrap_or(self.first_trusted_at)
+    }
+
+    /// Until when today's `limits` (the organization's policy over the platform's) let this device
+    /// be trusted: the earlier of its own end and its last verification plus today's trust days;
+    /// `None` when today's limits remember no browser at all.
+    pub(crate) fn trusted_until(&self, limits: &Settings) -> Option<Timestamp> {
+        if !limits.allow_remember_device || limits.trust_days == 0 {
+            return None;
+        }
+        let by_policy = self.verified_at().plus(i64::from(limits.trust_days) * DAY);
+        Some(self.expires_at.min(by_policy))
+    }
+
+    /// Whether this device vouches for a browser with `fp` on `net` at `now` under today's
+    /// `limits`: until when, or what changed. Today's policy comes first (it ends the device for
+    /// good, see [`Change::revokes`]), then the device's own expiry, then the browser and network.
+    pub(crate) fn judge(
+        &self,
+        limits: &Settings,
+        fp: &Fingerprint,
+        net: &str,
+        now: Timestamp,
+    ) -> Result<Timestamp, Change> {
+        let Some(until) = self.trusted_until(limits) else {
+            return Err(Change::NotAllowed);
+        };
         if now > self.expires_at {
-            Some(Change::Expired)
+            Err(Change::Expired)
+        } else if now > until {
+            Err(Change::TrustShortened)
         } else if fp.hash != self.fingerprint {
-            Some(Change::NewBrowser)
+            Err(Change::NewBrowser)
         } else if net != self.last_network {
-            Some(Change::NewNetwork)
+            Err(Change::NewNetwork)
         } else {
-            None
+            Ok(until)
         }
     }
 
@@ -414,6 +494,75 @@ mod tests {
         ] {
             assert!(parse_cookie(bad).is_none(), "{bad:?}");
         }
+    }
+
+    fn device(verified: i64, expires: i64) -> StoredDevice {
+        let fp = fingerprint(&traits(CHROME_131));
+        StoredDevice {
+            v: 1,
+            id: "d".into(),
+            token_mac: "m".into(),
+            generation: 0,
+            retired: Vec::new(),
+            fingerprint: fp.hash,
+            label: fp.label,
+            first_trusted_at: Timestamp(0),
+            last_used_at: Timestamp(verified),
+            last_network: "203.0.0.0/16".into(),
+            expires_at: Timestamp(expires),
+            verified_at: Some(Timestamp(verified)),
+            epoch: 0,
+        }
+    }
+
+    fn limits(allow: bool, days: u8) -> Settings {
+        Settings {
+            allow_remember_device: allow,
+            trust_days: days,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn todays_policy_judges_every_use() {
+        let fp = fingerprint(&traits(CHROME_131));
+        let net = "203.0.0.0/16";
+        // Verified on day 10, trusted for 30 days under the policy of the day.
+        let d = device(10 * DAY, 40 * DAY);
+        let at = |day: i64| Timestamp(day * DAY);
+        assert_eq!(d.judge(&limits(true, 30), &fp, net, at(20)), Ok(at(40)));
+        // Remembering switched off, or zero days: no device counts, whatever its own end.
+        for off in [limits(false, 30), limits(true, 0), limits(false, 0)] {
+            assert_eq!(d.judge(&off, &fp, net, at(11)), Err(Change::NotAllowed));
+            assert_eq!(d.trusted_until(&off), None);
+        }
+        // Seven days now: trusted through day 17 (inclusive), then ended by the policy.
+        assert_eq!(d.judge(&limits(true, 7), &fp, net, at(17)), Ok(at(17)));
+        assert_eq!(
+            d.judge(&limits(true, 7), &fp, net, Timestamp(17 * DAY + 1)),
+            Err(Change::TrustShortened)
+        );
+        // More days than it was trusted with never stretch a device past its own end.
+        assert_eq!(
+            d.judge(&limits(true, 90), &fp, net, Timestamp(40 * DAY + 1)),
+            Err(Change::Expired)
+        );
+        assert_eq!(d.trusted_until(&limits(true, 90)), Some(at(40)));
+        // Only the policy's changes revoke.
+        assert_eq!(
+            Change::NotAllowed.revokes(),
+            Some("policy:remember-device-off")
+        );
+        assert_eq!(Change::TrustShortened.revokes(), Some("policy:trust-days"));
+        for c in [Change::Expired, Change::NewBrowser, Change::NewNetwork] {
+            assert_eq!(c.revokes(), None);
+        }
+        // A record from before `verified_at` counts from its first trust: the stricter time.
+        let old = StoredDevice {
+            verified_at: None,
+            ..device(10 * DAY, 40 * DAY)
+        };
+        assert_eq!(old.trusted_until(&limits(true, 7)), Some(at(7)));
     }
 
     #[test]

@@ -7,6 +7,47 @@
 //! rotation; that a user keeps at most [`devices::MAX_DEVICES`]; and that one user's device id
 //! never reaches another's (a foreign id is refused exactly like an unknown one). A
 //! [`DeviceCheck`] may carry a fresh `Set-Cookie` (a live token): its `Debug` never shows it.
+//! Trust is judged with the limits of the engine it runs on: the login step hands it the
+//! organization's policy of today (see [`crate::devices`]); a device that policy ends is revoked.
+//!
+//! ## A revoke is never undone by a concurrent write-back
+//!
+//! Three flows load a device and write it back: a trusted login's rotation (`check_device`), a
+//! renewal after a verify (`trust_device`), and the undo of a rotation whose record failed
+//! (`unrotate`). The store has no compare-and-swap, so a revoke can land between the load and the
+//! write, and the write would bring the device back. Instead of preventing that write, the store
+//! keeps a per-device revocation counter (`keys::device_epoch`, atomic `increment`) and every
+//! device record carries the counter's value it was written under (`epoch`):
+//!
+//! - **revoke** (owner, revoke-all, `credential-changed`, `reset-user`, the device limit, a
+//!   replayed token, today's policy) = `B`: increment the counter, then `D`: delete the record
+//!   with its audit record. If the audit record is refused, the record is put back and the
+//!   counter moved back by the same 1 (the revoke did not take effect; a retry revokes it).
+//! - **a record counts** only while its `epoch` equals the counter (`E`, read after the load `L`).
+//! - **a write-back** `W` copies the `epoch` of the record it loaded, then `C`: reads the counter
+//!   again; if it moved, it deletes what it wrote and the device is not trusted.
+//!
+//! Every interleaving of a revoke (`B` before `D`) with a write-back (`L`, `E`, `W`, `C` in order):
+//!
+//! | revoke lands | the write-back sees | ends with |
+//! |---|---|---|
+//! | `B`, `D` before `L` | no record | absent: a code is asked |
+//! | `B` before `L`, `D` after | `E` ≠ epoch | not trusted, nothing written; `D` deletes |
+//! | `B` between `L` and `E` | `E` ≠ epoch | same |
+//! | `B` between `E` and `W`, `D` before `W` | `W` puts the record back, `C` ≠ epoch | `C` deletes it; had that delete failed, the record's epoch is behind the counter for good, so it never counts |
+//! | `B` between `E` and `W`, `D` after `W` | `C` ≠ epoch | `D` deleted the written record; not trusted |
+//! | `B` between `W` and `C` | `C` ≠ epoch | deleted by `C` and by `D`; not trusted |
+//! | `B` after `C` | nothing | the login finished before the revoke began and was let through; `D` deletes the rotated record, so its new cookie is dead |
+//!
+//! So after both finish no record of the device counts, and the racing login is let through only
+//! if it completed before the revoke started. The counter only moves forward except for a revoke
+//! giving back its own step when its audit record is refused; a device id is random and never
+//! reused, and a new device starts at the counter of a never-revoked id (0), so no write can
+//! produce a record whose epoch catches up with a revoke. The one outcome of a refused audit
+//! record racing a write-back is that the device disappears without a `device_revoked` record
+//! (`C` saw the step before it was given back): a code is asked, nothing is granted.
+//! The counters are never deleted: a reset would make a record put back after a revoke count
+//! again. (Once a device's own expiry has passed its counter could go, see issue 14's item 10.)
 
 use std::net::IpAddr;
 
@@ -14,8 +55,8 @@ use rand_core::CryptoRng;
 
 use crate::audit::{Action, Event, Outcome};
 use crate::devices::{self, Change, StoredDevice, TokenMatch};
-use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
+use crate::engine::{Engine, Stored};
 use crate::kernel::authority::may_administer;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{Actor, CredentialChange, DeviceInfo, LoginContext};
@@ -37,6 +78,8 @@ pub(crate) enum DeviceCheck {
     Changed { device_id: String, change: Change },
     /// A rotated-away token: the device is revoked.
     Reused,
+    /// The record the cookie names does not parse: no device (a code is asked), recorded.
+    Unreadable { device_id: String },
 }
 
 impl std::fmt::Debug for DeviceCheck {
@@ -59,6 +102,10 @@ impl std::fmt::Debug for DeviceCheck {
                 .field("change", change)
                 .finish(),
             Self::Reused => f.write_str("Reused"),
+            Self::Unreadable { device_id } => f
+                .debug_struct("Unreadable")
+                .field("device_id", device_id)
+                .finish(),
         }
     }
 }
@@ -72,8 +119,10 @@ fn prefixes(engine: &Engine<'_>) -> (u8, u8) {
 }
 
 impl Engine<'_> {
-    /// Recognises the browser's device at `begin`. Writes only to rotate a token (with its audit
-    /// record written by the caller) or to revoke a replayed one.
+    /// Recognises the browser's device at `begin`, judged with this engine's limits (the
+    /// organization's policy of today). Writes only to rotate a token (with its audit record
+    /// written by the caller), or to revoke a device (a replayed token; a device today's policy
+    /// ends), each with its record.
     pub(crate) fn check_device<R: CryptoRng + ?Sized>(
         &self,
         ctx: &LoginContext,
@@ -86,8 +135,16 @@ impl Engine<'_> {
             return Ok(DeviceCheck::Absent);
         };
         let key = keys::device(who.org, who.user, &presented.device_id);
-        let Some(mut device) = self.load_json::<StoredDevice>(&key)? else {
-            return Ok(DeviceCheck::Absent);
+        // Absent is the restrictive answer for a device (a code is asked), so an unreadable record
+        // is no device; the caller records it.
+        let mut device = match self.load_stored::<StoredDevice>(&key)? {
+            Stored::Absent => return Ok(DeviceCheck::Absent),
+            Stored::Unreadable => {
+                return Ok(DeviceCheck::Unreadable {
+                    device_id: presented.device_id.clone(),
+                });
+            }
+            Stored::Value(device) => device,
         };
         let mac = devices::token_mac(self.key, &presented.token);
         let matched = device.match_token(&mac, now);
@@ -98,24 +155,38 @@ impl Engine<'_> {
                 let event = who
                     .event(Action::DeviceTokenReuse, Outcome::Denied)
                     .reason("rotated-token-presented");
-                self.delete_recorded(&key, event.device(&device.id), now, rng)?;
+                self.revoke_at(who, &device.id, event.device(&device.id), now, rng)?;
                 return Ok(DeviceCheck::Reused);
             }
             TokenMatch::Current | TokenMatch::Grace => {}
         }
+        // `E`: a record whose epoch is behind its counter was revoked (a write-back raced it).
+        if self.epoch_of(who, &device.id)? != device.epoch {
+            return Ok(DeviceCheck::Absent);
+        }
         let (v4, v6) = prefixes(self);
         let fp = devices::fingerprint(&ctx.device.traits);
-        if let Some(change) = device.change(&fp, &devices::network(ip, v4, v6), now) {
-            return Ok(DeviceCheck::Changed {
-                device_id: device.id,
-                change,
-            });
-        }
+        let until = match device.judge(&self.settings, &fp, &devices::network(ip, v4, v6), now) {
+            Ok(until) => until,
+            Err(change) => {
+                if let Some(reason) = change.revokes() {
+                    // Today's policy ends this trust for good: revoked, with the policy as reason.
+                    let event = who
+                        .event(Action::DeviceRevoked, Outcome::Success)
+                        .reason(reason);
+                    self.revoke_at(who, &device.id, event.device(&device.id), now, rng)?;
+                }
+                return Ok(DeviceCheck::Changed {
+                    device_id: device.id,
+                    change,
+                });
+            }
+        };
         if matched == TokenMatch::Grace {
             // A parallel tab that raced the rotation: let it in, the other tab holds the new token.
             return Ok(DeviceCheck::Trusted {
                 device_id: device.id,
-                expires_at: device.expires_at,
+                expires_at: until,
                 set_cookie: None,
             });
         }
@@ -124,32 +195,76 @@ impl Engine<'_> {
         if self.store.increment(&rotation, 1).map_err(Error::store)? != 1 {
             return Ok(DeviceCheck::Trusted {
                 device_id: device.id,
-                expires_at: device.expires_at,
+                expires_at: until,
                 set_cookie: None,
             });
         }
         let token = devices::new_token(rng);
         device.rotate(devices::token_mac(self.key, &token), now);
         device.last_used_at = now;
-        self.put(&key, &device)?;
-        let max_age = i64::from(now.seconds_until(device.expires_at));
+        // A shorter trust under today's policy is written down: the cookie and the list agree.
+        device.expires_at = until;
+        if !self.write_back(who, &key, &device)? {
+            return Ok(DeviceCheck::Absent);
+        }
+        let max_age = i64::from(now.seconds_until(until));
         Ok(DeviceCheck::Trusted {
             set_cookie: Some(devices::set_cookie(&device.id, &token, max_age)),
             device_id: device.id,
-            expires_at: device.expires_at,
+            expires_at: until,
         })
     }
 
+    /// The device's revocation counter (`keys::device_epoch`). A counter that cannot be a record's
+    /// epoch (negative) matches none.
+    fn epoch_of(&self, who: &Who<'_>, device_id: &str) -> Result<u64> {
+        let key = keys::device_epoch(who.org, who.user, device_id);
+        let n = self.store.increment(&key, 0).map_err(Error::store)?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    /// `W` then `C`: writes a loaded device back, then reads its revocation counter again. If a
+    /// revoke moved it since the load, takes the write back (best effort: the record's epoch is
+    /// behind the counter for good, so it never counts anyway) and answers `false`.
+    fn write_back(&self, who: &Who<'_>, key: &str, device: &StoredDevice) -> Result<bool> {
+        self.put(key, device)?;
+        if self.epoch_of(who, &device.id)? == device.epoch {
+            return Ok(true);
+        }
+        let _ = self.store.delete(key);
+        Ok(false)
+    }
+
+    /// `B` then `D`: revokes the device `device_id` of `who` with `event` as its record. See the
+    /// module doc; a refused record puts the device back and gives the counter's step back.
+    fn revoke_at<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        device_id: &str,
+        event: Event,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        let epoch = keys::device_epoch(who.org, who.user, device_id);
+        self.store.increment(&epoch, 1).map_err(Error::store)?;
+        let key = keys::device(who.org, who.user, device_id);
+        self.delete_recorded(&key, event, now, rng)
+            .inspect_err(|_| {
+                let _ = self.store.increment(&epoch, -1);
+            })
+    }
+
     /// Undoes a rotation whose audit record could not be written, so that the browser's current
-    /// cookie (which never received the new token) keeps working.
-    pub(crate) fn unrotate(&self, org: &str, user: &str, device_id: &str) {
-        let key = keys::device(org, user, device_id);
+    /// cookie (which never received the new token) keeps working. A write-back like any other:
+    /// a revoke that landed meanwhile stays.
+    pub(crate) fn unrotate(&self, who: &Who<'_>, device_id: &str) {
+        let key = keys::device(who.org, who.user, device_id);
         if let Ok(Some(mut device)) = self.load_json::<StoredDevice>(&key)
             && !device.retired.is_empty()
         {
             let previous = device.retired.remove(0);
             device.token_mac = previous.mac;
-            let _ = self.put(&key, &device);
+            let _ = self.write_back(who, &key, &device);
         }
     }
 
@@ -176,16 +291,24 @@ impl Engine<'_> {
         let token = devices::new_token(rng);
         let mac = devices::token_mac(self.key, &token);
 
-        // Renew the device the browser already holds, if its token is this user's current one.
+        // Renew the device the browser already holds, if its token is this user's current one and
+        // it was not revoked (an unreadable record is no device: a new one is made).
         let renewed = match ctx.device.cookie.as_deref().and_then(devices::parse_cookie) {
-            Some(p) => self
-                .load_json::<StoredDevice>(&keys::device(who.org, who.user, &p.device_id))?
-                .filter(|d| {
-                    matches!(
+            Some(p) => match self.load_stored::<StoredDevice>(&keys::device(
+                who.org,
+                who.user,
+                &p.device_id,
+            ))? {
+                Stored::Value(d)
+                    if matches!(
                         d.match_token(&devices::token_mac(self.key, &p.token), now),
                         TokenMatch::Current | TokenMatch::Grace
-                    )
-                }),
+                    ) && self.epoch_of(who, &d.id)? == d.epoch =>
+                {
+                    Some(d)
+                }
+                _ => None,
+            },
             None => None,
         };
         let device = match renewed {
@@ -196,6 +319,7 @@ impl Engine<'_> {
                 d.last_used_at = now;
                 d.last_network = devices::network(ip, v4, v6);
                 d.expires_at = expires_at;
+                d.verified_at = Some(now);
                 d
             }
             None => StoredDevice {
@@ -210,6 +334,9 @@ impl Engine<'_> {
                 last_used_at: now,
                 last_network: devices::network(ip, v4, v6),
                 expires_at,
+                verified_at: Some(now),
+                // A fresh random id: never revoked, so its counter is 0.
+                epoch: 0,
             },
         };
 
@@ -222,7 +349,7 @@ impl Engine<'_> {
         others.sort_by_key(|d| (d.first_trusted_at, d.id.clone()));
         let excess = (others.len() + 1).saturating_sub(devices::MAX_DEVICES);
         for old in others.iter().take(excess) {
-            self.revoke_stored(who, who.user, old, "device-limit", now, rng)?;
+            self.revoke_stored(who, who.user, &old.id, "device-limit", now, rng)?;
         }
 
         let event = who
@@ -230,6 +357,14 @@ impl Engine<'_> {
             .reason(&format!("trusted-until:{}", expires_at.rfc3339()));
         let key = keys::device(who.org, who.user, &device.id);
         self.put_recorded(&key, &device, event.device(&device.id), now, rng)?;
+        // `C` for a renewal: a revoke that landed since the load stays, and says so in the trail.
+        if self.epoch_of(who, &device.id)? != device.epoch {
+            let event = who
+                .event(Action::DeviceRevoked, Outcome::Success)
+                .reason("revoked-while-renewed");
+            let _ = self.delete_recorded(&key, event.device(&device.id), now, rng);
+            return Ok(None);
+        }
         let max_age = i64::from(now.seconds_until(expires_at));
         Ok(Some((
             device.id.clone(),
@@ -237,7 +372,7 @@ impl Engine<'_> {
         )))
     }
 
-    /// Every stored device of a user (expired ones included; unreadable ones skipped).
+    /// Every stored device of a user (expired and revoked ones included; unreadable ones skipped).
     fn devices_of(&self, org: &str, user: &str) -> Result<Vec<StoredDevice>> {
         let mut out = Vec::new();
         for key in self
@@ -245,7 +380,7 @@ impl Engine<'_> {
             .list_keys(&keys::devices_of(org, user))
             .map_err(Error::store)?
         {
-            if let Some(device) = self.load_json::<StoredDevice>(&key)? {
+            if let Stored::Value(device) = self.load_stored::<StoredDevice>(&key)? {
                 out.push(device);
             }
         }
@@ -257,7 +392,7 @@ impl Engine<'_> {
         &self,
         who: &Who<'_>,
         actor: &str,
-        device: &StoredDevice,
+        device_id: &str,
         reason: &str,
         now: Timestamp,
         rng: &mut R,
@@ -266,33 +401,30 @@ impl Engine<'_> {
             .event(Action::DeviceRevoked, Outcome::Success)
             .reason(reason);
         actor.clone_into(&mut event.actor);
-        self.delete_recorded(
-            &keys::device(who.org, who.user, &device.id),
-            event.device(&device.id),
-            now,
-            rng,
-        )
+        self.revoke_at(who, device_id, event.device(device_id), now, rng)
     }
 
-    /// The actor's own trusted devices that still count, newest first.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`]; [`Error::Store`].
-    pub fn list_devices(&self, actor: &Actor, now: Timestamp) -> Result<Vec<DeviceInfo>> {
-        input::actor(actor)?;
-        let mut list: Vec<DeviceInfo> = self
-            .devices_of(&actor.org_id, &actor.user_id)?
-            .into_iter()
-            .filter(|d| now <= d.expires_at)
-            .map(|d| DeviceInfo {
+    /// The actor's own trusted devices that count under this engine's limits today (the caller
+    /// scopes it to the organization's policy), newest first, each with the end of its trust today.
+    pub(crate) fn devices_trusted(&self, actor: &Actor, now: Timestamp) -> Result<Vec<DeviceInfo>> {
+        let who = actor_who(actor);
+        let mut list = Vec::new();
+        for d in self.devices_of(&actor.org_id, &actor.user_id)? {
+            let Some(until) = d.trusted_until(&self.settings).filter(|u| now <= *u) else {
+                continue;
+            };
+            if self.epoch_of(&who, &d.id)? != d.epoch {
+                continue;
+            }
+            list.push(DeviceInfo {
                 device_id: d.id,
                 label: d.label,
                 first_trusted_at: d.first_trusted_at,
                 last_used_at: d.last_used_at,
                 last_network: d.last_network,
-                expires_at: d.expires_at,
-            })
-            .collect();
+                expires_at: until,
+            });
+        }
         list.sort_by(|a, b| {
             b.first_trusted_at
                 .cmp(&a.first_trusted_at)
@@ -316,10 +448,16 @@ impl Engine<'_> {
         input::actor(actor)?;
         input::id("device_id", device_id)?;
         let who = actor_who(actor);
-        let device = self
-            .load_json::<StoredDevice>(&keys::device(who.org, who.user, device_id))?
-            .ok_or(Error::Forbidden("no such device among yours"))?;
-        self.revoke_stored(&who, who.user, &device, "revoked-by-owner", now, rng)
+        // Present is enough (readable or not): an owner may always remove their own record.
+        if self
+            .store
+            .get(&keys::device(who.org, who.user, device_id))
+            .map_err(Error::store)?
+            .is_none()
+        {
+            return Err(Error::Forbidden("no such device among yours"));
+        }
+        self.revoke_stored(&who, who.user, device_id, "revoked-by-owner", now, rng)
     }
 
     /// Revokes all of the actor's own devices; returns how many.
@@ -346,9 +484,21 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<u32> {
+        // Every record under the user's prefix, readable or not: an unreadable one trusts nothing,
+        // but "all" leaves none behind.
         let mut count = 0u32;
-        for device in self.devices_of(who.org, who.user)? {
-            self.revoke_stored(who, actor, &device, reason, now, rng)?;
+        for key in self
+            .store
+            .list_keys(&keys::devices_of(who.org, who.user))
+            .map_err(Error::store)?
+        {
+            let Some(device_id) = key.strip_prefix(&keys::devices_of(who.org, who.user)) else {
+                continue;
+            };
+            if self.store.get(&key).map_err(Error::store)?.is_none() {
+                continue; // revoked meanwhile
+            }
+            self.revoke_stored(who, actor, device_id, reason, now, rng)?;
             count += 1;
         }
         Ok(count)

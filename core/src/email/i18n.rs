@@ -57,6 +57,8 @@ pub struct Explain {
     pub new_browser: String,
     pub new_network: String,
     pub device_expired: String,
+    pub device_not_allowed: String,
+    pub device_trust_shortened: String,
 }
 
 /// The hosted pages' words. Placeholders: `{org}`, `{email}`, `{digits}`, `{days}`, `{until}`,
@@ -209,6 +211,8 @@ mod tests {
                 (&m.explain.new_browser, &[][..]),
                 (&m.explain.new_network, &[][..]),
                 (&m.explain.device_expired, &[][..]),
+                (&m.explain.device_not_allowed, &[][..]),
+                (&m.explain.device_trust_shortened, &[][..]),
                 (&m.page.sent_to, &["{digits}", "{email}"][..]),
                 (&m.page.code_hint, &["{digits}"][..]),
                 (&m.page.remember, &["{days}"][..]),

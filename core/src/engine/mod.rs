@@ -10,16 +10,24 @@
 //! ([`crate::login`]), administration ([`crate::admin`]) and the web pages ([`crate::web`]). Its
 //! code names none of them (`core/tests/layers.rs` checks), so each of them can name it.
 //!
-//! It guarantees that a value that does not parse reads as absent (for every key the core keeps,
-//! absent is the restrictive answer), and it never reads a clock or draws entropy: `now` and the
-//! RNG are arguments of every call that needs them.
+//! It guarantees that a stored value that does not parse never reads as absent: [`Engine::load_json`]
+//! fails with [`Error::Store`] (the caller sees `unavailable`, and the entry points record it as
+//! `access_denied` / `store:unreadable:<kind>` with [`Engine::noting_unreadable`]). "Absent" is the
+//! permissive answer for most keys (no policy is the platform's, no grace start starts the grace
+//! again, no confirmed address forgets an opt-in, no last wrong code skips the delay), so only a
+//! caller that can show absence is the restrictive answer for its key may ask
+//! [`Engine::load_stored`] to tell it apart (a trusted device: no device is "ask for a code"). It
+//! never reads a clock or draws entropy: `now` and the RNG are arguments of every call that needs
+//! them.
 
 pub(crate) mod record;
 pub(crate) mod state;
 pub mod throttle;
 
+use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Event;
 use crate::email::branding::Branding;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::keys;
@@ -41,13 +49,66 @@ pub struct Engine<'a> {
     pub key: &'a HmacKey,
 }
 
+/// A stored value as read: absent, parsed, or present but unreadable.
+pub(crate) enum Stored<T> {
+    /// Nothing stored under the key.
+    Absent,
+    /// The value.
+    Value(T),
+    /// Bytes that do not parse as the expected value (a bug, a version skew, a mis-wired host).
+    Unreadable,
+}
+
+/// The kind of value a key holds, for messages and records: the segment after the layout version
+/// (`v1:policy:acme` is a `policy`). Never a value, and never a user's id.
+pub(crate) fn kind_of(key: &str) -> &str {
+    key.split(':').nth(1).unwrap_or("value")
+}
+
 impl Engine<'_> {
-    /// Reads a JSON value. A value that does not parse (a foreign or corrupt record) reads as absent:
-    /// for every key here, absent is the restrictive answer (no challenge, empty log, no last failure
-    /// — the counters, which cannot be corrupted this way, carry the limits).
+    /// Reads a JSON value: `None` when absent. A value that does not parse is an error
+    /// ([`Error::unreadable`], seen by callers as `unavailable`), never absent.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store fails or the value does not parse.
     pub(crate) fn load_json<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
-        let bytes = self.store.get(key).map_err(Error::store)?;
-        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+        match self.load_stored(key)? {
+            Stored::Absent => Ok(None),
+            Stored::Value(value) => Ok(Some(value)),
+            Stored::Unreadable => Err(Error::unreadable(kind_of(key))),
+        }
+    }
+
+    /// Reads a JSON value, telling an unreadable one apart. Only for keys whose absence is provably
+    /// the restrictive answer; the caller decides (and records) what an unreadable value means.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store fails.
+    pub(crate) fn load_stored<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Stored<T>> {
+        Ok(match self.store.get(key).map_err(Error::store)? {
+            None => Stored::Absent,
+            Some(bytes) => serde_json::from_slice(&bytes).map_or(Stored::Unreadable, Stored::Value),
+        })
+    }
+
+    /// Hands `result` on; when it failed on a stored value that does not parse, first records that
+    /// (`event()`'s stream and parties, reason `store:unreadable:<kind>`), so that an operator sees
+    /// which kind of value is broken. Best effort: the caller is answered `unavailable` either way.
+    pub(crate) fn noting_unreadable<T, R: CryptoRng + ?Sized>(
+        &self,
+        result: Result<T>,
+        event: impl FnOnce() -> Event,
+        now: crate::kernel::time::Timestamp,
+        rng: &mut R,
+    ) -> Result<T> {
+        if let Err(e) = &result
+            && let Some(kind) = e.unreadable_kind()
+        {
+            let mut event = event();
+            event.reason = Some(format!("store:unreadable:{kind}"));
+            let _ = self.record(event, now, rng);
+        }
+        result
     }
 
     pub(crate) fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
@@ -60,5 +121,59 @@ impl Engine<'_> {
         Ok(self
             .load_json(&keys::branding(org))?
             .unwrap_or_else(|| Branding::default_for(org)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::testing::{MemAudit, MemMailer, MemStore};
+
+    #[test]
+    fn a_value_that_does_not_parse_is_unavailable_never_absent() {
+        let (store, mailer, audit) = (
+            MemStore::default(),
+            MemMailer::default(),
+            MemAudit::default(),
+        );
+        let key = HmacKey::from_hex(&"00".repeat(32)).unwrap();
+        let engine = Engine {
+            store: &store,
+            mailer: &mailer,
+            audit: &audit,
+            settings: Settings::default(),
+            key: &key,
+        };
+        let policy = keys::policy("acme");
+        assert_eq!(engine.load_json::<Vec<String>>(&policy), Ok(None));
+        store.set(&policy, b"[\"a\"]").unwrap();
+        assert_eq!(
+            engine.load_json::<Vec<String>>(&policy),
+            Ok(Some(vec!["a".to_owned()]))
+        );
+        for garbage in [&b"\xff{"[..], b"", b"{\"a\":1}", b"null"] {
+            store.set(&policy, garbage).unwrap();
+            let err = engine.load_json::<Vec<String>>(&policy).unwrap_err();
+            assert_eq!(err.unreadable_kind(), Some("policy"), "{garbage:?}");
+            assert!(matches!(err, Error::Store(_)), "seen as unavailable");
+            assert!(matches!(
+                engine.load_stored::<Vec<String>>(&policy),
+                Ok(Stored::Unreadable)
+            ));
+        }
+        // A store failure is not an unreadable value.
+        store.fail.set(true);
+        let err = engine.load_json::<Vec<String>>(&policy).unwrap_err();
+        assert_eq!(err.unreadable_kind(), None);
+    }
+
+    #[test]
+    fn the_kind_of_a_key_names_no_value() {
+        assert_eq!(kind_of(&keys::policy("acme")), "policy");
+        assert_eq!(kind_of(&keys::platform_roles()), "platform-roles");
+        assert_eq!(kind_of(&keys::grace_start("acme", "u")), "grace-start");
+        assert_eq!(kind_of(&keys::device("acme", "u", "d")), "device");
+        assert_eq!(kind_of("odd"), "value");
     }
 }

@@ -50,6 +50,9 @@ pub enum Error {
     NotImplemented(&'static str),
 }
 
+/// How an [`Error::unreadable`] message starts (before the kind of value).
+const UNREADABLE: &str = "a stored value does not parse: ";
+
 /// The core's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -61,6 +64,18 @@ impl Error {
     /// Wraps an audit failure.
     pub(crate) fn audit(e: PortError) -> Self {
         Self::Audit(e.0)
+    }
+    /// A stored value of kind `kind` (a key's kind, never its value) that does not parse: reported as
+    /// [`Error::Store`], the error a caller sees for any store failure, so it grants nothing.
+    pub(crate) fn unreadable(kind: &str) -> Self {
+        Self::Store(format!("{UNREADABLE}{kind}"))
+    }
+    /// The kind of stored value that did not parse, when this error is [`Error::unreadable`].
+    pub(crate) fn unreadable_kind(&self) -> Option<&str> {
+        match self {
+            Self::Store(m) => m.strip_prefix(UNREADABLE),
+            _ => None,
+        }
     }
     /// Shorthand for [`Error::InvalidInput`].
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {

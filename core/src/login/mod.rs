@@ -26,6 +26,18 @@
 //! `code_delivery_failed`. A store failure part-way may cost the user budget (an email counted, a
 //! guess counted) but never grants anything: counters only ever err towards refusing.
 //!
+//! A stored value that does not parse is a store failure too ([`crate::engine`]): `begin` answers
+//! `unavailable` and records `access_denied` with reason `store:unreadable:<kind>` (the policy,
+//! the platform's roles, the grace period's start, the confirmed address, the last wrong code, the
+//! branding…), never reading it as absent. The one exception is a trusted device's record, whose
+//! absence is the restrictive answer: an unreadable one is no device (a code is asked), recorded
+//! as `device_challenged` / `store:unreadable:device`.
+//!
+//! ## Trusted browsers
+//! Trust is judged at every `begin` against the organization's policy of *today*, not the one the
+//! browser was trusted under (see [`crate::devices`]): remembering switched off or fewer trust days
+//! revoke the device (recorded) and ask for a code (`device:not-allowed`, `device:trust-shortened`).
+//!
 //! ## No enumeration
 //! A wrong code, an expired code, a used code, an unknown challenge and a user the component has never
 //! seen all give [`Error::Rejected`], and all walk the same steps: the failure counters are keyed by the
@@ -66,8 +78,26 @@ impl Engine<'_> {
     ) -> Result<Decision> {
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
+        let decided = self.decide(ctx, &who, ip, now, rng);
+        self.noting_unreadable(
+            decided,
+            || who.event(Action::AccessDenied, Outcome::Denied),
+            now,
+            rng,
+        )
+    }
+
+    /// `begin` for a validated context.
+    fn decide<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        who: &Who<'_>,
+        ip: std::net::IpAddr,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Decision> {
         let m = self.explain_in(ctx)?;
-        if self.guess_state(&who, now)?.locked() {
+        if self.guess_state(who, now)?.locked() {
             let why = Explanation {
                 rule: "user:locked".to_owned(),
                 message: m.locked.clone(),
@@ -85,24 +115,24 @@ impl Engine<'_> {
         let enrollment = self.enrollment_of(who.org, who.user)?;
         let requirement = self.requirement_of(ctx, &policy, enrollment.as_ref(), &m)?;
         if !requirement.required {
-            return self.allow(&who, requirement.why, now, rng);
+            return self.allow(who, requirement.why, now, rng);
         }
         // No confirmed address yet: enroll (after the organization's grace, if any).
         let Some(enrollment) = enrollment else {
-            if let Some(why) = self.grace(&who, &policy, &m, now)? {
-                return self.allow(&who, why, now, rng);
+            if let Some(why) = self.grace(who, &policy, &m, now)? {
+                return self.allow(who, why, now, rng);
             }
             let why = Explanation {
                 message: m.enroll.replace("{reason}", &requirement.why.message),
                 rule: requirement.why.rule,
             };
             return self
-                .open_challenge(&who, Purpose::Enrollment, &ctx.email, false, why, now, rng)
+                .open_challenge(who, Purpose::Enrollment, &ctx.email, false, why, now, rng)
                 .map(Decision::Challenge);
         };
-        // Trust is judged with the organization's tightened limits.
+        // Trust is judged with the organization's limits of today (a device they end is revoked).
         let scoped = self.scoped(&policy);
-        let why = match scoped.check_device(ctx, &who, ip, now, rng)? {
+        let why = match scoped.check_device(ctx, who, ip, now, rng)? {
             DeviceCheck::Trusted {
                 device_id,
                 expires_at,
@@ -117,7 +147,7 @@ impl Engine<'_> {
                     .reason(&why.rule);
                 if let Err(e) = self.append(event.device(&device_id), now, rng) {
                     if set_cookie.is_some() {
-                        scoped.unrotate(who.org, who.user, &device_id);
+                        scoped.unrotate(who, &device_id);
                     }
                     return Err(e);
                 }
@@ -137,19 +167,18 @@ impl Engine<'_> {
                     message: change.message(&m),
                 }
             }
+            DeviceCheck::Unreadable { device_id } => {
+                let event = who
+                    .event(Action::DeviceChallenged, Outcome::Denied)
+                    .reason("store:unreadable:device");
+                self.record(event.device(&device_id), now, rng)?;
+                requirement.why
+            }
             DeviceCheck::Reused | DeviceCheck::Absent => requirement.why,
         };
         // Codes go to the confirmed address, whatever the IdP names now (see `crate::policy::enrollment`).
-        self.open_challenge(
-            &who,
-            Purpose::Login,
-            &enrollment.email,
-            false,
-            why,
-            now,
-            rng,
-        )
-        .map(Decision::Challenge)
+        self.open_challenge(who, Purpose::Login, &enrollment.email, false, why, now, rng)
+            .map(Decision::Challenge)
     }
 
     /// Lets a login through without a code, recorded with the rule that allowed it.

@@ -16,6 +16,10 @@
 //!   IdP's current address, at the next login. That is the way back for someone who lost the mailbox.
 //!   The grace period is not given again: once a user enrolled, or used up the grace, a reset
 //!   leads straight to enrollment, never to a password-only login.
+//! - **Unreadable state.** A stored confirmed address, grace start or last verification that does
+//!   not parse is `unavailable` (recorded), never "none": no address would send codes to whatever
+//!   the IdP names and forget an opt-in, and no grace start would start the grace again. The grace's
+//!   "spent" mark counts by its presence alone, so no content can unspend it.
 //! - **Where the proof was made.** `change-email` accepts a code verified in the last 5 minutes only
 //!   in the same browser (fingerprint) and from the same network as the request, so a fresh code
 //!   entered by the real user elsewhere does not open the door to someone holding the password.
@@ -143,7 +147,20 @@ impl Engine<'_> {
     ) -> Result<ChallengeView> {
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
-        self.refuse_if_locked(&who, now, rng)?;
+        let opened = self.enroll_as(ctx, &who, now, rng);
+        let denied = || who.event(Action::AccessDenied, Outcome::Denied);
+        self.noting_unreadable(opened, denied, now, rng)
+    }
+
+    /// `enroll` for a validated context.
+    fn enroll_as<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        who: &Who<'_>,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<ChallengeView> {
+        self.refuse_if_locked(who, now, rng)?;
         let enrollment = self.enrollment_of(who.org, who.user)?;
         if enrollment.is_some() {
             return Err(Error::Forbidden(
@@ -163,7 +180,7 @@ impl Engine<'_> {
             message: m.enroll.replace("{reason}", &reason),
         };
         let opt_in = !requirement.required;
-        self.open_challenge(&who, Purpose::Enrollment, &ctx.email, opt_in, why, now, rng)
+        self.open_challenge(who, Purpose::Enrollment, &ctx.email, opt_in, why, now, rng)
     }
 
     /// Starts moving MFA to the address the IdP now names, for a user who verified a code to the
@@ -181,7 +198,21 @@ impl Engine<'_> {
     ) -> Result<ChallengeView> {
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
-        self.refuse_if_locked(&who, now, rng)?;
+        let opened = self.change_email_as(ctx, &who, ip, now, rng);
+        let denied = || who.event(Action::AccessDenied, Outcome::Denied);
+        self.noting_unreadable(opened, denied, now, rng)
+    }
+
+    /// `change_email` for a validated context.
+    fn change_email_as<R: CryptoRng + ?Sized>(
+        &self,
+        ctx: &LoginContext,
+        who: &Who<'_>,
+        ip: std::net::IpAddr,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<ChallengeView> {
+        self.refuse_if_locked(who, now, rng)?;
         let Some(enrollment) = self.enrollment_of(who.org, who.user)? else {
             return Err(Error::Forbidden("not enrolled yet: enroll first"));
         };
@@ -221,15 +252,7 @@ impl Engine<'_> {
             message: m.email_change.clone(),
         };
         let opt_in = enrollment.opted_in;
-        self.open_challenge(
-            &who,
-            Purpose::EmailChange,
-            &ctx.email,
-            opt_in,
-            why,
-            now,
-            rng,
-        )
+        self.open_challenge(who, Purpose::EmailChange, &ctx.email, opt_in, why, now, rng)
     }
 
     /// What a verified enrollment or email-change challenge confirms: the address, stored and

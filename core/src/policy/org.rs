@@ -3,12 +3,17 @@
 //! logins do, and deciding with [`super::requirement`] whether a user must use MFA, explained in
 //! their language. A stored policy is only ever applied through [`OrgPolicy::effective`], so a
 //! policy the platform has since tightened past cannot loosen anything.
+//!
+//! A stored policy or platform roles that do not parse are `unavailable`, never "none set": the
+//! platform's defaults are the permissive answer for both (an org's mandate or a platform admin's
+//! extra roles would silently stop applying).
 
 use crate::email::i18n::{self, Explain};
 use crate::engine::Engine;
 use crate::kernel::error::Result;
-use crate::kernel::keys;
-use crate::kernel::model::LoginContext;
+use crate::kernel::model::{Actor, DeviceInfo, LoginContext};
+use crate::kernel::time::Timestamp;
+use crate::kernel::{input, keys};
 use crate::policy::enrollment::Enrollment;
 use crate::policy::{OrgPolicy, Requirement, UserSide};
 
@@ -16,7 +21,7 @@ impl Engine<'_> {
     /// The organization's policy as stored, or the platform's when it set none.
     ///
     /// # Errors
-    /// [`crate::kernel::error::Error::Store`].
+    /// [`crate::kernel::error::Error::Store`], also when the stored policy does not parse.
     pub(crate) fn org_policy(&self, org: &str) -> Result<OrgPolicy> {
         Ok(self
             .load_json::<OrgPolicy>(&keys::policy(org))?
@@ -67,5 +72,18 @@ impl Engine<'_> {
             &user,
             m,
         ))
+    }
+
+    /// The actor's own trusted devices that still count under their organization's policy today,
+    /// newest first, each with the end of its trust today. (A read with no RNG to record with: an
+    /// unreadable policy is `unavailable` here and recorded by the next `begin` that meets it.)
+    ///
+    /// # Errors
+    /// [`crate::kernel::error::Error::InvalidInput`]; [`crate::kernel::error::Error::Store`], also
+    /// when the organization's policy does not parse.
+    pub fn list_devices(&self, actor: &Actor, now: Timestamp) -> Result<Vec<DeviceInfo>> {
+        input::actor(actor)?;
+        let policy = self.org_policy(&actor.org_id)?;
+        self.scoped(&policy).devices_trusted(actor, now)
     }
 }
