@@ -183,14 +183,20 @@ impl Engine<'_> {
         self.guess_state_in(who, streak, now)
     }
 
-    /// The stamp of slot number `slot` stored at `key` (a slot below 1 has none to wait for).
+    /// The stamp of slot number `slot` stored at `key` (a slot below 1 has none to wait for): the
+    /// later of its owner's stamp and the time a call first found it unstamped
+    /// ([`keys::stamp_seen`]); in flight when it has neither.
     pub(crate) fn stamp(&self, key: &str, slot: i64) -> Result<Stamp> {
         if slot < 1 {
             return Ok(Stamp::None);
         }
-        Ok(self
-            .load_json::<Timestamp>(key)?
-            .map_or(Stamp::InFlight, Stamp::At))
+        let owner = self.load_json::<Timestamp>(key)?;
+        let seen = self.load_json::<Timestamp>(&keys::stamp_seen(key))?;
+        Ok(match (owner, seen) {
+            (Some(a), Some(b)) => Stamp::At(a.max(b)),
+            (Some(t), None) | (None, Some(t)) => Stamp::At(t),
+            (None, None) => Stamp::InFlight,
+        })
     }
 
     /// Takes the first free slot from `hint + 1` on, judging each before taking it (see
@@ -211,10 +217,10 @@ impl Engine<'_> {
                 let mut stamp = self.stamp(&key, earlier)?;
                 if stamp == Stamp::InFlight {
                     // Taken, not stamped: its owner is calling now, or failed between taking and
-                    // stamping it. Stamp it with our `now`, so that it counts from here on: an
-                    // orphan costs one spacing, never a wait that nothing ends. An owner that
-                    // stamps after us writes its own (earlier) call time, as it would have anyway.
-                    self.put(&key, &now)?;
+                    // stamping it. Note when we saw it so, beside (never over) the owner's stamp:
+                    // the slot counts from the later of the two, so an orphan costs one spacing,
+                    // never a wait that nothing ends, and a live owner's stamp is never moved back.
+                    self.put(&keys::stamp_seen(&key), &now)?;
                     stamp = Stamp::At(now);
                 }
                 if let Some(until) = throttle::wait_after(stamp, spacing, now) {

@@ -20,10 +20,9 @@
 //! The taken slots always form a prefix `1..=m` (a call tries `k` only when `k − 1` is taken or
 //! `k ≤ taken + 1`), so slot numbers are the order in which owners were admitted. A slot that is
 //! taken but not yet stamped is *in flight*: its owner's `now` is the present, so a slot that
-//! depends on it waits its whole spacing, and the first such call stamps it with its own `now` (an
-//! owner that stamps later writes its own, earlier, call time). So a slot whose owner failed
-//! between taking and stamping it costs one spacing from the first call that needs it — see
-//! "Residual" below.
+//! depends on it waits its whole spacing, and notes its own `now` beside the slot (never over the
+//! owner's stamp); a slot counts from the later of the two. So a slot whose owner failed between
+//! taking and stamping it costs one spacing from the first call that needs it — see "Residual".
 //!
 //! ## Sending (at most `cap` = `sends_per_window` emails in any `window` = `send_window_seconds`)
 //!
@@ -91,10 +90,14 @@
 //!
 //! ## Residual
 //! A store failure between taking a slot and stamping it (two consecutive store calls) leaves that
-//! slot in flight. The first call that depends on it stamps it with its own `now` and waits the
-//! slot's spacing from there: the user loses one spacing (a guess delay, or one send window), and
-//! nothing is ever granted early. Stamping with the dependent's time is never earlier than the
-//! owner's own call time would have been, so every bound above still holds.
+//! slot in flight. The first call that depends on it notes its own `now` under a key of its own
+//! (`keys::stamp_seen`) and waits the slot's spacing from there: the user loses one spacing (a
+//! guess delay, or one send window). The owner's stamp is never overwritten and a slot counts from
+//! the later of the two times, so once the owner has stamped, every bound above holds as proved.
+//! The one gap: an owner that stamps more than a whole spacing (≥ 30 s) after taking its slot, while
+//! a later call has already been judged on the noted time, which may precede the owner's own call
+//! time by at most the noting call's own time in flight. Such an owner is a hung request; a
+//! request's time in flight is bounded by the host's deadlines (seconds).
 
 use crate::kernel::time::Timestamp;
 

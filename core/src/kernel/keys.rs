@@ -40,6 +40,13 @@ pub fn guess_slot(org: &str, user: &str, streak: i64, slot: i64) -> String {
 pub fn guess_at(org: &str, user: &str, streak: i64, slot: i64) -> String {
     format!("v1:guess-at:{org}:{user}:{streak}:{slot}")
 }
+/// When a call first found the slot whose stamp is at `stamp_key` taken but not stamped (value):
+/// kept apart from the owner's own stamp, which it never overwrites; a slot counts from the later
+/// of the two (see `engine::throttle`, "Residual").
+#[must_use]
+pub fn stamp_seen(stamp_key: &str) -> String {
+    format!("{stamp_key}:seen")
+}
 /// Wrong codes in one fixed 30-day window (counter), not reset by a success.
 #[must_use]
 pub fn failures_window(org: &str, user: &str, window: i64) -> String {

@@ -201,6 +201,33 @@ fn a_send_slot_whose_owner_died_costs_one_window_not_every_email() {
     assert_eq!(w.mailer.sent.borrow().len(), 3);
 }
 
+/// A call that finds a slot unstamped notes its own time beside the slot, never over its owner's
+/// stamp: when the owner stamps a later call time, the slot counts from the later of the two.
+#[test]
+fn a_noted_time_never_moves_an_owners_stamp_back() {
+    let mut w = World::new();
+    let c = ctx("dr-late");
+    let id = w.begin(&c, T0);
+    w.store
+        .increment(&keys::send_slot("acme", "dr-late", 1), 1)
+        .unwrap();
+    w.send(&c, &id, T0).unwrap();
+    w.send(&c, &id, T0.plus(10)).unwrap();
+    // The 4th email finds slot 1 unstamped at T0 + 20 and notes that time.
+    assert!(w.send(&c, &id, T0.plus(20)).is_err());
+    // Then slot 1's owner stamps its own call time, T0 + 25.
+    let stamp = keys::send_at("acme", "dr-late", 1);
+    w.store
+        .set(&stamp, &serde_json::to_vec(&T0.plus(25)).unwrap())
+        .unwrap();
+    assert_eq!(
+        w.send(&c, &id, T0.plus(320)).err(),
+        Some(Error::Throttled { retry_after: 5 })
+    );
+    w.send(&c, &id, T0.plus(325)).unwrap();
+    assert_eq!(w.mailer.sent.borrow().len(), 3);
+}
+
 #[test]
 fn unknown_user_looks_like_a_wrong_code() {
     let mut w = World::new();
