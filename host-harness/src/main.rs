@@ -225,8 +225,8 @@ struct ServeArgs {
     /// the database for its audit_log table (default: the store's database).
     #[arg(long)]
     audit: Option<PathBuf>,
-    /// Rotate the JSONL audit file when it passes this many KiB (0: never).
-    #[arg(long, default_value_t = 65_536)]
+    /// Rotate the JSONL audit file when it passes this many KiB (0: never; at most 1 TiB).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(0..=MAX_ROTATE_KIB))]
     audit_rotate_kib: u64,
     /// Write ready-made request bodies for a demo clinic to <data-dir>/demo/, print a walk-through,
     /// and serve a demo identity provider at /demo/ that signs in through the hosted prompt.
@@ -237,32 +237,38 @@ struct ServeArgs {
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Seconds to let requests in flight finish after SIGTERM or Ctrl-C before cutting them.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SECONDS))]
     shutdown_grace: u64,
     /// Open client connections at once; past it new ones wait in the kernel's backlog. Lowered to
     /// fit the open-file limit (raised to its hard limit at start) if need be.
     #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_MAX_CONNECTIONS as u64,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
     max_connections: u64,
-    /// Requests in flight at once (from their head to their answer's last byte); past it, 503
-    /// with Retry-After.
+    /// Requests in flight at once (from their head until their answer is ready to send); past it,
+    /// 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_MAX_IN_FLIGHT as u64,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
     max_in_flight: u64,
     /// Of those, from one client address (IPv6: one /64), on routes without the API key; past it,
     /// 503 with Retry-After. API-key callers share only --max-in-flight.
     #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_MAX_IN_FLIGHT_PER_CLIENT as u64,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNT))]
     max_in_flight_per_client: u64,
     /// Seconds for a request's head to arrive (also how long an idle keep-alive connection stays
     /// open); past it the connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = admission::DEFAULT_HEADER_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     header_timeout: u64,
     /// Seconds for a request's whole body to arrive after its head; past it, 408.
     #[arg(long, value_name = "SECONDS", default_value_t = admission::DEFAULT_BODY_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     body_timeout: u64,
+    /// Seconds a write of an answer may make no progress (a client that does not read); past
+    /// it the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = admission::DEFAULT_WRITE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
+    write_timeout: u64,
     /// A proxy (CIDR or address) whose X-Forwarded-For is believed: the client is then the
     /// right-most hop that is not a trusted proxy. Repeat it or give several. Without it the TCP
     /// peer is the client.
@@ -270,6 +276,14 @@ struct ServeArgs {
           value_parser = TrustedProxies::parse_cidr)]
     trusted_proxy: Vec<ipnet::IpNet>,
 }
+
+/// The largest count a `serve` cap takes (connections, requests in flight): far past what one
+/// process serves, far below tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`).
+const MAX_COUNT: u64 = 1 << 20;
+/// The longest a `serve` deadline or grace period may be: a day.
+const MAX_SECONDS: u64 = 86_400;
+/// The largest `--audit-rotate-kib`: 1 TiB (so that the size in bytes fits in a `u64`).
+const MAX_ROTATE_KIB: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Default, ValueEnum)]
 enum LogFormat {
@@ -489,6 +503,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             .unwrap_or(usize::MAX),
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         body_timeout: std::time::Duration::from_secs(args.body_timeout),
+        write_timeout: std::time::Duration::from_secs(args.write_timeout),
     };
     let options = host_harness::serve::Options {
         demo: demo_idp,

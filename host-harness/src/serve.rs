@@ -13,8 +13,11 @@
 //!
 //! Slow or many clients cannot take the component's instances from others: connections, heads,
 //! bodies and requests in flight are bounded, a request takes an instance only once its whole body
-//! has arrived, and a full server answers 503 with `Retry-After` ([`admission`], which draws the
-//! order of the checks).
+//! has arrived, gives it back (and its admission) as soon as the whole answer is in memory, before
+//! a byte of it is sent, and a full server answers 503 with `Retry-After` ([`admission`], which
+//! draws the order of the checks). A write that makes no progress for `--write-timeout` closes its
+//! connection ([`write_timeout`]): a client that never reads holds nothing but its connection, and
+//! that not for long.
 //!
 //! With `--demo`, the paths `/demo` and `/demo/…` belong to the demo identity provider
 //! ([`crate::demo_idp`]), which the host runs itself: it is the other party of the hosted prompt, not
@@ -39,15 +42,12 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -55,7 +55,7 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -68,11 +68,13 @@ pub mod client_ip;
 pub mod metered;
 pub mod metrics;
 pub mod ready;
+pub mod write_timeout;
 
-use admission::{Admission, Admitted, ApiKey, Key, Limits};
+use admission::{Admission, ApiKey, Key, Limits};
 use client_ip::TrustedProxies;
-use metrics::{InFlight, InstanceInUse, Metrics, Refusal};
+use metrics::{Metrics, Refusal};
 use ready::Probes;
+use write_timeout::WriteTimeout;
 
 /// The header that carries the client's IP to the component (the `client_ip_header` default).
 pub const CLIENT_IP_HEADER: &str = "x-mfa-client-ip";
@@ -85,6 +87,14 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long the accept loop pauses after a failed accept (out of file descriptors, mostly), so that
 /// it does not spin while the condition lasts.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The largest answer the host takes from the component, which it holds whole in memory before
+/// sending it (the largest, `/openapi.json`, is under 128 KiB). A larger one is a bug in the
+/// component: the client gets a bare 500, the log the cause.
+pub const MAX_ANSWER: usize = 1024 * 1024;
+/// The most a connection buffers of a request head (hyper's default buffer is ~400 KB; its
+/// minimum 8 KiB), and the largest head it takes. A head past it gets 431 and the connection is
+/// closed.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// How often, at most, the log says the connection cap is reached.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -194,6 +204,7 @@ pub async fn serve_with(
         max_in_flight_per_client = limits.max_in_flight_per_client,
         header_timeout_s = limits.header_timeout.as_secs_f64(),
         body_timeout_s = limits.body_timeout.as_secs_f64(),
+        write_timeout_s = limits.write_timeout.as_secs_f64(),
         trusted_proxies = !shared.proxies.is_empty(),
         "serving the mfa-step component"
     );
@@ -207,7 +218,9 @@ pub async fn serve_with(
     builder
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD);
     let mut last_cap_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -253,7 +266,8 @@ pub async fn serve_with(
             async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
         });
         // Watched from here, in the accept loop, so that no accepted connection escapes a shutdown.
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+        let connection = graceful.watch(builder.serve_connection(io, service));
         let mut cut_watch = cut_watch.clone();
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {
@@ -264,6 +278,9 @@ pub async fn serve_with(
                     if e.is_timeout() {
                         metrics.refused(Refusal::HeaderTimeout);
                         tracing::debug!(%peer, "connection closed: no request head in time");
+                    } else if write_timeout::is_write_stall(&e) {
+                        metrics.refused(Refusal::WriteTimeout);
+                        tracing::debug!(%peer, "connection closed: the client read nothing in time");
                     } else {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -398,20 +415,27 @@ async fn admitted(
     };
     let instance = shared.metrics.instance();
     let resp = match shared.runtime.handle(&shared.backends, req).await {
-        // The instance is in use until its answer's last byte is sent.
-        Ok(resp) => resp.map(|body| {
-            InstanceBody {
-                body,
-                _held: (instance, slot, held),
+        Ok(resp) => {
+            // The whole answer, read while the instance writes it: small and bounded.
+            let (parts, body) = resp.into_parts();
+            match Limited::new(body, MAX_ANSWER).collect().await {
+                Ok(whole) => hyper::Response::from_parts(parts, whole_body(whole.to_bytes())),
+                Err(e) => {
+                    tracing::error!(%client, path, error = %e, max_bytes = MAX_ANSWER,
+                        "the component's answer could not be read whole");
+                    host_page(StatusCode::INTERNAL_SERVER_ERROR, None, Bytes::new())
+                }
             }
-            .boxed_unsync()
-        }),
+        }
         Err(e) => {
             // A trap is a bug in the component; the client gets a bare 500, the log the cause.
             tracing::error!(%client, path, error = %format!("{e:#}"), "the component failed");
             host_page(StatusCode::INTERNAL_SERVER_ERROR, None, Bytes::new())
         }
     };
+    // The answer is in memory: the instance's slot and the admission go back now, before a byte
+    // is written, so that a client that reads slowly or never holds none of them.
+    drop((instance, slot, held));
     (Answerer::Component, resp)
 }
 
@@ -460,17 +484,20 @@ fn only_get(method: &Method) -> Option<hyper::Response<HyperOutgoingBody>> {
     Some(resp)
 }
 
+/// An answer held whole in memory, as hyper sends it.
+fn whole_body(bytes: Bytes) -> HyperOutgoingBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// An answer of the host's own, never cached.
 fn host_page(
     status: StatusCode,
     content_type: Option<&'static str>,
     body: impl Into<Bytes>,
 ) -> hyper::Response<HyperOutgoingBody> {
-    let mut resp = hyper::Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp = hyper::Response::new(whole_body(body.into()));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -478,39 +505,6 @@ fn host_page(
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     resp
-}
-
-/// A component's answer body, holding its instance's place in the in-flight gauge, its slot and
-/// its admission until hyper has sent it (or the client has gone).
-struct InstanceBody {
-    body: HyperOutgoingBody,
-    _held: (InstanceInUse, OwnedSemaphorePermit, (Admitted, InFlight)),
-}
-
-impl Body for InstanceBody {
-    type Data = Bytes;
-    type Error = <HyperOutgoingBody as Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl std::fmt::Debug for InstanceBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstanceBody").finish_non_exhaustive()
-    }
 }
 
 /// Binds `addr`.

@@ -854,3 +854,290 @@ fn behind_a_trusted_proxy_the_client_is_the_right_most_untrusted_forwarded_hop()
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["client"], "127.0.0.1", "{line}");
 }
+
+/// A connection from `from` whose receive window is a few KiB: an answer its client does not read
+/// fills it at once, and the server's writes stall.
+fn connect_small_window(from: Ipv4Addr, addr: &str) -> TcpStream {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let stream = rt().block_on(async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // Before connecting, so that the window offered in the handshake is the small one.
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind(SocketAddr::new(from.into(), 0)).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(HANG)).unwrap();
+    stream
+}
+
+/// One scrape of `/metrics`, and a series' value in it (0 when absent).
+fn scrape(server: &Server) -> String {
+    try_get(&server.addr, "/metrics").unwrap().1
+}
+
+fn series(page: &str, name: &str) -> f64 {
+    let series = format!("{name} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The reviewer's scenario: before the fix, an answer held its component instance, its overall
+/// admission and its per-client admission until its last byte was sent, and nothing bounded how
+/// long a write could take. 32 clients per address on 8 addresses that ask for `/openapi.json`
+/// (128 KB) and never read took all 256 instances, and every login got 503.
+#[test]
+fn clients_that_never_read_their_answers_hold_no_instance_and_are_cut_after_the_write_timeout() {
+    let _serial = one_at_a_time();
+    raise_fd_limit();
+    const READERS: usize = 256;
+    const PIPELINED: usize = 8;
+    const STALLING: usize = 4;
+    const STALLING_PIPELINED: usize = 100;
+    const WRITE_TIMEOUT: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--max-in-flight-per-client",
+            "32",
+            // Far past the write timeout: a connection closed before it was cut by a stalled write.
+            "--header-timeout",
+            "60",
+            "--write-timeout",
+            &WRITE_TIMEOUT.to_string(),
+        ],
+    );
+    let template = template(&server);
+    login(&server, &template, "warm-up").unwrap();
+    let whole = try_get(&server.addr, "/openapi.json").unwrap().1.len();
+    assert!(whole > 50_000, "/openapi.json is {whole} bytes");
+
+    // 32 readers on each of 8 addresses (127.91.0.1 … 127.91.0.8), none of which reads.
+    let started = Instant::now();
+    let readers: Vec<TcpStream> = (0..READERS)
+        .map(|i| {
+            let from = Ipv4Addr::new(127, 91, 0, (i / 32 + 1) as u8);
+            let mut stream = connect_small_window(from, &server.addr);
+            // Several answers in a row, more than the kernel's buffers on both sides hold.
+            let one = format!(
+                "GET /openapi.json HTTP/1.1\r\nHost: {}\r\n\r\n",
+                server.addr
+            );
+            stream.write_all(one.repeat(PIPELINED).as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let answered = server.wait_metric(
+        "mfa_step_http_requests_total",
+        "{route=\"/openapi.json\",method=\"GET\",status=\"200\"}",
+        HANG,
+        |v| v >= (READERS + 1) as f64,
+    );
+    assert!(answered >= (READERS + 1) as f64, "{answered} answered");
+    // Once every connection's writes have stalled (the kernel takes a few answers first), no
+    // instance and no admission is held for a reader, though all of them are still connected.
+    let answers = |page: &str| -> Vec<String> {
+        page.lines()
+            .filter(|l| l.starts_with("mfa_step_http_requests_total{route=\"/openapi.json\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    // Idle twice in a row with no new answer in between: every reader is stalled or done.
+    let settle = |within: Duration| {
+        let deadline = Instant::now() + within;
+        let mut last: Option<String> = None;
+        loop {
+            let page = scrape(&server);
+            let idle = series(&page, "mfa_step_component_instances_in_flight") == 0.0
+                && series(&page, "mfa_step_http_requests_in_flight") == 0.0;
+            let settled = idle
+                && last
+                    .as_deref()
+                    .is_some_and(|l| answers(l) == answers(&page));
+            if settled || Instant::now() >= deadline {
+                return page;
+            }
+            last = idle.then_some(page);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let page = settle(Duration::from_secs(15));
+    eprintln!(
+        "stalled readers after {:?}: {:?}",
+        started.elapsed(),
+        answers(&page)
+    );
+    assert_eq!(
+        series(&page, "mfa_step_component_instances_in_flight"),
+        0.0,
+        "{page}"
+    );
+    assert_eq!(series(&page, "mfa_step_http_requests_in_flight"), 0.0);
+    // Every reader is still connected, or was cut by the write timeout: none was let go.
+    assert!(
+        series(&page, "mfa_step_http_connections_open")
+            + series(
+                &page,
+                "mfa_step_http_refusals_total{reason=\"write-timeout\"}"
+            )
+            > READERS as f64,
+        "the readers' connections are open: {page}"
+    );
+
+    // Meanwhile a whole REST login, and an address whose 32 readers are stalled, get through.
+    let took = login(&server, &template, "during-stalled-readers").unwrap();
+    assert!(took < Duration::from_secs(3), "login took {took:?}");
+    let same = send_from(
+        Ipv4Addr::new(127, 91, 0, 1),
+        &server.addr,
+        "GET",
+        "/healthz",
+        &[],
+        "",
+    );
+    assert_eq!(same.status, 200, "{}", same.body);
+    assert_eq!(server.refusals("busy-client"), 0.0);
+    assert_eq!(server.refusals("busy-instances"), 0.0);
+
+    // A reader whose unread answers pass what the kernel buffers (4 MB on Linux's loopback by
+    // default) stalls the server's writes: past the write timeout its connection is closed, long
+    // before the header timeout would close an idle one, and it never gets the rest.
+    let stalling: Vec<TcpStream> = (0..STALLING)
+        .map(|i| {
+            let from = Ipv4Addr::new(127, 92, 0, i as u8 + 1);
+            let mut stream = connect_small_window(from, &server.addr);
+            let one = format!(
+                "GET /openapi.json HTTP/1.1\r\nHost: {}\r\n\r\n",
+                server.addr
+            );
+            stream
+                .write_all(one.repeat(STALLING_PIPELINED).as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect();
+    let sent = Instant::now();
+    // Stalled, not yet cut: they hold no instance and no admission either.
+    let page = settle(Duration::from_secs(WRITE_TIMEOUT - 1));
+    if sent.elapsed() < Duration::from_secs(WRITE_TIMEOUT) {
+        assert_eq!(
+            series(&page, "mfa_step_component_instances_in_flight"),
+            0.0,
+            "{page}"
+        );
+        assert_eq!(series(&page, "mfa_step_http_requests_in_flight"), 0.0);
+    }
+    let cut = server.wait_metric(
+        "mfa_step_http_refusals_total",
+        "{reason=\"write-timeout\"}",
+        HANG,
+        |v| v >= STALLING as f64,
+    );
+    let after = sent.elapsed();
+    assert_eq!(cut, STALLING as f64);
+    assert!(
+        after >= Duration::from_secs(WRITE_TIMEOUT - 1) && after < Duration::from_secs(40),
+        "cut after {after:?}"
+    );
+    for mut stream in stalling {
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        assert!(got.starts_with(b"HTTP/1.1 200 "));
+        assert!(
+            got.len() < STALLING_PIPELINED * whole,
+            "{} of {} bytes",
+            got.len(),
+            STALLING_PIPELINED * whole
+        );
+    }
+    // The readers that never read (all their answers in the kernel's buffers) stay connected,
+    // idle, holding nothing.
+    assert_eq!(
+        server.metric("mfa_step_component_instances_in_flight", ""),
+        0.0
+    );
+    drop(readers);
+}
+
+/// A head larger than the connection's buffer (64 KiB) is refused: 431 or a closed connection,
+/// instead of hyper's default ~400 KB per connection.
+#[test]
+fn an_oversized_head_is_refused() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(HANG)).unwrap();
+    let padding = "a".repeat(100 * 1024);
+    // The server may close while the head is still being sent: a failed write is an answer too.
+    let _ = write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Padding: {padding}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    // An ordinary large head (8 KiB of cookies, say) still gets through.
+    let cookie = "c".repeat(8 * 1024);
+    let ok = send_from(
+        Ipv4Addr::LOCALHOST,
+        &server.addr,
+        "GET",
+        "/healthz",
+        &[("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+/// A numeric flag out of its range is a usage error (exit 2) naming the flag, never a panic at
+/// start (`Semaphore::new` with more than its maximum of permits).
+#[test]
+fn an_out_of_range_serve_flag_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--max-in-flight", "18446744073709551615"),
+        ("--max-connections", "0"),
+        ("--write-timeout", "0"),
+    ] {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([flag, value])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + HANG;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("serve {flag} {value} is still running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains("invalid value") && stderr.contains(flag),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}

@@ -330,21 +330,25 @@ async function main() {
     });
 
     // -----------------------------------------------------------------------------------------
-    // A locked user. The lock is the consecutive-failure counter `v1:failures:<org>:<user>`
-    // (core/src/kernel/keys.rs) reaching LOCK_AT (core/src/engine/throttle.rs); counters are rows of the
+    // A locked user. The lock is the consecutive-failure counter of the user's current streak,
+    // `v1:failures:<org>:<user>:<streak>` (core/src/kernel/keys.rs; a user who never had a success
+    // or a reset is in streak 0), reaching LOCK_AT (core/src/engine/throttle.rs); counters are rows of the
     // `counters` table in the SQLite store (host-harness/src/backends/store.rs). Writing it with
     // serve stopped, then restarting on the same data dir, also shows the lock survives a restart.
     await step('lock coach-demo in the store (serve stopped, counter written, serve restarted)', async () => {
       const throttle = fs.readFileSync(path.join(ROOT, 'core/src/engine/throttle.rs'), 'utf8');
       const lockAt = Number(throttle.match(/pub const LOCK_AT: i64 = (\d+);/)?.[1]);
       assert.ok(lockAt > 0, 'LOCK_AT not found in core/src/engine/throttle.rs');
+      const keys = fs.readFileSync(path.join(ROOT, 'core/src/kernel/keys.rs'), 'utf8');
+      assert.ok(keys.includes('format!("v1:failures:{org}:{user}:{streak}")'),
+        'the failures key changed in core/src/kernel/keys.rs: update this step');
       await serve.stop();
       execFileSync('python3', ['-c', [
         'import sqlite3, sys',
         'db = sqlite3.connect(sys.argv[1], timeout=10)',
         'db.execute("INSERT INTO counters (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (sys.argv[2], int(sys.argv[3])))',
         'db.commit()',
-      ].join('\n'), path.join(dataDir, 'mfa-step.sqlite'), `v1:failures:${ORG}:coach-demo`, String(lockAt)]);
+      ].join('\n'), path.join(dataDir, 'mfa-step.sqlite'), `v1:failures:${ORG}:coach-demo:0`, String(lockAt)]);
       serve = await startServe(dataDir, port);
       return ` (failures = ${lockAt})`;
     });

@@ -14,12 +14,14 @@
 //!     body ──────(deadline: --body-timeout; size: the component's 64 KiB + 1 byte, so that it
 //!                 still answers its own 413) past the deadline: 408, connection closed
 //!     instance ──(one of the pool's 256 slots, waited for at most INSTANCE_WAIT; else 503)
-//!     component ─(the request, whole) the slot and the admission are held until the answer's last byte
+//!     component ─(the request, whole; its answer read whole, at most MAX_ANSWER, else 500)
+//!                 the slot and the admission go back once the answer is in memory, before it is sent
+//!     write ─────(deadline: --write-timeout without progress; past it the connection is closed)
 //! ```
 //!
 //! Facilities: hyper's `header_read_timeout` (with `hyper_util`'s `TokioTimer`) for heads; tokio's
-//! `Semaphore::try_acquire_owned` for the caps (an owned permit travels with the answer's body and is
-//! given back on drop, however the request ends) and `tokio::time::timeout` for the body and the
+//! `Semaphore::try_acquire_owned` for the caps (an owned permit is given back on drop, however the
+//! request ends) and `tokio::time::timeout` for the body and the
 //! wait for a slot. `tower`'s `ConcurrencyLimit` waits instead of refusing, its `LoadShed` refuses
 //! without saying when to come back, and neither has a per-client key; the few lines here do
 //! exactly what is documented, without adding tower's stack to the host.
@@ -62,13 +64,16 @@ pub const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT: usize = 32;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--body-timeout` by default.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--write-timeout` by default.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The budgets of one server. Each is a `serve` flag (see README, "Running `serve`").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections at once; past it the accept loop waits (`--max-connections`).
     pub max_connections: usize,
-    /// Requests admitted at once, from their head to their answer's last byte (`--max-in-flight`).
+    /// Requests admitted at once, from their head until their answer is ready to send
+    /// (`--max-in-flight`).
     pub max_in_flight: usize,
     /// Of those, from one client address (IPv6: one /64) on routes without the API key
     /// (`--max-in-flight-per-client`).
@@ -78,6 +83,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time for a request's whole body, counted from its head (`--body-timeout`).
     pub body_timeout: Duration,
+    /// Time a write to the client may make no progress; past it the connection is closed
+    /// (`--write-timeout`).
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -88,6 +96,7 @@ impl Default for Limits {
             max_in_flight_per_client: DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -276,6 +285,13 @@ pub(crate) fn refused(refusal: Refusal, limits: &Limits) -> hyper::Response<Hype
                 "the request body did not arrive within {} s",
                 limits.body_timeout.as_secs_f64()
             ),
+            None,
+        ),
+        // Neither is answered (the connection is closed); the text is for completeness.
+        Refusal::WriteTimeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the answer was not read in time".to_owned(),
             None,
         ),
         Refusal::HeaderTimeout => (

@@ -8,13 +8,13 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `mfa_step_http_requests_total` | counter | `route`, `method`, `status` |
-//! | `mfa_step_http_request_duration_seconds` | histogram (to the answer's head) | `route` |
+//! | `mfa_step_http_request_duration_seconds` | histogram (until the answer is ready to send) | `route` |
 //! | `mfa_step_store_errors_total` | counter | `op`: `get`, `set`, `delete`, `increment`, `list_keys` |
 //! | `mfa_step_audit_errors_total` | counter | `op`: `head`, `append` |
 //! | `mfa_step_mail_errors_total` | counter | — |
-//! | `mfa_step_component_instances_in_flight` | gauge | — |
+//! | `mfa_step_component_instances_in_flight` | gauge (until the answer is in memory) | — |
 //! | `mfa_step_component_instance_capacity` | gauge | — |
-//! | `mfa_step_http_requests_in_flight` | gauge | — |
+//! | `mfa_step_http_requests_in_flight` | gauge (head to answer in memory) | — |
 //! | `mfa_step_http_connections_open` | gauge | — |
 //! | `mfa_step_http_refusals_total` | counter | `reason`: see [`Refusal`] |
 //! | `mfa_step_http_accept_errors_total` | counter | — |
@@ -148,17 +148,21 @@ pub enum Refusal {
     HeaderTimeout,
     /// 400: the body could not be read (the client went away mid-body).
     Unreadable,
+    /// Closed: a write of an answer made no progress for `--write-timeout` (a client that does
+    /// not read).
+    WriteTimeout,
 }
 
 impl Refusal {
     /// Every reason, as labelled in `mfa_step_http_refusals_total`.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Busy,
         Self::BusyClient,
         Self::BusyInstances,
         Self::BodyTimeout,
         Self::HeaderTimeout,
         Self::Unreadable,
+        Self::WriteTimeout,
     ];
 
     /// The label value.
@@ -171,6 +175,7 @@ impl Refusal {
             Self::BodyTimeout => "body-timeout",
             Self::HeaderTimeout => "header-timeout",
             Self::Unreadable => "unreadable-body",
+            Self::WriteTimeout => "write-timeout",
         }
     }
 }
@@ -237,7 +242,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         registry.register_with_unit(
             "http_request_duration",
-            "Time from a request's arrival to its answer's head, by route class",
+            "Time from a request's arrival until its answer is ready to send, by route class",
             Unit::Seconds,
             latency.clone(),
         );
@@ -262,7 +267,8 @@ impl Metrics {
         let in_flight = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "component_instances_in_flight",
-            "Requests holding a component instance (from instantiation to the answer's last byte)",
+            "Requests holding a component instance (from instantiation until the whole answer is in \
+             memory, before it is sent)",
             in_flight.clone(),
         );
         let capacity = Gauge::<i64, AtomicI64>::default();
@@ -275,7 +281,7 @@ impl Metrics {
         let requests_in_flight = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "http_requests_in_flight",
-            "Requests admitted (from their head to their answer's last byte), component or not",
+            "Requests admitted (from their head until their answer is ready to send), component or not",
             requests_in_flight.clone(),
         );
         let connections_open = Gauge::<i64, AtomicI64>::default();
@@ -288,7 +294,8 @@ impl Metrics {
         registry.register(
             "http_refusals",
             "Requests the host refused (503 busy, 408 timeout, 400 unreadable) and connections it \
-             closed for a head that did not come in time, by reason",
+             closed for a head that did not come in time or an answer the client did not read, by \
+             reason",
             refusals.clone(),
         );
         let accept_errors = Counter::default();
