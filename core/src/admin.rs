@@ -124,6 +124,10 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<OrgPolicy> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
         self.authorize(actor, org, org, "get-policy", now, rng)?;
         let policy = self.org_policy(org);
         self.noting(actor, org, org, policy, now, rng)
@@ -141,6 +145,10 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
         self.authorize(actor, org, org, "set-policy", now, rng)?;
         policy.validate(&self.settings)?;
         let summary = serde_json::to_string(policy).unwrap_or_default();
@@ -152,7 +160,7 @@ impl Engine<'_> {
             Outcome::Success,
             format!("policy:{summary}"),
         );
-        self.put_recorded(&keys::policy(org), policy, event, now, rng)
+        self.put_recorded(&keys::policy(org), (policy, None), event, now, rng)
             .map(drop)
     }
 
@@ -169,6 +177,12 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
+        let user = self.canonical_id(user);
+        let user = user.as_ref();
         input::id("user_id", user)?;
         self.authorize(actor, org, user, "reset-user", now, rng)?;
         let who = Who {
@@ -188,23 +202,29 @@ impl Engine<'_> {
         ];
         // The confirmed address too: the user enrolls again at the next login. The grace period's
         // keys stay: a reset never reopens a password-only way in.
+        // Put back by an undo, a challenge is kept as long as a challenge opened now would be.
+        let challenge_life =
+            (self.settings.challenge_ttl_seconds).max(self.settings.code_ttl_seconds);
         let values = [
-            keys::challenge(org, user),
-            keys::enrollment(org, user),
-            keys::last_verified(org, user),
+            (
+                keys::challenge(org, user),
+                keys::keep_until(now.plus(challenge_life)),
+            ),
+            (keys::enrollment(org, user), None),
+            (keys::step_up(org, user), None),
         ];
         let mut undo = Undo::default();
         for key in &counters {
             self.remember_counter(&mut undo, key)?;
         }
-        for key in &values {
-            self.remember_value(&mut undo, key)?;
+        for (key, kept) in &values {
+            self.remember_value(&mut undo, key, *kept)?;
         }
-        if let Err(e) = self.store.increment(&streak, 1) {
+        if let Err(e) = self.store.increment(&streak, 1, None) {
             self.undo(undo);
             return Err(Error::store(e));
         }
-        for key in counters[1..].iter().chain(&values) {
+        for key in counters[1..].iter().chain(values.iter().map(|(k, _)| k)) {
             if let Err(e) = self.store.delete(key) {
                 self.undo(undo);
                 return Err(Error::store(e));
@@ -232,6 +252,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<Vec<String>> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
         self.authorize_platform(actor, "get-platform-roles", now, rng)?;
         let roles = self.platform_roles();
         self.noting(actor, &actor.org_id, &actor.user_id, roles, now, rng)
@@ -250,6 +272,13 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let roles: Vec<String> = roles
+            .iter()
+            .map(|r| self.canonical_id(r).into_owned())
+            .collect();
+        let roles = roles.as_slice();
         self.authorize_platform(actor, "set-platform-roles", now, rng)?;
         input::roles(roles).map_err(|_| {
             Error::invalid(
@@ -271,7 +300,7 @@ impl Engine<'_> {
             Outcome::Success,
             format!("platform:required-roles:{}", roles.join(",")),
         );
-        self.put_recorded(&keys::platform_roles(), &roles, event, now, rng)?;
+        self.put_recorded(&keys::platform_roles(), (&roles, None), event, now, rng)?;
         Ok(())
     }
 
@@ -308,6 +337,10 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<Branding> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
         self.authorize(actor, org, org, "get-branding", now, rng)?;
         let branding = self.branding_of(org);
         self.noting(actor, org, org, branding, now, rng)
@@ -325,6 +358,10 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
         self.authorize(actor, org, org, "set-branding", now, rng)?;
         branding.validate()?;
         let event = actor_event(
@@ -335,7 +372,7 @@ impl Engine<'_> {
             Outcome::Success,
             "branding".to_owned(),
         );
-        self.put_recorded(&keys::branding(org), branding, event, now, rng)
+        self.put_recorded(&keys::branding(org), (branding, None), event, now, rng)
             .map(drop)
     }
 
@@ -352,6 +389,10 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<OutgoingMail> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
         self.authorize(actor, org, org, "preview-email", now, rng)?;
         if let Some(tz) = time_zone {
             input::text("time_zone", tz)?;
@@ -374,6 +415,12 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<UserStatus> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
+        let user = self.canonical_id(user);
+        let user = user.as_ref();
         input::id("user_id", user)?;
         self.authorize(actor, org, user, "user-status", now, rng)?;
         let status = self.status_of(org, user, now);

@@ -148,6 +148,7 @@ fn kernel_secrets_and_model_types_never_show_theirs() {
             amr: vec!["otp".to_owned(), "mfa".to_owned()],
             device_id: Some("d1".to_owned()),
             set_cookie: Some(format!("__Host-mfa-device={MARKER}; HttpOnly")),
+            step_up: Some(MARKER.to_owned()),
         },
     );
     debug(
@@ -252,6 +253,7 @@ fn stored_state_never_shows_seeds_tokens_or_what_an_undo_would_put_back() {
         .set(
             &challenge_key,
             format!(r#"{{"seed":"{MARKER}"}}"#).as_bytes(),
+            None,
         )
         .unwrap();
     let engine = Engine {
@@ -262,7 +264,9 @@ fn stored_state_never_shows_seeds_tokens_or_what_an_undo_would_put_back() {
         key: &key,
     };
     let mut undo = Undo::default();
-    engine.remember_value(&mut undo, &challenge_key).unwrap();
+    engine
+        .remember_value(&mut undo, &challenge_key, None)
+        .unwrap();
     debug("Undo", &undo);
     debug("MemStore", &store);
     mailer

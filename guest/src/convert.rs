@@ -80,6 +80,7 @@ pub(crate) fn verified(v: core::Verified) -> wit::Verified {
         amr: v.amr,
         device_id: v.device_id,
         set_cookie: v.set_cookie,
+        step_up: v.step_up,
     }
 }
 

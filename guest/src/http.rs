@@ -9,7 +9,7 @@
 //! | 400 `invalid-input` | malformed JSON or field (`field` names it) |
 //! | 401 `unauthorized` | missing or wrong API key |
 //! | 403 `rejected` / `forbidden` | wrong, expired or used code, unknown challenge; not allowed |
-//! | 404, 405, 413 | unknown route, wrong method, body over 64 KiB |
+//! | 404, 405, 413 | unknown route; wrong method (with `Allow`, from [`ROUTES`]); body over 64 KiB |
 //! | 423 `locked` | too many wrong codes |
 //! | 429 `throttled` | with `Retry-After` |
 //! | 500 `misconfigured`, 501 `not-implemented`, 503 `unavailable` | host-side problems |
@@ -35,13 +35,21 @@ use crate::service;
 const MAX_BODY: usize = 64 * 1024;
 
 /// The OpenAPI document of this API, served at `GET /openapi.json`: the contract clients are generated
-/// from. `tests/tests/openapi.rs` checks every route here against it.
+/// from. `tests/tests/e2e/openapi.rs` checks every route here against it.
 const OPENAPI: &str = include_str!("../openapi.json");
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContextBody {
     context: LoginContext,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeEmailBody {
+    context: LoginContext,
+    /// The step-up token the sign-in's `verify` returned.
+    step_up: String,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +201,12 @@ impl Reply {
         }
     }
 
+    /// The same answer with one more header.
+    fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// A page, or a plain page saying why it cannot be shown.
     fn page(r: mfa_step_core::Result<String>) -> Self {
         let (status, html) = match r {
@@ -233,198 +247,397 @@ impl incoming_handler::Guest for Component {
     }
 }
 
+/// A method a route takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+}
+
+impl Verb {
+    fn of(method: &Method) -> Option<Self> {
+        match method {
+            Method::Get => Some(Self::Get),
+            Method::Post => Some(Self::Post),
+            _ => None,
+        }
+    }
+
+    /// The method as HTTP spells it, for `Allow`.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+        }
+    }
+}
+
+/// What answers a route.
+enum Serve {
+    /// A `/v1/` call, once its API key is checked: the JSON body in, the answer out.
+    Api(fn(&[u8]) -> Reply),
+    /// A document or page of the component's own: the query string in, the answer out.
+    Own(fn(&str) -> Reply),
+    /// A hosted sign-in page: `core::web::hosted` answers it (the rows here are its routes, so that
+    /// its 405 pages get the same `Allow` as every other 405).
+    Hosted,
+}
+
+/// One route: a method on a path, and what answers it.
+struct Route {
+    verb: Verb,
+    path: &'static str,
+    serve: Serve,
+}
+
+impl Route {
+    const fn get(path: &'static str, serve: Serve) -> Self {
+        Self {
+            verb: Verb::Get,
+            path,
+            serve,
+        }
+    }
+
+    const fn post(path: &'static str, serve: Serve) -> Self {
+        Self {
+            verb: Verb::Post,
+            path,
+            serve,
+        }
+    }
+}
+
+/// Every route the component serves: dispatch reads this table, and so does the `Allow` header of
+/// every 405 (a path's methods are its rows). `tests/tests/e2e/openapi.rs` reads it from this
+/// source and checks it against the OpenAPI document, and its hosted rows against the core's.
+const ROUTES: &[Route] = &[
+    Route::get(
+        "/healthz",
+        Serve::Own(|_| Reply::ok(json!({ "status": "ok" }))),
+    ),
+    Route::get("/openapi.json", Serve::Own(openapi)),
+    Route::get("/admin/branding/preview", Serve::Own(preview_page)),
+    Route::get("/prompt", Serve::Hosted),
+    Route::get("/prompt/step", Serve::Hosted),
+    Route::post("/prompt/verify", Serve::Hosted),
+    Route::post("/prompt/resend", Serve::Hosted),
+    Route::post("/prompt/cancel", Serve::Hosted),
+    Route::get("/prompt/devices", Serve::Hosted),
+    Route::post("/prompt/devices/revoke", Serve::Hosted),
+    Route::post("/prompt/devices/revoke-all", Serve::Hosted),
+    Route::post("/prompt/done", Serve::Hosted),
+    Route::post(
+        "/v1/login/begin",
+        Serve::Api(|body| {
+            with_body::<ContextBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.begin(&b.context, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/login/send-code",
+        Serve::Api(|body| {
+            with_body::<ChallengeBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.send_code(&b.context, &b.challenge_id, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/login/verify",
+        Serve::Api(|body| {
+            with_body::<VerifyBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.verify(
+                        &b.context,
+                        &b.challenge_id,
+                        &b.code,
+                        b.remember_device,
+                        now,
+                        rng,
+                    )
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/login/enroll",
+        Serve::Api(|body| {
+            with_body::<ContextBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.enroll(&b.context, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/login/change-email",
+        Serve::Api(|body| {
+            with_body::<ChangeEmailBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.change_email(&b.context, &b.step_up, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/login/status",
+        Serve::Api(|body| {
+            with_body::<ContextBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, _| e.status(&b.context, now)))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/devices/list",
+        Serve::Api(|body| {
+            with_body::<ActorBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, _| e.list_devices(&b.actor, now))
+                        .map(|devices| json!({ "devices": devices })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/devices/revoke",
+        Serve::Api(|body| {
+            with_body::<DeviceBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.revoke_device(&b.actor, &b.device_id, now, rng)
+                    })
+                    .map(|()| json!({ "revoked": 1 })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/devices/revoke-all",
+        Serve::Api(|body| {
+            with_body::<ActorBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| e.revoke_all_devices(&b.actor, now, rng))
+                        .map(|n| json!({ "revoked": n })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/credential-changed",
+        Serve::Api(|body| {
+            with_body::<CredentialBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.credential_changed(&b.actor, &b.org_id, &b.user_id, b.change, now, rng)
+                    })
+                    .map(|n| json!({ "revoked": n })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/policy/get",
+        Serve::Api(|body| {
+            with_body::<OrgBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.get_policy(&b.actor, &b.org_id, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/policy/set",
+        Serve::Api(|body| {
+            with_body::<PolicyBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.set_policy(&b.actor, &b.org_id, &b.policy, now, rng)
+                    })
+                    .map(|()| json!({ "updated": true })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/platform-roles/get",
+        Serve::Api(|body| {
+            with_body::<ActorBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| e.get_platform_roles(&b.actor, now, rng))
+                        .map(|roles| json!({ "roles": roles })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/platform-roles/set",
+        Serve::Api(|body| {
+            with_body::<RolesBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.set_platform_roles(&b.actor, &b.roles, now, rng)
+                    })
+                    .map(|()| json!({ "updated": true })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/reset-user",
+        Serve::Api(|body| {
+            with_body::<UserBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.reset_user(&b.actor, &b.org_id, &b.user_id, now, rng)
+                    })
+                    .map(|()| json!({ "reset": true })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/user-status",
+        Serve::Api(|body| {
+            with_body::<UserBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.user_status_for(&b.actor, &b.org_id, &b.user_id, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/branding/get",
+        Serve::Api(|body| {
+            with_body::<OrgBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.get_branding(&b.actor, &b.org_id, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/branding/set",
+        Serve::Api(|body| {
+            with_body::<BrandingBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.set_branding(&b.actor, &b.org_id, &b.branding, now, rng)
+                    })
+                    .map(|()| json!({ "updated": true })),
+                )
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/branding/preview-link",
+        Serve::Api(|body| {
+            with_body::<OrgBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.preview_link(&b.actor, &b.org_id, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
+        "/v1/admin/branding/preview",
+        Serve::Api(|body| {
+            with_body::<PreviewBody>(body, |b| {
+                Reply::result(
+                    service::with_engine(|e, now, rng| {
+                        e.preview_email(
+                            &b.actor,
+                            &b.org_id,
+                            b.language.as_deref(),
+                            b.time_zone.as_deref(),
+                            now,
+                            rng,
+                        )
+                    })
+                    .map(|m| json!({ "subject": m.subject, "html": m.html, "text": m.text })),
+                )
+            })
+        }),
+    ),
+];
+
+/// Answers one request from [`ROUTES`]; every 405, whoever gave it, carries the path's `Allow`.
 fn route(request: &IncomingRequest) -> Reply {
     let path_and_query = request.path_with_query().unwrap_or_default();
     let path = path_and_query.split('?').next().unwrap_or_default();
     let method = request.method();
-    if path == "/healthz" {
-        return match method {
-            Method::Get => Reply::ok(json!({ "status": "ok" })),
-            _ => Reply::problem(405, "method-not-allowed", "use GET"),
-        };
+    let reply = dispatch(request, path, &path_and_query, &method);
+    if reply.status == 405 {
+        // Whoever refused the method (this table, or the hosted pages' own routing), the path's
+        // methods are its rows in the table.
+        reply.with_header("allow", allowed(path))
+    } else {
+        reply
     }
-    if path == "/openapi.json" {
-        return match method {
-            Method::Get => serde_json::from_str(OPENAPI).map_or_else(
-                |_| Reply::problem(500, "misconfigured", "the OpenAPI document does not parse"),
-                Reply::ok,
-            ),
-            _ => Reply::problem(405, "method-not-allowed", "use GET"),
-        };
-    }
-    if path == "/admin/branding/preview" {
-        return match method {
-            Method::Get => {
-                let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
-                let param = |name: &str| query_param(query, name);
-                let token = param("token").unwrap_or_default();
-                let (lang, tz) = (param("lang"), param("tz"));
-                Reply::page(service::with_engine(|e, now, rng| {
-                    e.preview_page(&token, lang.as_deref(), tz.as_deref(), now, rng)
-                }))
-            }
-            _ => Reply::problem(405, "method-not-allowed", "use GET"),
-        };
-    }
-    if is_hosted_page(path) {
-        return hosted(request, path, &path_and_query, &method);
-    }
-    if !path.starts_with("/v1/") {
-        return Reply::problem(404, "not-found", "no such route; the API lives under /v1/");
-    }
-    if let Some(denied) = authorize(request) {
+}
+
+/// The methods `path` takes, as `Allow` lists them: its rows in [`ROUTES`].
+fn allowed(path: &str) -> String {
+    ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.verb.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The API key first on `/v1/`; then the path's row for this method, the hosted pages' own
+/// routing, 405 for a path in the table that does not take the method, or 404.
+fn dispatch(request: &IncomingRequest, path: &str, path_and_query: &str, method: &Method) -> Reply {
+    if path.starts_with("/v1/")
+        && let Some(denied) = authorize(request)
+    {
         return denied;
     }
-    if !matches!(method, Method::Post) {
-        return Reply::problem(
+    let verb = Verb::of(method);
+    let found = ROUTES
+        .iter()
+        .find(|r| r.path == path && Some(r.verb) == verb);
+    match found.map(|r| &r.serve) {
+        Some(Serve::Api(answer)) => match read_body(request) {
+            Ok(body) => answer(&body),
+            Err(reply) => reply,
+        },
+        Some(Serve::Own(answer)) => answer(path_and_query.split_once('?').map_or("", |(_, q)| q)),
+        // The hosted pages route among themselves: an unknown page and a method a page does not
+        // take get the core's own pages.
+        Some(Serve::Hosted) => hosted(request, path, path_and_query, method),
+        None if is_hosted_page(path) => hosted(request, path, path_and_query, method),
+        None if ROUTES.iter().any(|r| r.path == path) => Reply::problem(
             405,
             "method-not-allowed",
-            "every /v1/ route takes POST with a JSON body",
-        );
+            "this path does not take this method; the Allow header lists those it takes",
+        ),
+        None if path.starts_with("/v1/") => Reply::problem(404, "not-found", "no such route"),
+        None => Reply::problem(404, "not-found", "no such route; the API lives under /v1/"),
     }
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
-    match path {
-        "/v1/login/begin" => with_body::<ContextBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.begin(&b.context, now, rng)
-            }))
-        }),
-        "/v1/login/send-code" => with_body::<ChallengeBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.send_code(&b.context, &b.challenge_id, now, rng)
-            }))
-        }),
-        "/v1/login/verify" => with_body::<VerifyBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.verify(
-                    &b.context,
-                    &b.challenge_id,
-                    &b.code,
-                    b.remember_device,
-                    now,
-                    rng,
-                )
-            }))
-        }),
-        "/v1/login/enroll" => with_body::<ContextBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.enroll(&b.context, now, rng)
-            }))
-        }),
-        "/v1/login/change-email" => with_body::<ContextBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.change_email(&b.context, now, rng)
-            }))
-        }),
-        "/v1/login/status" => with_body::<ContextBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, _| e.status(&b.context, now)))
-        }),
-        "/v1/devices/list" => with_body::<ActorBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, _| e.list_devices(&b.actor, now))
-                    .map(|devices| json!({ "devices": devices })),
-            )
-        }),
-        "/v1/devices/revoke" => with_body::<DeviceBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.revoke_device(&b.actor, &b.device_id, now, rng)
-                })
-                .map(|()| json!({ "revoked": 1 })),
-            )
-        }),
-        "/v1/devices/revoke-all" => with_body::<ActorBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| e.revoke_all_devices(&b.actor, now, rng))
-                    .map(|n| json!({ "revoked": n })),
-            )
-        }),
-        "/v1/admin/credential-changed" => with_body::<CredentialBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.credential_changed(&b.actor, &b.org_id, &b.user_id, b.change, now, rng)
-                })
-                .map(|n| json!({ "revoked": n })),
-            )
-        }),
-        "/v1/admin/policy/get" => with_body::<OrgBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.get_policy(&b.actor, &b.org_id, now, rng)
-            }))
-        }),
-        "/v1/admin/policy/set" => with_body::<PolicyBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.set_policy(&b.actor, &b.org_id, &b.policy, now, rng)
-                })
-                .map(|()| json!({ "updated": true })),
-            )
-        }),
-        "/v1/admin/platform-roles/get" => with_body::<ActorBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| e.get_platform_roles(&b.actor, now, rng))
-                    .map(|roles| json!({ "roles": roles })),
-            )
-        }),
-        "/v1/admin/platform-roles/set" => with_body::<RolesBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.set_platform_roles(&b.actor, &b.roles, now, rng)
-                })
-                .map(|()| json!({ "updated": true })),
-            )
-        }),
-        "/v1/admin/reset-user" => with_body::<UserBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.reset_user(&b.actor, &b.org_id, &b.user_id, now, rng)
-                })
-                .map(|()| json!({ "reset": true })),
-            )
-        }),
-        "/v1/admin/user-status" => with_body::<UserBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.user_status_for(&b.actor, &b.org_id, &b.user_id, now, rng)
-            }))
-        }),
-        "/v1/admin/branding/get" => with_body::<OrgBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.get_branding(&b.actor, &b.org_id, now, rng)
-            }))
-        }),
-        "/v1/admin/branding/set" => with_body::<BrandingBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.set_branding(&b.actor, &b.org_id, &b.branding, now, rng)
-                })
-                .map(|()| json!({ "updated": true })),
-            )
-        }),
-        "/v1/admin/branding/preview-link" => with_body::<OrgBody>(&body, |b| {
-            Reply::result(service::with_engine(|e, now, rng| {
-                e.preview_link(&b.actor, &b.org_id, now, rng)
-            }))
-        }),
-        "/v1/admin/branding/preview" => with_body::<PreviewBody>(&body, |b| {
-            Reply::result(
-                service::with_engine(|e, now, rng| {
-                    e.preview_email(
-                        &b.actor,
-                        &b.org_id,
-                        b.language.as_deref(),
-                        b.time_zone.as_deref(),
-                        now,
-                        rng,
-                    )
-                })
-                .map(|m| json!({ "subject": m.subject, "html": m.html, "text": m.text })),
-            )
-        }),
-        _ => Reply::problem(404, "not-found", "no such route"),
-    }
+}
+
+/// `GET /openapi.json`: the document clients are generated from.
+fn openapi(_query: &str) -> Reply {
+    serde_json::from_str(OPENAPI).map_or_else(
+        |_| Reply::problem(500, "misconfigured", "the OpenAPI document does not parse"),
+        Reply::ok,
+    )
+}
+
+/// `GET /admin/branding/preview?token=…&lang=…&tz=…`: the page a preview link opens.
+fn preview_page(query: &str) -> Reply {
+    let param = |name: &str| query_param(query, name);
+    let token = param("token").unwrap_or_default();
+    let (lang, tz) = (param("lang"), param("tz"));
+    Reply::page(service::with_engine(|e, now, rng| {
+        e.preview_page(&token, lang.as_deref(), tz.as_deref(), now, rng)
+    }))
 }
 
 /// The hosted pages live under `/prompt`; `core::web::hosted` routes among them.

@@ -67,9 +67,12 @@ impl login_step::Guest for Component {
             .map_err(convert::error)
     }
 
-    fn change_email(context: wit::LoginContext) -> Result<wit::Challenge, wit::MfaError> {
+    fn change_email(
+        context: wit::LoginContext,
+        step_up: String,
+    ) -> Result<wit::Challenge, wit::MfaError> {
         let ctx = convert::login_context(context);
-        service::with_engine(|engine, now, rng| engine.change_email(&ctx, now, rng))
+        service::with_engine(|engine, now, rng| engine.change_email(&ctx, &step_up, now, rng))
             .map(convert::challenge)
             .map_err(convert::error)
     }

@@ -2,7 +2,8 @@
 
 use mfa_step_core::kernel::ports::Head;
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
+    Store,
 };
 use rand_core::{CryptoRng, RngCore};
 
@@ -23,14 +24,14 @@ impl Store for WitStore {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         store::get(key).map_err(store_err)
     }
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
-        store::set(key, value).map_err(store_err)
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+        store::set(key, value, expires_at).map_err(store_err)
     }
     fn delete(&self, key: &str) -> PortResult<()> {
         store::delete(key).map_err(store_err)
     }
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
-        store::increment(key, delta).map_err(store_err)
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+        store::increment(key, delta, expires_at).map_err(store_err)
     }
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
         store::list_keys(prefix).map_err(store_err)
@@ -93,6 +94,14 @@ impl AuditSink for WitAudit {
                 AppendError::Unavailable(format!("audit sink unavailable: {m}"))
             }
         })
+    }
+    fn note_refusal(&self, note: &RefusalNote) {
+        audit::note_refusal(&audit::RefusalNote {
+            rule: note.rule.clone(),
+            claimed_org: note.claimed_org.clone(),
+            ip: note.ip.clone(),
+            user_agent: note.user_agent.clone(),
+        });
     }
 }
 

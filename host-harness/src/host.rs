@@ -7,7 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
+    Store,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -80,6 +81,40 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     backends: Backends,
+    /// The organization whose stream this instance is linking a record to, held from its `head`
+    /// to its `append` (see [`StreamLeases`]).
+    lease: Option<(String, tokio::sync::OwnedMutexGuard<()>)>,
+}
+
+/// Who may link the next record of an organization's stream, per sink and organization.
+///
+/// The component appends a record by reading the stream's head, linking the record to it, and
+/// asking the sink to append it if the head has not moved (`wit/audit.wit`). Racing writers of one
+/// organization would otherwise lose that race to each other and relink, and under enough of them
+/// give up (`unavailable`). So `head` takes the organization's lease and `append` gives it back:
+/// writers of one organization in this process take turns for the few microseconds of linking and
+/// the append itself, and never conflict. Writers in other processes sharing the sink still meet
+/// the sink's own check, and relink. The lease is given back when the instance ends, whatever
+/// happened, and an instance holds at most one.
+struct StreamLeases;
+
+type LeaseKey = (usize, String);
+
+static LEASES: std::sync::LazyLock<
+    std::sync::Mutex<HashMap<LeaseKey, Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+impl StreamLeases {
+    /// The lease of `org`'s stream in the sink at `sink`.
+    fn of(sink: usize, org: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut leases = LEASES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        leases
+            .entry((sink, org.to_owned()))
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
+    }
 }
 
 impl HostState {
@@ -96,7 +131,20 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             backends,
+            lease: None,
         }
+    }
+
+    /// Takes `org`'s stream lease for this instance (waiting for the writer that holds it), unless
+    /// it holds it already; a lease on another stream is given back first.
+    async fn lease(&mut self, org: &str) {
+        if self.lease.as_ref().is_some_and(|(held, _)| held == org) {
+            return;
+        }
+        self.lease = None;
+        let sink = Arc::as_ptr(&self.backends.audit).cast::<()>() as usize;
+        let guard = StreamLeases::of(sink, org).lock_owned().await;
+        self.lease = Some((org.to_owned(), guard));
     }
 }
 
@@ -150,11 +198,18 @@ impl store::Host for HostState {
             .await
             .map_err(store_error)
     }
-    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), store::StoreError> {
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        expires_at: Option<i64>,
+    ) -> Result<(), store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || store.set(&key, &value))
-            .await
-            .map_err(store_error)
+        blocking(self.backends.offload, move || {
+            store.set(&key, &value, expires_at)
+        })
+        .await
+        .map_err(store_error)
     }
     async fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
         let store = self.backends.store.clone();
@@ -162,11 +217,18 @@ impl store::Host for HostState {
             .await
             .map_err(store_error)
     }
-    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, store::StoreError> {
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        expires_at: Option<i64>,
+    ) -> Result<i64, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || store.increment(&key, delta))
-            .await
-            .map_err(store_error)
+        blocking(self.backends.offload, move || {
+            store.increment(&key, delta, expires_at)
+        })
+        .await
+        .map_err(store_error)
     }
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
         let store = self.backends.store.clone();
@@ -197,6 +259,7 @@ impl audit::Host for HostState {
         &mut self,
         org_id: String,
     ) -> Result<Option<audit::ChainHead>, audit::AuditError> {
+        self.lease(&org_id).await;
         let sink = self.backends.audit.clone();
         blocking(self.backends.offload, move || sink.head(&org_id))
             .await
@@ -207,6 +270,18 @@ impl audit::Host for HostState {
                 })
             })
             .map_err(|e| audit::AuditError::Unavailable(e.0))
+    }
+
+    async fn note_refusal(&mut self, note: audit::RefusalNote) {
+        let note = RefusalNote {
+            rule: note.rule,
+            claimed_org: note.claimed_org,
+            ip: note.ip,
+            user_agent: note.user_agent,
+        };
+        crate::refusals::note(&note);
+        // A sink that keeps notes (the memory sink, for tests) gets it too; the others drop it.
+        self.backends.audit.note_refusal(&note);
     }
 
     async fn append(&mut self, entry: audit::Entry) -> Result<(), audit::AuditError> {
@@ -221,6 +296,8 @@ impl audit::Host for HostState {
         };
         let sink = self.backends.audit.clone();
         let outcome = blocking(self.backends.offload, move || Ok(sink.append(&entry))).await;
+        // Appended or not, this writer's turn is over.
+        self.lease = None;
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AppendError::Conflict)) => Err(audit::AuditError::Conflict),

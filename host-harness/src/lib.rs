@@ -11,6 +11,7 @@ pub mod demo;
 pub mod demo_idp;
 pub mod host;
 pub mod inspect;
+pub mod refusals;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use host_harness::audit_log::{self, Checks, Filter, Source};
 use host_harness::backends::{
     JsonlAuditSink, MemoryStore, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,
-    SqliteAuditSink, SqliteStore,
+    SqliteAuditSink, SqliteStore, Sweep, spawn_sweeper,
 };
 use host_harness::serve::admission::{self, Limits};
 use host_harness::serve::client_ip::TrustedProxies;
@@ -236,6 +236,11 @@ struct ServeArgs {
     /// for a log pipeline.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Seconds between sweeps that forget the store's expired keys (abandoned sign-ins, spent codes'
+    /// counters, old throttle slots); 0 never sweeps.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SECONDS))]
+    sweep_every: u64,
     /// Seconds to let requests in flight finish after SIGTERM or Ctrl-C before cutting them.
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=MAX_SECONDS))]
@@ -414,18 +419,20 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         None
     };
     let config = settings::component_config(&args.data_dir, demo_prompt.as_ref())?;
-    let store: Arc<dyn Store + Send + Sync> = match args.store {
+    let (store, sweeper): (Arc<dyn Store + Send + Sync>, Arc<dyn Sweep>) = match args.store {
         StoreKind::Sqlite => {
             let path = args
                 .db
                 .clone()
                 .unwrap_or_else(|| args.data_dir.join("mfa-step.sqlite"));
             tracing::info!(db = %path.display(), "SQLite store");
-            Arc::new(SqliteStore::open(&path)?)
+            let store = Arc::new(SqliteStore::open(&path)?);
+            (store.clone(), store)
         }
         StoreKind::Memory => {
             tracing::warn!("memory store: everything is lost when the server stops");
-            Arc::new(MemoryStore::new())
+            let store = Arc::new(MemoryStore::new());
+            (store.clone(), store)
         }
     };
     let mailer: Arc<dyn Mailer + Send + Sync> = match args.mailer {
@@ -520,10 +527,23 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         // Signals are caught from before the listener opens: none can kill the server uncleanly.
         let shutdown = shutdown_signal()?;
         let listener = host_harness::serve::bind(args.listen).await?;
+        // Expired keys are forgotten every `--sweep-every` seconds (see `wit/store.wit`).
+        let sweeping = (args.sweep_every > 0).then(|| {
+            spawn_sweeper(
+                sweeper,
+                Clock::System,
+                std::time::Duration::from_secs(args.sweep_every),
+            )
+        });
         if let Some(walkthrough) = &walkthrough {
             write_stdout(walkthrough)?;
         }
-        host_harness::serve::serve_with(runtime, backends, listener, options, shutdown).await
+        let stopped =
+            host_harness::serve::serve_with(runtime, backends, listener, options, shutdown).await;
+        if let Some(task) = sweeping {
+            task.abort();
+        }
+        stopped
     })?;
     // Connections cut after the grace period may leave a backend call running on a blocking
     // thread (a hung mail server): it is not waited for.

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::host::Config;
 
 /// Settings the component knows (see `wit/config.wit`), other than the secrets.
-pub const SETTINGS: [&str; 12] = [
+pub const SETTINGS: [&str; 13] = [
     "code_ttl_seconds",
     "code_digits",
     "sends_per_window",
@@ -30,6 +30,7 @@ pub const SETTINGS: [&str; 12] = [
     "ipv4_change_prefix",
     "ipv6_change_prefix",
     "required_roles",
+    "id_case",
     "prompt_client_id",
     "prompt_return_urls",
 ];

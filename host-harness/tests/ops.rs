@@ -649,17 +649,17 @@ impl Store for PausingStore {
         self.gate();
         self.inner.get(key)
     }
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
         self.gate();
-        self.inner.set(key, value)
+        self.inner.set(key, value, expires_at)
     }
     fn delete(&self, key: &str) -> PortResult<()> {
         self.gate();
         self.inner.delete(key)
     }
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
         self.gate();
-        self.inner.increment(key, delta)
+        self.inner.increment(key, delta, expires_at)
     }
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
         self.gate();

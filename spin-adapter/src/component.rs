@@ -85,7 +85,9 @@ impl store::Guest for Adapter {
             .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
     }
 
-    fn set(key: String, value: Vec<u8>) -> Result<(), store::StoreError> {
+    // Spin's key-value store has no expiry: keys are kept for good, which the contract allows
+    // ("a host that never sweeps only keeps more"). A sweep for Spin comes with its own index.
+    fn set(key: String, value: Vec<u8>, _expires_at: Option<i64>) -> Result<(), store::StoreError> {
         let store = open_store().map_err(store::StoreError::Unavailable)?;
         store
             .set(&mapping::value_key(&key), &value)
@@ -103,7 +105,11 @@ impl store::Guest for Adapter {
         Ok(())
     }
 
-    fn increment(key: String, delta: i64) -> Result<i64, store::StoreError> {
+    fn increment(
+        key: String,
+        delta: i64,
+        _expires_at: Option<i64>,
+    ) -> Result<i64, store::StoreError> {
         let bucket = wasi_store::open(STORE)
             .map_err(|e| store::StoreError::Unavailable(describe_wasi_kv(&e)))?;
         atomics::increment(&bucket, &mapping::counter_key(&key), delta)
@@ -265,6 +271,16 @@ impl audit::Guest for Adapter {
             Err(e) => eprintln!("audit records are not copied to the SIEM: {e}"),
         }
         Ok(())
+    }
+    /// To Spin's log (the application's standard error). Spin keeps no state between requests to
+    /// rate-limit with; its log pipeline is where a flood is capped.
+    fn note_refusal(note: audit::RefusalNote) {
+        eprintln!(
+            "refused an unsigned request (no organization's stream): rule={} claimed_org={} ip={}",
+            note.rule,
+            note.claimed_org.as_deref().unwrap_or("-"),
+            note.ip.as_deref().unwrap_or("-"),
+        );
     }
 }
 

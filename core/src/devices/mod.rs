@@ -65,6 +65,8 @@ use crate::kernel::time::Timestamp;
 pub const COOKIE_NAME: &str = "__Host-mfa-device";
 /// Trusted devices a user may have; trusting one more drops the oldest.
 pub const MAX_DEVICES: usize = 10;
+/// The longest a browser is trusted without a new code: the bound of the `trust_days` setting.
+pub const MAX_TRUST_SECONDS: i64 = 30 * 86_400;
 /// How long a rotated-away token still works (parallel tabs that raced the rotation).
 pub const ROTATION_GRACE_SECONDS: i64 = 60;
 /// Retired token hashes kept per device to recognise a replayed one.

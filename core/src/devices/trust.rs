@@ -192,7 +192,12 @@ impl Engine<'_> {
         }
         // One rotation per generation: concurrent logins with the same token agree on one winner.
         let rotation = keys::device_rotation(&device.id, device.generation);
-        if self.store.increment(&rotation, 1).map_err(Error::store)? != 1 {
+        if self
+            .store
+            .increment(&rotation, 1, keys::guard_until(until))
+            .map_err(Error::store)?
+            != 1
+        {
             return Ok(DeviceCheck::Trusted {
                 device_id: device.id,
                 expires_at: until,
@@ -219,7 +224,7 @@ impl Engine<'_> {
     /// epoch (negative) matches none.
     fn epoch_of(&self, who: &Who<'_>, device_id: &str) -> Result<u64> {
         let key = keys::device_epoch(who.org, who.user, device_id);
-        let n = self.store.increment(&key, 0).map_err(Error::store)?;
+        let n = self.store.increment(&key, 0, None).map_err(Error::store)?;
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
@@ -227,7 +232,7 @@ impl Engine<'_> {
     /// revoke moved it since the load, takes the write back (best effort: the record's epoch is
     /// behind the counter for good, so it never counts anyway) and answers `false`.
     fn write_back(&self, who: &Who<'_>, key: &str, device: &StoredDevice) -> Result<bool> {
-        self.put(key, device)?;
+        self.put(key, device, keys::keep_until(device.expires_at))?;
         if self.epoch_of(who, &device.id)? == device.epoch {
             return Ok(true);
         }
@@ -245,12 +250,18 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
+        // The counter outlives any record a write-back could still put back with the old epoch
+        // (such a record is kept at most `MAX_TRUST_SECONDS` past its write), and a record put back
+        // by the undo below is kept as long as any device could be.
+        let latest = now.plus(devices::MAX_TRUST_SECONDS);
         let epoch = keys::device_epoch(who.org, who.user, device_id);
-        self.store.increment(&epoch, 1).map_err(Error::store)?;
+        self.store
+            .increment(&epoch, 1, keys::guard_until(latest))
+            .map_err(Error::store)?;
         let key = keys::device(who.org, who.user, device_id);
-        self.delete_recorded(&key, event, now, rng)
+        self.delete_recorded((&key, keys::keep_until(latest)), event, now, rng)
             .inspect_err(|_| {
-                let _ = self.store.increment(&epoch, -1);
+                let _ = self.store.increment(&epoch, -1, None);
             })
     }
 
@@ -356,13 +367,14 @@ impl Engine<'_> {
             .event(Action::DeviceTrusted, Outcome::Success)
             .reason(&format!("trusted-until:{}", expires_at.rfc3339()));
         let key = keys::device(who.org, who.user, &device.id);
-        self.put_recorded(&key, &device, event.device(&device.id), now, rng)?;
+        let keep = keys::keep_until(device.expires_at);
+        self.put_recorded(&key, (&device, keep), event.device(&device.id), now, rng)?;
         // `C` for a renewal: a revoke that landed since the load stays, and says so in the trail.
         if self.epoch_of(who, &device.id)? != device.epoch {
             let event = who
                 .event(Action::DeviceRevoked, Outcome::Success)
                 .reason("revoked-while-renewed");
-            let _ = self.delete_recorded(&key, event.device(&device.id), now, rng);
+            let _ = self.delete_recorded((&key, keep), event.device(&device.id), now, rng);
             return Ok(None);
         }
         let max_age = i64::from(now.seconds_until(expires_at));
@@ -445,6 +457,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
         input::actor(actor)?;
         input::id("device_id", device_id)?;
         let who = actor_who(actor);
@@ -470,6 +484,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<u32> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
         input::actor(actor)?;
         let who = actor_who(actor);
         self.revoke_all_of(&who, who.user, "revoked-all-by-owner", now, rng)
@@ -519,6 +535,12 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<u32> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org_id = self.canonical_id(org_id);
+        let org_id = org_id.as_ref();
+        let user_id = self.canonical_id(user_id);
+        let user_id = user_id.as_ref();
         input::actor(actor)?;
         input::id("org_id", org_id)?;
         input::id("user_id", user_id)?;

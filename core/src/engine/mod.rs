@@ -111,9 +111,38 @@ impl Engine<'_> {
         result
     }
 
-    pub(crate) fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+    /// `ctx` as the core uses it: its ids and roles folded when `id_case = fold`.
+    pub(crate) fn canonical_context<'c>(
+        &self,
+        ctx: &'c crate::kernel::model::LoginContext,
+    ) -> std::borrow::Cow<'c, crate::kernel::model::LoginContext> {
+        crate::kernel::input::canonical_context(self.settings.fold_ids, ctx)
+    }
+
+    /// `actor` as the core uses it: its ids and roles folded when `id_case = fold`.
+    pub(crate) fn canonical_actor<'a>(
+        &self,
+        actor: &'a crate::kernel::model::Actor,
+    ) -> std::borrow::Cow<'a, crate::kernel::model::Actor> {
+        crate::kernel::input::canonical_actor(self.settings.fold_ids, actor)
+    }
+
+    /// An id or role as the core uses it: folded when `id_case = fold`.
+    pub(crate) fn canonical_id<'a>(&self, id: &'a str) -> std::borrow::Cow<'a, str> {
+        crate::kernel::input::canonical(self.settings.fold_ids, id)
+    }
+
+    /// Writes `value` as JSON at `key`, to be kept until `expires_at` (see [`keys`], "Expiry").
+    pub(crate) fn put<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| Error::Store(e.to_string()))?;
-        self.store.set(key, &bytes).map_err(Error::store)
+        self.store
+            .set(key, &bytes, expires_at)
+            .map_err(Error::store)
     }
 
     /// The organization's branding as stored, or the neutral default.
@@ -147,13 +176,13 @@ mod tests {
         };
         let policy = keys::policy("acme");
         assert_eq!(engine.load_json::<Vec<String>>(&policy), Ok(None));
-        store.set(&policy, b"[\"a\"]").unwrap();
+        store.set(&policy, b"[\"a\"]", None).unwrap();
         assert_eq!(
             engine.load_json::<Vec<String>>(&policy),
             Ok(Some(vec!["a".to_owned()]))
         );
         for garbage in [&b"\xff{"[..], b"", b"{\"a\":1}", b"null"] {
-            store.set(&policy, garbage).unwrap();
+            store.set(&policy, garbage, None).unwrap();
             let err = engine.load_json::<Vec<String>>(&policy).unwrap_err();
             assert_eq!(err.unreadable_kind(), Some("policy"), "{garbage:?}");
             assert!(matches!(err, Error::Store(_)), "seen as unavailable");

@@ -85,13 +85,15 @@ impl EventExt for Event {
 /// What a change overwrote, to put back if its record cannot be written.
 #[derive(Default)]
 pub(crate) struct Undo {
-    values: Vec<(String, Option<Vec<u8>>)>,
+    /// A key, what it held, and the expiry to put it back with: the one the change would have
+    /// given it, which is never earlier than the value's own (see [`keys`], "Expiry").
+    values: Vec<(String, Option<Vec<u8>>, Option<i64>)>,
     counters: Vec<(String, i64)>,
 }
 
 impl std::fmt::Debug for Undo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let values: Vec<&str> = self.values.iter().map(|(k, _)| k.as_str()).collect();
+        let values: Vec<&str> = self.values.iter().map(|(k, _, _)| k.as_str()).collect();
         let counters: Vec<&str> = self.counters.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("Undo")
             .field("values", &values)
@@ -131,7 +133,9 @@ impl Engine<'_> {
             };
             match self.audit.append(&entry) {
                 Ok(()) => {
-                    let _ = self.store.increment(&keys::audit_count(&event.org), 1);
+                    let _ = self
+                        .store
+                        .increment(&keys::audit_count(&event.org), 1, None);
                     return Ok(());
                 }
                 Err(AppendError::Conflict) => {}
@@ -159,16 +163,16 @@ impl Engine<'_> {
     pub(crate) fn put_recorded<T: Serialize, R: CryptoRng + ?Sized>(
         &self,
         key: &str,
-        value: &T,
+        (value, expires_at): (&T, Option<i64>),
         event: Event,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<Option<Vec<u8>>> {
         let previous = self.store.get(key).map_err(Error::store)?;
-        self.put(key, value)?;
+        self.put(key, value, expires_at)?;
         if let Err(e) = self.append(event, now, rng) {
             let _ = match &previous {
-                Some(bytes) => self.store.set(key, bytes),
+                Some(bytes) => self.store.set(key, bytes, expires_at),
                 None => self.store.delete(key),
             };
             return Err(e);
@@ -176,31 +180,38 @@ impl Engine<'_> {
         Ok(previous)
     }
 
-    /// Removes `key` as one recorded change, putting it back if the record cannot be written.
+    /// Removes `key` as one recorded change, putting it back (kept until `expires_at`) if the
+    /// record cannot be written.
     pub(crate) fn delete_recorded<R: CryptoRng + ?Sized>(
         &self,
-        key: &str,
+        (key, expires_at): (&str, Option<i64>),
         event: Event,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
         let mut undo = Undo::default();
-        self.remember_value(&mut undo, key)?;
+        self.remember_value(&mut undo, key, expires_at)?;
         self.store.delete(key).map_err(Error::store)?;
         self.append(event, now, rng)
             .inspect_err(|_| self.undo(undo))
     }
 
-    /// Notes a value's current content, to put it back with [`Engine::undo`].
-    pub(crate) fn remember_value(&self, undo: &mut Undo, key: &str) -> Result<()> {
+    /// Notes a value's current content, to put it back with [`Engine::undo`] and keep until
+    /// `expires_at`: the expiry the change about to be made gives the key.
+    pub(crate) fn remember_value(
+        &self,
+        undo: &mut Undo,
+        key: &str,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
         let value = self.store.get(key).map_err(Error::store)?;
-        undo.values.push((key.to_owned(), value));
+        undo.values.push((key.to_owned(), value, expires_at));
         Ok(())
     }
 
     /// Notes a counter's current value, to put it back with [`Engine::undo`].
     pub(crate) fn remember_counter(&self, undo: &mut Undo, key: &str) -> Result<()> {
-        let value = self.store.increment(key, 0).map_err(Error::store)?;
+        let value = self.store.increment(key, 0, None).map_err(Error::store)?;
         undo.counters.push((key.to_owned(), value));
         Ok(())
     }
@@ -208,15 +219,15 @@ impl Engine<'_> {
     /// Puts back what `undo` noted, after the record of a change was refused. Best effort: the
     /// store just failed or the sink did, and the caller is answered with that error either way.
     pub(crate) fn undo(&self, undo: Undo) {
-        for (key, value) in undo.values {
+        for (key, value, expires_at) in undo.values {
             let _ = match value {
-                Some(bytes) => self.store.set(&key, &bytes),
+                Some(bytes) => self.store.set(&key, &bytes, expires_at),
                 None => self.store.delete(&key),
             };
         }
         for (key, value) in undo.counters {
-            if let Ok(now) = self.store.increment(&key, 0) {
-                let _ = self.store.increment(&key, value - now);
+            if let Ok(now) = self.store.increment(&key, 0, None) {
+                let _ = self.store.increment(&key, value - now, None);
             }
         }
     }

@@ -75,7 +75,27 @@ pub(crate) struct Slots<'a> {
     pub(crate) limit: Option<i64>,
     /// The first slot whose stamp any rule reads (earlier ones are not stamped).
     pub(crate) stamped_from: i64,
+    /// The longest spacing `rule` gives: how long after its stamp a slot can make another wait.
+    pub(crate) longest_spacing: i64,
+    /// How long after the latest slot the count of slots taken is kept; at least
+    /// `longest_spacing`. The count is what a new slot number starts from, so it is kept
+    /// longer than every claim and stamp (see [`keys`], "Expiry").
+    pub(crate) count_kept: i64,
 }
+
+/// The expiries of a slot taken at `now` under `slots`: its claim's, its stamp's (later, so that a
+/// remembered claim always has its stamp), and the count's (later still).
+fn slot_expiries(slots: &Slots<'_>, now: Timestamp) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let claim = now.plus(slots.longest_spacing);
+    (
+        keys::keep_until(claim),
+        keys::keep_until(claim.plus(STAMP_AFTER_CLAIM)),
+        keys::guard_until(now.plus(slots.count_kept.max(slots.longest_spacing))),
+    )
+}
+
+/// How much longer a slot's stamp is kept than its claim.
+const STAMP_AFTER_CLAIM: i64 = 60;
 
 /// The outcome of [`Engine::take_slot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +142,7 @@ impl Engine<'_> {
         // The replaced challenge's counters stay (see the module doc).
         self.put_recorded(
             &challenge_key,
-            &challenge,
+            (&challenge, keys::keep_until(challenge.expires_at)),
             event.challenge(&challenge.id),
             now,
             rng,
@@ -144,7 +164,7 @@ impl Engine<'_> {
     /// The user's current guess streak (see [`keys::streak`]).
     pub(crate) fn streak_of(&self, who: &Who<'_>) -> Result<i64> {
         self.store
-            .increment(&keys::streak(who.org, who.user), 0)
+            .increment(&keys::streak(who.org, who.user), 0, None)
             .map_err(Error::store)
     }
 
@@ -157,14 +177,18 @@ impl Engine<'_> {
     ) -> Result<GuessState> {
         let failures = self
             .store
-            .increment(&keys::failures(who.org, who.user, streak), 0)
+            .increment(&keys::failures(who.org, who.user, streak), 0, None)
             .map_err(Error::store)?;
         let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
-        let window_failures = self.store.increment(&window_key, 0).map_err(Error::store)?;
+        let window_failures = self
+            .store
+            .increment(&window_key, 0, None)
+            .map_err(Error::store)?;
         // Only a slot from the 5th on is stamped (and only then does the next one wait).
         let last_failure = if failures >= throttle::DELAY_FROM {
             self.stamp(
                 &keys::guess_at(who.org, who.user, streak, failures),
+                &keys::guess_slot(who.org, who.user, streak, failures),
                 failures,
             )?
         } else {
@@ -183,10 +207,11 @@ impl Engine<'_> {
         self.guess_state_in(who, streak, now)
     }
 
-    /// The stamp of slot number `slot` stored at `key` (a slot below 1 has none to wait for): the
-    /// later of its owner's stamp and the time a call first found it unstamped
-    /// ([`keys::stamp_seen`]); in flight when it has neither.
-    pub(crate) fn stamp(&self, key: &str, slot: i64) -> Result<Stamp> {
+    /// The stamp of slot number `slot` stored at `key`, whose claim is `claim` (a slot below 1 has
+    /// none to wait for): the later of its owner's stamp and the time a call first found it
+    /// unstamped ([`keys::stamp_seen`]); in flight when it has neither but is claimed; nothing to
+    /// wait for when its claim is gone too, which happens only once its spacing has run out.
+    pub(crate) fn stamp(&self, key: &str, claim: &str, slot: i64) -> Result<Stamp> {
         if slot < 1 {
             return Ok(Stamp::None);
         }
@@ -195,7 +220,15 @@ impl Engine<'_> {
         Ok(match (owner, seen) {
             (Some(a), Some(b)) => Stamp::At(a.max(b)),
             (Some(t), None) | (None, Some(t)) => Stamp::At(t),
-            (None, None) => Stamp::InFlight,
+            (None, None) => {
+                if self.store.increment(claim, 0, None).map_err(Error::store)? > 0 {
+                    Stamp::InFlight
+                } else {
+                    // Forgotten (expired): nothing to wait for. A slot below the count that was
+                    // never claimed cannot be (the count only follows claims).
+                    Stamp::None
+                }
+            }
         })
     }
 
@@ -207,6 +240,7 @@ impl Engine<'_> {
     /// [`Error::Store`]; a failure after the slot is taken leaves it spent (never given back).
     pub(crate) fn take_slot(&self, slots: &Slots<'_>, hint: i64, now: Timestamp) -> Result<Taken> {
         let mut k = hint.max(0) + 1;
+        let (claim_kept, stamp_kept, count_kept) = slot_expiries(slots, now);
         loop {
             if slots.limit.is_some_and(|limit| k > limit) {
                 return Ok(Taken::Full);
@@ -214,13 +248,13 @@ impl Engine<'_> {
             let (earlier, spacing) = (slots.rule)(k);
             if spacing > 0 {
                 let key = (slots.stamp)(earlier);
-                let mut stamp = self.stamp(&key, earlier)?;
+                let mut stamp = self.stamp(&key, &(slots.claim)(earlier), earlier)?;
                 if stamp == Stamp::InFlight {
                     // Taken, not stamped: its owner is calling now, or failed between taking and
                     // stamping it. Note when we saw it so, beside (never over) the owner's stamp:
                     // the slot counts from the later of the two, so an orphan costs one spacing,
                     // never a wait that nothing ends, and a live owner's stamp is never moved back.
-                    self.put(&keys::stamp_seen(&key), &now)?;
+                    self.put(&keys::stamp_seen(&key), &now, stamp_kept)?;
                     stamp = Stamp::At(now);
                 }
                 if let Some(until) = throttle::wait_after(stamp, spacing, now) {
@@ -229,14 +263,16 @@ impl Engine<'_> {
             }
             if self
                 .store
-                .increment(&(slots.claim)(k), 1)
+                .increment(&(slots.claim)(k), 1, claim_kept)
                 .map_err(Error::store)?
                 == 1
             {
                 if k >= slots.stamped_from {
-                    self.put(&(slots.stamp)(k), &now)?;
+                    self.put(&(slots.stamp)(k), &now, stamp_kept)?;
                 }
-                self.store.increment(slots.count, 1).map_err(Error::store)?;
+                self.store
+                    .increment(slots.count, 1, count_kept)
+                    .map_err(Error::store)?;
                 return Ok(Taken::Slot(k));
             }
             k += 1;
@@ -261,6 +297,9 @@ impl Engine<'_> {
             limit: Some(throttle::LOCK_AT),
             // Slot k waits after slot k − 1 only from the 5th failure on.
             stamped_from: throttle::DELAY_FROM,
+            longest_spacing: throttle::MAX_DELAY_SECONDS,
+            // The streak's count is its lock: kept for a lock's memory after the latest guess.
+            count_kept: throttle::LOCK_MEMORY_SECONDS,
         };
         self.take_slot(&slots, hint, now)
     }
@@ -273,7 +312,10 @@ impl Engine<'_> {
             self.settings.send_window_seconds,
         );
         let count = keys::sends(org, user);
-        let hint = self.store.increment(&count, 0).map_err(Error::store)?;
+        let hint = self
+            .store
+            .increment(&count, 0, None)
+            .map_err(Error::store)?;
         let slots = Slots {
             count: &count,
             claim: &|k| keys::send_slot(org, user, k),
@@ -281,6 +323,8 @@ impl Engine<'_> {
             rule: &|k| throttle::send_rule(k, cap, window),
             limit: None,
             stamped_from: 1,
+            longest_spacing: window,
+            count_kept: window,
         };
         self.take_slot(&slots, hint, now)
     }
@@ -290,24 +334,57 @@ impl Engine<'_> {
     /// would have without it. Safe (see [`throttle`]): along every chain `k, k + cap, …` stamps
     /// never decrease, and the proof of the cap needs only that. Best effort: if it fails, the
     /// slot simply stays spent.
-    pub(crate) fn void_send_slot(&self, org: &str, user: &str, k: i64) {
+    pub(crate) fn void_send_slot(&self, org: &str, user: &str, k: i64, now: Timestamp) {
         let cap = i64::from(self.settings.sends_per_window);
-        let earlier = match self.stamp(&keys::send_at(org, user, k - cap), k - cap) {
+        let earlier = match self.stamp(
+            &keys::send_at(org, user, k - cap),
+            &keys::send_slot(org, user, k - cap),
+            k - cap,
+        ) {
             Ok(Stamp::At(t)) => t,
             Ok(Stamp::None) => throttle::VOID,
             // In flight or unreadable: it cannot be given back safely now; it stays spent.
             Ok(Stamp::InFlight) | Err(_) => return,
         };
-        let _ = self.put(&keys::send_at(org, user, k), &earlier);
+        // Kept as long as the stamp it replaces (taken at `now`: the slot was taken a moment ago).
+        let window = self.settings.send_window_seconds;
+        let kept = keys::keep_until(now.plus(window + STAMP_AFTER_CLAIM));
+        let _ = self.put(&keys::send_at(org, user, k), &earlier, kept);
     }
 
     /// The room in the user's send window after send slot `last` (pass the slots taken so far).
     pub(crate) fn send_room(&self, org: &str, user: &str, last: i64) -> Result<SendRoom> {
         let cap = i64::from(self.settings.sends_per_window);
         let stamps = (last - cap + 1..=last)
-            .map(|k| self.stamp(&keys::send_at(org, user, k), k))
+            .map(|k| {
+                self.stamp(
+                    &keys::send_at(org, user, k),
+                    &keys::send_slot(org, user, k),
+                    k,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(SendRoom(stamps))
+    }
+
+    /// Remembers a locked streak for [`throttle::LOCK_MEMORY_SECONDS`] from this try on (its count
+    /// is the lock). Best effort: forgetting it early only lifts the lock an admin reset would.
+    pub(crate) fn keep_lock(&self, who: &Who<'_>, streak: i64, now: Timestamp) {
+        let _ = self.store.increment(
+            &keys::failures(who.org, who.user, streak),
+            0,
+            keys::guard_until(now.plus(throttle::LOCK_MEMORY_SECONDS)),
+        );
+    }
+
+    /// Whether the user is locked; a lock found is remembered from this try on ([`Engine::keep_lock`]).
+    pub(crate) fn is_locked(&self, who: &Who<'_>, now: Timestamp) -> Result<bool> {
+        let streak = self.streak_of(who)?;
+        let locked = self.guess_state_in(who, streak, now)?.locked();
+        if locked {
+            self.keep_lock(who, streak, now);
+        }
+        Ok(locked)
     }
 
     /// Refuses (and records) a locked user.
@@ -317,7 +394,7 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<()> {
-        if self.guess_state(who, now)?.locked() {
+        if self.is_locked(who, now)? {
             self.record(
                 who.event(Action::AccessDenied, Outcome::Denied)
                     .reason("user:locked"),

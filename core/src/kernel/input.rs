@@ -3,6 +3,7 @@
 //! leaves the store as it was. Limits are deliberately tight: they bound storage per user and keep
 //! every value safe to put in a store key, an email header or an audit record.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::kernel::error::{Error, Result};
@@ -47,6 +48,86 @@ pub fn id(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// An id or role as the core uses it: with `fold` (`id_case = fold`), ASCII upper case folded to
+/// lower case (ids are ASCII, see [`id`]); otherwise as given. Ids are the IdP's immutable,
+/// canonical ids: by default `ACME` and `acme` are two organizations.
+#[must_use]
+pub fn canonical(fold: bool, id: &str) -> Cow<'_, str> {
+    if fold && id.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(id.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(id)
+    }
+}
+
+fn canonical_roles(fold: bool, roles: &[String]) -> Option<Vec<String>> {
+    roles
+        .iter()
+        .any(|r| matches!(canonical(fold, r), Cow::Owned(_)))
+        .then(|| {
+            roles
+                .iter()
+                .map(|r| canonical(fold, r).into_owned())
+                .collect()
+        })
+}
+
+/// A login context as the core uses it: its org and user ids and roles [`canonical`].
+#[must_use]
+pub fn canonical_context(fold: bool, ctx: &LoginContext) -> Cow<'_, LoginContext> {
+    let org = canonical(fold, &ctx.org_id);
+    let user = canonical(fold, &ctx.user_id);
+    let roles = canonical_roles(fold, &ctx.roles);
+    if matches!((&org, &user), (Cow::Borrowed(_), Cow::Borrowed(_))) && roles.is_none() {
+        return Cow::Borrowed(ctx);
+    }
+    let mut folded = ctx.clone();
+    folded.org_id = org.into_owned();
+    folded.user_id = user.into_owned();
+    if let Some(roles) = roles {
+        folded.roles = roles;
+    }
+    Cow::Owned(folded)
+}
+
+/// An actor as the core uses it: its org and user ids and roles [`canonical`].
+#[must_use]
+pub fn canonical_actor(fold: bool, actor: &Actor) -> Cow<'_, Actor> {
+    let org = canonical(fold, &actor.org_id);
+    let user = canonical(fold, &actor.user_id);
+    let roles = canonical_roles(fold, &actor.roles);
+    if matches!((&org, &user), (Cow::Borrowed(_), Cow::Borrowed(_))) && roles.is_none() {
+        return Cow::Borrowed(actor);
+    }
+    let mut folded = actor.clone();
+    folded.org_id = org.into_owned();
+    folded.user_id = user.into_owned();
+    if let Some(roles) = roles {
+        folded.roles = roles;
+    }
+    Cow::Owned(folded)
+}
+
+/// Checks a token the core handed out (a step-up token): 32 lower-case hex digits, as
+/// [`crate::kernel::random::new_id`] makes them. Its value is never echoed.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `field`.
+pub fn token(field: &'static str, value: &str) -> Result<()> {
+    if value.len() == 32
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be the 32 hex digits the API handed out",
+        ))
+    }
+}
+
 /// Checks an email address: at most 254 bytes, exactly one `@` with a non-empty local part and a
 /// dotted domain, no spaces, no control characters, no characters that would need quoting in a header.
 ///
@@ -70,10 +151,15 @@ pub fn email(value: &str) -> Result<()> {
     if local.is_empty() || local.len() > 64 {
         return bad("the part before @ must be 1 to 64 characters");
     }
+    // A dot-atom (RFC 5322 §3.2.3): what every mail server, and the hosts' mailers, accept. An
+    // address accepted here and refused by the mailer could never receive a code.
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return bad("the part before @ may not start or end with a dot, or hold two in a row");
+    }
     if !domain.contains('.')
-        || domain.starts_with(['.', '-'])
-        || domain.ends_with(['.', '-'])
-        || domain.contains("..")
+        || domain
+            .split('.')
+            .any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-'))
     {
         return bad("the part after @ must be a domain like clinic.example");
     }
@@ -272,6 +358,12 @@ mod tests {
             "<a@b.c>",
             "@b.c",
             "a@.b.c",
+            // What mailers refuse: a local part that is no dot-atom, a label edged with a dash.
+            "dr..who@clinic.example",
+            ".a@clinic.example",
+            "a.@clinic.example",
+            "a@x.-y.example",
+            "a@x-.example",
         ] {
             assert_eq!(field_of(email(bad)), Some("email"), "{bad:?}");
         }

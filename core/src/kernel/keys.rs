@@ -1,6 +1,44 @@
 //! Every store key the core uses, in one place. Components are validated identifiers (see
 //! [`crate::kernel::input::id`]), which never contain the `:` separator, so no two keys can collide.
 //! The `v1:` prefix versions the layout.
+//!
+//! ## Expiry
+//!
+//! Every key that a request, a code, a device or a window creates is written with an expiry
+//! (`expires_at` on `set` and `increment`), after which the host may forget it at any time, in any
+//! order. Keys that exist once per user or organization (policies, enrollment, the guess streak,
+//! the audit count) are kept. The expiries are chosen so that forgetting a key is never the
+//! permissive answer:
+//! - a value is kept [`LINGER_SECONDS`] past the moment it stops mattering ([`keep_until`]): a
+//!   challenge past its end, a device past its trust, a session past its life;
+//! - a counter that *guards* a value (a code's `attempts` and `used`, a device's `epoch` and
+//!   `rotation`, a prompt request's use) is kept longer still ([`guard_until`]), so the value goes
+//!   first: a code is never found without its `used` count, a revoked device never without its epoch;
+//! - the numbered slots of a limit ([`crate::engine::state`]) keep their claims until their
+//!   spacing has run out, their stamps a little longer, and the count of slots taken longer than
+//!   any of them: a forgotten slot has nothing left to wait for, and the count is never forgotten
+//!   while a slot it would let be taken twice is remembered.
+//!
+//! A sweep that runs late only keeps state longer. Reading a counter (`increment(key, 0, None)`)
+//! creates nothing.
+
+use crate::kernel::time::Timestamp;
+
+/// How long past the moment a value stops mattering the host is asked to keep it: slack for the
+/// hosts' clocks and for a request still running.
+pub const LINGER_SECONDS: i64 = 3600;
+
+/// The expiry of a value that stops mattering at `end`.
+#[must_use]
+pub fn keep_until(end: Timestamp) -> Option<i64> {
+    Some(end.plus(LINGER_SECONDS).0)
+}
+
+/// The expiry of a counter that guards a value that stops mattering at `end`: after the value's own.
+#[must_use]
+pub fn guard_until(end: Timestamp) -> Option<i64> {
+    Some(end.plus(2 * LINGER_SECONDS).0)
+}
 
 /// The user's current challenge (value).
 #[must_use]
@@ -125,11 +163,16 @@ pub fn grace_logins(org: &str, user: &str) -> String {
 pub fn grace_spent(org: &str, user: &str) -> String {
     format!("v1:grace-spent:{org}:{user}")
 }
-/// When, in which browser and from which network the user last verified a code (value): how fresh
-/// and where their last proof of the factor is.
+/// The step-up grant of the user's last verified code (value): the MAC of the token `verify`
+/// returned to that sign-in, and when. `change-email` needs the token.
 #[must_use]
-pub fn last_verified(org: &str, user: &str) -> String {
-    format!("v1:last-verified:{org}:{user}")
+pub fn step_up(org: &str, user: &str) -> String {
+    format!("v1:step-up:{org}:{user}")
+}
+/// Uses of one step-up grant (counter, under the grant's MAC): the first to take it to 1 spends it.
+#[must_use]
+pub fn step_up_used(mac: &str) -> String {
+    format!("v1:step-up-used:{mac}")
 }
 /// The platform's roles that require MFA, as a platform admin set them (value).
 #[must_use]

@@ -190,6 +190,10 @@ pub struct Verified {
     pub device_id: Option<String>,
     /// Cookie to set (a new device's token). A bearer secret: redacted in `Debug`.
     pub set_cookie: Option<String>,
+    /// The step-up token of this sign-in: `change-email` needs it within
+    /// [`crate::policy::enrollment::FRESH_VERIFICATION_SECONDS`]. A bearer secret: redacted in
+    /// `Debug`.
+    pub step_up: Option<String>,
 }
 
 impl std::fmt::Debug for Verified {
@@ -201,6 +205,7 @@ impl std::fmt::Debug for Verified {
                 "set_cookie",
                 &self.set_cookie.as_ref().map(|_| "<redacted>"),
             )
+            .field("step_up", &self.step_up.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

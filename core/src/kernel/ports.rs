@@ -25,27 +25,35 @@ impl fmt::Display for PortError {
 pub type PortResult<T> = std::result::Result<T, PortError>;
 
 /// Durable key-value storage with an atomic counter. See `wit/store.wit`.
+///
+/// `expires_at` (Unix seconds) on `set` and `increment` says when the host may forget a key: at
+/// any time after it, in any order, by a sweep or natively (Redis). `None` keeps it. The core
+/// chooses each key's expiry so that forgetting it is either neutral or more restrictive (see
+/// `kernel::keys`, "Expiry"): a key that guards another outlives it.
 pub trait Store {
     /// Reads a value; `None` when absent.
     ///
     /// # Errors
     /// The backend failed.
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>>;
-    /// Writes a value.
+    /// Writes a value, replacing the previous one and its expiry.
     ///
     /// # Errors
     /// The backend failed.
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()>;
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()>;
     /// Removes a value or counter; absent is fine.
     ///
     /// # Errors
     /// The backend failed.
     fn delete(&self, key: &str) -> PortResult<()>;
-    /// Atomically adds `delta` to a counter (absent = 0) and returns the new value.
+    /// Atomically adds `delta` to a counter (absent = 0) and returns the new value. With
+    /// `expires_at`, the counter's expiry becomes the later of its own and this one (the core gives
+    /// one key either always an expiry or never). `increment(key, 0, None)` reads a counter and
+    /// creates nothing.
     ///
     /// # Errors
     /// The backend failed.
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64>;
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64>;
     /// Value keys starting with `prefix`.
     ///
     /// # Errors
@@ -141,6 +149,20 @@ pub enum AppendError {
     Unavailable(String),
 }
 
+/// A request refused before anyone it names could be trusted (see `wit/audit.wit`,
+/// `refusal-note`): for the host's own log, never an organization's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalNote {
+    /// The rule that refused it.
+    pub rule: String,
+    /// The organization it claims to be for (a valid id), unverified.
+    pub claimed_org: Option<String>,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The client's user agent, truncated.
+    pub user_agent: Option<String>,
+}
+
 /// Appends audit records durably, one organization stream at a time. See `wit/audit.wit`.
 pub trait AuditSink {
     /// The newest record of `org`'s stream, if any.
@@ -155,6 +177,12 @@ pub trait AuditSink {
     /// # Errors
     /// [`AppendError::Conflict`] when the head moved; [`AppendError::Unavailable`] otherwise.
     fn append(&self, entry: &AuditEntry) -> Result<(), AppendError>;
+
+    /// Notes a refusal in the host's own log, rate-limited there. The contract lets a host drop
+    /// these notes, which is what a sink that keeps no log does (this default).
+    fn note_refusal(&self, note: &RefusalNote) {
+        let _ = note;
+    }
 }
 
 /// Whether `entry` links to `head`: the check every sink makes under its lock.

@@ -27,6 +27,10 @@ pub struct Settings {
     pub ipv6_change_prefix: u8,
     /// Roles that require MFA everywhere on the platform (organizations can add, never remove).
     pub required_roles: Vec<String>,
+    /// Whether organization ids, user ids and roles are folded to lower case before anything else
+    /// (`id_case = fold`), for an IdP whose ids are case-insensitive. Off (`exact`) by default: ids
+    /// are the IdP's immutable, canonical ids, compared byte for byte.
+    pub fold_ids: bool,
 }
 
 /// The platform's default privileged roles: administrators, clinicians and coaches with patient access.
@@ -55,6 +59,7 @@ impl Default for Settings {
                 .iter()
                 .map(|r| (*r).to_owned())
                 .collect(),
+            fold_ids: false,
         }
     }
 }
@@ -104,6 +109,15 @@ impl Settings {
                 ));
             }
         };
+        let fold_ids = match lookup("id_case").as_deref().map(str::trim) {
+            None | Some("exact") => false,
+            Some("fold") => true,
+            Some(_) => {
+                return Err(Error::Misconfigured(
+                    "id_case must be exact or fold".to_owned(),
+                ));
+            }
+        };
         let required_roles = match lookup("required_roles") {
             None => d.required_roles.clone(),
             Some(list) => {
@@ -144,6 +158,7 @@ impl Settings {
             ipv4_change_prefix,
             ipv6_change_prefix,
             required_roles,
+            fold_ids,
         })
     }
 }
@@ -151,6 +166,17 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_exact_unless_folding_is_asked_for() {
+        let with = |v: &str| {
+            let v = v.to_owned();
+            Settings::from_lookup(move |n| (n == "id_case").then(|| v.clone()))
+        };
+        assert_eq!(with("exact").map(|s| s.fold_ids), Ok(false));
+        assert_eq!(with("fold").map(|s| s.fold_ids), Ok(true));
+        assert!(matches!(with("Fold"), Err(Error::Misconfigured(_))));
+    }
 
     #[test]
     fn defaults_when_absent() {

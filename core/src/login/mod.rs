@@ -44,9 +44,15 @@
 //! IdP's user id whether or not anything else is stored for it, and a code is derived and compared
 //! even when there is nothing to compare it with.
 
+#[cfg(test)]
+mod expiry_tests;
+#[cfg(test)]
+mod id_case_tests;
 pub mod otp;
 mod send;
 mod status;
+#[cfg(test)]
+mod step_up_tests;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -76,6 +82,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<Decision> {
+        let ctx = self.canonical_context(ctx);
+        let ctx = ctx.as_ref();
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
         let decided = self.decide(ctx, &who, ip, now, rng);
@@ -97,7 +105,7 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<Decision> {
         let m = self.explain_in(ctx)?;
-        if self.guess_state(who, now)?.locked() {
+        if self.is_locked(who, now)? {
             let why = Explanation {
                 rule: "user:locked".to_owned(),
                 message: m.locked.clone(),

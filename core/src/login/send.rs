@@ -36,6 +36,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<CodeSent> {
+        let ctx = self.canonical_context(ctx);
+        let ctx = ctx.as_ref();
         let ip = input::login_context(ctx)?;
         input::id("challenge_id", challenge_id)?;
         let who = Who::of(ctx, ip);
@@ -46,7 +48,7 @@ impl Engine<'_> {
         else {
             return Err(Error::Rejected);
         };
-        if self.guess_state(&who, now)?.locked() {
+        if self.is_locked(&who, now)? {
             let event = who
                 .event(Action::AccessDenied, Outcome::Denied)
                 .reason("user:locked");
@@ -78,14 +80,14 @@ impl Engine<'_> {
             Some(code) if now <= code.expires_at => {
                 let guesses = self
                     .store
-                    .increment(&keys::attempts(&challenge.id, code.generation), 0)
+                    .increment(&keys::attempts(&challenge.id, code.generation), 0, None)
                     .map_err(Error::store)?;
                 // A spent code is dead too. Its challenge normally goes with it, but a store failure
                 // during `verify` can leave both behind; re-sending it would mail a code that can
                 // only be refused, for the rest of its lifetime.
                 let used = self
                     .store
-                    .increment(&keys::used(&challenge.id, code.generation), 0)
+                    .increment(&keys::used(&challenge.id, code.generation), 0, None)
                     .map_err(Error::store)?;
                 (guesses < throttle::MAX_GUESSES_PER_CODE && used == 0).then(|| code.clone())
             }
@@ -103,11 +105,12 @@ impl Engine<'_> {
         };
         challenge.expires_at = challenge.expires_at.max(code.expires_at);
         challenge.code = Some(code.clone());
+        let kept = keys::keep_until(challenge.expires_at);
         let mut undo = Undo::default();
-        self.remember_value(&mut undo, &challenge_key)?;
+        self.remember_value(&mut undo, &challenge_key, kept)?;
         // From here a store failure leaves the slot spent: it costs the user one email of the
         // window (the safe direction), never an email the window did not count.
-        self.put(&challenge_key, &challenge)?;
+        self.put(&challenge_key, &challenge, kept)?;
         let action = if resent {
             Action::CodeResent
         } else {
@@ -120,7 +123,7 @@ impl Engine<'_> {
         ) {
             // Unrecorded, so not sent: the challenge is as it was, and the slot is given back.
             self.undo(undo);
-            self.void_send_slot(who.org, who.user, slot);
+            self.void_send_slot(who.org, who.user, slot, now);
             return Err(e);
         }
 

@@ -17,6 +17,8 @@ impl Engine<'_> {
     /// # Errors
     /// [`Error::InvalidInput`]; [`Error::Store`].
     pub fn status(&self, ctx: &LoginContext, now: Timestamp) -> Result<UserStatus> {
+        let ctx = self.canonical_context(ctx);
+        let ctx = ctx.as_ref();
         input::login_context(ctx)?;
         self.status_of(&ctx.org_id, &ctx.user_id, now)
     }
@@ -36,7 +38,7 @@ impl Engine<'_> {
         let window = self.settings.send_window_seconds;
         let sent = self
             .store
-            .increment(&keys::sends(who.org, who.user), 0)
+            .increment(&keys::sends(who.org, who.user), 0, None)
             .map_err(crate::kernel::error::Error::store)?;
         let room = self.send_room(who.org, who.user, sent)?;
         Ok(UserStatus {

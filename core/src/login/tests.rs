@@ -22,18 +22,18 @@ use crate::kernel::settings::Settings;
 use crate::kernel::time::Timestamp;
 use crate::testing::{MemAudit, MemMailer, MemStore};
 
-struct World {
-    store: MemStore,
-    mailer: MemMailer,
-    audit: MemAudit,
-    key: HmacKey,
-    rng: UnwrapErr<OsRng>,
+pub(super) struct World {
+    pub(super) store: MemStore,
+    pub(super) mailer: MemMailer,
+    pub(super) audit: MemAudit,
+    pub(super) key: HmacKey,
+    pub(super) rng: UnwrapErr<OsRng>,
 }
 
-const T0: Timestamp = Timestamp(1_795_000_000);
+pub(super) const T0: Timestamp = Timestamp(1_795_000_000);
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             store: MemStore::default(),
             mailer: MemMailer::default(),
@@ -42,7 +42,7 @@ impl World {
             rng: OsRng.unwrap_err(),
         }
     }
-    fn engine(&self) -> Engine<'_> {
+    pub(super) fn engine(&self) -> Engine<'_> {
         Engine {
             store: &self.store,
             mailer: &self.mailer,
@@ -51,7 +51,7 @@ impl World {
             key: &self.key,
         }
     }
-    fn begin(&mut self, ctx: &LoginContext, now: Timestamp) -> String {
+    pub(super) fn begin(&mut self, ctx: &LoginContext, now: Timestamp) -> String {
         let engine = Engine {
             store: &self.store,
             mailer: &self.mailer,
@@ -64,7 +64,12 @@ impl World {
             other => panic!("expected a challenge, got {other:?}"),
         }
     }
-    fn send(&mut self, ctx: &LoginContext, id: &str, now: Timestamp) -> Result<CodeSent> {
+    pub(super) fn send(
+        &mut self,
+        ctx: &LoginContext,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<CodeSent> {
         let engine = Engine {
             store: &self.store,
             mailer: &self.mailer,
@@ -74,7 +79,7 @@ impl World {
         };
         engine.send_code(ctx, id, now, &mut self.rng)
     }
-    fn verify(
+    pub(super) fn verify(
         &mut self,
         ctx: &LoginContext,
         id: &str,
@@ -90,9 +95,37 @@ impl World {
         };
         engine.verify(ctx, id, code, false, now, &mut self.rng)
     }
+    /// A verify that asks to remember the browser.
+    pub(super) fn verify_trusting(
+        &mut self,
+        ctx: &LoginContext,
+        id: &str,
+        code: &str,
+        now: Timestamp,
+    ) -> Result<Verified> {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        engine.verify(ctx, id, code, true, now, &mut self.rng)
+    }
+    /// A `begin` whose decision the test judges.
+    pub(super) fn decide(&mut self, ctx: &LoginContext, now: Timestamp) -> Result<Decision> {
+        let engine = Engine {
+            store: &self.store,
+            mailer: &self.mailer,
+            audit: &self.audit,
+            settings: Settings::default(),
+            key: &self.key,
+        };
+        engine.begin(ctx, now, &mut self.rng)
+    }
 }
 
-fn ctx(user: &str) -> LoginContext {
+pub(super) fn ctx(user: &str) -> LoginContext {
     LoginContext {
         user_id: user.into(),
         org_id: "acme".into(),
@@ -106,7 +139,7 @@ fn ctx(user: &str) -> LoginContext {
     }
 }
 
-fn wrong(code: &str) -> String {
+pub(super) fn wrong(code: &str) -> String {
     let n: u32 = code.parse().unwrap();
     format!("{:06}", (n + 1) % 1_000_000)
 }
@@ -183,7 +216,7 @@ fn a_send_slot_whose_owner_died_costs_one_window_not_every_email() {
     let id = w.begin(&c, T0);
     // Slot 1 taken, never stamped, the count never bumped: what a failure between the two leaves.
     w.store
-        .increment(&keys::send_slot("acme", "dr-orphan", 1), 1)
+        .increment(&keys::send_slot("acme", "dr-orphan", 1), 1, None)
         .unwrap();
     w.send(&c, &id, T0).unwrap();
     w.send(&c, &id, T0.plus(10)).unwrap();
@@ -209,7 +242,7 @@ fn a_noted_time_never_moves_an_owners_stamp_back() {
     let c = ctx("dr-late");
     let id = w.begin(&c, T0);
     w.store
-        .increment(&keys::send_slot("acme", "dr-late", 1), 1)
+        .increment(&keys::send_slot("acme", "dr-late", 1), 1, None)
         .unwrap();
     w.send(&c, &id, T0).unwrap();
     w.send(&c, &id, T0.plus(10)).unwrap();
@@ -218,7 +251,7 @@ fn a_noted_time_never_moves_an_owners_stamp_back() {
     // Then slot 1's owner stamps its own call time, T0 + 25.
     let stamp = keys::send_at("acme", "dr-late", 1);
     w.store
-        .set(&stamp, &serde_json::to_vec(&T0.plus(25)).unwrap())
+        .set(&stamp, &serde_json::to_vec(&T0.plus(25)).unwrap(), None)
         .unwrap();
     assert_eq!(
         w.send(&c, &id, T0.plus(320)).err(),
@@ -348,11 +381,11 @@ fn a_replaced_challenge_keeps_its_used_counter() {
     w.send(&c, &id, T0).unwrap();
     let code = w.mailer.last_code().unwrap();
     // Spend the code the way a winning verify does, then replace the challenge.
-    assert_eq!(w.store.increment(&keys::used(&id, 1), 1).unwrap(), 1);
+    assert_eq!(w.store.increment(&keys::used(&id, 1), 1, None).unwrap(), 1);
     let next = w.begin(&c, T0.plus(1));
     assert_ne!(next, id);
     assert_eq!(
-        w.store.increment(&keys::used(&id, 1), 1).unwrap(),
+        w.store.increment(&keys::used(&id, 1), 1, None).unwrap(),
         2,
         "the old code stays spent"
     );
@@ -527,7 +560,10 @@ fn records_form_one_sealed_chain_per_org_and_count_themselves() {
         assert_eq!((r.seq, &r.hash, &r.org), (e.seq, &e.hash, &e.org_id));
     }
     assert_eq!(v.heads()[&c.org_id].seq, 3);
-    let counted = w.store.increment(&keys::audit_count(&c.org_id), 0).unwrap();
+    let counted = w
+        .store
+        .increment(&keys::audit_count(&c.org_id), 0, None)
+        .unwrap();
     assert_eq!(counted, 3);
 }
 

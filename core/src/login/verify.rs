@@ -42,6 +42,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<Verified> {
+        let ctx = self.canonical_context(ctx);
+        let ctx = ctx.as_ref();
         let ip = input::login_context(ctx)?;
         input::id("challenge_id", challenge_id)?;
         let submitted = OtpCode::new(input::code(code, self.settings.code_digits)?);
@@ -64,6 +66,7 @@ impl Engine<'_> {
         let streak = self.streak_of(&who)?;
         let state = self.guess_state_in(&who, streak, now)?;
         if state.locked() {
+            self.keep_lock(&who, streak, now);
             self.record(rejected("user:locked"), now, rng)?;
             return Err(Error::Locked);
         }
@@ -86,8 +89,13 @@ impl Engine<'_> {
             }
         };
         // Then a ticket of the 30-day window: looked at only within the window's cap.
-        let window_key = keys::failures_window(who.org, who.user, throttle::failure_window(now));
-        let ticket = self.store.increment(&window_key, 1).map_err(Error::store)?;
+        let window = throttle::failure_window(now);
+        let window_key = keys::failures_window(who.org, who.user, window);
+        let window_end = Timestamp((window + 1).saturating_mul(throttle::WINDOW_SECONDS));
+        let ticket = self
+            .store
+            .increment(&window_key, 1, keys::guard_until(window_end))
+            .map_err(Error::store)?;
         if ticket > throttle::WINDOW_CAP {
             self.record(rejected("user:locked"), now, rng)?;
             return Err(Error::Locked);
@@ -95,8 +103,10 @@ impl Engine<'_> {
         // A matched code is no wrong guess: it starts a new streak and gives its ticket back (see
         // the proof in `throttle`). Best effort: a failure only errs on the refusing side.
         let not_a_failure = || {
-            let _ = self.store.increment(&keys::streak(who.org, who.user), 1);
-            let _ = self.store.increment(&window_key, -1);
+            let _ = self
+                .store
+                .increment(&keys::streak(who.org, who.user), 1, None);
+            let _ = self.store.increment(&window_key, -1, None);
         };
 
         let (live, mut reason) = match &challenge {
@@ -109,9 +119,15 @@ impl Engine<'_> {
             },
         };
         let generation = live.map_or(0, |c| c.generation);
+        // A code's counters outlive its challenge; a guess at no live code counts against a key
+        // that matters to no one for long.
+        let guarded = keys::guard_until(match (&challenge, live) {
+            (Some(c), Some(_)) => c.expires_at,
+            _ => now,
+        });
         let guesses = self
             .store
-            .increment(&keys::attempts(challenge_id, generation), 1)
+            .increment(&keys::attempts(challenge_id, generation), 1, guarded)
             .map_err(Error::store)?;
         let dummy_seed = "00".repeat(32);
         let expected = otp::derive(
@@ -126,7 +142,12 @@ impl Engine<'_> {
             reason = "code-guesses-exhausted";
         } else if live.is_some() && matches {
             let used_key = keys::used(challenge_id, generation);
-            if self.store.increment(&used_key, 1).map_err(Error::store)? == 1 {
+            if self
+                .store
+                .increment(&used_key, 1, guarded)
+                .map_err(Error::store)?
+                == 1
+            {
                 // One record per verified code: `code_verified` for a login, `enrolled` or
                 // `email_changed` when the code confirms an address (stored with its record).
                 let recorded = match challenge.as_ref().filter(|c| c.purpose != Purpose::Login) {
@@ -141,16 +162,13 @@ impl Engine<'_> {
                 if let Err(e) = recorded {
                     // Give the code back: nothing took effect. The guess matched, so it is no
                     // failure either.
-                    let _ = self.store.increment(&used_key, -1);
+                    let _ = self.store.increment(&used_key, -1, None);
                     not_a_failure();
                     return Err(e);
                 }
-                // When and where the user last proved the factor (for `change_email`). Best effort:
-                // a failure only means the user is asked for a code again before a change.
-                let _ = self.put(
-                    &keys::last_verified(who.org, who.user),
-                    &self.proof_here(ctx, ip, now),
-                );
+                // A step-up token for this sign-in (for `change_email`). Best effort: without it
+                // the user is only asked for a code again before a change.
+                let step_up = self.grant_step_up(&who, now, rng).ok();
                 // The code is spent by the `used` counter whatever happens below; clearing the
                 // challenge and the failure streak is tidy-up whose failure only errs on the safe side.
                 let _ = self.store.delete(&challenge_key);
@@ -173,6 +191,7 @@ impl Engine<'_> {
                     amr: vec!["otp".to_owned(), "mfa".to_owned()],
                     device_id,
                     set_cookie,
+                    step_up,
                 });
             }
             reason = "code-already-used";

@@ -20,15 +20,16 @@
 //!   not parse is `unavailable` (recorded), never "none": no address would send codes to whatever
 //!   the IdP names and forget an opt-in, and no grace start would start the grace again. The grace's
 //!   "spent" mark counts by its presence alone, so no content can unspend it.
-//! - **Where the proof was made.** `change-email` accepts a code verified in the last 5 minutes only
-//!   in the same browser (fingerprint) and from the same network as the request, so a fresh code
-//!   entered by the real user elsewhere does not open the door to someone holding the password.
+//! - **Bound to this sign-in.** A successful `verify` returns a step-up token to its caller (the
+//!   IdP keeps it in that sign-in's session); `change-email` needs that token, within 5 minutes,
+//!   once. Only the MAC of the latest token is stored, so a code a colleague entered on an
+//!   identical workstation behind the same NAT gives nobody else's session the right to move the
+//!   address: they never saw the token.
 
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Outcome};
-use crate::devices;
 use crate::email::i18n::Explain;
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
@@ -36,18 +37,19 @@ use crate::engine::state::StoredChallenge;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{ChallengeView, Explanation, LoginContext, Purpose};
 use crate::kernel::time::Timestamp;
-use crate::kernel::{input, keys};
+use crate::kernel::{input, keys, random, secret};
 use crate::policy::OrgPolicy;
+use subtle::ConstantTimeEq;
 
 /// How recent a verified code must be for `change-email`.
 pub const FRESH_VERIFICATION_SECONDS: i64 = 300;
 
-/// The user's last verified code: when, in which browser, from which network.
+/// The step-up grant of the user's last verified code: the MAC of the token returned to that
+/// sign-in (never the token), and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Proof {
+pub(crate) struct StepUp {
+    mac: String,
     at: Timestamp,
-    browser: String,
-    network: String,
 }
 
 /// A confirmed MFA address, as stored.
@@ -67,22 +69,66 @@ impl Engine<'_> {
         self.load_json(&keys::enrollment(org, user))
     }
 
-    /// The proof a code verified now, in this browser, from this network, amounts to.
-    pub(crate) fn proof_here(
+    /// The MAC a step-up token of `who` is stored under: keyed, and bound to the user.
+    fn step_up_mac(&self, who: &Who<'_>, token: &str) -> String {
+        hex::encode(secret::hmac_sha256(
+            self.key.as_bytes(),
+            &[
+                b"mfa-step/step-up/v1\0",
+                who.org.as_bytes(),
+                b"\0",
+                who.user.as_bytes(),
+                b"\0",
+                token.as_bytes(),
+            ],
+        ))
+    }
+
+    /// Grants a step-up to the sign-in that just verified a code: a fresh token for the caller,
+    /// its MAC stored (replacing any earlier grant) until it can no longer be used.
+    ///
+    /// # Errors
+    /// [`Error::Store`]: no token is handed out.
+    pub(crate) fn grant_step_up<R: CryptoRng + ?Sized>(
         &self,
-        ctx: &LoginContext,
-        ip: std::net::IpAddr,
+        who: &Who<'_>,
         now: Timestamp,
-    ) -> Proof {
-        Proof {
+        rng: &mut R,
+    ) -> Result<String> {
+        let token = random::new_id(rng);
+        let grant = StepUp {
+            mac: self.step_up_mac(who, &token),
             at: now,
-            browser: devices::fingerprint(&ctx.device.traits).hash,
-            network: devices::network(
-                ip,
-                self.settings.ipv4_change_prefix,
-                self.settings.ipv6_change_prefix,
-            ),
+        };
+        let kept = keys::keep_until(now.plus(FRESH_VERIFICATION_SECONDS));
+        self.put(&keys::step_up(who.org, who.user), &grant, kept)?;
+        Ok(token)
+    }
+
+    /// Spends the step-up `token` of `who`: the reason it is refused, or `None` once spent (the
+    /// first call to present it, of any number at once).
+    fn spend_step_up(
+        &self,
+        who: &Who<'_>,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Option<&'static str>> {
+        let Some(grant) = self.load_json::<StepUp>(&keys::step_up(who.org, who.user))? else {
+            return Ok(Some("email-change:no-step-up"));
+        };
+        if grant.at > now || now.0 - grant.at.0 > FRESH_VERIFICATION_SECONDS {
+            return Ok(Some("email-change:step-up-expired"));
         }
+        let presented = self.step_up_mac(who, token);
+        if !bool::from(presented.as_bytes().ct_eq(grant.mac.as_bytes())) {
+            return Ok(Some("email-change:step-up-mismatch"));
+        }
+        let kept = keys::guard_until(grant.at.plus(FRESH_VERIFICATION_SECONDS));
+        let uses = self
+            .store
+            .increment(&keys::step_up_used(&grant.mac), 1, kept)
+            .map_err(Error::store)?;
+        Ok((uses != 1).then_some("email-change:step-up-spent"))
     }
 
     /// Counts this login against the organization's enrollment grace; the explanation while the
@@ -111,13 +157,13 @@ impl Engine<'_> {
         let start = match self.load_json::<Timestamp>(&start_key)? {
             Some(start) => start,
             None => {
-                self.put(&start_key, &now)?;
+                self.put(&start_key, &now, None)?;
                 now
             }
         };
         let made = self
             .store
-            .increment(&keys::grace_logins(who.org, who.user), 1)
+            .increment(&keys::grace_logins(who.org, who.user), 1, None)
             .map_err(Error::store)?;
         let until = start.plus(i64::from(days) * 86_400);
         let message = if days > 0 && now < until {
@@ -145,6 +191,8 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<ChallengeView> {
+        let ctx = self.canonical_context(ctx);
+        let ctx = ctx.as_ref();
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
         let opened = self.enroll_as(ctx, &who, now, rng);
@@ -183,22 +231,27 @@ impl Engine<'_> {
         self.open_challenge(who, Purpose::Enrollment, &ctx.email, opt_in, why, now, rng)
     }
 
-    /// Starts moving MFA to the address the IdP now names, for a user who verified a code to the
-    /// current address in the last 5 minutes.
+    /// Starts moving MFA to the address the IdP now names, for the sign-in that verified a code to
+    /// the current address in the last 5 minutes: `step_up` is the token its `verify` returned.
     ///
     /// # Errors
-    /// [`Error::Forbidden`] when not enrolled or without a fresh verification (recorded);
+    /// [`Error::Forbidden`] when not enrolled or without this sign-in's fresh, unspent step-up
+    /// token (recorded); [`Error::InvalidInput`] for a token that is not one;
     /// [`Error::InvalidInput`] when the address is already the confirmed one; [`Error::Locked`];
     /// [`Error::Store`]; [`Error::Audit`].
     pub fn change_email<R: CryptoRng + ?Sized>(
         &self,
         ctx: &LoginContext,
+        step_up: &str,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<ChallengeView> {
+        let ctx = self.canonical_context(ctx);
+        let ctx = ctx.as_ref();
         let ip = input::login_context(ctx)?;
+        input::token("step_up", step_up)?;
         let who = Who::of(ctx, ip);
-        let opened = self.change_email_as(ctx, &who, ip, now, rng);
+        let opened = self.change_email_as(ctx, &who, step_up, now, rng);
         let denied = || who.event(Action::AccessDenied, Outcome::Denied);
         self.noting_unreadable(opened, denied, now, rng)
     }
@@ -208,7 +261,7 @@ impl Engine<'_> {
         &self,
         ctx: &LoginContext,
         who: &Who<'_>,
-        ip: std::net::IpAddr,
+        step_up: &str,
         now: Timestamp,
         rng: &mut R,
     ) -> Result<ChallengeView> {
@@ -222,19 +275,7 @@ impl Engine<'_> {
                 "is already the confirmed MFA address; send the new address in the context",
             ));
         }
-        let last = self.load_json::<Proof>(&keys::last_verified(who.org, who.user))?;
-        let here = self.proof_here(ctx, ip, now);
-        let refusal = match last {
-            Some(p) if p.at > now || now.0 - p.at.0 > FRESH_VERIFICATION_SECONDS => {
-                Some("email-change:verification-not-fresh")
-            }
-            None => Some("email-change:verification-not-fresh"),
-            // Fresh, but proved in another browser or from another network: not this session's.
-            Some(p) if p.browser != here.browser || p.network != here.network => {
-                Some("email-change:verification-elsewhere")
-            }
-            Some(_) => None,
-        };
+        let refusal = self.spend_step_up(who, step_up, now)?;
         if let Some(reason) = refusal {
             self.record(
                 who.event(Action::AccessDenied, Outcome::Denied)
@@ -243,7 +284,7 @@ impl Engine<'_> {
                 rng,
             )?;
             return Err(Error::Forbidden(
-                "verify a code sent to the current address first, in this browser, within the last 5 minutes",
+                "verify a code sent to the current address first, and pass the step-up token that verify returned, within 5 minutes",
             ));
         }
         let m = self.explain_in(ctx)?;
@@ -291,10 +332,10 @@ impl Engine<'_> {
             .event(action, Outcome::Success)
             .reason(reason)
             .challenge(&challenge.id);
-        self.put_recorded(&key, &enrollment, event, now, rng)?;
+        self.put_recorded(&key, (&enrollment, None), event, now, rng)?;
         // The grace is spent for good once enrolled (kept through resets). Best effort: without
         // the mark, a reset user would only get what is left of the grace they started with.
-        let _ = self.put(&keys::grace_spent(who.org, who.user), &now);
+        let _ = self.put(&keys::grace_spent(who.org, who.user), &now, None);
         Ok(())
     }
 }

@@ -82,6 +82,8 @@ impl Engine<'_> {
     /// [`crate::kernel::error::Error::InvalidInput`]; [`crate::kernel::error::Error::Store`], also
     /// when the organization's policy does not parse.
     pub fn list_devices(&self, actor: &Actor, now: Timestamp) -> Result<Vec<DeviceInfo>> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
         input::actor(actor)?;
         let policy = self.org_policy(&actor.org_id)?;
         self.scoped(&policy).devices_trusted(actor, now)

@@ -96,6 +96,10 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<PreviewLink> {
+        let actor = self.canonical_actor(actor);
+        let actor = actor.as_ref();
+        let org = self.canonical_id(org);
+        let org = org.as_ref();
         // The same check as the preview itself, refusals recorded.
         self.preview_email(actor, org, None, None, now, rng)?;
         let expires_at = now.plus(LINK_TTL_SECONDS);

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 
 use mfa_step_core::audit::chain::Record;
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, AuditSink, Head, PortError, PortResult, links_to,
+    AppendError, AuditEntry, AuditSink, Head, PortError, PortResult, RefusalNote, links_to,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -60,6 +60,7 @@ fn unavailable(e: PortError) -> AppendError {
 #[derive(Debug, Default)]
 pub struct MemoryAuditSink {
     entries: Mutex<Vec<AuditEntry>>,
+    notes: Mutex<Vec<RefusalNote>>,
 }
 
 impl MemoryAuditSink {
@@ -67,6 +68,15 @@ impl MemoryAuditSink {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every refusal noted for the host's log so far (`audit.note-refusal`), in order.
+    #[must_use]
+    pub fn notes(&self) -> Vec<RefusalNote> {
+        self.notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every record accepted so far, in order.
@@ -103,6 +113,12 @@ impl AuditSink for MemoryAuditSink {
         }
         entries.push(entry.clone());
         Ok(())
+    }
+    fn note_refusal(&self, note: &RefusalNote) {
+        self.notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(note.clone());
     }
 }
 

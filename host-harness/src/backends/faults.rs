@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use mfa_step_core::kernel::ports::Head;
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
+    Store,
 };
 
 /// The write budget meaning "no limit".
@@ -154,9 +155,9 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.get(key)
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
         self.faults.check_write("set")?;
-        self.inner.set(key, value)
+        self.inner.set(key, value, expires_at)
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {
@@ -164,9 +165,9 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.delete(key)
     }
 
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
         self.faults.check_write("increment")?;
-        self.inner.increment(key, delta)
+        self.inner.increment(key, delta, expires_at)
     }
 
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
@@ -231,6 +232,10 @@ impl<A: AuditSink> AuditSink for FaultyAuditSink<A> {
             .map_err(|e| AppendError::Unavailable(e.0))?;
         self.inner.append(entry)
     }
+    /// Never fails (the contract has no error), faults or not.
+    fn note_refusal(&self, note: &RefusalNote) {
+        self.inner.note_refusal(note);
+    }
 }
 
 #[cfg(test)]
@@ -252,20 +257,24 @@ mod tests {
     fn store_switches_cover_their_calls_and_reach_nothing() {
         let faults = Faults::new();
         let store = FaultyStore::new(MemoryStore::new(), faults.clone());
-        store.set("k", b"v").unwrap();
-        store.increment("n", 1).unwrap();
+        store.set("k", b"v", None).unwrap();
+        store.increment("n", 1, None).unwrap();
 
         faults.fail_store_reads(true);
         assert!(injected(store.get("k")));
         assert!(injected(store.list_keys("")));
-        store.set("k", b"w").unwrap();
-        assert_eq!(store.increment("n", 1).unwrap(), 2, "writes still pass");
+        store.set("k", b"w", None).unwrap();
+        assert_eq!(
+            store.increment("n", 1, None).unwrap(),
+            2,
+            "writes still pass"
+        );
         faults.fail_store_reads(false);
 
         faults.fail_store_writes(true);
-        assert!(injected(store.set("k", b"x")));
+        assert!(injected(store.set("k", b"x", None)));
         assert!(injected(store.delete("k")));
-        assert!(injected(store.increment("n", 1)));
+        assert!(injected(store.increment("n", 1, None)));
         assert_eq!(
             store.get("k").unwrap().as_deref(),
             Some(&b"w"[..]),
@@ -275,7 +284,7 @@ mod tests {
 
         assert_eq!(store.inner().get("k").unwrap().as_deref(), Some(&b"w"[..]));
         assert_eq!(
-            store.increment("n", 0).unwrap(),
+            store.increment("n", 0, None).unwrap(),
             2,
             "failed writes changed nothing"
         );
@@ -286,21 +295,21 @@ mod tests {
         let faults = Faults::new();
         let store = FaultyStore::new(MemoryStore::new(), faults.clone());
         faults.fail_store_writes_after(2);
-        store.set("a", b"1").unwrap();
+        store.set("a", b"1", None).unwrap();
         assert!(
             store.get("a").unwrap().is_some(),
             "reads do not spend the budget"
         );
-        store.increment("n", 1).unwrap();
-        assert!(injected(store.set("b", b"2")));
+        store.increment("n", 1, None).unwrap();
+        assert!(injected(store.set("b", b"2", None)));
         assert!(injected(store.delete("a")));
         assert_eq!(store.inner().get("b").unwrap(), None);
         assert_eq!(store.inner().get("a").unwrap().as_deref(), Some(&b"1"[..]));
         faults.clear();
-        store.set("b", b"2").unwrap();
+        store.set("b", b"2", None).unwrap();
 
         faults.fail_store_writes_after(0);
-        assert!(injected(store.set("c", b"3")));
+        assert!(injected(store.set("c", b"3", None)));
     }
 
     #[test]

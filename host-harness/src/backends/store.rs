@@ -5,7 +5,11 @@
 //!   anything else is refused with an error that starts with `invalid` and never echoes the value.
 //! - Counters live in their own namespace: `increment` never touches a value, `get` and `list_keys`
 //!   never see a counter, and `delete` removes both.
-//! - `increment` is atomic and checked: an overflow is an error and leaves the counter unchanged.
+//! - `increment` is atomic and checked: an overflow is an error and leaves the counter unchanged;
+//!   reading a counter (`increment(key, 0, None)`) creates nothing.
+//! - Expiry: `set` replaces a key's expiry, `increment` extends it (the later of the two; a key
+//!   kept for good stays so). An expired key reads as it was until [`Sweep::sweep`] forgets it;
+//!   `serve` sweeps every minute ([`spawn_sweeper`]), all expired keys in one transaction.
 //!
 //! [`SqliteStore`] adds durability and sharing across processes:
 //! - WAL journal with `synchronous=FULL`: a call that returned `Ok` survives a crash or power loss.
@@ -27,6 +31,40 @@ use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{BackendError, lock};
+
+/// A store that forgets expired keys when asked (see `wit/store.wit`, "Expiry").
+pub trait Sweep: Send + Sync {
+    /// Forgets every key whose expiry is at or before `now` (Unix seconds), at once; returns how
+    /// many.
+    ///
+    /// # Errors
+    /// The backend failed; nothing was forgotten.
+    fn sweep(&self, now: i64) -> PortResult<u64>;
+}
+
+/// Sweeps `store` every `every`, at the time `clock` tells, on tokio's blocking pool, until the
+/// runtime stops. A failed sweep is logged and tried again at the next tick (it only keeps more).
+pub fn spawn_sweeper(
+    store: std::sync::Arc<dyn Sweep>,
+    clock: crate::clock::Clock,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let now = clock.now();
+            match tokio::task::spawn_blocking(move || store.sweep(now)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::debug!(forgotten = n, "expired keys swept"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired keys failed"),
+                Err(e) => tracing::warn!(error = %e, "the sweep did not finish"),
+            }
+        }
+    })
+}
 
 /// The longest key the store accepts, in bytes (`wit/store.wit`).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -102,6 +140,8 @@ pub struct MemoryStore {
 struct MemoryMaps {
     values: HashMap<String, Vec<u8>>,
     counters: HashMap<String, i64>,
+    /// Expiries of values and counters (the core never uses one key as both).
+    expiries: HashMap<String, i64>,
 }
 
 impl MemoryStore {
@@ -136,10 +176,15 @@ impl Store for MemoryStore {
         Ok(self.maps()?.values.get(key).cloned())
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
         validate_key(key)?;
         validate_value(value)?;
-        self.maps()?.values.insert(key.to_owned(), value.to_vec());
+        let mut maps = self.maps()?;
+        maps.values.insert(key.to_owned(), value.to_vec());
+        match expires_at {
+            Some(at) => maps.expiries.insert(key.to_owned(), at),
+            None => maps.expiries.remove(key),
+        };
         Ok(())
     }
 
@@ -148,15 +193,31 @@ impl Store for MemoryStore {
         let mut maps = self.maps()?;
         maps.values.remove(key);
         maps.counters.remove(key);
+        maps.expiries.remove(key);
         Ok(())
     }
 
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
         validate_key(key)?;
         let mut maps = self.maps()?;
-        let current = maps.counters.get(key).copied().unwrap_or(0);
-        let next = current.checked_add(delta).ok_or_else(overflow)?;
+        let current = maps.counters.get(key).copied();
+        if current.is_none() && delta == 0 {
+            return Ok(0);
+        }
+        let next = current
+            .unwrap_or(0)
+            .checked_add(delta)
+            .ok_or_else(overflow)?;
         maps.counters.insert(key.to_owned(), next);
+        if let Some(at) = expires_at {
+            match maps.expiries.get_mut(key) {
+                Some(kept) => *kept = (*kept).max(at),
+                None if current.is_none() => {
+                    maps.expiries.insert(key.to_owned(), at);
+                }
+                None => {}
+            }
+        }
         Ok(next)
     }
 
@@ -172,14 +233,74 @@ impl Store for MemoryStore {
     }
 }
 
+impl Sweep for MemoryStore {
+    fn sweep(&self, now: i64) -> PortResult<u64> {
+        let mut maps = self.maps()?;
+        let gone: Vec<String> = maps
+            .expiries
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &gone {
+            maps.expiries.remove(key);
+            maps.values.remove(key);
+            maps.counters.remove(key);
+        }
+        Ok(u64::try_from(gone.len()).unwrap_or(u64::MAX))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SqliteStore
 
 /// The schema. `STRICT` makes SQLite refuse a value of the wrong type instead of converting it.
+/// `expires_at` is Unix seconds, `NULL` for a key kept for good; the partial indexes hold only the
+/// keys that expire, which is what a sweep reads.
 const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
-    CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+    CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL,
+        expires_at INTEGER) STRICT;
+    CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL,
+        expires_at INTEGER) STRICT;
 ";
+
+/// What a database made before keys expired lacks. Each step runs once, in order, and
+/// `PRAGMA user_version` counts the steps run.
+const MIGRATIONS: [&str; 1] = ["
+    ALTER TABLE kv ADD COLUMN expires_at INTEGER;
+    ALTER TABLE counters ADD COLUMN expires_at INTEGER;
+"];
+
+/// The indexes, made after the migrations (they need the `expires_at` columns).
+const INDEXES: &str = "
+    CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at)
+        WHERE expires_at IS NOT NULL;
+";
+
+/// Brings a store database to the current schema: a new one is made whole and marked current; an
+/// old one gets the missing migrations, in one transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let has_expiry: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('kv') WHERE name = 'expires_at'",
+        [],
+        |row| row.get(0),
+    )?;
+    // A database made with this schema already has every column: nothing to migrate.
+    let from = if has_expiry {
+        MIGRATIONS.len()
+    } else {
+        version
+    };
+    for step in MIGRATIONS.iter().skip(from) {
+        tx.execute_batch(step)?;
+    }
+    tx.execute_batch(INDEXES)?;
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()
+}
 
 /// A durable store in one SQLite file, safe to share between threads and between processes.
 ///
@@ -199,7 +320,11 @@ impl SqliteStore {
     /// cannot be enabled (e.g. a file system without shared memory support).
     pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let conn = open_connection(&path, SCHEMA)?;
+        let mut conn = open_connection(&path, SCHEMA)?;
+        migrate(&mut conn).map_err(|source| BackendError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self {
             conn: Mutex::new(conn),
             path,
@@ -272,15 +397,16 @@ impl Store for SqliteStore {
             .map_err(|e| sqlite_error("get", &e))
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
         validate_key(key)?;
         validate_value(value)?;
         self.conn()?
             .prepare_cached(
-                "INSERT INTO kv (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                     expires_at = excluded.expires_at",
             )
-            .and_then(|mut stmt| stmt.execute(params![key, value]))
+            .and_then(|mut stmt| stmt.execute(params![key, value, expires_at]))
             .map(drop)
             .map_err(|e| sqlite_error("set", &e))
     }
@@ -298,17 +424,40 @@ impl Store for SqliteStore {
         run(&mut conn).map_err(|e| sqlite_error("delete", &e))
     }
 
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
         validate_key(key)?;
+        let conn = self.conn()?;
+        if delta == 0 {
+            // A read creates nothing; with an expiry it extends that of a counter that has one.
+            let run = || -> rusqlite::Result<i64> {
+                if let Some(at) = expires_at {
+                    conn.prepare_cached(
+                        "UPDATE counters SET expires_at = MAX(expires_at, ?2)
+                         WHERE key = ?1 AND expires_at IS NOT NULL",
+                    )?
+                    .execute(params![key, at])?;
+                }
+                conn.prepare_cached("SELECT value FROM counters WHERE key = ?1")?
+                    .query_row([key], |row| row.get(0))
+                    .optional()
+                    .map(Option::unwrap_or_default)
+            };
+            return run().map_err(|e| sqlite_error("increment", &e));
+        }
         // One statement: SQLite runs it under the database write lock, so no update is ever lost.
-        let result = self
-            .conn()?
+        // A new counter takes the expiry given; one that has an expiry keeps the later of the two;
+        // one kept for good stays so.
+        let result = conn
             .prepare_cached(
-                "INSERT INTO counters (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = value + excluded.value
+                "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = value + excluded.value,
+                     expires_at = CASE
+                         WHEN counters.expires_at IS NULL OR excluded.expires_at IS NULL
+                             THEN counters.expires_at
+                         ELSE MAX(counters.expires_at, excluded.expires_at) END
                  RETURNING value",
             )
-            .and_then(|mut stmt| stmt.query_row(params![key, delta], |row| row.get(0)));
+            .and_then(|mut stmt| stmt.query_row(params![key, delta, expires_at], |row| row.get(0)));
         match result {
             Ok(value) => Ok(value),
             // SQLite turns an overflowing sum into a float, which the STRICT table refuses
@@ -338,6 +487,29 @@ impl Store for SqliteStore {
     }
 }
 
+impl Sweep for SqliteStore {
+    fn sweep(&self, now: i64) -> PortResult<u64> {
+        let mut conn = self.conn()?;
+        // One transaction: a reader never sees a guarding counter gone and its value still there.
+        let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let values = tx.execute(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )?;
+            let counters = tx.execute(
+                "DELETE FROM counters WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )?;
+            tx.commit()?;
+            Ok(values + counters)
+        };
+        run(&mut conn)
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+            .map_err(|e| sqlite_error("sweep", &e))
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -358,14 +530,14 @@ mod tests {
     fn check_semantics(store: &dyn Store) {
         // get / set / overwrite
         assert_eq!(store.get("a").unwrap(), None);
-        store.set("a", b"one").unwrap();
+        store.set("a", b"one", None).unwrap();
         assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"one"[..]));
-        store.set("a", b"two").unwrap();
+        store.set("a", b"two", None).unwrap();
         assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"two"[..]));
-        store.set("empty", b"").unwrap();
+        store.set("empty", b"", None).unwrap();
         assert_eq!(store.get("empty").unwrap(), Some(Vec::new()));
         let binary: Vec<u8> = (0..=255).collect();
-        store.set("bin", &binary).unwrap();
+        store.set("bin", &binary, None).unwrap();
         assert_eq!(store.get("bin").unwrap(), Some(binary));
 
         // delete, also of an absent key
@@ -375,31 +547,35 @@ mod tests {
         store.delete("never-there").unwrap();
 
         // counters: absent = 0, negative and zero deltas, zero reads
-        assert_eq!(store.increment("c", 0).unwrap(), 0);
-        assert_eq!(store.increment("c", 1).unwrap(), 1);
-        assert_eq!(store.increment("c", 5).unwrap(), 6);
-        assert_eq!(store.increment("c", -10).unwrap(), -4);
-        assert_eq!(store.increment("c", 0).unwrap(), -4);
+        assert_eq!(store.increment("c", 0, None).unwrap(), 0);
+        assert_eq!(store.increment("c", 1, None).unwrap(), 1);
+        assert_eq!(store.increment("c", 5, None).unwrap(), 6);
+        assert_eq!(store.increment("c", -10, None).unwrap(), -4);
+        assert_eq!(store.increment("c", 0, None).unwrap(), -4);
 
         // counters live in their own namespace
         assert_eq!(store.get("c").unwrap(), None, "a counter is not a value");
-        store.set("both", b"v").unwrap();
-        assert_eq!(store.increment("both", 3).unwrap(), 3);
+        store.set("both", b"v", None).unwrap();
+        assert_eq!(store.increment("both", 3, None).unwrap(), 3);
         assert_eq!(store.get("both").unwrap().as_deref(), Some(&b"v"[..]));
         store.delete("both").unwrap();
         assert_eq!(store.get("both").unwrap(), None, "delete removes the value");
-        assert_eq!(store.increment("both", 0).unwrap(), 0, "and the counter");
+        assert_eq!(
+            store.increment("both", 0, None).unwrap(),
+            0,
+            "and the counter"
+        );
         store.delete("c").unwrap();
-        assert_eq!(store.increment("c", 0).unwrap(), 0);
+        assert_eq!(store.increment("c", 0, None).unwrap(), 0);
 
         // overflow is an error and changes nothing
-        assert_eq!(store.increment("big", i64::MAX).unwrap(), i64::MAX);
-        let err = store.increment("big", 1).unwrap_err();
+        assert_eq!(store.increment("big", i64::MAX, None).unwrap(), i64::MAX);
+        let err = store.increment("big", 1, None).unwrap_err();
         assert!(err.0.contains("overflow"), "{err}");
-        assert_eq!(store.increment("big", 0).unwrap(), i64::MAX);
-        assert_eq!(store.increment("small", i64::MIN).unwrap(), i64::MIN);
-        assert!(store.increment("small", -1).is_err());
-        assert_eq!(store.increment("small", 0).unwrap(), i64::MIN);
+        assert_eq!(store.increment("big", 0, None).unwrap(), i64::MAX);
+        assert_eq!(store.increment("small", i64::MIN, None).unwrap(), i64::MIN);
+        assert!(store.increment("small", -1, None).is_err());
+        assert_eq!(store.increment("small", 0, None).unwrap(), i64::MIN);
 
         // list_keys: value keys only, exact prefix (no wildcards, case-sensitive)
         for key in [
@@ -410,9 +586,9 @@ mod tests {
             "dev/U1/x",
             "dev%u1",
         ] {
-            store.set(key, b"x").unwrap();
+            store.set(key, b"x", None).unwrap();
         }
-        store.increment("dev/u1/counter", 1).unwrap();
+        store.increment("dev/u1/counter", 1, None).unwrap();
         assert_eq!(
             sorted(store.list_keys("dev/u1/").unwrap()),
             ["dev/u1/a", "dev/u1/b"]
@@ -437,7 +613,7 @@ mod tests {
             ]
         );
         let edge = "~".repeat(MAX_KEY_BYTES);
-        store.set(&edge, b"x").unwrap();
+        store.set(&edge, b"x", None).unwrap();
         assert_eq!(store.list_keys("~~").unwrap(), std::slice::from_ref(&edge));
         assert_eq!(store.list_keys(&edge).unwrap(), [edge]);
     }
@@ -445,11 +621,11 @@ mod tests {
     /// The WIT limits, run against every store.
     fn check_limits(store: &dyn Store) {
         let longest = "k".repeat(MAX_KEY_BYTES);
-        store.set(&longest, b"ok").unwrap();
+        store.set(&longest, b"ok", None).unwrap();
         assert!(store.get(&longest).unwrap().is_some());
         let too_long = "k".repeat(MAX_KEY_BYTES + 1);
         let biggest = vec![7u8; MAX_VALUE_BYTES];
-        store.set("big", &biggest).unwrap();
+        store.set("big", &biggest, None).unwrap();
         assert_eq!(store.get("big").unwrap(), Some(biggest));
 
         let bad_keys = [
@@ -464,9 +640,9 @@ mod tests {
         for key in bad_keys {
             for err in [
                 store.get(key).unwrap_err(),
-                store.set(key, b"v").unwrap_err(),
+                store.set(key, b"v", None).unwrap_err(),
                 store.delete(key).unwrap_err(),
-                store.increment(key, 1).unwrap_err(),
+                store.increment(key, 1, None).unwrap_err(),
             ] {
                 assert!(err.0.starts_with("invalid key"), "{key:?}: {err}");
             }
@@ -475,7 +651,9 @@ mod tests {
             let err = store.list_keys(prefix).unwrap_err();
             assert!(err.0.starts_with("invalid prefix"), "{prefix:?}: {err}");
         }
-        let err = store.set("v", &vec![1u8; MAX_VALUE_BYTES + 1]).unwrap_err();
+        let err = store
+            .set("v", &vec![1u8; MAX_VALUE_BYTES + 1], None)
+            .unwrap_err();
         assert!(err.0.starts_with("invalid value"), "{err}");
         assert_eq!(
             store.get("v").unwrap(),
@@ -484,12 +662,100 @@ mod tests {
         );
         // Printable ASCII includes the space and every symbol.
         let symbols: String = (0x20u8..=0x7E).map(char::from).collect();
-        store.set(&symbols, b"s").unwrap();
+        store.set(&symbols, b"s", None).unwrap();
         assert_eq!(store.list_keys(" !\"#").unwrap(), [symbols]);
     }
 
     fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(dir.path().join("store.sqlite")).unwrap()
+    }
+
+    /// Expiry, as `wit/store.wit` states it: kept until its time, forgotten by a sweep after it.
+    fn check_expiry<S: Store + Sweep>(store: &S) {
+        let key_count = |store: &S| {
+            ["v", "c", "read", "kept", "grown", "reset"]
+                .iter()
+                .filter(|k| {
+                    store.get(k).unwrap().is_some() || store.increment(k, 0, None).unwrap() != 0
+                })
+                .count()
+        };
+        store.set("v", b"x", Some(100)).unwrap();
+        store.increment("c", 1, Some(100)).unwrap();
+        store.set("kept", b"x", None).unwrap();
+        // Extended: the later of the two, whichever order they come in.
+        store.increment("grown", 1, Some(150)).unwrap();
+        store.increment("grown", 1, Some(120)).unwrap();
+        store.increment("grown", 0, Some(300)).unwrap();
+        // A counter kept for good stays so; a value's expiry is replaced by the next set.
+        store.increment("kept", 1, None).unwrap();
+        store.increment("kept", 1, Some(50)).unwrap();
+        store.set("reset", b"x", Some(50)).unwrap();
+        store.set("reset", b"y", Some(400)).unwrap();
+        // A read creates nothing, so there is nothing to keep.
+        assert_eq!(store.increment("read", 0, None).unwrap(), 0);
+        assert_eq!(store.increment("read", 0, Some(10)).unwrap(), 0);
+        assert_eq!(key_count(store), 5);
+
+        assert_eq!(
+            store.sweep(99).unwrap(),
+            0,
+            "nothing expires before its time"
+        );
+        assert_eq!(
+            store.sweep(100).unwrap(),
+            2,
+            "the value and the counter due at 100"
+        );
+        assert_eq!(store.get("v").unwrap(), None);
+        assert_eq!(store.increment("c", 0, None).unwrap(), 0);
+        assert_eq!(store.sweep(299).unwrap(), 0, "extended to 300");
+        assert_eq!(store.increment("grown", 0, None).unwrap(), 2);
+        assert_eq!(store.sweep(300).unwrap(), 1);
+        assert_eq!(store.sweep(400).unwrap(), 1, "the second set's expiry");
+        assert_eq!(store.sweep(i64::MAX).unwrap(), 0);
+        assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(store.increment("kept", 0, None).unwrap(), 2);
+    }
+
+    #[test]
+    fn memory_store_expiry() {
+        check_expiry(&MemoryStore::new());
+    }
+
+    #[test]
+    fn sqlite_store_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        check_expiry(&sqlite(&dir));
+    }
+
+    #[test]
+    fn a_store_made_before_expiry_is_migrated_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+                 CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+                 INSERT INTO kv VALUES ('old', x'01');
+                 INSERT INTO counters VALUES ('n', 7);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get("old").unwrap(), Some(vec![1]));
+        assert_eq!(store.increment("n", 0, None).unwrap(), 7);
+        assert_eq!(
+            store.sweep(i64::MAX).unwrap(),
+            0,
+            "old keys are kept for good"
+        );
+        check_expiry(&store);
+        drop(store);
+        // Opening it again migrates nothing twice.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get("old").unwrap(), Some(vec![1]));
     }
 
     #[test]
@@ -537,7 +803,7 @@ mod tests {
     fn sqlite_store_creates_parent_folders() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("a/b/store.sqlite")).unwrap();
-        store.set("k", b"v").unwrap();
+        store.set("k", b"v", None).unwrap();
         assert!(dir.path().join("a/b/store.sqlite").is_file());
     }
 
@@ -555,15 +821,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = sqlite(&dir);
-            store.set("kept", b"value").unwrap();
-            store.set("gone", b"value").unwrap();
+            store.set("kept", b"value", None).unwrap();
+            store.set("gone", b"value", None).unwrap();
             store.delete("gone").unwrap();
-            assert_eq!(store.increment("n", 41).unwrap(), 41);
+            assert_eq!(store.increment("n", 41, None).unwrap(), 41);
         }
         let store = sqlite(&dir);
         assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"value"[..]));
         assert_eq!(store.get("gone").unwrap(), None);
-        assert_eq!(store.increment("n", 1).unwrap(), 42);
+        assert_eq!(store.increment("n", 1, None).unwrap(), 42);
         assert_eq!(store.list_keys("").unwrap(), ["kept"]);
     }
 
@@ -576,7 +842,7 @@ mod tests {
             .map(|store| {
                 std::thread::spawn(move || {
                     (0..per_thread)
-                        .map(|_| store.increment("hits", 1).unwrap())
+                        .map(|_| store.increment("hits", 1, None).unwrap())
                         .collect::<Vec<_>>()
                 })
             })
@@ -594,7 +860,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(sqlite(&dir));
         increment_concurrently(vec![Arc::clone(&store); 8], 200);
-        assert_eq!(store.increment("hits", 0).unwrap(), 1600);
+        assert_eq!(store.increment("hits", 0, None).unwrap(), 1600);
     }
 
     #[test]
@@ -611,10 +877,10 @@ mod tests {
             ],
             250,
         );
-        assert_eq!(first.increment("hits", 0).unwrap(), 1000);
-        assert_eq!(second.increment("hits", 0).unwrap(), 1000);
+        assert_eq!(first.increment("hits", 0, None).unwrap(), 1000);
+        assert_eq!(second.increment("hits", 0, None).unwrap(), 1000);
         // read-your-writes across handles
-        first.set("k", b"from first").unwrap();
+        first.set("k", b"from first", None).unwrap();
         assert_eq!(
             second.get("k").unwrap().as_deref(),
             Some(&b"from first"[..])
@@ -635,7 +901,7 @@ mod tests {
         };
         let store = SqliteStore::open(&db).unwrap();
         let seen: Vec<String> = (0..CHILD_INCREMENTS)
-            .map(|_| store.increment("hits", 1).unwrap().to_string())
+            .map(|_| store.increment("hits", 1, None).unwrap().to_string())
             .collect();
         let out = format!("{db}.{}", std::process::id());
         std::fs::write(out, seen.join("\n")).unwrap();
@@ -695,7 +961,7 @@ mod tests {
         assert_eq!(
             SqliteStore::open(&db)
                 .unwrap()
-                .increment("hits", 0)
+                .increment("hits", 0, None)
                 .unwrap(),
             total
         );

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mfa_step_core::kernel::ports::Head;
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortResult, Store,
+    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortResult, RefusalNote, Store,
 };
 
 use super::metrics::Metrics;
@@ -52,16 +52,16 @@ impl Store for MeteredStore {
         self.count("get", self.inner.get(key))
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
-        self.count("set", self.inner.set(key, value))
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+        self.count("set", self.inner.set(key, value, expires_at))
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {
         self.count("delete", self.inner.delete(key))
     }
 
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
-        self.count("increment", self.inner.increment(key, delta))
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+        self.count("increment", self.inner.increment(key, delta, expires_at))
     }
 
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
@@ -105,6 +105,10 @@ impl AuditSink for MeteredAuditSink {
         }
         result
     }
+
+    fn note_refusal(&self, note: &RefusalNote) {
+        self.inner.note_refusal(note);
+    }
 }
 
 #[cfg(test)]
@@ -138,7 +142,7 @@ mod tests {
             },
             &metrics,
         );
-        backends.store.set("k", b"v").unwrap();
+        backends.store.set("k", b"v", None).unwrap();
         assert_eq!(backends.store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
         faults.fail_store_reads(true);
         faults.fail_mail(true);
@@ -148,7 +152,7 @@ mod tests {
         }
         assert!(backends.store.list_keys("").is_err());
         assert!(
-            backends.store.increment("n", 1).is_ok(),
+            backends.store.increment("n", 1, None).is_ok(),
             "writes still pass"
         );
         let mail = OutgoingMail {

@@ -226,13 +226,13 @@ mod tests {
             let _ = self.0.lock().unwrap().recv();
             Ok(None)
         }
-        fn set(&self, _: &str, _: &[u8]) -> PortResult<()> {
+        fn set(&self, _: &str, _: &[u8], _: Option<i64>) -> PortResult<()> {
             Err(PortError("unused".to_owned()))
         }
         fn delete(&self, _: &str) -> PortResult<()> {
             Err(PortError("unused".to_owned()))
         }
-        fn increment(&self, _: &str, _: i64) -> PortResult<i64> {
+        fn increment(&self, _: &str, _: i64, _: Option<i64>) -> PortResult<i64> {
             Err(PortError("unused".to_owned()))
         }
         fn list_keys(&self, _: &str) -> PortResult<Vec<String>> {

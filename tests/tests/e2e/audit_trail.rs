@@ -716,7 +716,7 @@ async fn every_action(h: &Harness, t: &mut Trail) -> Handed {
         "stale change",
     );
     let r = t.step(h, "change email, no fresh code", &who, &["access_denied"]);
-    assert_eq!(r[0]["reason"], "email-change:verification-not-fresh");
+    assert_eq!(r[0]["reason"], "email-change:step-up-expired");
 
     assert!(
         !h.send_code(&u, &c4).await.unwrap().resent,

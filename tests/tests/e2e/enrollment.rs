@@ -676,7 +676,7 @@ async fn codes_stay_at_the_confirmed_address_until_a_fresh_verified_change() {
     assert_eq!(last_recipient(&h), "alice@clinic.example");
     let login_code = h.last_code();
 
-    // No code verified in the last 300 s: refused and recorded.
+    // No code verified in the last 300 s (the enrollment's token has lapsed): refused, recorded.
     let before = h.audit_records().len();
     assert_eq!(kind(&h.change_email(&b).await), Some(ErrorKind::Forbidden));
     let r = records_since(&h, before);
@@ -692,7 +692,7 @@ async fn codes_stay_at_the_confirmed_address_until_a_fresh_verified_change() {
         (
             &json!("access_denied"),
             &json!("denied"),
-            &json!("email-change:verification-not-fresh"),
+            &json!("email-change:step-up-expired"),
             &json!(ORG),
             &json!("dr-move")
         )
@@ -800,8 +800,8 @@ async fn a_change_301_s_after_the_last_verified_code_is_refused() {
     assert_eq!(
         denied,
         [
-            "email-change:verification-not-fresh",
-            "email-change:verification-not-fresh"
+            "email-change:step-up-expired",
+            "email-change:step-up-expired"
         ]
     );
     // Still at a@.
@@ -1142,11 +1142,19 @@ async fn the_enrollment_flow_over_rest() {
 
     // Moving to a new address: stale (301 s since the enrollment code) is refused.
     let home = rest_context("desk-rest", "rita@home.example", &["receptionist"]);
-    let home_body = json!({ "context": home });
-    let stale = post(&h, "/v1/login/change-email", &home_body).await;
+    // The enrollment's verify handed this session a step-up token; 301 s on, it has lapsed.
+    let enrolled_token = ok.json["step_up"]
+        .as_str()
+        .expect("verify answers a step_up")
+        .to_owned();
+    let stale_body = json!({ "context": home, "step_up": enrolled_token });
+    let stale = post(&h, "/v1/login/change-email", &stale_body).await;
     assert_eq!((stale.status, stale.kind()), (403, Some("forbidden")));
     let last = h.audit_records().pop().unwrap();
-    assert_eq!(last["reason"], "email-change:verification-not-fresh");
+    assert_eq!(last["reason"], "email-change:step-up-expired");
+    // Without a token the body is incomplete.
+    let bare = post(&h, "/v1/login/change-email", &json!({ "context": home })).await;
+    assert_eq!((bare.status, bare.kind()), (400, Some("invalid-input")));
 
     // A login code verified at the current address makes it fresh.
     post(
@@ -1163,6 +1171,7 @@ async fn the_enrollment_flow_over_rest() {
     )
     .await;
     assert_eq!(ok.status, 200, "{:?}", ok.json);
+    let home_body = json!({ "context": home, "step_up": ok.json["step_up"] });
     let change = post(&h, "/v1/login/change-email", &home_body).await;
     assert_eq!(change.status, 200, "{:?}", change.json);
     assert_eq!(
@@ -1232,27 +1241,29 @@ async fn the_enrollment_flow_over_rest() {
     );
 }
 
-/// The fresh code that `change-email` needs must have been entered in this browser, from this
-/// network: the real user's code entered at the clinic does not let someone elsewhere, holding the
-/// password and the IdP profile, move MFA to their own mailbox.
+/// What ties a change to its sign-in is the step-up token that sign-in's `verify` returned, not
+/// the browser or the network: another session of the same user (a colleague on an identical
+/// workstation behind the same NAT, or someone elsewhere holding the password and the IdP profile)
+/// never saw the token and cannot move MFA to their own mailbox; the real sign-in can, once, even
+/// from a phone whose network changed since.
 #[tokio::test]
-async fn a_fresh_code_from_another_network_or_browser_does_not_allow_a_change() {
+async fn only_the_sign_in_that_verified_can_change_the_address() {
     let h = Harness::new();
     let a = with_email("dr-elsewhere", "alice@clinic.example");
     let ch = challenge_of(h.begin(&a).await);
     complete(&h, &a, &ch.challenge_id).await;
+    let token = h
+        .step_up
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("verify returned a step-up token");
 
-    let mut from_afar = with_email("dr-elsewhere", "mallory@attacker.example");
-    from_afar.device.ip = "192.0.2.99".to_owned();
+    // Same browser, same network, seconds later: without the token, refused.
+    let mut same_desk = with_email("dr-elsewhere", "mallory@attacker.example");
+    same_desk.device = a.device.clone();
     assert_eq!(
-        kind(&h.change_email(&from_afar).await),
-        Some(ErrorKind::Forbidden)
-    );
-    let mut other_browser = with_email("dr-elsewhere", "mallory@attacker.example");
-    other_browser.device.traits.user_agent = "curl/8.5.0".to_owned();
-    other_browser.device.traits.browser_family = Some("curl".to_owned());
-    assert_eq!(
-        kind(&h.change_email(&other_browser).await),
+        kind(&h.change_email_with(&same_desk, NOBODYS_STEP_UP).await),
         Some(ErrorKind::Forbidden)
     );
     let reasons: Vec<_> = h
@@ -1261,19 +1272,34 @@ async fn a_fresh_code_from_another_network_or_browser_does_not_allow_a_change() 
         .filter(|r| r["action"] == "access_denied")
         .map(|r| r["reason"].as_str().unwrap().to_owned())
         .collect();
+    assert_eq!(reasons, ["email-change:step-up-mismatch"]);
+    // A value that is no token at all is invalid input, naming the field, and recorded nowhere.
+    let e = h
+        .change_email_with(&same_desk, "not-a-token")
+        .await
+        .unwrap_err();
     assert_eq!(
-        reasons,
-        [
-            "email-change:verification-elsewhere",
-            "email-change:verification-elsewhere"
-        ]
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::InvalidInput, Some("step_up"))
     );
-    // The same browser on the same network may.
-    let mut same = with_email("dr-elsewhere", "alice.new@clinic.example");
-    same.device = a.device.clone();
+
+    // The sign-in that verified, now on another network: its token opens the change, once.
+    let mut moved_on = with_email("dr-elsewhere", "alice.new@clinic.example");
+    moved_on.device.ip = "192.0.2.99".to_owned();
     assert_eq!(
-        h.change_email(&same).await.unwrap().purpose,
+        h.change_email_with(&moved_on, &token)
+            .await
+            .unwrap()
+            .purpose,
         ChallengePurpose::EmailChange
+    );
+    assert_eq!(
+        kind(&h.change_email_with(&moved_on, &token).await),
+        Some(ErrorKind::Forbidden)
+    );
+    assert_eq!(
+        h.audit_records().last().unwrap()["reason"],
+        "email-change:step-up-spent"
     );
 }
 

@@ -265,7 +265,7 @@ impl Store for Pausing {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         self.inner.get(key)
     }
-    fn set(&self, key: &str, value: &[u8]) -> PortResult<()> {
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
         let hold = {
             let mut armed = self.armed.lock().unwrap();
             if armed.as_ref().is_some_and(|a| key.starts_with(&a.prefix)) {
@@ -278,13 +278,13 @@ impl Store for Pausing {
             let _ = a.holding.send(());
             let _ = a.release.recv();
         }
-        self.inner.set(key, value)
+        self.inner.set(key, value, expires_at)
     }
     fn delete(&self, key: &str) -> PortResult<()> {
         self.inner.delete(key)
     }
-    fn increment(&self, key: &str, delta: i64) -> PortResult<i64> {
-        self.inner.increment(key, delta)
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+        self.inner.increment(key, delta, expires_at)
     }
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
         self.inner.list_keys(prefix)
@@ -450,7 +450,7 @@ async fn a_garbled_value_begin_reads_is_unavailable_never_allow() {
         .unwrap();
     let c = with_roles("scheduler-1", &["scheduler"]);
     assert_eq!(asked(&h, &c).await, "org:acme-health:mandate");
-    h.tracked.set(&keys::policy(ORG), GARBAGE).unwrap();
+    h.tracked.set(&keys::policy(ORG), GARBAGE, None).unwrap();
     broken.extend(unavailable_and_recorded(&h, &c, "policy").await);
 
     // The platform's roles name the scheduler.
@@ -460,7 +460,9 @@ async fn a_garbled_value_begin_reads_is_unavailable_never_allow() {
         .await
         .unwrap();
     assert_eq!(asked(&h, &c).await, "role:scheduler");
-    h.tracked.set(&keys::platform_roles(), GARBAGE).unwrap();
+    h.tracked
+        .set(&keys::platform_roles(), GARBAGE, None)
+        .unwrap();
     broken.extend(unavailable_and_recorded(&h, &c, "platform-roles").await);
 
     // The grace period is over; a garbled start must not start it again.
@@ -473,7 +475,7 @@ async fn a_garbled_value_begin_reads_is_unavailable_never_allow() {
     h.clock.advance(4 * DAY);
     assert_eq!(asked(&h, &g).await, "org:acme-health:mandate");
     h.tracked
-        .set(&keys::grace_start(ORG, "dr-grace"), GARBAGE)
+        .set(&keys::grace_start(ORG, "dr-grace"), GARBAGE, None)
         .unwrap();
     broken.extend(unavailable_and_recorded(&h, &g, "grace-start").await);
 
@@ -487,13 +489,13 @@ async fn a_garbled_value_begin_reads_is_unavailable_never_allow() {
         .unwrap();
     assert_eq!(asked(&h, &r).await, "user:opted-in");
     h.tracked
-        .set(&keys::enrollment(ORG, "desk-1"), GARBAGE)
+        .set(&keys::enrollment(ORG, "desk-1"), GARBAGE, None)
         .unwrap();
     broken.extend(unavailable_and_recorded(&h, &r, "enrollment").await);
 
     // The organization's branding (the language of every explanation).
     let h = Harness::plugin();
-    h.tracked.set(&keys::branding(ORG), GARBAGE).unwrap();
+    h.tracked.set(&keys::branding(ORG), GARBAGE, None).unwrap();
     broken.extend(unavailable_and_recorded(&h, &ctx("dr-brand"), "branding").await);
 
     assert!(broken.is_empty(), "{broken:#?}");
@@ -507,12 +509,14 @@ async fn admin_reads_of_a_garbled_value_are_unavailable() {
     h.set_policy(&admin(), ORG, &policy(Mandate::Everyone, 30, true))
         .await
         .unwrap();
-    h.tracked.set(&keys::policy(ORG), GARBAGE).unwrap();
+    h.tracked.set(&keys::policy(ORG), GARBAGE, None).unwrap();
     assert_eq!(
         kind(&h.get_policy(&admin(), ORG).await),
         Some(ErrorKind::Unavailable)
     );
-    h.tracked.set(&keys::platform_roles(), GARBAGE).unwrap();
+    h.tracked
+        .set(&keys::platform_roles(), GARBAGE, None)
+        .unwrap();
     assert_eq!(
         kind(&h.get_platform_roles(&platform_admin()).await),
         Some(ErrorKind::Unavailable)
@@ -539,7 +543,7 @@ async fn a_garbled_value_the_step_reads_grants_nothing() {
         .get(&keys::challenge(ORG, "dr-challenge"))
         .unwrap();
     h.tracked
-        .set(&keys::challenge(ORG, "dr-challenge"), GARBAGE)
+        .set(&keys::challenge(ORG, "dr-challenge"), GARBAGE, None)
         .unwrap();
     let v = h.verify(&c, &id, &code).await;
     if kind(&v) != Some(ErrorKind::Unavailable) {
@@ -550,24 +554,24 @@ async fn a_garbled_value_the_step_reads_grants_nothing() {
         broken.push(format!("challenge: send-code answered {s:?}"));
     }
     h.tracked
-        .set(&keys::challenge(ORG, "dr-challenge"), &good.unwrap())
+        .set(&keys::challenge(ORG, "dr-challenge"), &good.unwrap(), None)
         .unwrap();
     assert!(h.verify(&c, &id, &code).await.is_ok(), "intact again");
 
-    // The last verification (change-email's freshness).
+    // The step-up grant (what change-email checks the sign-in's token against).
     let h = Harness::plugin();
     let c = ctx("dr-move");
     let id = h.challenge(&c).await;
     h.send_code(&c, &id).await.unwrap();
     h.verify(&c, &id, &h.last_code()).await.unwrap();
     h.tracked
-        .set(&keys::last_verified(ORG, "dr-move"), GARBAGE)
+        .set(&keys::step_up(ORG, "dr-move"), GARBAGE, None)
         .unwrap();
     let mut moved = c.clone();
     moved.email = "dr-move@elsewhere.example".to_owned();
     let r = h.change_email(&moved).await;
     if kind(&r) != Some(ErrorKind::Unavailable) {
-        broken.push(format!("last-verified: change-email answered {r:?}"));
+        broken.push(format!("step-up: change-email answered {r:?}"));
     }
 
     assert!(broken.is_empty(), "{broken:#?}");
@@ -581,7 +585,11 @@ async fn a_garbled_device_is_no_device_and_is_recorded() {
     let c = ctx("dr-garbled-device");
     let (device, cookie) = trust(&h, &c).await;
     h.tracked
-        .set(&keys::device(ORG, "dr-garbled-device", &device), GARBAGE)
+        .set(
+            &keys::device(ORG, "dr-garbled-device", &device),
+            GARBAGE,
+            None,
+        )
         .unwrap();
     h.clock.advance(60);
     assert_eq!(asked(&h, &with_cookie(&c, &cookie)).await, "role:provider");
@@ -638,7 +646,7 @@ async fn no_garbled_value_lets_a_login_through() {
     for key in &values {
         let h = Harness::plugin();
         rich_state(&h, &c).await;
-        h.tracked.set(key, GARBAGE).unwrap();
+        h.tracked.set(key, GARBAGE, None).unwrap();
         match h.begin(&c).await {
             Ok(Decision::Allow(a)) => broken.push(format!("{key}: allowed ({})", a.why.rule)),
             Err(e) if e.kind != ErrorKind::Unavailable => {

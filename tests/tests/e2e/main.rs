@@ -24,6 +24,7 @@ mod login_flow;
 mod openapi;
 mod persistence;
 mod policies;
+mod prompt_refusals;
 mod rest_api;
 mod serve_liveness;
 mod smoke;

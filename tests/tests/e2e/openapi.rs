@@ -1,20 +1,30 @@
 //! The OpenAPI document (`guest/openapi.json`, served at `GET /openapi.json`) is the contract clients
 //! are generated from, so it must say what the component does:
 //!
-//! - the routes: every route `route` in `guest/src/http.rs` serves (read from its source) is in the
-//!   document with its method, and the document lists no other;
+//! - the routes: every row of the route table (`ROUTES` in `guest/src/http.rs`, read from its
+//!   source) is in the document with its method, the document lists no other, and the table's
+//!   hosted rows are the core's hosted routes;
+//! - the methods: every path answers every method it does not take with 405 and an `Allow` header
+//!   listing exactly the methods the document gives it (`MethodNotAllowed`, `PageMethodNotAllowed`);
+//! - the statuses: each operation lists exactly the statuses its route can answer: those http.rs
+//!   writes around the handler, those `from_error` gives the errors the core function's `# Errors`
+//!   names (hosted pages: at least those around the core's pages);
 //! - the request bodies: each route's body schema is the struct the source parses it into, with the
-//!   same fields, the same required ones (serde's: not an `Option`, no `#[serde(default)]`) and
-//!   `additionalProperties: false` exactly where the struct denies unknown fields; the component
-//!   agrees field by field (a body missing a required field is 400, one missing an optional one is
-//!   not, an unknown field anywhere is 400);
+//!   same fields, the same required ones (serde's: not an `Option`, no `#[serde(default)]`, plus
+//!   the few the core's checks require) and `additionalProperties: false` exactly where the struct
+//!   denies unknown fields; the component agrees field by field (a body missing a required field is
+//!   400, one missing an optional one is not, an unknown field anywhere is 400);
+//! - the values: the document's limits are the core's constants and default settings, and the
+//!   component takes a value at each limit and refuses one past it, naming the field;
 //! - the answers: every answer a test provokes has a status the operation lists, the documented
 //!   content type and headers, and a JSON body that validates against the documented schema, with no
 //!   field the schema does not declare.
 //!
 //! The JSON Schema checker below covers the subset the document uses and refuses any keyword it
 //! does not know, so the document cannot drift into something the test silently skips. `pattern`
-//! is the one assertion it does not evaluate (the component checks those values itself).
+//! is the one assertion it does not evaluate: `tests/schemathesis/run.sh` checks the patterns
+//! against the running service, from both sides (what they allow is taken, what they refuse is
+//! refused).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,96 +51,149 @@ fn document() -> Value {
 // ---------------------------------------------------------------------------------------------
 // The implementation, read from its source.
 
-/// A route `route` serves: method (lower case, as OpenAPI spells it), path, and for `/v1/` routes
-/// the body struct it parses (`with_body::<T>`).
+/// A row of the route table (`const ROUTES` in `guest/src/http.rs`): method (lower case, as
+/// OpenAPI spells it), path, what serves it (`Api`, `Own` or `Hosted`), for `/v1/` rows the body
+/// struct its handler parses (`with_body::<T>`), and the engine function the handler calls, if any.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Route {
     method: String,
     path: String,
+    serve: String,
     body: Option<String>,
+    engine_fn: Option<String>,
 }
 
-/// The body of `fn route` in `guest/src/http.rs`.
-fn route_fn(src: &str) -> &str {
+/// The text of `const ROUTES` in `guest/src/http.rs`.
+fn route_table(src: &str) -> &str {
+    const HEAD: &str = "\nconst ROUTES: &[Route] = &[";
     let start = src
-        .find("\nfn route(")
-        .expect("guest/src/http.rs has `fn route(`");
+        .find(HEAD)
+        .expect("guest/src/http.rs has `const ROUTES: &[Route] = &[`");
     let rest = &src[start + 1..];
-    let end = rest.find("\n}\n").expect("`fn route` ends") + 2;
+    let end = rest.find("\n];\n").expect("the table ends with `];`") + 3;
     &rest[..end]
 }
 
-/// The `Method::X =>` arms in `block`, lower-cased.
-fn methods_in(block: &str) -> Vec<String> {
-    block
-        .match_indices("Method::")
-        .filter_map(|(i, m)| {
-            let rest = &block[i + m.len()..];
-            let name: String = rest
-                .chars()
-                .take_while(char::is_ascii_alphanumeric)
-                .collect();
-            rest[name.len()..]
-                .trim_start()
-                .starts_with("=>")
-                .then(|| name.to_ascii_lowercase())
+/// The text of `fn name` in `src`, at any indentation, up to its closing brace.
+fn fn_body<'s>(src: &'s str, name: &str) -> &'s str {
+    let head = format!("fn {name}");
+    let at = src
+        .match_indices(&head)
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let starts_word =
+                i == 0 || !src[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            starts_word && src[i + head.len()..].starts_with(['(', '<'])
         })
+        .unwrap_or_else(|| panic!("fn {name} not found"));
+    let line_start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent: String = src[line_start..]
+        .chars()
+        .take_while(|c| *c == ' ')
+        .collect();
+    let rest = &src[line_start..];
+    let end = rest
+        .find(&format!("\n{indent}}}\n"))
+        .unwrap_or_else(|| panic!("fn {name} ends"));
+    &rest[..end + indent.len() + 2]
+}
+
+/// The first engine call (`e.name(`) in `code`.
+fn engine_call(code: &str) -> Option<String> {
+    code.match_indices("e.").find_map(|(i, _)| {
+        let before = code[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            return None;
+        }
+        let rest = &code[i + 2..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        (!name.is_empty() && rest[name.len()..].starts_with('(')).then_some(name)
+    })
+}
+
+/// Every row of the route table: `Route::get("/…", Serve::X(…))` or `Route::post(…)`.
+fn implemented_routes(src: &str) -> BTreeSet<Route> {
+    route_rows(src)
+        .into_iter()
+        .map(|(route, _)| route)
         .collect()
 }
 
-/// Every route in `fn route`: the `if path == "/…"` checks with the methods their blocks match,
-/// and the `"/v1/…" =>` arms of `match path` under the one method its guard
-/// (`matches!(method, Method::X)`) lets through.
-fn implemented_routes(src: &str) -> BTreeSet<Route> {
-    let body = route_fn(src);
-    let mut routes = BTreeSet::new();
-    const CHECK: &str = "path == \"";
-    for (i, _) in body.match_indices(CHECK) {
-        let rest = &body[i + CHECK.len()..];
-        let path = &rest[..rest.find('"').unwrap()];
-        let block_end = [CHECK, "if !path"]
-            .iter()
-            .filter_map(|m| rest.find(m))
-            .min()
-            .unwrap_or(rest.len());
-        let methods = methods_in(&rest[..block_end]);
-        assert!(!methods.is_empty(), "no `Method::X =>` arm for {path}");
-        for method in methods {
-            routes.insert(Route {
-                method,
-                path: path.to_owned(),
-                body: None,
-            });
-        }
-    }
-    const GUARD: &str = "matches!(method, Method::";
-    let guard = body.find(GUARD).expect("the /v1/ method guard");
-    let v1_method: String = body[guard + GUARD.len()..]
-        .chars()
-        .take_while(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    for (i, _) in body.match_indices("\"/v1/") {
-        let rest = &body[i + 1..];
-        let path = &rest[..rest.find('"').unwrap()];
-        let Some(arm) = rest[path.len() + 1..].trim_start().strip_prefix("=>") else {
-            continue; // e.g. `path.starts_with("/v1/")`
-        };
+/// Every row of the route table, with its handler's code (the closure in the row, or the named
+/// function it points at).
+fn route_rows(src: &str) -> Vec<(Route, &str)> {
+    let table = route_table(src);
+    let starts: Vec<usize> = table.match_indices("Route::").map(|(i, _)| i).collect();
+    let mut routes = Vec::new();
+    for (n, &at) in starts.iter().enumerate() {
+        let row = &table[at..starts.get(n + 1).copied().unwrap_or(table.len())];
+        let rest = &row["Route::".len()..];
+        let method: String = rest
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        assert!(
+            method == "get" || method == "post",
+            "a row is Route::get or Route::post: {row}"
+        );
+        let quoted = rest[method.len()..]
+            .trim_start()
+            .strip_prefix('(')
+            .expect("(")
+            .trim_start()
+            .strip_prefix('"')
+            .expect("a quoted path");
+        let path = &quoted[..quoted.find('"').unwrap()];
+        let after = quoted[path.len() + 1..]
+            .trim_start()
+            .strip_prefix(',')
+            .expect(", Serve::…")
+            .trim_start();
+        let serve: String = after
+            .strip_prefix("Serve::")
+            .expect("Serve::")
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
         const PARSE: &str = "with_body::<";
-        let arm = arm.trim_start();
-        assert!(arm.starts_with(PARSE), "{path}: the arm parses its body");
-        let ty = &arm[PARSE.len()..arm.find('>').unwrap()];
-        routes.insert(Route {
-            method: v1_method.clone(),
-            path: path.to_owned(),
-            body: Some(ty.to_owned()),
+        let body = row.find(PARSE).map(|i| {
+            let ty = &row[i + PARSE.len()..];
+            ty[..ty.find('>').unwrap()].to_owned()
         });
+        let code = match serve.as_str() {
+            "Api" | "Hosted" => row,
+            "Own" => {
+                // A named handler (`Serve::Own(preview_page)`) or a closure in the row.
+                let arg = &after["Serve::Own(".len()..];
+                let name: String = arg
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name.is_empty() {
+                    row
+                } else {
+                    fn_body(src, &name)
+                }
+            }
+            other => panic!("{path}: unknown Serve::{other}"),
+        };
+        let route = Route {
+            method,
+            path: path.to_owned(),
+            serve,
+            body,
+            engine_fn: engine_call(code),
+        };
+        routes.push((route, code));
     }
     routes
 }
 
 /// The hosted pages, which `core/src/web/hosted/mod.rs` routes: its `(WebMethod::X, "/prompt…")` arms.
-fn hosted_routes(src: &str) -> BTreeSet<Route> {
+fn hosted_routes(src: &str) -> BTreeSet<(String, String)> {
     const ARM: &str = "(WebMethod::";
     let mut routes = BTreeSet::new();
     for (i, _) in src.match_indices(ARM) {
@@ -145,11 +208,7 @@ fn hosted_routes(src: &str) -> BTreeSet<Route> {
         };
         let path = &quoted[..quoted.find('"').unwrap()];
         if path.starts_with("/prompt") {
-            routes.insert(Route {
-                method: method.to_ascii_lowercase(),
-                path: path.to_owned(),
-                body: None,
-            });
+            routes.insert((method.to_ascii_lowercase(), path.to_owned()));
         }
     }
     routes
@@ -438,6 +497,29 @@ impl<'d> Checker<'d> {
                         ));
                     }
                 }
+                "if" => {
+                    // A condition: its errors only choose `then` or `else`.
+                    let branch = if self.errors_at(arg, value, at, false).is_empty() {
+                        schema.get("then")
+                    } else {
+                        schema.get("else")
+                    };
+                    if let Some(sub) = branch {
+                        self.check(sub, value, at, strict, keys_checked, errors);
+                    }
+                }
+                "then" | "else" => {
+                    assert!(schema_obj.contains_key("if"), "{at}: {keyword} without if")
+                }
+                "contains" => {
+                    if let Some(items) = value.as_array()
+                        && !items
+                            .iter()
+                            .any(|v| self.errors_at(arg, v, at, false).is_empty())
+                    {
+                        errors.push(format!("{at}: no item matches {arg}"));
+                    }
+                }
                 other if ANNOTATIONS.contains(&other) => {}
                 other => panic!("{at}: the checker does not know the keyword {other:?}"),
             }
@@ -491,6 +573,33 @@ fn the_checker_checks() {
     );
     assert!(c.errors(&s("C"), &json!("s"), true).is_empty());
     assert!(!c.errors(&s("C"), &json!(1), true).is_empty());
+    // `if`/`else`: only the `by-role` kind may list roles; `contains`: one item must match.
+    let cond = json!({
+        "type": "object",
+        "properties": { "kind": { "type": "string" }, "roles": { "type": "array", "contains": { "const": "admin" } } },
+        "if": { "properties": { "kind": { "const": "by-role" } } },
+        "else": { "properties": { "roles": { "maxItems": 0 } } }
+    });
+    assert!(
+        c.errors(
+            &cond,
+            &json!({ "kind": "by-role", "roles": ["admin"] }),
+            true
+        )
+        .is_empty()
+    );
+    assert!(
+        !c.errors(
+            &cond,
+            &json!({ "kind": "everyone", "roles": ["admin"] }),
+            true
+        )
+        .is_empty()
+    );
+    assert!(
+        !c.errors(&cond, &json!({ "kind": "by-role", "roles": ["x"] }), true)
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,12 +685,16 @@ impl Api<'_> {
 
     /// The answer checked against the document (see [`Self::call`]).
     fn check(&self, method: &str, path: &str, reply: HttpReply) -> HttpReply {
-        let target = path;
-        let case = format!("{method} {target} -> {}: {:?}", reply.status, reply.json);
-        let checker = Checker { doc: self.doc };
+        let case = format!("{method} {path} -> {}: {:?}", reply.status, reply.json);
         let op = operation(self.doc, method, path);
         let documented = &op["responses"][reply.status.to_string()];
         assert!(documented.is_object(), "status not documented: {case}");
+        self.check_answer(documented, reply, &case)
+    }
+
+    /// The answer checked against one documented response (see [`Self::call`]).
+    fn check_answer(&self, documented: &Value, reply: HttpReply, case: &str) -> HttpReply {
+        let checker = Checker { doc: self.doc };
         let documented = deref(self.doc, documented);
         for (name, header) in documented["headers"].as_object().into_iter().flatten() {
             let header = deref(self.doc, header);
@@ -651,8 +764,11 @@ fn example_body(path: &str) -> Value {
     });
     let challenge_id = "0123456789abcdef0123456789abcdef";
     match path {
-        "/v1/login/begin" | "/v1/login/enroll" | "/v1/login/change-email" | "/v1/login/status" => {
+        "/v1/login/begin" | "/v1/login/enroll" | "/v1/login/status" => {
             json!({ "context": context })
+        }
+        "/v1/login/change-email" => {
+            json!({ "context": context, "step_up": "0123456789abcdef0123456789abcdef" })
         }
         "/v1/login/send-code" => json!({ "context": context, "challenge_id": challenge_id }),
         "/v1/login/verify" => {
@@ -762,10 +878,32 @@ async fn the_document_is_served_at_openapi_json() {
 #[test]
 fn every_implemented_route_is_documented_and_every_documented_route_is_implemented() {
     let doc = document();
-    let mut implemented = implemented_routes(&read("guest/src/http.rs"));
+    let implemented = implemented_routes(&read("guest/src/http.rs"));
+    // The hosted pages route among themselves in the core; the table's hosted rows (which give
+    // their 405s an `Allow`) must be exactly the core's routes.
     let hosted = hosted_routes(&read("core/src/web/hosted/mod.rs"));
     assert_eq!(hosted.len(), 9, "the hosted pages' routes: {hosted:#?}");
-    implemented.extend(hosted);
+    let hosted_rows: BTreeSet<(String, String)> = implemented
+        .iter()
+        .filter(|r| r.serve == "Hosted")
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        hosted_rows, hosted,
+        "the route table's hosted rows are the core's hosted routes"
+    );
+    for route in &implemented {
+        assert_eq!(
+            route.serve == "Api",
+            route.path.starts_with("/v1/"),
+            "{route:?}: every /v1/ row, and only they, take the API key and a JSON body"
+        );
+        assert_eq!(
+            route.serve == "Hosted",
+            route.path == "/prompt" || route.path.starts_with("/prompt/"),
+            "{route:?}"
+        );
+    }
     // The extraction found what it must, or it would prove nothing.
     for (method, path) in [
         ("get", "/prompt"),
@@ -830,6 +968,12 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
     }
 }
 
+/// Fields serde lets a body omit but the core's checks require (`input::login_context` refuses a
+/// missing address, naming `device.ip`): the document requires them, so that a body it calls
+/// valid is one the service takes.
+const REQUIRED_BY_VALIDATION: [(&str, &str); 2] =
+    [("LoginContext", "device"), ("DevicePresentation", "ip")];
+
 #[test]
 fn request_schemas_match_the_structs_serde_parses() {
     let doc = document();
@@ -873,7 +1017,7 @@ fn request_schemas_match_the_structs_serde_parses() {
             .collect();
         let source_required: BTreeSet<String> = fields
             .iter()
-            .filter(|(_, r)| *r)
+            .filter(|(f, r)| *r || REQUIRED_BY_VALIDATION.contains(&(name, f.as_str())))
             .map(|(f, _)| f.clone())
             .collect();
         assert_eq!(required, source_required, "{name}: required fields");
@@ -1003,14 +1147,23 @@ async fn every_v1_operation_answers_bad_bodies_and_missing_keys_as_documented() 
                     .unwrap()
                     .remove(&key);
                 let reply = api.call("POST", path, true, Some(&body)).await;
-                let refused_body = reply.status == 400 && reply.json["error"]["field"] == "body";
+                // serde's required fields are refused as a malformed body; those the checks
+                // require (REQUIRED_BY_VALIDATION) name themselves.
+                let field = reply.json["error"]["field"].as_str().unwrap_or_default();
+                let named = field == "body"
+                    || field == key
+                    || field.starts_with(&format!("{key}."))
+                    || field.ends_with(&format!(".{key}"));
                 assert_eq!(
-                    refused_body,
+                    reply.status == 400 && named,
                     required.contains(key.as_str()),
                     "{path} without {pointer}/{key}: {} {:?}",
                     reply.status,
                     reply.json
                 );
+                if !required.contains(key.as_str()) {
+                    assert_ne!(reply.status, 400, "{path} without {pointer}/{key}");
+                }
             }
             let mut body = example.clone();
             body.pointer_mut(&pointer)
@@ -1070,6 +1223,7 @@ async fn every_route_answers_with_its_documented_schema() {
             200,
         )
         .await;
+    let step_up = verified["step_up"].clone();
     let device_id = verified["device_id"]
         .as_str()
         .expect("a device was trusted")
@@ -1096,7 +1250,11 @@ async fn every_route_answers_with_its_documented_schema() {
     let mut moved = dr_a.clone();
     moved["email"] = json!("dr-a@new-clinic.example");
     let change = api
-        .post("/v1/login/change-email", &json!({ "context": moved }), 200)
+        .post(
+            "/v1/login/change-email",
+            &json!({ "context": moved, "step_up": step_up }),
+            200,
+        )
         .await;
     assert_eq!(change["purpose"], "email-change");
 
@@ -1270,11 +1428,539 @@ async fn every_route_answers_with_its_documented_schema() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Methods: every 405 says, in `Allow`, what the path takes.
+
+/// The methods a probe tries on every path.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
+
+#[tokio::test]
+async fn every_method_a_path_does_not_take_is_405_with_the_paths_methods_in_allow() {
+    let doc = document();
+    // The hosted sign-in set up, so that its paths exist (off, they are 404 whatever the method).
+    let h = prompt_harness();
+    let api = Api { h: &h, doc: &doc };
+    let responses = &doc["components"]["responses"];
+    let mut probed = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let taken: BTreeSet<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_ascii_uppercase())
+            .filter(|m| METHODS.contains(&m.as_str()))
+            .collect();
+        assert!(!taken.is_empty(), "{path}");
+        for method in METHODS.iter().filter(|m| !taken.contains(**m)) {
+            // With the API key: a `/v1/` path checks it first, and must still say 405.
+            let reply = h.http_full(method, path, Some(API_KEY), Vec::new()).await;
+            let case = format!("{method} {path} -> {}: {:?}", reply.status, reply.json);
+            assert_eq!(reply.status, 405, "{case}");
+            let allow = reply.header("allow");
+            assert_eq!(allow.len(), 1, "one Allow header: {case}");
+            let listed: Vec<&str> = allow[0].split(", ").collect();
+            let listed_set: BTreeSet<String> = listed.iter().map(|m| (*m).to_owned()).collect();
+            assert_eq!(listed.len(), listed_set.len(), "no repeats: {case}");
+            assert_eq!(
+                listed_set, taken,
+                "Allow lists exactly the path's documented methods: {case}"
+            );
+            let page = path == "/prompt" || path.starts_with("/prompt/");
+            let documented = if page {
+                &responses["PageMethodNotAllowed"]
+            } else {
+                &responses["MethodNotAllowed"]
+            };
+            let reply = api.check_answer(documented, reply, &case);
+            if !page {
+                assert_eq!(reply.kind(), Some("method-not-allowed"), "{case}");
+            }
+            probed += 1;
+        }
+    }
+    assert!(probed >= 31 * 6, "every path, every other method: {probed}");
+    assert!(
+        h.actions().is_empty(),
+        "a refused method changes nothing: {:?}",
+        h.actions()
+    );
+
+    // A `/v1/` path without the key is 401 whatever the method (the key comes first); an unknown
+    // path is 404 whatever the method, with no Allow.
+    let reply = h
+        .http_full("TRACE", "/v1/login/begin", None, Vec::new())
+        .await;
+    assert_eq!(reply.status, 401);
+    for (method, path) in [("TRACE", "/v1/login/nope"), ("GET", "/nope")] {
+        let reply = h.http_full(method, path, Some(API_KEY), Vec::new()).await;
+        assert_eq!(reply.status, 404, "{method} {path}");
+        assert!(reply.header("allow").is_empty(), "{method} {path}");
+    }
+
+    // With the hosted sign-in off, its paths do not exist: 404 for every method, as the
+    // documents' 404 and `PageMethodNotAllowed` say.
+    let off = Harness::new();
+    for method in METHODS {
+        let reply = off
+            .http_full(method, "/prompt/verify", None, Vec::new())
+            .await;
+        assert_eq!(reply.status, 404, "{method} /prompt/verify, pages off");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statuses: every status a route can answer is in its operation, and no other.
+
+/// The status `Reply::from_error` answers each `Error` variant with, read from `guest/src/http.rs`.
+fn error_statuses(http: &str) -> std::collections::BTreeMap<String, u16> {
+    let body = fn_body(http, "from_error");
+    let block = &body[body
+        .find("match e {")
+        .expect("from_error matches the error")..];
+    let block = &block[..block.find("};").expect("the match ends")];
+    let mut map = std::collections::BTreeMap::new();
+    for line in block.lines() {
+        let Some((variants, answer)) = line.split_once("=> (") else {
+            continue;
+        };
+        let status: u16 = answer[..3].parse().expect("a status");
+        for variant in variants.split('|') {
+            let name: String = variant
+                .trim()
+                .strip_prefix("Error::")
+                .expect("Error::X")
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            map.insert(name, status);
+        }
+    }
+    map
+}
+
+/// The statuses `code` can answer by itself: its `Reply::problem(NNN` literals and the status of
+/// every `Error::X` it builds.
+fn statuses_written_in(
+    code: &str,
+    by_error: &std::collections::BTreeMap<String, u16>,
+) -> BTreeSet<u16> {
+    let mut out: BTreeSet<u16> = code
+        .match_indices("Reply::problem(")
+        .map(|(i, m)| {
+            let rest = code[i + m.len()..].trim_start();
+            rest[..3].parse().expect("a literal status")
+        })
+        .collect();
+    for (i, m) in code.match_indices("Error::") {
+        let name: String = code[i + m.len()..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        if let Some(status) = by_error.get(&name) {
+            out.insert(*status);
+        }
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`.
+fn sources_under(dir: &std::path::Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            sources_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The `Error::X` variants the `# Errors` section of the core's `pub fn name` names.
+fn declared_errors(core: &[String], name: &str) -> BTreeSet<String> {
+    let (src, at) = core
+        .iter()
+        .find_map(|src| {
+            [format!("pub fn {name}<"), format!("pub fn {name}(")]
+                .iter()
+                .find_map(|head| src.find(head.as_str()))
+                .map(|at| (src, at))
+        })
+        .unwrap_or_else(|| panic!("pub fn {name} not found in core/src"));
+    let above = &src[..src[..at].rfind('\n').unwrap_or(0)];
+    let mut doc: Vec<&str> = above
+        .lines()
+        .rev()
+        .map(str::trim)
+        .take_while(|l| l.starts_with("///") || l.starts_with("#["))
+        .filter(|l| l.starts_with("///"))
+        .collect();
+    doc.reverse();
+    let doc = doc.join("\n");
+    let errors = &doc[doc
+        .find("# Errors")
+        .unwrap_or_else(|| panic!("{name} has an `# Errors` section"))..];
+    let variants: BTreeSet<String> = errors
+        .match_indices("Error::")
+        .map(|(i, m)| {
+            errors[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect()
+        })
+        .collect();
+    assert!(
+        !variants.is_empty(),
+        "{name}: its `# Errors` names no variant"
+    );
+    variants
+}
+
+#[test]
+fn every_status_a_route_can_answer_is_documented() {
+    let doc = document();
+    let http = read("guest/src/http.rs");
+    let service = read("guest/src/service.rs");
+    let by_error = error_statuses(&http);
+    // The extraction found the map, or it would prove nothing.
+    for (variant, status) in [("InvalidInput", 400), ("Locked", 423), ("Store", 503)] {
+        assert_eq!(by_error.get(variant), Some(&status), "{by_error:?}");
+    }
+    let mut core = Vec::new();
+    sources_under(
+        std::path::Path::new(&format!("{}/../core/src", env!("CARGO_MANIFEST_DIR"))),
+        &mut core,
+    );
+    // What every `/v1/` row can answer before its handler runs: the key (`authorize`: 401, and 500
+    // when the host set none), the body (`read_body`: 400, 413; `with_body`'s parse error: 400).
+    let mut before_api: BTreeSet<u16> = [
+        fn_body(&http, "authorize"),
+        fn_body(&http, "read_body"),
+        fn_body(&http, "into_reply"),
+    ]
+    .iter()
+    .flat_map(|code| statuses_written_in(code, &by_error))
+    .collect();
+    assert_eq!(before_api, BTreeSet::from([400, 401, 413, 500]));
+    // `service::with_engine` refuses to run without its key or with settings out of bounds.
+    let engine = statuses_written_in(fn_body(&service, "with_engine"), &by_error);
+    assert_eq!(engine, BTreeSet::from([500]));
+    before_api.insert(200);
+
+    let rows = route_rows(&http);
+    assert_eq!(rows.len(), documented_routes(&doc).len());
+    for (route, code) in &rows {
+        let op = operation(&doc, &route.method, &route.path);
+        let documented: BTreeSet<u16> = op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect();
+        let case = format!("{} {}", route.method, route.path);
+        let mut expected: BTreeSet<u16> = BTreeSet::from([200]);
+        match route.serve.as_str() {
+            "Api" => expected.extend(&before_api),
+            "Own" => expected.extend(statuses_written_in(code, &by_error)),
+            _ => {
+                // A hosted page: the core's pages answer what the operation lists (the end-to-end
+                // test below walks them); around them, every page may answer the hosted sign-in
+                // off (404), its settings out of bounds (500) and the store down (503), and every
+                // form one that could not be read (400, from `read_body`).
+                let mut around = BTreeSet::from([404, 500, 503]);
+                if route.method == "post" {
+                    around.insert(400);
+                }
+                let missing: Vec<_> = around.difference(&documented).collect();
+                assert!(missing.is_empty(), "{case}: undocumented {missing:?}");
+                continue;
+            }
+        }
+        if code.contains("service::with_engine") {
+            expected.extend(&engine);
+        }
+        if let Some(f) = &route.engine_fn {
+            for variant in declared_errors(&core, f) {
+                let status = by_error.get(&variant).unwrap_or_else(|| {
+                    panic!("{case}: {f} names Error::{variant}, which from_error does not map")
+                });
+                expected.insert(*status);
+            }
+        }
+        assert_eq!(
+            documented, expected,
+            "{case}: the documented statuses vs those the route can answer ({:?})",
+            route.engine_fn
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values: the document's limits are the service's.
+
+#[tokio::test]
+async fn the_documented_limits_are_the_ones_the_service_enforces() {
+    use mfa_step_core::kernel::input;
+    let doc = document();
+    let s = &doc["components"]["schemas"];
+    let defaults = mfa_step_core::Settings::default();
+
+    // The numbers, against the core's own constants.
+    assert_eq!(s["Identifier"]["maxLength"], input::MAX_ID);
+    assert!(
+        s["Identifier"]["pattern"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{{1,{}}}$", input::MAX_ID))
+    );
+    assert_eq!(s["Role"]["maxLength"], input::MAX_ROLE);
+    assert!(
+        s["Role"]["pattern"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{{1,{}}}$", input::MAX_ROLE))
+    );
+    assert_eq!(s["Roles"]["maxItems"], input::MAX_ROLES);
+    assert_eq!(s["Text"]["maxLength"], input::MAX_TEXT);
+    for field in [
+        "browser_family",
+        "platform",
+        "language",
+        "time_zone",
+        "screen_class",
+    ] {
+        let schema = &s["BrowserTraits"]["properties"][field];
+        assert_eq!(schema["maxLength"], input::MAX_TEXT, "{field}");
+        assert_eq!(schema["pattern"], s["Text"]["pattern"], "{field}");
+    }
+    let email = &s["LoginContext"]["properties"]["email"];
+    assert_eq!(email["maxLength"], input::MAX_EMAIL);
+    let code = &s["VerifyBody"]["properties"]["code"];
+    assert_eq!(code["maxLength"], input::MAX_CODE_INPUT);
+    assert!(
+        code["pattern"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{{{}}}", defaults.code_digits)),
+        "the code pattern counts the default code_digits"
+    );
+    let policy = &s["OrgPolicy"]["properties"];
+    assert_eq!(policy["trust_days"]["maximum"], defaults.trust_days);
+    assert_eq!(
+        policy["ipv4_change_prefix"]["minimum"],
+        defaults.ipv4_change_prefix
+    );
+    assert_eq!(
+        policy["ipv6_change_prefix"]["minimum"],
+        defaults.ipv6_change_prefix
+    );
+    assert_eq!(
+        policy["enrollment_grace_days"]["maximum"],
+        mfa_step_core::policy::MAX_GRACE_DAYS
+    );
+    assert_eq!(
+        policy["enrollment_grace_logins"]["maximum"],
+        mfa_step_core::policy::MAX_GRACE_LOGINS
+    );
+    let language = s["Branding"]["properties"]["default_language"]["pattern"]
+        .as_str()
+        .unwrap();
+    let spelled: Vec<String> = mfa_step_core::email::i18n::supported()
+        .iter()
+        .map(|tag| {
+            tag.chars()
+                .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        language,
+        format!("^(?:{})(?:[-_][\\s\\S]*)?$", spelled.join("|")),
+        "default_language: the supported languages, in any case, with any subtags"
+    );
+
+    // And the component agrees at each limit: a value at it is taken, one past it is refused
+    // naming the field.
+    let h = Harness::new();
+    let api = Api { h: &h, doc: &doc };
+    let status = async |context: &Value| {
+        let reply = api
+            .call(
+                "POST",
+                "/v1/login/status",
+                true,
+                Some(&json!({ "context": context })),
+            )
+            .await;
+        (
+            reply.status,
+            reply.json["error"]["field"].as_str().map(str::to_owned),
+        )
+    };
+    let ok = (200, None);
+    let refused = |field: &str| (400, Some(field.to_owned()));
+    let with = |pointer: &str, value: Value| {
+        let mut context = context_json("dr-limits");
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        context
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap()
+            .insert(key.to_owned(), value);
+        context
+    };
+    let long = |n: usize| "a".repeat(n);
+    let cases: Vec<(Value, (u16, Option<String>))> = vec![
+        (with("/user_id", json!(long(input::MAX_ID))), ok.clone()),
+        (
+            with("/user_id", json!(long(input::MAX_ID + 1))),
+            refused("user_id"),
+        ),
+        (with("/user_id", json!("a:b")), refused("user_id")),
+        (
+            with("/roles", json!(vec!["r"; input::MAX_ROLES])),
+            ok.clone(),
+        ),
+        (
+            with("/roles", json!(vec!["r"; input::MAX_ROLES + 1])),
+            refused("roles"),
+        ),
+        (with("/roles", json!([long(input::MAX_ROLE)])), ok.clone()),
+        (
+            with("/roles", json!([long(input::MAX_ROLE + 1)])),
+            refused("roles"),
+        ),
+        (
+            with("/email", json!(format!("{}@clinic.example", long(64)))),
+            ok.clone(),
+        ),
+        (
+            with("/email", json!(format!("{}@clinic.example", long(65)))),
+            refused("email"),
+        ),
+        (
+            with(
+                "/email",
+                json!(format!("a@{}.example", long(input::MAX_EMAIL - 10))),
+            ),
+            ok.clone(),
+        ),
+        (
+            with(
+                "/email",
+                json!(format!("a@{}.example", long(input::MAX_EMAIL - 9))),
+            ),
+            refused("email"),
+        ),
+        (with("/email", json!("a@-clinic.example")), refused("email")),
+        (
+            with("/email", json!("a\u{a0}b@clinic.example")),
+            refused("email"),
+        ),
+        (with("/locale", json!(long(35))), ok.clone()),
+        (with("/locale", json!(long(36))), refused("locale")),
+        (
+            with("/device/traits/user_agent", json!(long(input::MAX_TEXT))),
+            ok.clone(),
+        ),
+        (
+            with(
+                "/device/traits/user_agent",
+                json!(long(input::MAX_TEXT + 1)),
+            ),
+            refused("device.traits.user_agent"),
+        ),
+        // No control characters (Cc, C1 included); other Unicode, even a space of another kind, is text.
+        (
+            with("/device/traits/user_agent", json!("a\u{85}b")),
+            refused("device.traits.user_agent"),
+        ),
+        (
+            with("/device/traits/user_agent", json!("a\u{a0}\u{2028}b")),
+            ok.clone(),
+        ),
+        // Addresses: surrounding whitespace is trimmed; leading zeros and zones are not addresses.
+        (
+            with("/device/ip", json!("\u{3000} 203.0.113.7\n")),
+            ok.clone(),
+        ),
+        (with("/device/ip", json!("::ffff:203.0.113.7")), ok.clone()),
+        (
+            with("/device/ip", json!("203.0.113.07")),
+            refused("device.ip"),
+        ),
+        (
+            with("/device/ip", json!("fe80::1%eth0")),
+            refused("device.ip"),
+        ),
+        (with("/device/ip", json!("")), refused("device.ip")),
+    ];
+    for (context, expected) in cases {
+        let got = status(&context).await;
+        assert_eq!(got, expected, "{context}");
+    }
+
+    // A code: spacing taken, the default number of digits, at most 32 characters as typed.
+    let context = context_json("dr-limits");
+    for (code, field) in [
+        ("123 456", None),
+        (
+            &*format!("{}123456", "-".repeat(input::MAX_CODE_INPUT - 6)),
+            None,
+        ),
+        (
+            &*format!("{}123456", "-".repeat(input::MAX_CODE_INPUT - 5)),
+            Some("code"),
+        ),
+        ("1234567", Some("code")),
+        ("12345a", Some("code")),
+    ] {
+        let reply = api
+            .call(
+                "POST",
+                "/v1/login/verify",
+                true,
+                Some(&json!({ "context": context, "challenge_id": "c-1", "code": code })),
+            )
+            .await;
+        match field {
+            // Well-formed: it reaches the challenge, which does not exist.
+            None => assert_eq!(
+                (reply.status, reply.kind()),
+                (403, Some("rejected")),
+                "{code:?}"
+            ),
+            Some(field) => assert_eq!(
+                (reply.status, reply.json["error"]["field"].as_str()),
+                (400, Some(field)),
+                "{code:?}"
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The hosted pages, as a browser and an IdP use them, checked against the document.
 
 /// The shared key of the IdP and mfa-step (hex, 32 bytes).
 const PROMPT_KEY: &str = "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c";
 const RETURN_TO: &str = "https://idp.example/mfa/return";
+
+/// The http-app component with the hosted sign-in set up for the IdP `idp-test`.
+fn prompt_harness() -> Harness {
+    let config = host_harness::Config::new([
+        ("hmac_key", HMAC_KEY),
+        ("api_key", API_KEY),
+        ("prompt_key", PROMPT_KEY),
+        ("prompt_client_id", "idp-test"),
+        ("prompt_return_urls", "https://idp.example/mfa/"),
+    ]);
+    Harness::with(
+        http_app(),
+        std::sync::Arc::new(host_harness::backends::MemoryStore::new()),
+        config,
+    )
+}
 
 /// A request the way an IdP signs it, with the `jsonwebtoken` crate.
 fn prompt_request(jti: &str, now: i64) -> String {
@@ -1368,18 +2054,7 @@ fn csrf_of(page: &str) -> String {
 #[tokio::test]
 async fn the_hosted_prompt_answers_as_documented_end_to_end() {
     let doc = document();
-    let config = host_harness::Config::new([
-        ("hmac_key", HMAC_KEY),
-        ("api_key", API_KEY),
-        ("prompt_key", PROMPT_KEY),
-        ("prompt_client_id", "idp-test"),
-        ("prompt_return_urls", "https://idp.example/mfa/"),
-    ]);
-    let h = Harness::with(
-        http_app(),
-        std::sync::Arc::new(host_harness::backends::MemoryStore::new()),
-        config,
-    );
+    let h = prompt_harness();
     let api = Api { h: &h, doc: &doc };
     let mut jar = Jar::default();
     let request = prompt_request("jti-1", T0);

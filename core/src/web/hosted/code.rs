@@ -53,14 +53,14 @@ impl Engine<'_> {
             }
             Decision::Deny(denied) => {
                 s.denied = true;
-                self.put(&c.key, s)?;
+                self.put_session(&c.key, s)?;
                 Ok(self.locked_page(c, s, Some(&denied.why.message)))
             }
             Decision::Challenge(challenge) => {
                 match self.send_code(&login, &challenge.challenge_id, c.now, rng) {
                     Ok(_) => {
                         s.challenge = Some(challenge);
-                        self.put(&c.key, s)?;
+                        self.put_session(&c.key, s)?;
                         self.code_page(c, s, 200, None, None)
                     }
                     Err(Error::Throttled { retry_after }) => {
@@ -96,7 +96,7 @@ impl Engine<'_> {
             PromptPurpose::Devices => {
                 s.challenge = None;
                 s.passed = Some(passed);
-                self.put(&c.key, s)
+                self.put_session(&c.key, s)
                     .map(|()| WebResponse::redirect("/prompt/devices"))
             }
             PromptPurpose::Login => self.finish(c, s, PromptOutcome::Success, &passed, rng),
@@ -131,7 +131,7 @@ impl Engine<'_> {
     /// The user is locked: the session remembers it (its way back is `denied`), and says so.
     pub(super) fn lock_out(&self, c: &Ctx<'_>, s: &mut Session) -> Result<WebResponse> {
         s.denied = true;
-        self.put(&c.key, s)?;
+        self.put_session(&c.key, s)?;
         Ok(self.locked_page(c, s, None))
     }
 
@@ -294,7 +294,7 @@ impl Engine<'_> {
             Err(Error::Rejected) => {
                 // The challenge lapsed: start the step again.
                 s.challenge = None;
-                self.put(&c.key, s)?;
+                self.put_session(&c.key, s)?;
                 Ok(WebResponse::redirect("/prompt/step"))
             }
             Err(e) => Err(e),

@@ -54,7 +54,7 @@ impl Engine<'_> {
             .collect();
         let notice = s.notice.take();
         if notice.is_some() {
-            self.put(&c.key, s)?;
+            self.put_session(&c.key, s)?;
         }
         let view = DevicesView {
             heading: t.devices_heading.clone(),
@@ -85,7 +85,7 @@ impl Engine<'_> {
         match self.revoke_device(&c.actor(s), &device_id, c.now, rng) {
             Ok(()) => {
                 s.notice = Some(Notice::Revoked);
-                self.put(&c.key, s)?;
+                self.put_session(&c.key, s)?;
             }
             // Already gone, or never this user's: the list shows what is left.
             Err(Error::Forbidden(_) | Error::InvalidInput { .. }) => {}
@@ -111,7 +111,7 @@ impl Engine<'_> {
         }
         self.revoke_all_devices(&c.actor(s), c.now, rng)?;
         s.notice = Some(Notice::Revoked);
-        self.put(&c.key, s)?;
+        self.put_session(&c.key, s)?;
         Ok(WebResponse::redirect("/prompt/devices").with_cookie(Some(clear_device_cookie())))
     }
 

@@ -121,9 +121,14 @@ impl Engine<'_> {
             denied: false,
             notice: None,
         };
-        self.put(&self.session_key(&id), &session)?;
+        self.put_session(&self.session_key(&id), &session)?;
         Ok(WebResponse::redirect("/prompt/step")
             .with_cookie(Some(session_cookie(&id, SESSION_TTL_SECONDS))))
+    }
+
+    /// Writes a session, kept until a little after it ends (an abandoned one is then swept).
+    pub(super) fn put_session(&self, key: &str, session: &Session) -> Result<()> {
+        self.put(key, session, keys::keep_until(session.expires_at))
     }
 
     pub(super) fn session_key(&self, id: &str) -> String {

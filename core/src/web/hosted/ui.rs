@@ -30,11 +30,38 @@ pub(super) fn origin(url: &str) -> &str {
 
 /// The first language of an `Accept-Language` header that the pages speak.
 pub(super) fn accepted_language(header: &str) -> Option<&'static str> {
-    header
-        .split(',')
-        .map(|part| part.split(';').next().unwrap_or_default().trim())
-        .find(|tag| i18n::is_supported(tag))
-        .map(|tag| i18n::choose(Some(tag), "en"))
+    // RFC 9110 §12.5.4: the supported tag of highest weight, the first written on a tie; `q=0`
+    // is "not acceptable", and an entry whose weight does not parse is skipped.
+    let mut best: Option<(u16, &str)> = None;
+    for part in header.split(',') {
+        let mut pieces = part.split(';');
+        let tag = pieces.next().unwrap_or_default().trim();
+        let weight = pieces
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .map_or(Some(1000), weight_millis);
+        let Some(weight) = weight.filter(|w| *w > 0) else {
+            continue;
+        };
+        if i18n::is_supported(tag) && best.is_none_or(|(w, _)| weight > w) {
+            best = Some((weight, tag));
+        }
+    }
+    best.map(|(_, tag)| i18n::choose(Some(tag), "en"))
+}
+
+/// A `q` value (`0`, `0.5`, `1.000`, at most three decimals) in thousandths.
+fn weight_millis(q: &str) -> Option<u16> {
+    let (whole, fraction) = q.split_once('.').unwrap_or((q, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// Relative luminance of `#rrggbb` (WCAG 2.2).

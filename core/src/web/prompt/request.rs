@@ -14,19 +14,27 @@ use super::{
 use crate::audit::{Action, Event, Outcome};
 use crate::engine::Engine;
 use crate::kernel::error::{Error, Result};
+use crate::kernel::ports::RefusalNote;
 use crate::kernel::time::Timestamp;
 use crate::kernel::{input, keys};
 
 /// Whether `to` is on the allow-list: it starts with an allowed URL at a path-segment boundary
 /// (`…/return` allows `…/return?x` and `…/return/x`, not `…/returnX`), is printable ASCII, and has
-/// no fragment and no dot segment.
+/// no fragment, no dot segment and no percent-encoded dot, slash, backslash or percent in its path.
 fn return_allowed(allowed: &[String], to: &str) -> bool {
     let path = to.split('?').next().unwrap_or_default();
+    let lower = path.to_ascii_lowercase();
+    // No encoded dot, slash, backslash or percent in the path: a server that decodes them before
+    // it resolves dot segments would otherwise leave the allowed prefix (`…/return/..%2Fadmin`).
+    let encoded = ["%2e", "%2f", "%5c", "%25"]
+        .iter()
+        .any(|e| lower.contains(e));
     let clean = to.bytes().all(|b| b.is_ascii_graphic())
         && !to.contains(['#', '\\'])
-        && !path.split('/').any(|segment| {
-            segment == "." || segment == ".." || segment.to_ascii_lowercase().contains("%2e")
-        });
+        && !encoded
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..");
     clean
         && allowed.iter().any(|a| {
             to.strip_prefix(a.as_str()).is_some_and(|rest| {
@@ -35,8 +43,17 @@ fn return_allowed(allowed: &[String], to: &str) -> bool {
         })
 }
 
-/// The payload of a token whose signature did not hold, read only to name whom it claims to be
-/// for in the record of its refusal.
+/// How much of a user agent a refusal note keeps.
+const NOTED_USER_AGENT_CHARS: usize = 256;
+
+/// The organization an unsigned payload claims, for the note of its refusal.
+#[derive(Deserialize)]
+struct ClaimedOrg {
+    org: String,
+}
+
+/// The payload of a token whose signature did not hold, read only to name the organization it
+/// claims in the note of its refusal.
 fn unverified_payload(token: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()
 }
@@ -63,6 +80,22 @@ struct RequestClaims {
 }
 
 impl Engine<'_> {
+    /// Notes the refusal of a request that is not signed with the prompt key in the host's log,
+    /// with the organization it claims when its payload names a valid one.
+    fn note_unsigned(&self, refusal: Refusal, token: &str, (ip, user_agent): (&str, &str)) {
+        let claimed_org = unverified_payload(token)
+            .and_then(|p| serde_json::from_slice::<ClaimedOrg>(&p).ok())
+            .map(|c| c.org)
+            .filter(|org| input::id("org", org).is_ok());
+        self.audit.note_refusal(&RefusalNote {
+            rule: refusal.rule().to_owned(),
+            claimed_org,
+            ip: (!ip.is_empty()).then(|| ip.to_owned()),
+            user_agent: (!user_agent.is_empty())
+                .then(|| user_agent.chars().take(NOTED_USER_AGENT_CHARS).collect()),
+        });
+    }
+
     /// Accepts a signed request once, or refuses it (recorded when it names an organization
     /// trustworthily).
     ///
@@ -90,24 +123,27 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<std::result::Result<PromptRequest, Refusal>> {
-        // A token whose signature fails is still read for whom it names: the refusal of a
-        // tampered request is recorded in that organization's stream (its claims are marked as
-        // unverified by the reason, `prompt:bad-signature`).
-        let (payload, forged) = match config.open(token) {
-            Ok(payload) => (payload, false),
-            Err(Refusal::Signature) => match unverified_payload(token) {
-                Some(payload) => (payload, true),
-                None => return Ok(Err(Refusal::Signature)),
-            },
-            Err(refusal) => return Ok(Err(refusal)),
+        // A token that is not signed with the prompt key names nothing anyone vouches for: its
+        // refusal is noted in the host's own log, never in the stream of the organization it
+        // claims (see `wit/audit.wit`, `note-refusal`), and it changes nothing in the store.
+        let payload = match config.open(token) {
+            Ok(payload) => payload,
+            Err(refusal) => {
+                self.note_unsigned(refusal, token, where_from);
+                return Ok(Err(refusal));
+            }
         };
-        let Ok(claims) = serde_json::from_slice::<RequestClaims>(&payload) else {
-            return Ok(Err(if forged {
-                Refusal::Signature
-            } else {
-                Refusal::Claims
-            }));
+        let Ok(mut claims) = serde_json::from_slice::<RequestClaims>(&payload) else {
+            return Ok(Err(Refusal::Claims));
         };
+        // The IdP's ids as the core uses them (`id_case`).
+        claims.org = self.canonical_id(&claims.org).into_owned();
+        claims.sub = self.canonical_id(&claims.sub).into_owned();
+        for role in &mut claims.roles {
+            *role = self.canonical_id(role).into_owned();
+        }
+        // From here the request is signed by the identity provider: a refusal is recorded in the
+        // stream of the organization it names, when that is a valid id.
         let refuse = |refusal: Refusal,
                       rng: &mut R|
          -> Result<std::result::Result<PromptRequest, Refusal>> {
@@ -128,9 +164,6 @@ impl Engine<'_> {
             }
             Ok(Err(refusal))
         };
-        if forged {
-            return refuse(Refusal::Signature, rng);
-        }
         let well_formed = input::id("sub", &claims.sub).is_ok()
             && input::id("org", &claims.org).is_ok()
             && input::email(&claims.email).is_ok()
@@ -157,7 +190,12 @@ impl Engine<'_> {
         }
         let uses = self
             .store
-            .increment(&keys::prompt_request(&config.client_id, &claims.jti), 1)
+            .increment(
+                &keys::prompt_request(&config.client_id, &claims.jti),
+                1,
+                // The use is remembered as long as the request could be accepted.
+                keys::guard_until(Timestamp(claims.exp.saturating_add(CLOCK_SKEW))),
+            )
             .map_err(Error::store)?;
         if uses != 1 {
             return refuse(Refusal::Replayed, rng);

@@ -21,6 +21,8 @@ use mfa_step_core::kernel::ports::Store;
 
 /// 2026-11-18T11:06:40Z: an ordinary weekday morning.
 pub const T0: i64 = 1_795_000_000;
+/// A well-formed step-up token that no `verify` handed out.
+pub const NOBODYS_STEP_UP: &str = "00000000000000000000000000000000";
 pub const API_KEY: &str = "test-api-key-0123456789";
 pub const HMAC_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
@@ -55,6 +57,8 @@ pub struct Harness {
     pub store: Arc<dyn Store + Send + Sync>,
     /// The store as the test sees it: behind no faults, and remembering every key the component named.
     pub tracked: Arc<KeyTracker>,
+    /// The step-up token of the last successful `verify`, as an IdP keeps it in the sign-in's session.
+    pub step_up: std::sync::Mutex<Option<String>>,
 }
 
 pub fn default_config() -> Config {
@@ -101,6 +105,7 @@ impl Harness {
             audit,
             store,
             tracked,
+            step_up: std::sync::Mutex::new(None),
         }
     }
 
@@ -149,11 +154,20 @@ impl Harness {
         code: &str,
     ) -> Result<wit::Verified, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
-        plugin
+        let verified = plugin
             .mfa_step_plugin_login_step()
             .call_verify(&mut store, ctx, id, code, false)
             .await
-            .expect("no trap")
+            .expect("no trap");
+        self.keep_step_up(&verified);
+        verified
+    }
+
+    /// Keeps the step-up token of a successful verify, as the sign-in's session would.
+    fn keep_step_up(&self, verified: &Result<wit::Verified, MfaError>) {
+        if let Ok(v) = verified {
+            *self.step_up.lock().unwrap() = v.step_up.clone();
+        }
     }
 
     pub async fn status(&self, ctx: &wit::LoginContext) -> Result<wit::UserStatus, MfaError> {
@@ -173,11 +187,13 @@ impl Harness {
         code: &str,
     ) -> Result<wit::Verified, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
-        plugin
+        let verified = plugin
             .mfa_step_plugin_login_step()
             .call_verify(&mut store, ctx, id, code, true)
             .await
-            .expect("no trap")
+            .expect("no trap");
+        self.keep_step_up(&verified);
+        verified
     }
 
     /// The actor's trusted devices (the `devices` export).
@@ -415,7 +431,7 @@ impl KeyTracker {
             .map(|k| {
                 let value = self.inner.get(&k).unwrap();
                 // `increment(k, 0)` is the store's documented way to read a counter.
-                let counter = self.inner.increment(&k, 0).unwrap();
+                let counter = self.inner.increment(&k, 0, None).unwrap();
                 (k, (value, counter))
             })
             .filter(|(_, (value, counter))| value.is_some() || *counter != 0)
@@ -424,7 +440,7 @@ impl KeyTracker {
 
     /// A counter's current value (reads through no fault layer).
     pub fn counter(&self, key: &str) -> i64 {
-        self.inner.increment(key, 0).unwrap()
+        self.inner.increment(key, 0, None).unwrap()
     }
 
     /// The tracked keys that start with `prefix`.
@@ -444,17 +460,27 @@ impl Store for KeyTracker {
         self.note(key);
         self.inner.get(key)
     }
-    fn set(&self, key: &str, value: &[u8]) -> mfa_step_core::kernel::ports::PortResult<()> {
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<i64>,
+    ) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.note(key);
-        self.inner.set(key, value)
+        self.inner.set(key, value, expires_at)
     }
     fn delete(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.note(key);
         self.inner.delete(key)
     }
-    fn increment(&self, key: &str, delta: i64) -> mfa_step_core::kernel::ports::PortResult<i64> {
+    fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_at: Option<i64>,
+    ) -> mfa_step_core::kernel::ports::PortResult<i64> {
         self.note(key);
-        self.inner.increment(key, delta)
+        self.inner.increment(key, delta, expires_at)
     }
     fn list_keys(&self, prefix: &str) -> mfa_step_core::kernel::ports::PortResult<Vec<String>> {
         self.inner.list_keys(prefix)
@@ -476,14 +502,24 @@ impl Store for ArcStore {
     fn get(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<Option<Vec<u8>>> {
         self.0.get(key)
     }
-    fn set(&self, key: &str, value: &[u8]) -> mfa_step_core::kernel::ports::PortResult<()> {
-        self.0.set(key, value)
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<i64>,
+    ) -> mfa_step_core::kernel::ports::PortResult<()> {
+        self.0.set(key, value, expires_at)
     }
     fn delete(&self, key: &str) -> mfa_step_core::kernel::ports::PortResult<()> {
         self.0.delete(key)
     }
-    fn increment(&self, key: &str, delta: i64) -> mfa_step_core::kernel::ports::PortResult<i64> {
-        self.0.increment(key, delta)
+    fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_at: Option<i64>,
+    ) -> mfa_step_core::kernel::ports::PortResult<i64> {
+        self.0.increment(key, delta, expires_at)
     }
     fn list_keys(&self, prefix: &str) -> mfa_step_core::kernel::ports::PortResult<Vec<String>> {
         self.0.list_keys(prefix)
@@ -634,11 +670,28 @@ impl Harness {
     }
 
     /// Starts moving the user's MFA to the context's (new) address.
+    /// `change-email` from the session that made the last successful `verify` (with its step-up
+    /// token), or from one that never verified (a well-formed token nobody was given).
     pub async fn change_email(&self, ctx: &wit::LoginContext) -> Result<wit::Challenge, MfaError> {
+        let token = self
+            .step_up
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| NOBODYS_STEP_UP.to_owned());
+        self.change_email_with(ctx, &token).await
+    }
+
+    /// `change-email` with this step-up token.
+    pub async fn change_email_with(
+        &self,
+        ctx: &wit::LoginContext,
+        step_up: &str,
+    ) -> Result<wit::Challenge, MfaError> {
         let (mut store, plugin) = self.runtime.instantiate(&self.backends).await.unwrap();
         plugin
             .mfa_step_plugin_login_step()
-            .call_change_email(&mut store, ctx)
+            .call_change_email(&mut store, ctx, step_up)
             .await
             .expect("no trap")
     }

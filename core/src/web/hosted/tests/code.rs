@@ -150,7 +150,7 @@ fn a_locked_user_sees_the_locked_page_and_returns_denied() {
     let w = World::new();
     let b = Browser::new();
     w.store
-        .increment(&keys::failures("acme", "dr-a", 0), 20)
+        .increment(&keys::failures("acme", "dr-a", 0), 20, None)
         .unwrap();
     let page = w.open(&b, &request("dr-a", "r1", T0, &[]), T0);
     assert_eq!(page.status, 423);

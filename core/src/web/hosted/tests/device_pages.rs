@@ -82,8 +82,8 @@ impl Store for FailDelete<'_> {
     fn get(&self, k: &str) -> PortResult<Option<Vec<u8>>> {
         self.0.get(k)
     }
-    fn set(&self, k: &str, v: &[u8]) -> PortResult<()> {
-        self.0.set(k, v)
+    fn set(&self, k: &str, v: &[u8], e: Option<i64>) -> PortResult<()> {
+        self.0.set(k, v, e)
     }
     fn delete(&self, k: &str) -> PortResult<()> {
         if k == self.1 {
@@ -92,8 +92,8 @@ impl Store for FailDelete<'_> {
             self.0.delete(k)
         }
     }
-    fn increment(&self, k: &str, d: i64) -> PortResult<i64> {
-        self.0.increment(k, d)
+    fn increment(&self, k: &str, d: i64, e: Option<i64>) -> PortResult<i64> {
+        self.0.increment(k, d, e)
     }
     fn list_keys(&self, p: &str) -> PortResult<Vec<String>> {
         self.0.list_keys(p)

@@ -13,7 +13,9 @@ fn pages_speak_spanish_and_wear_the_brand() {
         support_contact: "help@sol.example".to_owned(),
         ..Branding::default_for("acme")
     };
-    w.engine().put(&keys::branding("acme"), &branding).unwrap();
+    w.engine()
+        .put(&keys::branding("acme"), &branding, None)
+        .unwrap();
     let page = w.open(
         &b,
         &request("dr-a", "r1", T0, &[("locale", serde_json::json!("es-MX"))]),
