@@ -18,6 +18,7 @@ use spin_sdk::variables;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
 
 use crate::audit_stream;
+use crate::expiring;
 use crate::mapping;
 
 /// Generated bindings. Only this file looks inside.
@@ -85,22 +86,23 @@ impl store::Guest for Adapter {
             .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
     }
 
-    // Spin's key-value store has no expiry: keys are kept for good, which the contract allows
-    // ("a host that never sweeps only keeps more"). A sweep for Spin comes with its own index.
-    fn set(key: String, value: Vec<u8>, _expires_at: Option<i64>) -> Result<(), store::StoreError> {
-        let store = open_store().map_err(store::StoreError::Unavailable)?;
-        store
-            .set(&mapping::value_key(&key), &value)
-            .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
+    fn set(key: String, value: Vec<u8>, expires_at: Option<i64>) -> Result<(), store::StoreError> {
+        let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
+        let stored = mapping::value_key(&key);
+        expiring::Keys::set(&kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
+        expiring::after_set(&kv, &stored, expires_at).map_err(store::StoreError::Unavailable)?;
+        sweep_now(&kv, expires_at);
+        Ok(())
     }
 
     fn delete(key: String) -> Result<(), store::StoreError> {
-        // The contract's `delete` removes "a value or a counter": the key may name either.
-        let store = open_store().map_err(store::StoreError::Unavailable)?;
+        // The contract's `delete` removes "a value or a counter": the key may name either, and
+        // with it any expiry noted for it.
+        let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
         for stored in [mapping::value_key(&key), mapping::counter_key(&key)] {
-            store
-                .delete(&stored)
-                .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))?;
+            expiring::Keys::delete(&kv, &stored).map_err(store::StoreError::Unavailable)?;
+            expiring::Keys::delete(&kv, &expiring::note_key(&stored))
+                .map_err(store::StoreError::Unavailable)?;
         }
         Ok(())
     }
@@ -108,12 +110,22 @@ impl store::Guest for Adapter {
     fn increment(
         key: String,
         delta: i64,
-        _expires_at: Option<i64>,
+        expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
-        let bucket = wasi_store::open(STORE)
-            .map_err(|e| store::StoreError::Unavailable(describe_wasi_kv(&e)))?;
-        atomics::increment(&bucket, &mapping::counter_key(&key), delta)
-            .map_err(|e| store::StoreError::Unavailable(describe_wasi_kv(&e)))
+        let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
+        let stored = mapping::counter_key(&key);
+        // A read creates nothing: Spin's increment by 0 would store a 0.
+        if delta == 0
+            && !audit_stream::Kv::exists(&kv, &stored).map_err(store::StoreError::Unavailable)?
+        {
+            return Ok(0);
+        }
+        let value = expiring::Keys::increment(&kv, &stored, delta)
+            .map_err(store::StoreError::Unavailable)?;
+        expiring::after_increment(&kv, &stored, value, expires_at)
+            .map_err(store::StoreError::Unavailable)?;
+        sweep_now(&kv, expires_at);
+        Ok(value)
     }
 
     fn list_keys(prefix: String) -> Result<Vec<String>, store::StoreError> {
@@ -197,6 +209,38 @@ impl audit_stream::Kv for SpinKv {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
         atomics::increment(&self.counters, key, delta).map_err(|e| describe_wasi_kv(&e))
+    }
+}
+
+impl expiring::Keys for SpinKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.values.get(key).map_err(|e| describe_kv(&e))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.values.set(key, value).map_err(|e| describe_kv(&e))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), String> {
+        self.values.delete(key).map_err(|e| describe_kv(&e))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        atomics::increment(&self.counters, key, delta).map_err(|e| describe_wasi_kv(&e))
+    }
+}
+
+/// After a write with an expiry, the minute's first such write sweeps what is due. A failed sweep
+/// only keeps more, so it is logged, never the caller's error.
+fn sweep_now(kv: &SpinKv, wrote_an_expiry: Option<i64>) {
+    if wrote_an_expiry.is_none() {
+        return;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if let Err(e) = expiring::sweep_if_due(kv, now) {
+        eprintln!("sweeping expired keys failed (they are kept until a later sweep): {e}");
     }
 }
 

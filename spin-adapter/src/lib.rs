@@ -6,7 +6,7 @@
 //!
 //! | export | Spin API |
 //! |---|---|
-//! | `store.get` / `set` / `delete` / `list-keys` | `fermyon:spin/key-value` on the `default` store |
+//! | `store.get` / `set` / `delete` / `list-keys` | `fermyon:spin/key-value` on the `default` store; expiries through an index the writers sweep ([`expiring`]) |
 //! | `store.increment` | `wasi:keyvalue/atomics.increment` on the same store (no compare-and-swap) |
 //! | `mailer.send` | an HTTP `POST` of the message as JSON to the `mail_api_url` variable |
 //! | `audit.head` | key-value reads: the record count, then the newest record's line (its `hash`) |
@@ -27,6 +27,7 @@
 //! exists only on `wasm32`.
 
 pub mod audit_stream;
+pub mod expiring;
 pub mod mapping;
 
 #[cfg(target_arch = "wasm32")]

@@ -43,14 +43,30 @@ pub const AUDIT_LEN_PREFIX: &str = "audit-len:";
 /// Prefix of the value that records a claimed audit position seen unwritten.
 pub const AUDIT_STALL_PREFIX: &str = "audit-stall:";
 
+/// Prefix of a key's noted expiry (see [`crate::expiring`]).
+pub const EXPIRY_PREFIX: &str = "expiry:";
+/// Prefix of the counter of keys filed in one bucket of expiries.
+pub const EXPIRY_COUNT_PREFIX: &str = "expiry-count:";
+/// Prefix of one filed key's slot in a bucket of expiries.
+pub const EXPIRY_SLOT_PREFIX: &str = "expiry-slot:";
+/// Prefix of the counter that elects one sweeper a minute.
+pub const EXPIRY_CLAIM_PREFIX: &str = "expiry-claim:";
+/// The first bucket of expiries not yet swept.
+pub const EXPIRY_NEXT: &str = "expiry-next";
+
 /// Every namespace's prefix; none is a prefix of another.
-pub const PREFIXES: [&str; 6] = [
+pub const PREFIXES: [&str; 11] = [
     VALUE_PREFIX,
     COUNTER_PREFIX,
     AUDIT_PREFIX,
     AUDIT_CLAIM_PREFIX,
     AUDIT_LEN_PREFIX,
     AUDIT_STALL_PREFIX,
+    EXPIRY_PREFIX,
+    EXPIRY_COUNT_PREFIX,
+    EXPIRY_SLOT_PREFIX,
+    EXPIRY_CLAIM_PREFIX,
+    EXPIRY_NEXT,
 ];
 
 /// The Spin key that holds the component's value `key`.

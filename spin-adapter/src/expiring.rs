@@ -1,0 +1,312 @@
+//! Expiry over Spin's key-value store, which has none (`wit/store.wit`, "Expiry").
+//!
+//! Spin's store cannot expire a key by itself, so the adapter keeps an index and sweeps it:
+//! - **Noting.** A `set` or `increment` with an expiry writes the key's expiry beside it
+//!   (`expiry:<key>`, the latest asked for) and files the key in the bucket of that time
+//!   ([`BUCKET_SECONDS`] wide): a slot claimed with the atomic `increment` (`expiry-count:<bucket>`),
+//!   then the key's name in it (`expiry-slot:<bucket>:<n>`). A `set` without an expiry keeps the
+//!   key for good: its noted expiry is removed.
+//! - **Sweeping.** Whoever writes with an expiry first in a minute (`expiry-claim:<minute>`, the
+//!   call whose increment returns 1) sweeps the buckets that are due, oldest first, from
+//!   `expiry-next` (a bucket and a slot): each filed key whose noted expiry has passed by [`GRACE_SECONDS`] is deleted
+//!   with its note, then its slot. A key extended since it was filed is left (it is filed again in
+//!   its later bucket). A sweep stops after [`SWEEP_BUDGET`] slots and the next one goes on.
+//!
+//! Without compare-and-swap two writers extending one counter can leave the earlier of their two
+//! expiries as its note (last write wins). Both compute theirs from the same rule a moment apart,
+//! so the difference is seconds; the sweep's [`GRACE_SECONDS`] of slack covers it, and a key
+//! forgotten late only keeps more. Sweeps that overlap do the same deletions twice, harmlessly.
+
+use crate::mapping;
+
+/// How wide a bucket of expiries is, in seconds.
+pub const BUCKET_SECONDS: i64 = 600;
+/// How long after its expiry a key is kept at least: the slack for racing notes.
+pub const GRACE_SECONDS: i64 = 600;
+/// The most slots one sweep looks at.
+pub const SWEEP_BUDGET: usize = 500;
+
+/// The key-value operations expiry needs. Errors are messages that never hold a value.
+pub trait Keys {
+    /// The value at `key`, if any.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Stores `value` at `key`.
+    ///
+    /// # Errors
+    /// The store could not be written.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Removes `key` (a value or a counter); absent is fine.
+    ///
+    /// # Errors
+    /// The store could not be written.
+    fn delete(&self, key: &str) -> Result<(), String>;
+    /// Atomically adds `delta` to the counter at `key` (absent = 0) and returns the new value.
+    ///
+    /// # Errors
+    /// The store could not be written.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, String>;
+}
+
+/// Where the noted expiry of the Spin key `stored` is.
+#[must_use]
+pub fn note_key(stored: &str) -> String {
+    format!("{}{stored}", mapping::EXPIRY_PREFIX)
+}
+
+fn count_key(bucket: i64) -> String {
+    format!("{}{bucket}", mapping::EXPIRY_COUNT_PREFIX)
+}
+
+fn slot_key(bucket: i64, slot: i64) -> String {
+    format!("{}{bucket}:{slot}", mapping::EXPIRY_SLOT_PREFIX)
+}
+
+fn claim_key(minute: i64) -> String {
+    format!("{}{minute}", mapping::EXPIRY_CLAIM_PREFIX)
+}
+
+/// Where the next sweep starts: a bucket and a slot in it (`<bucket>:<slot>`).
+fn cursor(keys: &impl Keys) -> Result<Option<(i64, i64)>, String> {
+    Ok(keys
+        .get(mapping::EXPIRY_NEXT)?
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (bucket, slot) = text.split_once(':')?;
+            Some((bucket.parse().ok()?, slot.parse().ok()?))
+        }))
+}
+
+fn set_cursor(keys: &impl Keys, bucket: i64, slot: i64) -> Result<(), String> {
+    keys.set(mapping::EXPIRY_NEXT, format!("{bucket}:{slot}").as_bytes())
+}
+
+fn read_i64(keys: &impl Keys, key: &str) -> Result<Option<i64>, String> {
+    Ok(keys
+        .get(key)?
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok()))
+}
+
+/// Files `stored` to be forgotten after `at`: its note, and a slot in `at`'s bucket.
+fn file(keys: &impl Keys, stored: &str, at: i64) -> Result<(), String> {
+    keys.set(&note_key(stored), at.to_string().as_bytes())?;
+    let bucket = at.div_euclid(BUCKET_SECONDS);
+    let slot = keys.increment(&count_key(bucket), 1)?;
+    keys.set(&slot_key(bucket, slot), stored.as_bytes())?;
+    // The first bucket ever filed is where sweeping starts.
+    if keys.get(mapping::EXPIRY_NEXT)?.is_none() {
+        set_cursor(keys, bucket, 1)?;
+    }
+    Ok(())
+}
+
+/// After a `set` of `stored`: its expiry is replaced by `at` (none keeps it for good).
+///
+/// # Errors
+/// The store failed; the value is written, its expiry may not be (it is then kept longer).
+pub fn after_set(keys: &impl Keys, stored: &str, at: Option<i64>) -> Result<(), String> {
+    match at {
+        Some(at) => file(keys, stored, at),
+        None => keys.delete(&note_key(stored)),
+    }
+}
+
+/// After an `increment` of the counter `stored` that left it at `value`: with `at`, its expiry
+/// becomes the later of its noted one and `at`. A counter at 0 is not noted (a read creates
+/// nothing; see [`read_counter`]).
+///
+/// # Errors
+/// The store failed; the counter is changed, its expiry may not be (it is then kept longer).
+pub fn after_increment(
+    keys: &impl Keys,
+    stored: &str,
+    value: i64,
+    at: Option<i64>,
+) -> Result<(), String> {
+    let Some(at) = at else { return Ok(()) };
+    if value == 0 {
+        return Ok(());
+    }
+    match read_i64(keys, &note_key(stored))? {
+        Some(noted) if noted >= at => Ok(()),
+        _ => file(keys, stored, at),
+    }
+}
+
+/// Sweeps the buckets due at `now` if this is the first call of its minute to ask; returns how
+/// many keys it forgot.
+///
+/// # Errors
+/// The store failed; what was not swept is swept by a later sweep.
+pub fn sweep_if_due(keys: &impl Keys, now: i64) -> Result<usize, String> {
+    let minute = now.div_euclid(60);
+    if keys.increment(&claim_key(minute), 1)? != 1 {
+        return Ok(0);
+    }
+    keys.delete(&claim_key(minute - 1))?;
+    sweep(keys, now)
+}
+
+/// Sweeps the buckets due at `now`, oldest first, within [`SWEEP_BUDGET`] slots.
+///
+/// # Errors
+/// The store failed; what was not swept is swept by a later sweep.
+pub fn sweep(keys: &impl Keys, now: i64) -> Result<usize, String> {
+    let Some((mut bucket, mut first)) = cursor(keys)? else {
+        return Ok(0);
+    };
+    // A bucket is due once every expiry in it is `GRACE_SECONDS` past.
+    let last_due = (now - GRACE_SECONDS).div_euclid(BUCKET_SECONDS) - 1;
+    let (mut looked, mut forgotten) = (0, 0);
+    while bucket <= last_due {
+        let filed = keys.increment(&count_key(bucket), 0)?;
+        for slot in first..=filed {
+            if looked == SWEEP_BUDGET {
+                set_cursor(keys, bucket, slot)?;
+                return Ok(forgotten);
+            }
+            looked += 1;
+            let entry = slot_key(bucket, slot);
+            if let Some(stored) = keys.get(&entry)?.and_then(|b| String::from_utf8(b).ok()) {
+                let note = note_key(&stored);
+                if read_i64(keys, &note)?.is_some_and(|at| at + GRACE_SECONDS <= now) {
+                    keys.delete(&stored)?;
+                    keys.delete(&note)?;
+                    forgotten += 1;
+                }
+            }
+            keys.delete(&entry)?;
+        }
+        keys.delete(&count_key(bucket))?;
+        bucket += 1;
+        first = 1;
+        set_cursor(keys, bucket, first)?;
+    }
+    Ok(forgotten)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    /// A store in a map; counters as decimal text, like any value.
+    #[derive(Default)]
+    struct Map(RefCell<BTreeMap<String, Vec<u8>>>);
+
+    impl Keys for Map {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.borrow().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.0.borrow_mut().insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.0.borrow_mut().remove(key);
+            Ok(())
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+            let now = read_i64(self, key)?.unwrap_or(0) + delta;
+            self.set(key, now.to_string().as_bytes())?;
+            Ok(now)
+        }
+    }
+
+    impl Map {
+        fn has(&self, key: &str) -> bool {
+            self.0.borrow().contains_key(key)
+        }
+        /// Every key that is not the adapter's own bookkeeping.
+        fn data(&self) -> Vec<String> {
+            self.0
+                .borrow()
+                .keys()
+                .filter(|k| !k.starts_with("expiry"))
+                .cloned()
+                .collect()
+        }
+    }
+
+    const T: i64 = 1_795_000_000;
+
+    fn put(m: &Map, key: &str, at: Option<i64>) {
+        m.set(key, b"x").unwrap();
+        after_set(m, key, at).unwrap();
+    }
+
+    fn bump(m: &Map, key: &str, at: Option<i64>) {
+        let value = m.increment(key, 1).unwrap();
+        after_increment(m, key, value, at).unwrap();
+    }
+
+    #[test]
+    fn a_key_is_kept_until_its_expiry_and_its_grace_then_swept_with_its_bookkeeping() {
+        let m = Map::default();
+        put(&m, "val:a", Some(T + 100));
+        put(&m, "val:kept", None);
+        bump(&m, "ctr:n", Some(T + 100));
+        // Before the bucket is due, nothing goes, whenever the sweep runs.
+        for now in (T..T + 100 + GRACE_SECONDS).step_by(60) {
+            assert_eq!(sweep(&m, now).unwrap(), 0, "at {now}");
+        }
+        let due =
+            (T + 100).div_euclid(BUCKET_SECONDS) * BUCKET_SECONDS + BUCKET_SECONDS + GRACE_SECONDS;
+        assert_eq!(sweep(&m, due).unwrap(), 2);
+        assert_eq!(m.data(), ["val:kept"]);
+        // Only the cursor is left of the bookkeeping.
+        let left: Vec<String> = m.0.borrow().keys().cloned().collect();
+        assert_eq!(left, ["expiry-next", "val:kept"]);
+    }
+
+    #[test]
+    fn an_extended_key_is_kept_and_a_key_set_for_good_is_never_swept() {
+        let m = Map::default();
+        bump(&m, "ctr:hint", Some(T + 60));
+        bump(&m, "ctr:hint", Some(T + 7200));
+        // A later, earlier expiry (a racing writer) does not shorten it.
+        bump(&m, "ctr:hint", Some(T + 120));
+        put(&m, "val:v", Some(T + 60));
+        put(&m, "val:v", None);
+        sweep(&m, T + 3600).unwrap();
+        assert!(m.has("ctr:hint"), "extended to T + 7200");
+        assert!(m.has("val:v"), "set again for good");
+        sweep(&m, T + 7200 + BUCKET_SECONDS + GRACE_SECONDS).unwrap();
+        assert!(!m.has("ctr:hint"));
+        assert!(m.has("val:v"));
+    }
+
+    #[test]
+    fn a_counter_read_is_never_filed() {
+        let m = Map::default();
+        after_increment(&m, "ctr:r", 0, Some(T)).unwrap();
+        assert!(m.0.borrow().is_empty());
+    }
+
+    #[test]
+    fn one_sweep_a_minute_within_its_budget_and_the_next_goes_on() {
+        let m = Map::default();
+        let n = SWEEP_BUDGET + 10;
+        for i in 0..n {
+            put(&m, &format!("val:{i}"), Some(T));
+        }
+        let later = T + 2 * BUCKET_SECONDS + GRACE_SECONDS;
+        assert_eq!(sweep_if_due(&m, later).unwrap(), SWEEP_BUDGET);
+        assert_eq!(sweep_if_due(&m, later + 1).unwrap(), 0, "the same minute");
+        assert_eq!(
+            sweep_if_due(&m, later + 60).unwrap(),
+            10,
+            "the next minute goes on"
+        );
+        assert!(m.data().is_empty());
+        assert!(
+            !m.has(&claim_key((later).div_euclid(60))),
+            "old claims are removed"
+        );
+    }
+}
