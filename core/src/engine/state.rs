@@ -59,6 +59,22 @@ pub(crate) struct StoredChallenge {
     /// For an address being confirmed: whether the user enrols of their own accord.
     #[serde(default)]
     pub(crate) opt_in: bool,
+    /// The seed every code of this challenge derives from (each generation its own code), drawn
+    /// when the challenge opens: sends racing to mint its first code mint the same one. Absent in a
+    /// challenge stored before it existed (a random seed per code then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) seed: Option<Secret>,
+}
+
+/// A seed as stored, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A kind of numbered slot (see [`throttle`]): where its keys are and which rule judges it.
@@ -133,6 +149,7 @@ impl Engine<'_> {
             expires_at: now.plus(self.settings.challenge_ttl_seconds),
             code: None,
             opt_in,
+            seed: Some(Secret(random::new_seed(rng))),
         };
         let challenge_key = keys::challenge(who.org, who.user);
         let event = who

@@ -10,3 +10,11 @@ pub fn new_id<R: CryptoRng + ?Sized>(rng: &mut R) -> String {
     rng.fill_bytes(&mut id);
     hex::encode(id)
 }
+
+/// A fresh 256-bit secret, hex: a challenge's code seed (see `login::otp`). The buffer it is drawn
+/// into is wiped.
+pub fn new_seed<R: CryptoRng + ?Sized>(rng: &mut R) -> String {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(seed.as_mut());
+    hex::encode(seed.as_ref())
+}

@@ -27,9 +27,7 @@ const LABEL: &[u8] = b"mfa-step/otp/v1";
 
 /// A fresh 256-bit seed from the caller's CSPRNG, hex-encoded for storage.
 pub fn new_seed<R: CryptoRng + ?Sized>(rng: &mut R) -> String {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(seed.as_mut());
-    hex::encode(seed.as_ref())
+    crate::kernel::random::new_seed(rng)
 }
 
 /// Derives the code for one challenge generation. `seed_hex` that is not hex derives from its raw

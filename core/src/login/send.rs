@@ -98,7 +98,11 @@ impl Engine<'_> {
             Some(code) => code,
             None => StoredCode {
                 generation: challenge.code.as_ref().map_or(1, |c| c.generation + 1),
-                seed: otp::new_seed(rng),
+                // The challenge's own seed, so that racing first sends mint one code.
+                seed: challenge
+                    .seed
+                    .as_ref()
+                    .map_or_else(|| otp::new_seed(rng), |s| s.0.clone()),
                 issued_at: now,
                 expires_at: now.plus(self.settings.code_ttl_seconds),
             },

@@ -24,7 +24,7 @@ use tokio::sync::Barrier;
 
 use host_harness::{Runtime, World};
 
-use crate::common::{Harness, T0, ctx, default_config, wrong};
+use crate::common::{Harness, T0, code_in, ctx, default_config, wrong};
 
 /// This module's own `plugin` component: a burst of 256 calls needs every slot of a runtime's
 /// instance pool (`INSTANCE_CAPACITY`), so it cannot share the pool the other suites use.
@@ -506,8 +506,26 @@ async fn parallel_sends_deliver_at_most_three() {
                 other => broken.push(format!("N={n}: a refused send answered {other:?}")),
             }
         }
-        // (Which code each of the 3 emails carries is not asserted: concurrent first sends each
-        // mint a code and the last one stored is the live one, a known gap outside this item.)
+        // Racing first sends mint one code (the challenge's seed): all 3 emails carry it, and it
+        // is the one that verifies.
+        let codes: std::collections::BTreeSet<String> = h
+            .mailer
+            .inner()
+            .messages()
+            .iter()
+            .filter_map(|m| code_in(&m.text))
+            .collect();
+        if codes.len() != 1 {
+            broken.push(format!(
+                "N={n}: the emails carry {} different codes",
+                codes.len()
+            ));
+        }
+        if let Some(code) = codes.first()
+            && h.verify(&c, &id, code).await.is_err()
+        {
+            broken.push(format!("N={n}: the mailed code does not verify"));
+        }
         let status = h.status(&c).await.unwrap();
         if status.sends_left != 0 || status.next_send_at != Some(T0 + 300) {
             broken.push(format!(
