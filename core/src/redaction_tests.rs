@@ -20,7 +20,7 @@ use crate::devices::StoredDevice;
 use crate::devices::trust::DeviceCheck;
 use crate::engine::Engine;
 use crate::engine::record::Undo;
-use crate::engine::state::{StoredChallenge, StoredCode};
+use crate::engine::state::{Secret, StoredChallenge, StoredCode};
 use crate::kernel::error::Error;
 use crate::kernel::model::{
     Allowed, BrowserTraits, Decision, DevicePresentation, Explanation, LoginContext, Purpose,
@@ -213,6 +213,7 @@ fn stored_state_never_shows_seeds_tokens_or_what_an_undo_would_put_back() {
             expires_at: Timestamp(1800),
             code: Some(code),
             opt_in: false,
+            seed: Some(Secret(MARKER.to_owned())),
         },
     );
     debug(
