@@ -19,6 +19,7 @@ use crate::kernel::ports::OutgoingMail;
 use crate::kernel::time::Timestamp;
 use crate::kernel::{input, keys};
 use crate::policy::OrgPolicy;
+use crate::policy::enrollment::FRESH_VERIFICATION_SECONDS;
 
 fn actor_event(
     actor: &Actor,
@@ -196,9 +197,15 @@ impl Engine<'_> {
         // The streak is ended by moving to a new one (never by a delete, which would let its slots
         // be taken again), the 30-day count by deleting the current window's.
         let streak = keys::streak(org, user);
+        let window = throttle::failure_window(now);
+        let window_end = Timestamp((window + 1).saturating_mul(throttle::WINDOW_SECONDS));
+        // With the expiry each would be put back with (the streak is kept for good).
         let counters = [
-            streak.clone(),
-            keys::failures_window(org, user, throttle::failure_window(now)),
+            (streak.clone(), None),
+            (
+                keys::failures_window(org, user, window),
+                keys::guard_until(window_end),
+            ),
         ];
         // The confirmed address too: the user enrolls again at the next login. The grace period's
         // keys stay: a reset never reopens a password-only way in.
@@ -211,11 +218,14 @@ impl Engine<'_> {
                 keys::keep_until(now.plus(challenge_life)),
             ),
             (keys::enrollment(org, user), None),
-            (keys::step_up(org, user), None),
+            (
+                keys::step_up(org, user),
+                keys::keep_until(now.plus(FRESH_VERIFICATION_SECONDS)),
+            ),
         ];
         let mut undo = Undo::default();
-        for key in &counters {
-            self.remember_counter(&mut undo, key)?;
+        for (key, kept) in &counters {
+            self.remember_counter(&mut undo, key, *kept)?;
         }
         for (key, kept) in &values {
             self.remember_value(&mut undo, key, *kept)?;
@@ -224,7 +234,7 @@ impl Engine<'_> {
             self.undo(undo);
             return Err(Error::store(e));
         }
-        for key in counters[1..].iter().chain(values.iter().map(|(k, _)| k)) {
+        for key in counters[1..].iter().chain(values.iter()).map(|(k, _)| k) {
             if let Err(e) = self.store.delete(key) {
                 self.undo(undo);
                 return Err(Error::store(e));
@@ -239,7 +249,12 @@ impl Engine<'_> {
             "admin-reset".to_owned(),
         );
         self.append(event, now, rng)
-            .inspect_err(|_| self.undo(undo))
+            .inspect_err(|_| self.undo(undo))?;
+        // The ended streak's count (kept for good while it lasted) can go. Best effort.
+        if let Ok(current) = self.store.increment(&streak, 0, None) {
+            let _ = self.store.delete(&keys::failures(org, user, current - 1));
+        }
+        Ok(())
     }
 
     /// The roles the platform requires MFA for, for platform admins.

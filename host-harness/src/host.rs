@@ -83,7 +83,7 @@ pub struct HostState {
     backends: Backends,
     /// The organization whose stream this instance is linking a record to, held from its `head`
     /// to its `append` (see [`StreamLeases`]).
-    lease: Option<(String, tokio::sync::OwnedMutexGuard<()>)>,
+    lease: Option<(LeaseKey, tokio::sync::OwnedMutexGuard<()>)>,
 }
 
 /// Who may link the next record of an organization's stream, per sink and organization.
@@ -95,7 +95,8 @@ pub struct HostState {
 /// writers of one organization in this process take turns for the few microseconds of linking and
 /// the append itself, and never conflict. Writers in other processes sharing the sink still meet
 /// the sink's own check, and relink. The lease is given back when the instance ends, whatever
-/// happened, and an instance holds at most one.
+/// happened, and an instance holds at most one. An organization's entry is removed once no one
+/// holds or waits for its lease, so the map holds only the streams being written.
 struct StreamLeases;
 
 type LeaseKey = (usize, String);
@@ -105,15 +106,27 @@ static LEASES: std::sync::LazyLock<
 > = std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
 
 impl StreamLeases {
-    /// The lease of `org`'s stream in the sink at `sink`.
-    fn of(sink: usize, org: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lease of a stream (a sink and an organization).
+    fn of(key: &LeaseKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut leases = LEASES
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         leases
-            .entry((sink, org.to_owned()))
+            .entry(key.clone())
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone()
+    }
+
+    /// Gives `guard` back, and forgets the stream's entry if no one else holds or awaits it.
+    fn release(key: &LeaseKey, guard: tokio::sync::OwnedMutexGuard<()>) {
+        drop(guard);
+        let mut leases = LEASES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Under the map's lock no one can take a new reference; 1 is the map's own.
+        if leases.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            leases.remove(key);
+        }
     }
 }
 
@@ -138,13 +151,27 @@ impl HostState {
     /// Takes `org`'s stream lease for this instance (waiting for the writer that holds it), unless
     /// it holds it already; a lease on another stream is given back first.
     async fn lease(&mut self, org: &str) {
-        if self.lease.as_ref().is_some_and(|(held, _)| held == org) {
+        let sink = Arc::as_ptr(&self.backends.audit).cast::<()>() as usize;
+        let key = (sink, org.to_owned());
+        if self.lease.as_ref().is_some_and(|(held, _)| *held == key) {
             return;
         }
-        self.lease = None;
-        let sink = Arc::as_ptr(&self.backends.audit).cast::<()>() as usize;
-        let guard = StreamLeases::of(sink, org).lock_owned().await;
-        self.lease = Some((org.to_owned(), guard));
+        self.release_lease();
+        let guard = StreamLeases::of(&key).lock_owned().await;
+        self.lease = Some((key, guard));
+    }
+
+    /// Gives back the stream lease this instance holds, if any.
+    fn release_lease(&mut self) {
+        if let Some((key, guard)) = self.lease.take() {
+            StreamLeases::release(&key, guard);
+        }
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.release_lease();
     }
 }
 
@@ -261,15 +288,18 @@ impl audit::Host for HostState {
     ) -> Result<Option<audit::ChainHead>, audit::AuditError> {
         self.lease(&org_id).await;
         let sink = self.backends.audit.clone();
-        blocking(self.backends.offload, move || sink.head(&org_id))
-            .await
-            .map(|head| {
-                head.map(|h| audit::ChainHead {
-                    seq: h.seq,
-                    hash: h.hash,
-                })
+        let head = blocking(self.backends.offload, move || sink.head(&org_id)).await;
+        if head.is_err() {
+            // No append follows a failed read: the turn is over.
+            self.release_lease();
+        }
+        head.map(|head| {
+            head.map(|h| audit::ChainHead {
+                seq: h.seq,
+                hash: h.hash,
             })
-            .map_err(|e| audit::AuditError::Unavailable(e.0))
+        })
+        .map_err(|e| audit::AuditError::Unavailable(e.0))
     }
 
     async fn note_refusal(&mut self, note: audit::RefusalNote) {
@@ -297,7 +327,7 @@ impl audit::Host for HostState {
         let sink = self.backends.audit.clone();
         let outcome = blocking(self.backends.offload, move || Ok(sink.append(&entry))).await;
         // Appended or not, this writer's turn is over.
-        self.lease = None;
+        self.release_lease();
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AppendError::Conflict)) => Err(audit::AuditError::Conflict),

@@ -23,9 +23,10 @@ struct Bucket {
 
 static BUCKET: Mutex<Option<Bucket>> = Mutex::new(None);
 
-/// Whether a note may be written now, and how many were dropped since the last one written.
-fn admit(now: Instant) -> Option<u64> {
-    let mut guard = BUCKET
+/// Whether a note may be written now from `bucket`, and how many were dropped since the last one
+/// written.
+fn admit(bucket: &Mutex<Option<Bucket>>, now: Instant) -> Option<u64> {
+    let mut guard = bucket
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let bucket = guard.get_or_insert(Bucket {
@@ -47,7 +48,7 @@ fn admit(now: Instant) -> Option<u64> {
 
 /// Writes `note` to the log at `warn`, unless the rate is spent (then it is only counted).
 pub fn note(note: &RefusalNote) {
-    if let Some(suppressed) = admit(Instant::now()) {
+    if let Some(suppressed) = admit(&BUCKET, Instant::now()) {
         tracing::warn!(
             rule = %note.rule,
             claimed_org = note.claimed_org.as_deref().unwrap_or("-"),
@@ -67,13 +68,15 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_rate_holds_and_the_dropped_are_counted() {
+        // A bucket of the test's own: the process's one is shared with every other test.
+        let bucket = Mutex::new(None);
         let start = Instant::now();
-        let passed = (0..100).filter(|_| admit(start).is_some()).count();
+        let passed = (0..100).filter(|_| admit(&bucket, start).is_some()).count();
         assert_eq!(passed, BURST as usize);
         // Two seconds later: two more, the first reporting the 80 it dropped.
         let later = start + Duration::from_secs(2);
-        assert_eq!(admit(later), Some(80));
-        assert_eq!(admit(later), Some(0));
-        assert_eq!(admit(later), None);
+        assert_eq!(admit(&bucket, later), Some(80));
+        assert_eq!(admit(&bucket, later), Some(0));
+        assert_eq!(admit(&bucket, later), None);
     }
 }

@@ -90,7 +90,10 @@ impl store::Guest for Adapter {
         let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
         let stored = mapping::value_key(&key);
         expiring::Keys::set(&kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
-        expiring::after_set(&kv, &stored, expires_at).map_err(store::StoreError::Unavailable)?;
+        // The value is written: failing to note its expiry only keeps it longer.
+        if let Err(e) = expiring::after_set(&kv, &stored, expires_at, unix_now()) {
+            eprintln!("a key's expiry was not noted (it is kept longer): {e}");
+        }
         sweep_now(&kv, expires_at);
         Ok(())
     }
@@ -122,8 +125,11 @@ impl store::Guest for Adapter {
         }
         let value = expiring::Keys::increment(&kv, &stored, delta)
             .map_err(store::StoreError::Unavailable)?;
-        expiring::after_increment(&kv, &stored, value, expires_at)
-            .map_err(store::StoreError::Unavailable)?;
+        // The count changed: failing to note its expiry only keeps it longer, and failing the
+        // call now would report as lost a step that was taken (a spent code, a taken slot).
+        if let Err(e) = expiring::after_increment(&kv, &stored, value, expires_at, unix_now()) {
+            eprintln!("a counter's expiry was not noted (it is kept longer): {e}");
+        }
         sweep_now(&kv, expires_at);
         Ok(value)
     }
@@ -230,16 +236,20 @@ impl expiring::Keys for SpinKv {
     }
 }
 
+/// The wall clock in Unix seconds (0 before 1970).
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// After a write with an expiry, the minute's first such write sweeps what is due. A failed sweep
 /// only keeps more, so it is logged, never the caller's error.
 fn sweep_now(kv: &SpinKv, wrote_an_expiry: Option<i64>) {
     if wrote_an_expiry.is_none() {
         return;
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    if let Err(e) = expiring::sweep_if_due(kv, now) {
+    if let Err(e) = expiring::sweep_if_due(kv, unix_now()) {
         eprintln!("sweeping expired keys failed (they are kept until a later sweep): {e}");
     }
 }

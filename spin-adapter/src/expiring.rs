@@ -7,7 +7,7 @@
 //!   then the key's name in it (`expiry-slot:<bucket>:<n>`). A `set` without an expiry keeps the
 //!   key for good: its noted expiry is removed.
 //! - **Sweeping.** Whoever writes with an expiry first in a minute (`expiry-claim:<minute>`, the
-//!   call whose increment returns 1) sweeps the buckets that are due, oldest first, from
+//!   call whose increment returns 1; the claim is filed to expire too) sweeps the buckets that are due, oldest first, from
 //!   `expiry-next` (a bucket and a slot): each filed key whose noted expiry has passed by [`GRACE_SECONDS`] is deleted
 //!   with its note, then its slot. A key extended since it was filed is left (it is filed again in
 //!   its later bucket). A sweep stops after [`SWEEP_BUDGET`] slots and the next one goes on.
@@ -24,7 +24,7 @@ pub const BUCKET_SECONDS: i64 = 600;
 /// How long after its expiry a key is kept at least: the slack for racing notes.
 pub const GRACE_SECONDS: i64 = 600;
 /// The most slots one sweep looks at.
-pub const SWEEP_BUDGET: usize = 500;
+pub const SWEEP_BUDGET: usize = 100;
 
 /// The key-value operations expiry needs. Errors are messages that never hold a value.
 pub trait Keys {
@@ -91,14 +91,15 @@ fn read_i64(keys: &impl Keys, key: &str) -> Result<Option<i64>, String> {
 }
 
 /// Files `stored` to be forgotten after `at`: its note, and a slot in `at`'s bucket.
-fn file(keys: &impl Keys, stored: &str, at: i64) -> Result<(), String> {
+fn file(keys: &impl Keys, stored: &str, at: i64, now: i64) -> Result<(), String> {
     keys.set(&note_key(stored), at.to_string().as_bytes())?;
     let bucket = at.div_euclid(BUCKET_SECONDS);
     let slot = keys.increment(&count_key(bucket), 1)?;
     keys.set(&slot_key(bucket, slot), stored.as_bytes())?;
-    // The first bucket ever filed is where sweeping starts.
+    // Sweeping starts at the bucket of the first write's time, not of its expiry: every later
+    // expiry is after that time, so no bucket is filed behind the cursor.
     if keys.get(mapping::EXPIRY_NEXT)?.is_none() {
-        set_cursor(keys, bucket, 1)?;
+        set_cursor(keys, now.div_euclid(BUCKET_SECONDS), 1)?;
     }
     Ok(())
 }
@@ -107,9 +108,9 @@ fn file(keys: &impl Keys, stored: &str, at: i64) -> Result<(), String> {
 ///
 /// # Errors
 /// The store failed; the value is written, its expiry may not be (it is then kept longer).
-pub fn after_set(keys: &impl Keys, stored: &str, at: Option<i64>) -> Result<(), String> {
+pub fn after_set(keys: &impl Keys, stored: &str, at: Option<i64>, now: i64) -> Result<(), String> {
     match at {
-        Some(at) => file(keys, stored, at),
+        Some(at) => file(keys, stored, at, now),
         None => keys.delete(&note_key(stored)),
     }
 }
@@ -125,6 +126,7 @@ pub fn after_increment(
     stored: &str,
     value: i64,
     at: Option<i64>,
+    now: i64,
 ) -> Result<(), String> {
     let Some(at) = at else { return Ok(()) };
     if value == 0 {
@@ -132,7 +134,7 @@ pub fn after_increment(
     }
     match read_i64(keys, &note_key(stored))? {
         Some(noted) if noted >= at => Ok(()),
-        _ => file(keys, stored, at),
+        _ => file(keys, stored, at, now),
     }
 }
 
@@ -143,10 +145,12 @@ pub fn after_increment(
 /// The store failed; what was not swept is swept by a later sweep.
 pub fn sweep_if_due(keys: &impl Keys, now: i64) -> Result<usize, String> {
     let minute = now.div_euclid(60);
-    if keys.increment(&claim_key(minute), 1)? != 1 {
+    let claim = claim_key(minute);
+    if keys.increment(&claim, 1)? != 1 {
         return Ok(0);
     }
-    keys.delete(&claim_key(minute - 1))?;
+    // The claim itself is swept a few minutes on.
+    file(keys, &claim, now + 120, now)?;
     sweep(keys, now)
 }
 
@@ -237,12 +241,12 @@ mod tests {
 
     fn put(m: &Map, key: &str, at: Option<i64>) {
         m.set(key, b"x").unwrap();
-        after_set(m, key, at).unwrap();
+        after_set(m, key, at, T).unwrap();
     }
 
     fn bump(m: &Map, key: &str, at: Option<i64>) {
         let value = m.increment(key, 1).unwrap();
-        after_increment(m, key, value, at).unwrap();
+        after_increment(m, key, value, at, T).unwrap();
     }
 
     #[test]
@@ -282,9 +286,19 @@ mod tests {
     }
 
     #[test]
+    fn a_long_first_expiry_hides_no_shorter_one_filed_after_it() {
+        let m = Map::default();
+        // The first key ever filed lives a month; the next only a minute.
+        put(&m, "val:month", Some(T + 30 * 86_400));
+        put(&m, "val:minute", Some(T + 60));
+        sweep(&m, T + 60 + BUCKET_SECONDS + GRACE_SECONDS).unwrap();
+        assert_eq!(m.data(), ["val:month"]);
+    }
+
+    #[test]
     fn a_counter_read_is_never_filed() {
         let m = Map::default();
-        after_increment(&m, "ctr:r", 0, Some(T)).unwrap();
+        after_increment(&m, "ctr:r", 0, Some(T), T).unwrap();
         assert!(m.0.borrow().is_empty());
     }
 
@@ -304,9 +318,8 @@ mod tests {
             "the next minute goes on"
         );
         assert!(m.data().is_empty());
-        assert!(
-            !m.has(&claim_key((later).div_euclid(60))),
-            "old claims are removed"
-        );
+        // The claims are swept too, a few minutes on.
+        sweep(&m, later + 3 * BUCKET_SECONDS).unwrap();
+        assert!(!m.0.borrow().keys().any(|k| k.starts_with("expiry-claim:")));
     }
 }

@@ -46,8 +46,10 @@
 //! produce a record whose epoch catches up with a revoke. The one outcome of a refused audit
 //! record racing a write-back is that the device disappears without a `device_revoked` record
 //! (`C` saw the step before it was given back): a code is asked, nothing is granted.
-//! The counters are never deleted: a reset would make a record put back after a revoke count
-//! again. (Once a device's own expiry has passed its counter could go, see issue 14's item 10.)
+//! The counters are never deleted, only forgotten once they expire: a revocation's counter is kept
+//! 30 days and 2 hours past the revoke, longer than any record a write-back could put back then
+//! (a record is kept at most an hour past its trust, which ends at most 30 days after its write),
+//! so a counter is never forgotten while a record it outdates is remembered.
 
 use std::net::IpAddr;
 
@@ -576,7 +578,11 @@ impl Engine<'_> {
             ip: actor.ip.clone(),
             user_agent: &actor.user_agent,
         };
-        self.revoke_all_of(&who, &actor.user_id, reason, now, rng)
+        let revoked = self.revoke_all_of(&who, &actor.user_id, reason, now, rng)?;
+        // A session holding a step-up token from before the change loses it too: moving the MFA
+        // address now needs a code verified after it. Best effort: the grant lapses in 5 minutes.
+        let _ = self.store.delete(&keys::step_up(org_id, user_id));
+        Ok(revoked)
     }
 }
 

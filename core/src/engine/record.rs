@@ -88,13 +88,14 @@ pub(crate) struct Undo {
     /// A key, what it held, and the expiry to put it back with: the one the change would have
     /// given it, which is never earlier than the value's own (see [`keys`], "Expiry").
     values: Vec<(String, Option<Vec<u8>>, Option<i64>)>,
-    counters: Vec<(String, i64)>,
+    /// A counter, its value, and the expiry to put it back with.
+    counters: Vec<(String, i64, Option<i64>)>,
 }
 
 impl std::fmt::Debug for Undo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let values: Vec<&str> = self.values.iter().map(|(k, _, _)| k.as_str()).collect();
-        let counters: Vec<&str> = self.counters.iter().map(|(k, _)| k.as_str()).collect();
+        let counters: Vec<&str> = self.counters.iter().map(|(k, _, _)| k.as_str()).collect();
         f.debug_struct("Undo")
             .field("values", &values)
             .field("counters", &counters)
@@ -209,10 +210,16 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Notes a counter's current value, to put it back with [`Engine::undo`].
-    pub(crate) fn remember_counter(&self, undo: &mut Undo, key: &str) -> Result<()> {
+    /// Notes a counter's current value, to put it back with [`Engine::undo`] (kept until
+    /// `expires_at` if it must be made again).
+    pub(crate) fn remember_counter(
+        &self,
+        undo: &mut Undo,
+        key: &str,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
         let value = self.store.increment(key, 0, None).map_err(Error::store)?;
-        undo.counters.push((key.to_owned(), value));
+        undo.counters.push((key.to_owned(), value, expires_at));
         Ok(())
     }
 
@@ -225,9 +232,9 @@ impl Engine<'_> {
                 None => self.store.delete(&key),
             };
         }
-        for (key, value) in undo.counters {
+        for (key, value, expires_at) in undo.counters {
             if let Ok(now) = self.store.increment(&key, 0, None) {
-                let _ = self.store.increment(&key, value - now, None);
+                let _ = self.store.increment(&key, value - now, expires_at);
             }
         }
     }

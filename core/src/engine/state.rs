@@ -93,10 +93,10 @@ pub(crate) struct Slots<'a> {
     pub(crate) stamped_from: i64,
     /// The longest spacing `rule` gives: how long after its stamp a slot can make another wait.
     pub(crate) longest_spacing: i64,
-    /// How long after the latest slot the count of slots taken is kept; at least
-    /// `longest_spacing`. The count is what a new slot number starts from, so it is kept
-    /// longer than every claim and stamp (see [`keys`], "Expiry").
-    pub(crate) count_kept: i64,
+    /// How long after the latest slot the count of slots taken is kept (at least
+    /// `longest_spacing`), or `None` for good. The count is what a new slot number starts from,
+    /// so it is kept longer than every claim and stamp (see [`keys`], "Expiry").
+    pub(crate) count_kept: Option<i64>,
 }
 
 /// The expiries of a slot taken at `now` under `slots`: its claim's, its stamp's (later, so that a
@@ -106,7 +106,9 @@ fn slot_expiries(slots: &Slots<'_>, now: Timestamp) -> (Option<i64>, Option<i64>
     (
         keys::keep_until(claim),
         keys::keep_until(claim.plus(STAMP_AFTER_CLAIM)),
-        keys::guard_until(now.plus(slots.count_kept.max(slots.longest_spacing))),
+        slots
+            .count_kept
+            .and_then(|kept| keys::guard_until(now.plus(kept.max(slots.longest_spacing)))),
     )
 }
 
@@ -315,8 +317,9 @@ impl Engine<'_> {
             // Slot k waits after slot k − 1 only from the 5th failure on.
             stamped_from: throttle::DELAY_FROM,
             longest_spacing: throttle::MAX_DELAY_SECONDS,
-            // The streak's count is its lock: kept for a lock's memory after the latest guess.
-            count_kept: throttle::LOCK_MEMORY_SECONDS,
+            // The streak's count is its lock and its delays: kept for good while the streak lasts
+            // (a success or a reset deletes it), so no quiet spell lifts a lock or resets a delay.
+            count_kept: None,
         };
         self.take_slot(&slots, hint, now)
     }
@@ -329,9 +332,12 @@ impl Engine<'_> {
             self.settings.send_window_seconds,
         );
         let count = keys::sends(org, user);
+        // Read with the expiry it is about to get: a count that expires just now is either
+        // forgotten before this read (with every slot it counted) or kept past this call, never
+        // forgotten between this read and the increment that follows the new slot.
         let hint = self
             .store
-            .increment(&count, 0, None)
+            .increment(&count, 0, keys::guard_until(now.plus(window)))
             .map_err(Error::store)?;
         let slots = Slots {
             count: &count,
@@ -341,7 +347,7 @@ impl Engine<'_> {
             limit: None,
             stamped_from: 1,
             longest_spacing: window,
-            count_kept: window,
+            count_kept: Some(window),
         };
         self.take_slot(&slots, hint, now)
     }
@@ -384,24 +390,9 @@ impl Engine<'_> {
         Ok(SendRoom(stamps))
     }
 
-    /// Remembers a locked streak for [`throttle::LOCK_MEMORY_SECONDS`] from this try on (its count
-    /// is the lock). Best effort: forgetting it early only lifts the lock an admin reset would.
-    pub(crate) fn keep_lock(&self, who: &Who<'_>, streak: i64, now: Timestamp) {
-        let _ = self.store.increment(
-            &keys::failures(who.org, who.user, streak),
-            0,
-            keys::guard_until(now.plus(throttle::LOCK_MEMORY_SECONDS)),
-        );
-    }
-
-    /// Whether the user is locked; a lock found is remembered from this try on ([`Engine::keep_lock`]).
+    /// Whether the user is locked.
     pub(crate) fn is_locked(&self, who: &Who<'_>, now: Timestamp) -> Result<bool> {
-        let streak = self.streak_of(who)?;
-        let locked = self.guess_state_in(who, streak, now)?.locked();
-        if locked {
-            self.keep_lock(who, streak, now);
-        }
-        Ok(locked)
+        Ok(self.guess_state(who, now)?.locked())
     }
 
     /// Refuses (and records) a locked user.

@@ -54,7 +54,6 @@
 //!  6 ≤ k ≤ 20              looked at once  now ≥ stamp[k − 1] + 30 s · 2^(k−6) (at most 1 h);
 //!                          else throttled (nothing taken)
 //!  k > 20 ───────────────▶ [locked]  begin denied, verify and send refused, until an admin reset
-//!                                    or 30 days in which no one tried (`LOCK_MEMORY_SECONDS`)
 //!  W ticket > 50 ────────▶ [locked]  the same, until the 30-day window ends or an admin reset
 //!  a success ──────────── S + 1 (a new streak), and its W ticket is given back
 //! ```
@@ -114,9 +113,6 @@ pub const WINDOW_CAP: i64 = 50;
 pub const WINDOW_SECONDS: i64 = 30 * 24 * 3600;
 /// Longest delay between tries.
 pub const MAX_DELAY_SECONDS: i64 = 3600;
-/// How long a streak's count (and so a lock) is kept after its latest try: with no try for this
-/// long, the host may forget the streak, and the user's next try counts from 1.
-pub const LOCK_MEMORY_SECONDS: i64 = WINDOW_SECONDS;
 
 /// Delay before the next try after `failures` consecutive failures.
 #[must_use]

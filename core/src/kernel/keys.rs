@@ -185,6 +185,14 @@ pub fn prompt_request(client_id: &str, jti: &str) -> String {
     format!("v1:prompt-request:{client_id}:{jti}")
 }
 
+/// Refusals of one signed hosted-prompt request (counter): the first is recorded in its
+/// organization's stream, the rest only noted for the host's log, so that replaying one signed URL
+/// cannot flood a stream.
+#[must_use]
+pub fn prompt_refused(client_id: &str, jti: &str) -> String {
+    format!("v1:prompt-refused:{client_id}:{jti}")
+}
+
 /// A hosted-prompt session, under the MAC of its cookie's id (see `web::hosted`).
 #[must_use]
 pub fn prompt_session(id_mac: &str) -> String {

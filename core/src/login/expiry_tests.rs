@@ -1,7 +1,7 @@
 //! What the store may forget, and that forgetting it never lets anything through: every key a
 //! login writes expires except the user's and the organization's own, and a host that sweeps as
 //! early as the expiries allow (at every step below) never lets a fourth email into a window,
-//! never lifts a lock while someone keeps trying, and never brings a revoked browser back.
+//! never lifts a lock, and never brings a revoked browser back.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,7 +12,6 @@
 use rand_core::{OsRng, TryRngCore};
 
 use super::tests::{T0, World, ctx, wrong};
-use crate::engine::throttle;
 use crate::kernel::error::Error;
 use crate::kernel::keys;
 use crate::kernel::model::{Actor, Decision};
@@ -23,8 +22,10 @@ use crate::kernel::time::Timestamp;
 const DAY: i64 = 86_400;
 
 /// The kinds of key kept for good: one per user or per organization, never one per request.
-const KEPT_FOR_GOOD: [&str; 7] = [
+const KEPT_FOR_GOOD: [&str; 8] = [
     "v1:streak:",
+    // The current streak's count of wrong codes (deleted when the streak ends).
+    "v1:failures:",
     "v1:audit-count:",
     "v1:enrollment:",
     "v1:grace-start:",
@@ -202,25 +203,41 @@ fn sweeping_as_early_as_allowed_never_lets_a_fourth_email_into_a_window() {
 }
 
 #[test]
-fn a_lock_is_kept_while_anyone_tries_and_forgotten_thirty_days_after_the_last_try() {
+fn a_lock_outlasts_any_quiet_spell_until_a_reset() {
     let mut w = World::new();
     let c = ctx("dr-lock");
     let locked_at = guess_until_locked(&mut w, "dr-lock", T0);
-    // Tried every 10 days for 40 days: each try is refused and keeps the lock.
-    let mut now = locked_at;
-    for _ in 0..4 {
-        now = now.plus(10 * DAY);
-        w.store.sweep(now.0);
-        let d = w.decide(&c, now).unwrap();
-        assert!(
-            matches!(&d, Decision::Deny(denied) if denied.why.rule == "user:locked"),
-            "at {now:?}: {d:?}"
-        );
-    }
-    // Then no one tries for the lock's memory: the next try starts a fresh streak.
-    let quiet = now.plus(throttle::LOCK_MEMORY_SECONDS + 3 * keys::LINGER_SECONDS);
-    w.store.sweep(quiet.0);
-    assert!(matches!(w.decide(&c, quiet), Ok(Decision::Challenge(_))));
+    // A year without a single try, swept at the end: still locked (the streak's count is kept
+    // for good while the streak lasts, so no quiet spell lifts a lock or restarts the count).
+    let later = locked_at.plus(365 * DAY);
+    w.store.sweep(later.0);
+    let d = w.decide(&c, later).unwrap();
+    assert!(
+        matches!(&d, Decision::Deny(denied) if denied.why.rule == "user:locked"),
+        "{d:?}"
+    );
+    // An admin's reset ends it, and the ended streak's count goes with it.
+    let admin = Actor {
+        user_id: "it-admin".into(),
+        org_id: "acme".into(),
+        roles: vec!["org-admin".into()],
+        ip: "203.0.113.7".into(),
+        user_agent: String::new(),
+    };
+    w.engine()
+        .reset_user(&admin, "acme", "dr-lock", later, &mut OsRng.unwrap_err())
+        .unwrap();
+    assert!(matches!(
+        w.decide(&c, later.plus(1)),
+        Ok(Decision::Challenge(_))
+    ));
+    let (_, counters) = w.store.snapshot();
+    assert!(
+        !counters
+            .iter()
+            .any(|(k, _)| k.starts_with("v1:failures:acme:dr-lock:")),
+        "{counters:?}"
+    );
 }
 
 #[test]

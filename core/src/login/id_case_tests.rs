@@ -101,3 +101,33 @@ fn with_id_case_fold_every_case_is_one_organization_and_one_user() {
         "{first:?}"
     );
 }
+
+#[test]
+fn with_id_case_fold_role_lists_in_any_case_match_folded_roles() {
+    let mut w = World::new();
+    let admin = Actor {
+        user_id: "it-admin".into(),
+        org_id: "acme".into(),
+        roles: vec!["org-admin".into()],
+        ip: "203.0.113.7".into(),
+        user_agent: String::new(),
+    };
+    // The admin names the role in another case than the IdP sends it.
+    let policy = OrgPolicy {
+        mandate: Mandate::ByRole,
+        required_roles: vec!["Scheduler".into()],
+        ..OrgPolicy::inherit(&Settings::default())
+    };
+    let mut rng = OsRng.unwrap_err();
+    engine(&w, true)
+        .set_policy(&admin, "acme", &policy, T0, &mut rng)
+        .unwrap();
+    let mut c = ctx("front-desk");
+    c.roles = vec!["SCHEDULER".into()];
+    let d = engine(&w, true).begin(&c, T0, &mut rng).unwrap();
+    assert!(
+        matches!(&d, Decision::Challenge(ch) if ch.why.rule == "org:acme:role:scheduler"),
+        "{d:?}"
+    );
+    let _ = &mut w;
+}

@@ -117,3 +117,30 @@ fn a_malformed_token_is_invalid_input_and_changes_nothing() {
     }
     assert_eq!(w.store.snapshot(), before);
 }
+
+#[test]
+fn a_credential_change_takes_the_step_up_away() {
+    let mut w = World::new();
+    let token = enrolled_and_signed_in(&mut w, "dr-reset-pw", T0);
+    let me = crate::kernel::model::Actor {
+        user_id: "dr-reset-pw".into(),
+        org_id: "acme".into(),
+        roles: vec!["provider".into()],
+        ip: "203.0.113.7".into(),
+        user_agent: String::new(),
+    };
+    w.engine()
+        .credential_changed(
+            &me,
+            "acme",
+            "dr-reset-pw",
+            crate::kernel::model::CredentialChange::PasswordChanged,
+            T0.plus(1),
+            &mut OsRng.unwrap_err(),
+        )
+        .unwrap();
+    assert!(matches!(
+        change(&w, &moving("dr-reset-pw"), &token, T0.plus(2)),
+        Err(Error::Forbidden(_))
+    ));
+}

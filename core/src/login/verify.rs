@@ -66,7 +66,6 @@ impl Engine<'_> {
         let streak = self.streak_of(&who)?;
         let state = self.guess_state_in(&who, streak, now)?;
         if state.locked() {
-            self.keep_lock(&who, streak, now);
             self.record(rejected("user:locked"), now, rng)?;
             return Err(Error::Locked);
         }
@@ -107,6 +106,11 @@ impl Engine<'_> {
                 .store
                 .increment(&keys::streak(who.org, who.user), 1, None);
             let _ = self.store.increment(&window_key, -1, None);
+            // The ended streak's count is kept for good while the streak lasts; now it can go (a
+            // guess still finishing in it counts in it again, bounded by its own rules).
+            let _ = self
+                .store
+                .delete(&keys::failures(who.org, who.user, streak));
         };
 
         let (live, mut reason) = match &challenge {

@@ -65,10 +65,27 @@ impl Engine<'_> {
             roles: &ctx.roles,
             opted_in: enrollment.is_some_and(|e| e.opted_in),
         };
+        let mut platform_roles = self.platform_roles()?;
+        // Under `id_case = fold` the user's roles arrive folded, so the lists they are matched
+        // against are folded too: an organization's or the platform's `Clinician` still applies.
+        let folded;
+        let policy = if self.settings.fold_ids {
+            for role in &mut platform_roles {
+                role.make_ascii_lowercase();
+            }
+            let mut p = policy.clone();
+            for role in &mut p.required_roles {
+                role.make_ascii_lowercase();
+            }
+            folded = p;
+            &folded
+        } else {
+            policy
+        };
         Ok(super::requirement(
             &ctx.org_id,
             policy,
-            &self.platform_roles()?,
+            &platform_roles,
             &user,
             m,
         ))

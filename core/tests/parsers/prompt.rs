@@ -464,7 +464,10 @@ fn apply(c: &Claims, bad: &Bad) -> (String, Vec<Refusal>, Effect) {
         }
         Bad::Claim(k, v, parses) => {
             json[*k] = v.clone();
-            let effect = if *parses {
+            let effect = if *parses && *k == "jti" {
+                // No valid jti to count the refusal under (see `Replayed`): only noted.
+                Effect::Noted(vec!["prompt:bad-claims"])
+            } else if *parses {
                 Effect::Recorded("prompt:bad-claims", ["sub", "org"].contains(k))
             } else {
                 Effect::Silent

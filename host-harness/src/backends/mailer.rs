@@ -479,7 +479,7 @@ mod tests {
     fn every_address_the_core_accepts_the_mailer_accepts() {
         use proptest::prelude::*;
         let piece = "[a-zA-Z0-9._+~!#$%&'*/=?^`{|}-]{0,12}";
-        let domain = "[a-z0-9.-]{1,20}";
+        let domain = "[a-zA-Z0-9._~!-]{1,20}|[a-z0-9]{60,70}\\.example";
         let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
             cases: 4096,
             failure_persistence: None,

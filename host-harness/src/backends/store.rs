@@ -488,27 +488,43 @@ impl Store for SqliteStore {
 }
 
 impl Sweep for SqliteStore {
+    /// Forgets expired keys in slices of [`SWEEP_SLICE_SECONDS`] of expiry, oldest first, one
+    /// transaction each: a backlog never holds the database for long, and since a guarding counter
+    /// expires after the value it guards, no reader ever sees the guard gone and the value kept.
     fn sweep(&self, now: i64) -> PortResult<u64> {
-        let mut conn = self.conn()?;
-        // One transaction: a reader never sees a guarding counter gone and its value still there.
-        let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let values = tx.execute(
-                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                [now],
-            )?;
-            let counters = tx.execute(
-                "DELETE FROM counters WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                [now],
-            )?;
-            tx.commit()?;
-            Ok(values + counters)
-        };
-        run(&mut conn)
-            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
-            .map_err(|e| sqlite_error("sweep", &e))
+        let mut forgotten = 0_u64;
+        loop {
+            let mut conn = self.conn()?;
+            let run = |conn: &mut Connection| -> rusqlite::Result<Option<usize>> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let oldest: Option<i64> = tx.query_row(
+                    "SELECT MIN(m) FROM (
+                         SELECT MIN(expires_at) AS m FROM kv WHERE expires_at <= ?1
+                         UNION ALL
+                         SELECT MIN(expires_at) FROM counters WHERE expires_at <= ?1)",
+                    [now],
+                    |row| row.get(0),
+                )?;
+                let Some(oldest) = oldest else {
+                    return Ok(None);
+                };
+                let cutoff = oldest.saturating_add(SWEEP_SLICE_SECONDS).min(now);
+                let values = tx.execute("DELETE FROM kv WHERE expires_at <= ?1", [cutoff])?;
+                let counters =
+                    tx.execute("DELETE FROM counters WHERE expires_at <= ?1", [cutoff])?;
+                tx.commit()?;
+                Ok(Some(values + counters))
+            };
+            match run(&mut conn).map_err(|e| sqlite_error("sweep", &e))? {
+                Some(n) => forgotten += u64::try_from(n).unwrap_or(u64::MAX),
+                None => return Ok(forgotten),
+            }
+        }
     }
 }
+
+/// How wide a slice of expiries one sweep transaction forgets, in seconds.
+const SWEEP_SLICE_SECONDS: i64 = 600;
 
 #[cfg(test)]
 #[allow(
@@ -716,6 +732,22 @@ mod tests {
         assert_eq!(store.sweep(i64::MAX).unwrap(), 0);
         assert_eq!(store.get("kept").unwrap().as_deref(), Some(&b"x"[..]));
         assert_eq!(store.increment("kept", 0, None).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_backlog_is_swept_slice_by_slice_and_all_of_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir);
+        for i in 0..50_i64 {
+            store.set(&format!("v{i}"), b"x", Some(i * 300)).unwrap();
+            store
+                .increment(&format!("c{i}"), 1, Some(i * 300 + 100))
+                .unwrap();
+        }
+        store.set("kept", b"x", None).unwrap();
+        assert_eq!(store.sweep(15_000).unwrap(), 100);
+        assert_eq!(store.sweep(i64::MAX).unwrap(), 0);
+        assert!(store.get("kept").unwrap().is_some());
     }
 
     #[test]

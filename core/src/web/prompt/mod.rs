@@ -28,10 +28,12 @@
 //! `auth_time`, `nonce` (the request's), `jti`, `iat`, `exp` (`iat` + 120 s).
 //! The IdP checks the signature, `aud`, `exp`, its own `nonce`, and accepts each `jti` once.
 //!
-//! A refused request is recorded (`access_denied`, reason `prompt:<why>`) in the stream of the
-//! organization it names. A tampered request (`prompt:bad-signature`) is recorded under the
-//! organization and user it claims, which the reason marks as unverified; a token too broken to
-//! name anyone is refused without a record.
+//! A refused request that is signed with the prompt key is recorded (`access_denied`, reason
+//! `prompt:<why>`) in the stream of the organization it names, once per request (its `jti`):
+//! replays of one URL are noted in the host's log after that. A request not signed with the key
+//! (`prompt:bad-signature`, `prompt:algorithm`, `prompt:malformed`) names only what its sender
+//! chose: it is noted in the host's log (`audit.note-refusal`), never recorded, and writes nothing
+//! to the store.
 
 mod request;
 mod result;
@@ -310,6 +312,10 @@ pub struct PromptRequest {
     /// Login or device management.
     #[serde(default)]
     pub purpose: PromptPurpose,
+    /// The user and organization ids exactly as the IdP sent them, when `id_case = fold` changed
+    /// them: the result names them as sent, so that the IdP finds its own sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_sent: Option<(String, String)>,
 }
 
 /// How the prompt ended.

@@ -1,7 +1,8 @@
 //! Accepting a request (IdP → browser → `GET /prompt?request=<jwt>`): its signature, its claims,
-//! its times, where it sends the browser back, and that it is used once. Every refusal that names
-//! an organization is recorded in that organization's stream; a tampered one under whom it claims,
-//! marked unverified by its reason.
+//! its times, where it sends the browser back, and that it is used once. The first refusal of a
+//! signed request that names an organization is recorded in that organization's stream; later
+//! ones, and every refusal of a request not signed with the prompt key, are noted in the host's
+//! log only.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -32,9 +33,11 @@ fn return_allowed(allowed: &[String], to: &str) -> bool {
     let clean = to.bytes().all(|b| b.is_ascii_graphic())
         && !to.contains(['#', '\\'])
         && !encoded
-        && !path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..");
+        && !path.split('/').any(|segment| {
+            // `..;x` is a dot segment to servers that strip path parameters first.
+            let name = segment.split(';').next().unwrap_or_default();
+            name == "." || name == ".."
+        });
     clean
         && allowed.iter().any(|a| {
             to.strip_prefix(a.as_str()).is_some_and(|rest| {
@@ -42,6 +45,9 @@ fn return_allowed(allowed: &[String], to: &str) -> bool {
             })
         })
 }
+
+/// How long the refusal of a signed request is remembered: it is recorded again at most this often.
+const REFUSAL_MEMORY_SECONDS: i64 = 86_400;
 
 /// How much of a user agent a refusal note keeps.
 const NOTED_USER_AGENT_CHARS: usize = 256;
@@ -82,22 +88,29 @@ struct RequestClaims {
 impl Engine<'_> {
     /// Notes the refusal of a request that is not signed with the prompt key in the host's log,
     /// with the organization it claims when its payload names a valid one.
-    fn note_unsigned(&self, refusal: Refusal, token: &str, (ip, user_agent): (&str, &str)) {
+    fn note_unsigned(&self, refusal: Refusal, token: &str, where_from: (&str, &str)) {
         let claimed_org = unverified_payload(token)
             .and_then(|p| serde_json::from_slice::<ClaimedOrg>(&p).ok())
-            .map(|c| c.org)
-            .filter(|org| input::id("org", org).is_ok());
+            .map(|c| c.org);
+        self.note(refusal, claimed_org.as_deref(), where_from);
+    }
+
+    /// Notes a refusal in the host's log (never a stream), with the organization the request
+    /// names when that is a valid id.
+    fn note(&self, refusal: Refusal, org: Option<&str>, (ip, user_agent): (&str, &str)) {
         self.audit.note_refusal(&RefusalNote {
             rule: refusal.rule().to_owned(),
-            claimed_org,
+            claimed_org: org
+                .filter(|org| input::id("org", org).is_ok())
+                .map(str::to_owned),
             ip: (!ip.is_empty()).then(|| ip.to_owned()),
             user_agent: (!user_agent.is_empty())
                 .then(|| user_agent.chars().take(NOTED_USER_AGENT_CHARS).collect()),
         });
     }
 
-    /// Accepts a signed request once, or refuses it (recorded when it names an organization
-    /// trustworthily).
+    /// Accepts a signed request once, or refuses it (recorded once when it is signed and names an
+    /// organization; noted in the host's log otherwise).
     ///
     /// # Errors
     /// [`Error::Forbidden`] with the page's message; [`Error::Store`]; [`Error::Audit`].
@@ -136,9 +149,11 @@ impl Engine<'_> {
         let Ok(mut claims) = serde_json::from_slice::<RequestClaims>(&payload) else {
             return Ok(Err(Refusal::Claims));
         };
-        // The IdP's ids as the core uses them (`id_case`).
+        // The IdP's ids as the core uses them (`id_case`); the result names them as sent.
+        let sent = (claims.sub.clone(), claims.org.clone());
         claims.org = self.canonical_id(&claims.org).into_owned();
         claims.sub = self.canonical_id(&claims.sub).into_owned();
+        let as_sent = (sent != (claims.sub.clone(), claims.org.clone())).then_some(sent);
         for role in &mut claims.roles {
             *role = self.canonical_id(role).into_owned();
         }
@@ -147,6 +162,22 @@ impl Engine<'_> {
         let refuse = |refusal: Refusal,
                       rng: &mut R|
          -> Result<std::result::Result<PromptRequest, Refusal>> {
+            // Once per request: replaying one signed URL (from a browser's history) a million
+            // times appends one record, and notes the rest in the host's log.
+            let first = input::id("jti", &claims.jti).is_ok()
+                && self
+                    .store
+                    .increment(
+                        &keys::prompt_refused(&config.client_id, &claims.jti),
+                        1,
+                        keys::keep_until(now.plus(REFUSAL_MEMORY_SECONDS)),
+                    )
+                    .map_err(Error::store)?
+                    == 1;
+            if !first {
+                self.note(refusal, Some(&claims.org), where_from);
+                return Ok(Err(refusal));
+            }
             if input::id("org", &claims.org).is_ok() && input::id("sub", &claims.sub).is_ok() {
                 let event = Event {
                     org: claims.org.clone(),
@@ -210,6 +241,7 @@ impl Engine<'_> {
             nonce: claims.nonce,
             expires_at: Timestamp(claims.exp),
             purpose: claims.purpose,
+            as_sent,
         }))
     }
 }

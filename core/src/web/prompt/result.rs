@@ -45,8 +45,14 @@ impl Engine<'_> {
         let token = config.sign(&ResultClaims {
             iss: AUDIENCE,
             aud: &config.client_id,
-            sub: &request.user_id,
-            org: &request.org_id,
+            sub: request
+                .as_sent
+                .as_ref()
+                .map_or(&request.user_id, |(sub, _)| sub),
+            org: request
+                .as_sent
+                .as_ref()
+                .map_or(&request.org_id, |(_, org)| org),
             outcome: verdict.outcome,
             via: &verdict.via,
             amr: &verdict.amr,

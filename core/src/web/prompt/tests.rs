@@ -348,3 +348,30 @@ fn settings_refuse_unsafe_return_urls_and_missing_parts() {
     assert_eq!(ok.return_urls.len(), 2);
     assert!(!format!("{ok:?}").contains("abab"), "the key never shows");
 }
+
+/// A signed request's refusal is recorded once: replaying the URL (from a shared workstation's
+/// history, say) a thousand times appends one record to its organization's stream and notes the
+/// rest in the host's log.
+#[test]
+fn a_replayed_signed_request_is_recorded_once_and_noted_after() {
+    let w = World::new();
+    let token = with(|c| c["jti"] = "r-flood".into());
+    w.open(&token, T0).unwrap();
+    for _ in 0..1000 {
+        assert_eq!(refused(w.open(&token, T0 + 1)), Refusal::Replayed.message());
+    }
+    let records = w.audit.entries.borrow();
+    let replayed: Vec<_> = records
+        .iter()
+        .filter(|e| e.line.contains("prompt:replayed"))
+        .collect();
+    assert_eq!(replayed.len(), 1, "one record for 1000 replays");
+    let notes = w.audit.notes.borrow();
+    assert_eq!(notes.len(), 999);
+    assert!(notes.iter().all(|n| n.rule == "prompt:replayed"));
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.claimed_org.as_deref() == Some("acme"))
+    );
+}
