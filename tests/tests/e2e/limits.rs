@@ -692,3 +692,43 @@ async fn a_verify_racing_a_challenge_replace_cannot_succeed_twice() {
         h.actions()
     );
 }
+
+/// A step-up token works once however many `change-email` calls present it at the same instant:
+/// 64 in parallel, one challenge opened, 63 refused (`forbidden`), and one `step-up-spent` record
+/// per refusal past the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_up_token_presented_64_times_at_once_works_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let h = Arc::new(harness());
+    let c = ctx("dr-stepup");
+    // Enroll (the first code confirms the address), then sign in: the second verify's token.
+    for _ in 0..2 {
+        let (id, code) = live_code(&h, &c).await;
+        h.verify(&c, &id, &code).await.unwrap();
+    }
+    let token = h.step_up.lock().unwrap().clone().expect("a step-up token");
+    let mut moved = c.clone();
+    moved.email = "dr-stepup@elsewhere.example".to_owned();
+    let n = 64;
+    let answers = together(n, |_| {
+        let (h, moved, token) = (h.clone(), moved.clone(), token.clone());
+        async move {
+            h.change_email_with(&moved, &token)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.kind)
+        }
+    })
+    .await;
+    let opened = answers.iter().filter(|a| a.is_ok()).count();
+    let forbidden = answers
+        .iter()
+        .filter(|a| **a == Err(ErrorKind::Forbidden))
+        .count();
+    assert_eq!((opened, forbidden), (1, n - 1), "{answers:?}");
+    let spent = records(&h)
+        .iter()
+        .filter(|r| r.reason == "email-change:step-up-spent")
+        .count();
+    assert_eq!(spent, n - 1);
+}
