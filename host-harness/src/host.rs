@@ -7,9 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, AuditSink, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
-    Store,
+    AppendError, AuditEntry, Mailer, OutgoingMail, PortError, PortResult, RefusalNote, Store,
 };
+
+use crate::backends::HostAuditSink;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -64,7 +65,7 @@ pub struct Backends {
     /// Behind `mailer`.
     pub mailer: Arc<dyn Mailer + Send + Sync>,
     /// Behind `audit`.
-    pub audit: Arc<dyn AuditSink + Send + Sync>,
+    pub audit: Arc<dyn HostAuditSink>,
     /// Behind `config`.
     pub config: Config,
     /// Behind `wasi:clocks`.
@@ -94,8 +95,10 @@ pub struct HostState {
 /// give up (`unavailable`). So `head` takes the organization's lease and `append` gives it back:
 /// writers of one organization in this process take turns for the few microseconds of linking and
 /// the append itself, and never conflict. Writers in other processes sharing the sink still meet
-/// the sink's own check, and relink. The lease is given back when the instance ends, whatever
-/// happened, and an instance holds at most one. An organization's entry is removed once no one
+/// the sink's own check, and relink. The lease is given back as soon as the record has its place
+/// in the stream ([`HostAuditSink::place`]), before the wait for the disk, so that one writer's
+/// sync never holds up the next one's linking, and records written meanwhile share a sync. It is
+/// also given back when the instance ends, whatever happened, and an instance holds at most one. An organization's entry is removed once no one
 /// holds or waits for its lease, so the map holds only the streams being written.
 struct StreamLeases;
 
@@ -325,9 +328,21 @@ impl audit::Host for HostState {
             line: entry.line,
         };
         let sink = self.backends.audit.clone();
-        let outcome = blocking(self.backends.offload, move || Ok(sink.append(&entry))).await;
-        // Appended or not, this writer's turn is over.
-        self.release_lease();
+        let lease = self.lease.take();
+        let outcome = blocking(self.backends.offload, move || {
+            let placed = sink.place(&entry);
+            // Placed or not, this writer's turn is over: the next one may link to the record
+            // while it is being made durable.
+            if let Some((key, guard)) = lease {
+                StreamLeases::release(&key, guard);
+            }
+            // Acknowledged only once durable.
+            Ok(placed.and_then(|placed| {
+                sink.settle(placed)
+                    .map_err(|e| AppendError::Unavailable(e.0))
+            }))
+        })
+        .await;
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AppendError::Conflict)) => Err(audit::AuditError::Conflict),

@@ -14,13 +14,13 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use host_harness::audit_log::{self, Checks, Filter, Source};
 use host_harness::backends::{
-    JsonlAuditSink, MemoryStore, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,
-    SqliteAuditSink, SqliteStore, Sweep, spawn_sweeper,
+    HostAuditSink, JsonlAuditSink, MemoryStore, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword,
+    SmtpTls, SqliteAuditSink, SqliteStore, Sweep, spawn_sweeper,
 };
 use host_harness::serve::admission::{self, Limits};
 use host_harness::serve::client_ip::TrustedProxies;
 use host_harness::{Backends, Clock, Runtime, World, inspect, settings};
-use mfa_step_core::kernel::ports::{AuditSink, Mailer, Store};
+use mfa_step_core::kernel::ports::{Mailer, Store};
 
 #[derive(Parser)]
 #[command(
@@ -473,7 +473,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             AuditSinkKind::Sqlite => args.db.clone(),
         }),
     };
-    let audit: Arc<dyn AuditSink + Send + Sync> = match log.source() {
+    let audit: Arc<dyn HostAuditSink> = match log.source() {
         Source::Jsonl(path) | Source::JsonlNewest(path) => {
             tracing::info!(audit = %path.display(), "audit trail: JSONL");
             let rotate = (args.audit_rotate_kib > 0).then_some(args.audit_rotate_kib << 10);

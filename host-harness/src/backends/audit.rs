@@ -7,6 +7,11 @@
 //! [`JsonlAuditSink`] guarantees:
 //! - The line is stored byte for byte, followed by `\n`, so a verifier recomputes the same hashes.
 //! - `Ok` only after `sync_data`: an acknowledged record survives a crash or `SIGKILL` of the host.
+//!   Group commit: a record is written in its place under the lock, and synced after the lock is
+//!   given back ([`HostAuditSink::place`], then [`HostAuditSink::settle`]). One `sync_data` covers
+//!   every record written before it, so a writer whose record another's sync covered returns at
+//!   once. A sync that fails leaves the sink refusing every later record until it is reopened: the
+//!   kernel may have dropped the pages it could not write, and a later sync would not say so.
 //! - Check and write happen under an exclusive lock on `<file>.lock` (`flock`), held by one writer in
 //!   all processes sharing the file. A writer first reads what others appended since its last look,
 //!   so its heads are current; the heads survive restarts because they are read back from the file.
@@ -23,16 +28,57 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mfa_step_core::audit::chain::Record;
 use mfa_step_core::kernel::ports::{
     AppendError, AuditEntry, AuditSink, Head, PortError, PortResult, RefusalNote, links_to,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::store::{open_connection, sqlite_error};
+use super::sqlite_writer::Writer;
+use super::store::{Readers, open_connection, sqlite_error};
 use super::{BackendError, lock};
+
+/// An audit sink as the host drives it: the core's port, with an append in two steps.
+///
+/// `place` checks the record against its stream's head and gives it its place in the stream;
+/// `settle` returns once it is durable. The host gives an organization's stream lease back between
+/// the two (`crate::host`), so the next writer links to the record while it is being synced, and
+/// records written meanwhile share one sync. A record is acknowledged only after `settle`. A sink
+/// that cannot split the two does the whole append in `place` (the default).
+pub trait HostAuditSink: AuditSink + Send + Sync {
+    /// Checks the record against the stream's head and puts it in its place.
+    ///
+    /// # Errors
+    /// As [`AuditSink::append`].
+    fn place(&self, entry: &AuditEntry) -> Result<Placed, AppendError> {
+        self.append(entry).map(|()| Placed::Durable)
+    }
+
+    /// Returns once a placed record is durable.
+    ///
+    /// # Errors
+    /// It could not be made durable: the record must not be acknowledged.
+    fn settle(&self, placed: Placed) -> PortResult<()> {
+        let _ = placed;
+        Ok(())
+    }
+}
+
+/// A record given its place by [`HostAuditSink::place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a placed record is acknowledged only once it is settled"]
+pub enum Placed {
+    /// Already durable.
+    Durable,
+    /// Written, to be synced: the sink's ticket for it.
+    Pending(u64),
+}
+
+impl HostAuditSink for MemoryAuditSink {}
+impl HostAuditSink for SqliteAuditSink {}
 
 fn validate_line(entry: &AuditEntry) -> Result<(), AppendError> {
     if entry.line.is_empty() {
@@ -130,12 +176,23 @@ pub struct JsonlAuditSink {
     path: PathBuf,
     rotate_bytes: Option<u64>,
     state: Mutex<FileState>,
+    /// Records written (`FileState::written`) that are known to be on disk.
+    synced: AtomicU64,
+    /// Held by the one writer syncing at a time; the others wait for it, then look again.
+    sync_turn: Mutex<()>,
+    /// Set when a sync (or a rotation's) failed: every later record is refused.
+    broken: AtomicBool,
+    /// How many syncs `settle` has made, for the tests.
+    syncs: AtomicU64,
 }
 
 /// What one writer knows of the file, brought up to date under the lock before every use.
 struct FileState {
-    /// The current segment, opened for reading and appending.
-    file: File,
+    /// The current segment, opened for reading and appending; shared with a writer syncing it.
+    file: Arc<File>,
+    /// How many records this sink has written, in every segment: a record's ticket is this count
+    /// just after it is written.
+    written: u64,
     /// Its identity, to notice that another process rotated it away.
     identity: (u64, u64),
     /// How far it has been read.
@@ -241,7 +298,8 @@ impl JsonlAuditSink {
         let file = open_append(&path).map_err(|e| io("open the audit file", &path, e))?;
         let mut state = FileState {
             identity: identity(&file).map_err(|e| io("read the audit file", &path, e))?,
-            file,
+            file: Arc::new(file),
+            written: 0,
             offset: 0,
             heads: jsonl_rotation_heads(&path).map_err(|e| io("read the heads file", &path, e))?,
         };
@@ -253,6 +311,10 @@ impl JsonlAuditSink {
             path,
             rotate_bytes,
             state: Mutex::new(state),
+            synced: AtomicU64::new(0),
+            sync_turn: Mutex::new(()),
+            broken: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
         })
     }
 
@@ -280,7 +342,9 @@ impl JsonlAuditSink {
         f(&mut state)
     }
 
-    fn write_record(&self, state: &mut FileState, entry: &AuditEntry) -> PortResult<()> {
+    /// Writes the record at the end of the current segment (rotating first if it is full) and
+    /// returns its ticket for [`JsonlAuditSink::sync_through`]; it is not yet synced.
+    fn write_record(&self, state: &mut FileState, entry: &AuditEntry) -> PortResult<u64> {
         if let Some(limit) = self.rotate_bytes
             && state.offset > 0
             && state.offset + entry.line.len() as u64 >= limit
@@ -292,7 +356,7 @@ impl JsonlAuditSink {
         record.push(b'\n');
         // One write call: with O_APPEND the kernel places it at the end in one piece.
         let written = loop {
-            match state.file.write(&record) {
+            match (&*state.file).write(&record) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 other => break other,
             }
@@ -309,11 +373,8 @@ impl JsonlAuditSink {
                 ),
             ));
         }
-        state
-            .file
-            .sync_data()
-            .map_err(|e| self.fail("cannot sync to disk", &e))?;
         state.offset += record.len() as u64;
+        state.written += 1;
         state.heads.insert(
             entry.org_id.clone(),
             Head {
@@ -321,7 +382,48 @@ impl JsonlAuditSink {
                 hash: entry.hash.clone(),
             },
         );
-        Ok(())
+        Ok(state.written)
+    }
+
+    /// Returns once the record with `ticket` is on disk: at once when another writer's sync
+    /// already covered it, else after syncing the segment (which covers every record written so
+    /// far, each earlier segment having been synced when it was rotated away).
+    fn sync_through(&self, ticket: u64) -> PortResult<()> {
+        let covered = || {
+            if self.broken.load(Ordering::Acquire) {
+                return Err(self.refusing());
+            }
+            Ok(self.synced.load(Ordering::Acquire) >= ticket)
+        };
+        if covered()? {
+            return Ok(());
+        }
+        let _turn = lock(&self.sync_turn, "the audit file's sync")?;
+        if covered()? {
+            return Ok(());
+        }
+        let (target, file) = {
+            let state = lock(&self.state, "the audit file")?;
+            (state.written, Arc::clone(&state.file))
+        };
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        match file.sync_data() {
+            Ok(()) => {
+                self.synced.fetch_max(target, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                Err(self.fail("cannot sync to disk", &e))
+            }
+        }
+    }
+
+    fn refusing(&self) -> PortError {
+        self.fail(
+            "refusing records",
+            &"an earlier sync to disk failed; restart the host once the disk is healthy",
+        )
     }
 
     /// Renames the full segment away and starts a new one; the heads file carries the chain over.
@@ -336,6 +438,13 @@ impl JsonlAuditSink {
             std::fs::rename(&tmp, &heads_path)
         };
         write_heads().map_err(|e| self.fail("cannot save the heads for rotation", &e))?;
+        // Every record of the segment reaches the disk before it is renamed away: a writer waiting
+        // to settle one of them syncs only the new segment.
+        if let Err(e) = state.file.sync_data() {
+            self.broken.store(true, Ordering::Release);
+            return Err(self.fail("cannot sync to disk", &e));
+        }
+        self.synced.fetch_max(state.written, Ordering::AcqRel);
         // One past the highest segment present, so that a segment is never overwritten even when
         // older ones were archived away.
         let next = jsonl_segments(&self.path)
@@ -355,7 +464,7 @@ impl JsonlAuditSink {
             let _ = dir.sync_all();
         }
         state.identity = identity(&file).map_err(|e| self.fail("cannot rotate", &e))?;
-        state.file = file;
+        state.file = Arc::new(file);
         state.offset = 0;
         Ok(())
     }
@@ -370,15 +479,15 @@ impl FileState {
             // Another process rotated: its heads file covers everything before the new segment.
             self.heads = jsonl_rotation_heads(path)?;
             self.identity = identity(&current)?;
-            self.file = current;
+            self.file = Arc::new(current);
             self.offset = 0;
         }
         let len = self.file.metadata()?.len();
         if len <= self.offset {
             return Ok(());
         }
-        self.file.seek(SeekFrom::Start(self.offset))?;
-        let mut reader = BufReader::new(&self.file);
+        (&*self.file).seek(SeekFrom::Start(self.offset))?;
+        let mut reader = BufReader::new(&*self.file);
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -456,13 +565,32 @@ impl AuditSink for JsonlAuditSink {
     }
 
     fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
+        let placed = self.place(entry)?;
+        self.settle(placed).map_err(unavailable)
+    }
+}
+
+impl HostAuditSink for JsonlAuditSink {
+    fn place(&self, entry: &AuditEntry) -> Result<Placed, AppendError> {
         validate_line(entry)?;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(unavailable(self.refusing()));
+        }
         self.locked(|state| {
             if !links_to(entry, state.heads.get(&entry.org_id)) {
                 return Err(AppendError::Conflict);
             }
-            self.write_record(state, entry).map_err(unavailable)
+            self.write_record(state, entry)
+                .map(Placed::Pending)
+                .map_err(unavailable)
         })
+    }
+
+    fn settle(&self, placed: Placed) -> PortResult<()> {
+        match placed {
+            Placed::Durable => Ok(()),
+            Placed::Pending(ticket) => self.sync_through(ticket),
+        }
     }
 }
 
@@ -482,10 +610,12 @@ const AUDIT_SCHEMA: &str = "
 ";
 
 /// Keeps records in the `audit_log` table of a SQLite database (it may be the store's own file).
-/// Check and insert run in one `IMMEDIATE` transaction, and `(org, seq)` is the primary key, so no
-/// two writers in any process can take the same position.
+/// Check and insert run as one piece of the database writer's work, committed with the other
+/// appends waiting ([`super::sqlite_writer`]), and `(org, seq)` is the primary key, so no two
+/// writers in any process can take the same position.
 pub struct SqliteAuditSink {
-    conn: Mutex<Connection>,
+    writer: Writer,
+    readers: Readers,
     path: PathBuf,
 }
 
@@ -497,8 +627,15 @@ impl SqliteAuditSink {
     pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, AUDIT_SCHEMA)?;
+        let writer =
+            Writer::spawn(conn, "the SQLite audit sink").map_err(|source| BackendError::Io {
+                action: "start the writer thread for",
+                path: path.clone(),
+                source,
+            })?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            writer,
+            readers: Readers::new(path.clone(), "the SQLite audit sink"),
             path,
         })
     }
@@ -511,17 +648,14 @@ impl SqliteAuditSink {
 }
 
 fn sqlite_head(conn: &Connection, org: &str) -> rusqlite::Result<Option<Head>> {
-    conn.query_row(
-        "SELECT seq, hash FROM audit_log WHERE org = ?1 ORDER BY seq DESC LIMIT 1",
-        params![org],
-        |row| {
+    conn.prepare_cached("SELECT seq, hash FROM audit_log WHERE org = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row(params![org], |row| {
             Ok(Head {
                 seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
                 hash: row.get(1)?,
             })
-        },
-    )
-    .optional()
+        })
+        .optional()
 }
 
 impl fmt::Debug for SqliteAuditSink {
@@ -534,31 +668,44 @@ impl fmt::Debug for SqliteAuditSink {
 
 impl AuditSink for SqliteAuditSink {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {
-        let conn = lock(&self.conn, "the SQLite audit sink")?;
-        sqlite_head(&conn, org).map_err(|e| sqlite_error("audit head", &e))
+        self.readers
+            .read("audit head", |conn| sqlite_head(conn, org))
     }
 
     fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
         validate_line(entry)?;
-        let fail = |e: rusqlite::Error| unavailable(sqlite_error("audit append", &e));
-        let mut conn = lock(&self.conn, "the SQLite audit sink").map_err(unavailable)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
-        if !links_to(
-            entry,
-            sqlite_head(&tx, &entry.org_id).map_err(fail)?.as_ref(),
-        ) {
-            return Err(AppendError::Conflict);
-        }
         let seq = i64::try_from(entry.seq)
             .map_err(|_| AppendError::Unavailable("audit seq out of range".to_owned()))?;
-        tx.execute(
-            "INSERT INTO audit_log (org, seq, at, action, hash, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![entry.org_id, seq, entry.at, entry.action, entry.hash, entry.line],
-        )
-        .map_err(fail)?;
-        tx.commit().map_err(fail)
+        let entry = entry.clone();
+        let outcome = self.writer.run(move |conn| {
+            let fail = |e: rusqlite::Error| sqlite_error("audit append", &e);
+            let head = sqlite_head(conn, &entry.org_id).map_err(fail)?;
+            if !links_to(&entry, head.as_ref()) {
+                // The head moved: nothing is written, and the caller relinks.
+                return Ok(false);
+            }
+            conn.prepare_cached(
+                "INSERT INTO audit_log (org, seq, at, action, hash, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    entry.org_id,
+                    seq,
+                    entry.at,
+                    entry.action,
+                    entry.hash,
+                    entry.line
+                ])
+            })
+            .map(|_| true)
+            .map_err(fail)
+        });
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AppendError::Conflict),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 
@@ -730,6 +877,50 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(sidecar(&path, ".torn")).unwrap(),
             "{\"v\":2,\"id\":\"to\n"
+        );
+    }
+
+    #[test]
+    fn jsonl_records_placed_at_once_share_syncs_and_each_is_synced_when_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = Arc::new(JsonlAuditSink::open(&path).unwrap());
+        // As the host does: place under the stream's turn (here one mutex per org), give the turn
+        // back, then settle.
+        let turns: Arc<[Mutex<()>; 2]> = Arc::new([Mutex::new(()), Mutex::new(())]);
+        let (threads, each) = (16, 25);
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (sink, turns, barrier) = (sink.clone(), turns.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..each {
+                        let org = ["acme", "beta"][(t + i) % 2];
+                        let placed = {
+                            let _turn = turns[(t + i) % 2].lock().unwrap();
+                            let entry =
+                                linked(org, &format!("t{t}-{i}"), sink.head(org).unwrap().as_ref());
+                            sink.place(&entry).unwrap()
+                        };
+                        let Placed::Pending(ticket) = placed else {
+                            panic!("a JSONL record is synced when settled, not when placed")
+                        };
+                        sink.settle(placed).unwrap();
+                        assert!(sink.synced.load(Ordering::Acquire) >= ticket);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let records = (threads * each) as u64;
+        assert_eq!(verify_lines(read_segments(&path).lines()).records(), records);
+        let syncs = sink.syncs.load(Ordering::Relaxed);
+        assert!(
+            syncs < records,
+            "{threads} writers at once should share syncs: {syncs} syncs for {records} records"
         );
     }
 

@@ -221,6 +221,9 @@ impl<A> FaultyAuditSink<A> {
     }
 }
 
+// Fault injection wraps whole appends: a faulty sink places and settles in one step.
+impl<A: AuditSink + Send + Sync> super::HostAuditSink for FaultyAuditSink<A> {}
+
 impl<A: AuditSink> AuditSink for FaultyAuditSink<A> {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {
         Faults::check(&self.faults.inner.audit, "audit")?;

@@ -22,9 +22,10 @@ use std::path::PathBuf;
 pub mod audit;
 pub mod faults;
 pub mod mailer;
+mod sqlite_writer;
 pub mod store;
 
-pub use audit::{JsonlAuditSink, MemoryAuditSink, SqliteAuditSink};
+pub use audit::{HostAuditSink, JsonlAuditSink, MemoryAuditSink, Placed, SqliteAuditSink};
 pub use faults::{Faults, FaultyAuditSink, FaultyMailer, FaultyStore};
 pub use mailer::{
     MemoryMailer, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls,

@@ -14,12 +14,16 @@
 //! [`SqliteStore`] adds durability and sharing across processes:
 //! - WAL journal with `synchronous=FULL`: a call that returned `Ok` survives a crash or power loss.
 //! - `busy_timeout` of 5 s: processes sharing one file wait for each other instead of failing.
+//! - Group commit: one writer thread per database takes every write waiting, runs each in its own
+//!   savepoint of one transaction and commits once ([`super::sqlite_writer`]), so concurrent
+//!   requests share a sync; a caller hears `Ok` only after the commit. Reads have connections of
+//!   their own beside the writer.
 //! - `increment` is one `INSERT … ON CONFLICT DO UPDATE … RETURNING` statement, so concurrent calls
-//!   from any number of threads or processes never lose an update; `delete` is one transaction.
+//!   from any number of threads or processes never lose an update; `delete` is one piece of work.
 //! - Tables are `STRICT`, so a value of the wrong type can never be stored (an overflowing counter
 //!   would otherwise silently become a float).
 //!
-//! Calls block the calling thread (a mutex, then disk I/O); async callers use `spawn_blocking`.
+//! Calls block the calling thread (a queue, a lock, disk I/O); async callers use `spawn_blocking`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +34,7 @@ use std::time::Duration;
 use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::sqlite_writer::Writer;
 use super::{BackendError, lock};
 
 /// A store that forgets expired keys when asked (see `wit/store.wit`, "Expiry").
@@ -304,10 +309,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 /// A durable store in one SQLite file, safe to share between threads and between processes.
 ///
-/// Within a process a mutex serializes calls on the one connection; across processes SQLite's
-/// file locks do, with a 5 s busy timeout.
+/// Writes go through the database's one writer thread, which commits concurrent callers' writes
+/// together ([`super::sqlite_writer`]); reads use connections of their own, which WAL lets run
+/// beside the writer. Across processes SQLite's file locks serialize writers, with a 5 s busy
+/// timeout.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Writer,
+    readers: Readers,
     path: PathBuf,
 }
 
@@ -316,8 +324,9 @@ impl SqliteStore {
     /// 5 s busy timeout, WAL journal, `synchronous=FULL`, and the `kv` and `counters` tables.
     ///
     /// # Errors
-    /// The folder cannot be created, the file cannot be opened as a SQLite database, or WAL mode
-    /// cannot be enabled (e.g. a file system without shared memory support).
+    /// The folder cannot be created, the file cannot be opened as a SQLite database, WAL mode
+    /// cannot be enabled (e.g. a file system without shared memory support), or the writer thread
+    /// cannot be started.
     pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mut conn = open_connection(&path, SCHEMA)?;
@@ -325,8 +334,15 @@ impl SqliteStore {
             path: path.clone(),
             source,
         })?;
+        let writer =
+            Writer::spawn(conn, "the SQLite store").map_err(|source| BackendError::Io {
+                action: "start the writer thread for",
+                path: path.clone(),
+                source,
+            })?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            writer,
+            readers: Readers::new(path.clone(), "the SQLite store"),
             path,
         })
     }
@@ -337,8 +353,10 @@ impl SqliteStore {
         &self.path
     }
 
-    fn conn(&self) -> PortResult<std::sync::MutexGuard<'_, Connection>> {
-        lock(&self.conn, "the SQLite store")
+    /// How many transactions have committed writes so far, and how many writes they held.
+    #[must_use]
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.writer.stats()
     }
 }
 
@@ -347,6 +365,55 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Read-only connections to one database, kept for reuse: WAL lets any number of them read beside
+/// the writer, each seeing every commit made before its read began.
+pub(crate) struct Readers {
+    path: PathBuf,
+    what: &'static str,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// How many idle read connections are kept; more are opened when needed and closed after use.
+const IDLE_READERS: usize = 16;
+
+impl Readers {
+    pub(crate) fn new(path: PathBuf, what: &'static str) -> Self {
+        Self {
+            path,
+            what,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Read-write for WAL's shared-memory index, but refusing any write: writes go through the
+        // writer.
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+
+    /// Runs `read` on an idle connection (or a new one) and keeps the connection for the next.
+    pub(crate) fn read<T>(
+        &self,
+        op: &str,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> PortResult<T> {
+        let idle = lock(&self.idle, self.what)?.pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open().map_err(|e| sqlite_error(op, &e))?,
+        };
+        let outcome = read(&conn).map_err(|e| sqlite_error(op, &e));
+        let mut idle = lock(&self.idle, self.what)?;
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        outcome
     }
 }
 
@@ -388,20 +455,30 @@ pub(crate) fn sqlite_error(op: &str, e: &rusqlite::Error) -> PortError {
     PortError(format!("sqlite {op} failed: {e}"))
 }
 
+/// A counter's value, or 0 when it is absent.
+fn read_counter(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM counters WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
 impl Store for SqliteStore {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         validate_key(key)?;
-        self.conn()?
-            .prepare_cached("SELECT value FROM kv WHERE key = ?1")
-            .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())
-            .map_err(|e| sqlite_error("get", &e))
+        self.readers.read("get", |conn| {
+            conn.prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+                .query_row([key], |row| row.get(0))
+                .optional()
+        })
     }
 
     fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
         validate_key(key)?;
         validate_value(value)?;
-        self.conn()?
-            .prepare_cached(
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.writer.run(move |conn| {
+            conn.prepare_cached(
                 "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value,
                      expires_at = excluded.expires_at",
@@ -409,66 +486,77 @@ impl Store for SqliteStore {
             .and_then(|mut stmt| stmt.execute(params![key, value, expires_at]))
             .map(drop)
             .map_err(|e| sqlite_error("set", &e))
+        })
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {
         validate_key(key)?;
-        let mut conn = self.conn()?;
-        // One transaction, so no reader ever sees the value gone but the counter still there.
-        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
-            tx.execute("DELETE FROM counters WHERE key = ?1", [key])?;
-            tx.commit()
-        };
-        run(&mut conn).map_err(|e| sqlite_error("delete", &e))
+        let key = key.to_owned();
+        // One piece of work, so no reader ever sees the value gone but the counter still there.
+        self.writer.run(move |conn| {
+            let run = || -> rusqlite::Result<()> {
+                conn.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                    .execute([&key])?;
+                conn.prepare_cached("DELETE FROM counters WHERE key = ?1")?
+                    .execute([&key])?;
+                Ok(())
+            };
+            run().map_err(|e| sqlite_error("delete", &e))
+        })
     }
 
     fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
         validate_key(key)?;
-        let conn = self.conn()?;
-        if delta == 0 {
-            // A read creates nothing; with an expiry it extends that of a counter that has one.
-            let run = || -> rusqlite::Result<i64> {
-                if let Some(at) = expires_at {
-                    conn.prepare_cached(
-                        "UPDATE counters SET expires_at = MAX(expires_at, ?2)
-                         WHERE key = ?1 AND expires_at IS NOT NULL",
-                    )?
-                    .execute(params![key, at])?;
-                }
-                conn.prepare_cached("SELECT value FROM counters WHERE key = ?1")?
-                    .query_row([key], |row| row.get(0))
-                    .optional()
-                    .map(Option::unwrap_or_default)
-            };
-            return run().map_err(|e| sqlite_error("increment", &e));
+        if delta == 0 && expires_at.is_none() {
+            // A plain read creates nothing and writes nothing.
+            return self
+                .readers
+                .read("increment", |conn| read_counter(conn, key));
         }
-        // One statement: SQLite runs it under the database write lock, so no update is ever lost.
-        // A new counter takes the expiry given; one that has an expiry keeps the later of the two;
-        // one kept for good stays so.
-        let result = conn
-            .prepare_cached(
-                "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key) DO UPDATE SET value = value + excluded.value,
-                     expires_at = CASE
-                         WHEN counters.expires_at IS NULL OR excluded.expires_at IS NULL
-                             THEN counters.expires_at
-                         ELSE MAX(counters.expires_at, excluded.expires_at) END
-                 RETURNING value",
-            )
-            .and_then(|mut stmt| stmt.query_row(params![key, delta, expires_at], |row| row.get(0)));
-        match result {
-            Ok(value) => Ok(value),
-            // SQLite turns an overflowing sum into a float, which the STRICT table refuses
-            // (the statement is rolled back).
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(overflow())
+        let key = key.to_owned();
+        self.writer.run(move |conn| {
+            if delta == 0 {
+                // A read with an expiry extends that of a counter that has one; it creates nothing.
+                let run = || -> rusqlite::Result<i64> {
+                    if let Some(at) = expires_at {
+                        conn.prepare_cached(
+                            "UPDATE counters SET expires_at = MAX(expires_at, ?2)
+                             WHERE key = ?1 AND expires_at IS NOT NULL",
+                        )?
+                        .execute(params![key, at])?;
+                    }
+                    read_counter(conn, &key)
+                };
+                return run().map_err(|e| sqlite_error("increment", &e));
             }
-            Err(e) => Err(sqlite_error("increment", &e)),
-        }
+            // One statement under the database's write lock, so no update is ever lost. A new
+            // counter takes the expiry given; one that has an expiry keeps the later of the two;
+            // one kept for good stays so.
+            let result = conn
+                .prepare_cached(
+                    "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = value + excluded.value,
+                         expires_at = CASE
+                             WHEN counters.expires_at IS NULL OR excluded.expires_at IS NULL
+                                 THEN counters.expires_at
+                             ELSE MAX(counters.expires_at, excluded.expires_at) END
+                     RETURNING value",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![key, delta, expires_at], |row| row.get(0))
+                });
+            match result {
+                Ok(value) => Ok(value),
+                // SQLite turns an overflowing sum into a float, which the STRICT table refuses
+                // (the statement is rolled back).
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(overflow())
+                }
+                Err(e) => Err(sqlite_error("increment", &e)),
+            }
+        })
     }
 
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
@@ -476,46 +564,45 @@ impl Store for SqliteStore {
         // Keys are printable ASCII (at most 0x7E), so every key that starts with `prefix` sorts in
         // [prefix, prefix + 0x7F): a range scan of the primary key index, with no LIKE escaping.
         let upper = format!("{prefix}\u{7f}");
-        let conn = self.conn()?;
-        let run = || -> rusqlite::Result<Vec<String>> {
+        self.readers.read("list_keys", |conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT key FROM kv WHERE key >= ?1 AND key < ?2")?;
             let rows = stmt.query_map([prefix, upper.as_str()], |row| row.get::<_, String>(0))?;
             rows.collect()
-        };
-        run().map_err(|e| sqlite_error("list_keys", &e))
+        })
     }
 }
 
 impl Sweep for SqliteStore {
     /// Forgets expired keys in slices of [`SWEEP_SLICE_SECONDS`] of expiry, oldest first, one
-    /// transaction each: a backlog never holds the database for long, and since a guarding counter
-    /// expires after the value it guards, no reader ever sees the guard gone and the value kept.
+    /// piece of the writer's work each: a backlog never holds the database for long, and since a
+    /// guarding counter expires after the value it guards, no reader ever sees the guard gone and
+    /// the value kept.
     fn sweep(&self, now: i64) -> PortResult<u64> {
         let mut forgotten = 0_u64;
         loop {
-            let mut conn = self.conn()?;
-            let run = |conn: &mut Connection| -> rusqlite::Result<Option<usize>> {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let oldest: Option<i64> = tx.query_row(
-                    "SELECT MIN(m) FROM (
-                         SELECT MIN(expires_at) AS m FROM kv WHERE expires_at <= ?1
-                         UNION ALL
-                         SELECT MIN(expires_at) FROM counters WHERE expires_at <= ?1)",
-                    [now],
-                    |row| row.get(0),
-                )?;
-                let Some(oldest) = oldest else {
-                    return Ok(None);
+            let slice = self.writer.run(move |conn| {
+                let run = || -> rusqlite::Result<Option<usize>> {
+                    let oldest: Option<i64> = conn.query_row(
+                        "SELECT MIN(m) FROM (
+                             SELECT MIN(expires_at) AS m FROM kv WHERE expires_at <= ?1
+                             UNION ALL
+                             SELECT MIN(expires_at) FROM counters WHERE expires_at <= ?1)",
+                        [now],
+                        |row| row.get(0),
+                    )?;
+                    let Some(oldest) = oldest else {
+                        return Ok(None);
+                    };
+                    let cutoff = oldest.saturating_add(SWEEP_SLICE_SECONDS).min(now);
+                    let values = conn.execute("DELETE FROM kv WHERE expires_at <= ?1", [cutoff])?;
+                    let counters =
+                        conn.execute("DELETE FROM counters WHERE expires_at <= ?1", [cutoff])?;
+                    Ok(Some(values + counters))
                 };
-                let cutoff = oldest.saturating_add(SWEEP_SLICE_SECONDS).min(now);
-                let values = tx.execute("DELETE FROM kv WHERE expires_at <= ?1", [cutoff])?;
-                let counters =
-                    tx.execute("DELETE FROM counters WHERE expires_at <= ?1", [cutoff])?;
-                tx.commit()?;
-                Ok(Some(values + counters))
-            };
-            match run(&mut conn).map_err(|e| sqlite_error("sweep", &e))? {
+                run().map_err(|e| sqlite_error("sweep", &e))
+            })?;
+            match slice {
                 Some(n) => forgotten += u64::try_from(n).unwrap_or(u64::MAX),
                 None => return Ok(forgotten),
             }
@@ -816,15 +903,25 @@ mod tests {
     fn sqlite_store_is_durable_and_shared_as_configured() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite(&dir);
-        let conn = store.conn.lock().unwrap();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        let busy: i64 = conn
-            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+        // The writer's connection: the one whose commits must be synced.
+        let (mode, sync, busy) = store
+            .writer
+            .run(|conn| {
+                let pragma = |name: &str| -> rusqlite::Result<String> {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+                        r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                            rusqlite::types::Value::Text(t) => t,
+                            rusqlite::types::Value::Integer(i) => i.to_string(),
+                            other => format!("{other:?}"),
+                        })
+                    })
+                };
+                Ok((
+                    pragma("journal_mode").unwrap(),
+                    pragma("synchronous").unwrap().parse::<i64>().unwrap(),
+                    pragma("busy_timeout").unwrap().parse::<i64>().unwrap(),
+                ))
+            })
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");

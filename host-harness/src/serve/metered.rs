@@ -11,6 +11,7 @@ use mfa_step_core::kernel::ports::{
 };
 
 use super::metrics::Metrics;
+use crate::backends::{HostAuditSink, Placed};
 use crate::host::Backends;
 
 /// `backends` with their store, mailer and audit sink counted in `metrics`.
@@ -85,7 +86,7 @@ impl Mailer for MeteredMailer {
 }
 
 struct MeteredAuditSink {
-    inner: Arc<dyn AuditSink + Send + Sync>,
+    inner: Arc<dyn HostAuditSink>,
     metrics: Arc<Metrics>,
 }
 
@@ -108,6 +109,24 @@ impl AuditSink for MeteredAuditSink {
 
     fn note_refusal(&self, note: &RefusalNote) {
         self.inner.note_refusal(note);
+    }
+}
+
+impl HostAuditSink for MeteredAuditSink {
+    fn place(&self, entry: &AuditEntry) -> Result<Placed, AppendError> {
+        let result = self.inner.place(entry);
+        if let Err(AppendError::Unavailable(_)) = result {
+            self.metrics.audit_error("append");
+        }
+        result
+    }
+
+    fn settle(&self, placed: Placed) -> PortResult<()> {
+        let result = self.inner.settle(placed);
+        if result.is_err() {
+            self.metrics.audit_error("append");
+        }
+        result
     }
 }
 

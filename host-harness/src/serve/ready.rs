@@ -17,9 +17,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mfa_step_core::kernel::ports::{AuditSink, Store};
+use mfa_step_core::kernel::ports::Store;
 use tokio::sync::Semaphore;
 
+use crate::backends::HostAuditSink;
 use crate::host::Backends;
 
 /// The store key the probe reads. Printable ASCII, outside every namespace the core writes.
@@ -32,7 +33,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The readiness probes over one server's backends.
 pub struct Probes {
     store: Arc<dyn Store + Send + Sync>,
-    audit: Arc<dyn AuditSink + Send + Sync>,
+    audit: Arc<dyn HostAuditSink>,
     store_busy: Arc<Semaphore>,
     audit_busy: Arc<Semaphore>,
     timeout: Duration,

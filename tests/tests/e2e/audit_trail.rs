@@ -1229,6 +1229,8 @@ impl RefuseActions {
     }
 }
 
+impl host_harness::backends::HostAuditSink for RefuseActions {}
+
 impl AuditSink for RefuseActions {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {
         self.inner.head(org)
@@ -1676,6 +1678,8 @@ struct CountConflicts {
     conflicts: AtomicUsize,
 }
 
+impl host_harness::backends::HostAuditSink for CountConflicts {}
+
 impl AuditSink for CountConflicts {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {
         self.inner.head(org)
@@ -1781,6 +1785,8 @@ impl OtherWriter {
         self.inner.append(&entry).unwrap();
     }
 }
+
+impl host_harness::backends::HostAuditSink for OtherWriter {}
 
 impl AuditSink for OtherWriter {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {
