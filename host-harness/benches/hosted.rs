@@ -84,7 +84,7 @@ impl Bench {
             ]),
             clock: Clock::Test(TestClock::at(T0)),
             // In-memory backends are called inline, as verify.rs's non-offloaded rows.
-            offload: false,
+            offload: host_harness::Offload::NONE,
         };
         Self {
             runtime: Arc::new(Runtime::new(World::HttpApp).unwrap()),

@@ -144,7 +144,11 @@ fn backends(offload: bool) -> (Backends, Arc<MemoryMailer>) {
         audit: Arc::new(MemoryAuditSink::new()),
         config: Config::new([("hmac_key", HMAC_KEY)]),
         clock: Clock::Test(TestClock::at(T0)),
-        offload,
+        offload: if offload {
+            host_harness::Offload::ALL
+        } else {
+            host_harness::Offload::NONE
+        },
     };
     (backends, mailer)
 }

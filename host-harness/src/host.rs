@@ -70,10 +70,42 @@ pub struct Backends {
     pub config: Config,
     /// Behind `wasi:clocks`.
     pub clock: Clock,
-    /// Run backend calls on tokio's blocking pool. True for anything that touches a disk or the
-    /// network (SQLite, SMTP, files), so that one slow call cannot stall other requests; false only
-    /// for in-memory backends, where the hand-off would cost far more than the call (BENCHMARKS.md).
-    pub offload: bool,
+    /// Which backend calls run on tokio's blocking pool.
+    pub offload: Offload,
+}
+
+/// Which backend calls run on tokio's blocking pool rather than on the executor thread serving
+/// the request.
+///
+/// A call that may wait on a disk or the network (a SQLite commit, a Postgres or Redis round trip,
+/// SMTP, an audit file's sync) is handed to the pool, so that one slow call holds up only the
+/// request waiting for it. A call that never waits (an in-memory map, a read of SQLite's WAL
+/// snapshot) runs in place: the hand-off costs two thread switches, 13–40 µs, far more than the
+/// call, and a verify makes about 17 calls (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+    /// `get`, `list-keys`, and reading a counter (`increment` by 0 with no expiry).
+    pub store_reads: bool,
+    /// `set`, `delete`, and `increment` otherwise.
+    pub store_writes: bool,
+    /// The mailer, and the audit sink's calls other than those it says run in place
+    /// ([`HostAuditSink::runs_in_place`]).
+    pub others: bool,
+}
+
+impl Offload {
+    /// Every call on the pool: backends whose every call may wait.
+    pub const ALL: Self = Self {
+        store_reads: true,
+        store_writes: true,
+        others: true,
+    };
+    /// Every call in place: in-memory backends (tests).
+    pub const NONE: Self = Self {
+        store_reads: false,
+        store_writes: false,
+        others: false,
+    };
 }
 
 /// One request's store data.
@@ -224,7 +256,7 @@ fn store_error(e: PortError) -> store::StoreError {
 impl store::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || store.get(&key))
+        blocking(self.backends.offload.store_reads, move || store.get(&key))
             .await
             .map_err(store_error)
     }
@@ -235,7 +267,7 @@ impl store::Host for HostState {
         expires_at: Option<i64>,
     ) -> Result<(), store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || {
+        blocking(self.backends.offload.store_writes, move || {
             store.set(&key, &value, expires_at)
         })
         .await
@@ -243,9 +275,11 @@ impl store::Host for HostState {
     }
     async fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || store.delete(&key))
-            .await
-            .map_err(store_error)
+        blocking(self.backends.offload.store_writes, move || {
+            store.delete(&key)
+        })
+        .await
+        .map_err(store_error)
     }
     async fn increment(
         &mut self,
@@ -254,17 +288,22 @@ impl store::Host for HostState {
         expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || {
-            store.increment(&key, delta, expires_at)
-        })
-        .await
-        .map_err(store_error)
+        let offload = if delta == 0 && expires_at.is_none() {
+            self.backends.offload.store_reads
+        } else {
+            self.backends.offload.store_writes
+        };
+        blocking(offload, move || store.increment(&key, delta, expires_at))
+            .await
+            .map_err(store_error)
     }
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
         let store = self.backends.store.clone();
-        blocking(self.backends.offload, move || store.list_keys(&prefix))
-            .await
-            .map_err(store_error)
+        blocking(self.backends.offload.store_reads, move || {
+            store.list_keys(&prefix)
+        })
+        .await
+        .map_err(store_error)
     }
 }
 
@@ -278,7 +317,7 @@ impl mailer::Host for HostState {
             text: message.text,
         };
         let mailer = self.backends.mailer.clone();
-        blocking(self.backends.offload, move || mailer.send(&mail))
+        blocking(self.backends.offload.others, move || mailer.send(&mail))
             .await
             .map_err(|e| mailer::MailError::Unavailable(e.0))
     }
@@ -291,7 +330,8 @@ impl audit::Host for HostState {
     ) -> Result<Option<audit::ChainHead>, audit::AuditError> {
         self.lease(&org_id).await;
         let sink = self.backends.audit.clone();
-        let head = blocking(self.backends.offload, move || sink.head(&org_id)).await;
+        let offload = self.backends.offload.others && !sink.runs_in_place();
+        let head = blocking(offload, move || sink.head(&org_id)).await;
         if head.is_err() {
             // No append follows a failed read: the turn is over.
             self.release_lease();
@@ -329,20 +369,30 @@ impl audit::Host for HostState {
         };
         let sink = self.backends.audit.clone();
         let lease = self.lease.take();
-        let outcome = blocking(self.backends.offload, move || {
-            let placed = sink.place(&entry);
-            // Placed or not, this writer's turn is over: the next one may link to the record
-            // while it is being made durable.
-            if let Some((key, guard)) = lease {
-                StreamLeases::release(&key, guard);
+        let offload = self.backends.offload.others;
+        let place = {
+            let sink = sink.clone();
+            move || {
+                let placed = sink.place(&entry);
+                // Placed or not, this writer's turn is over: the next one may link to the record
+                // while it is being made durable.
+                if let Some((key, guard)) = lease {
+                    StreamLeases::release(&key, guard);
+                }
+                Ok(placed)
             }
-            // Acknowledged only once durable.
-            Ok(placed.and_then(|placed| {
-                sink.settle(placed)
-                    .map_err(|e| AppendError::Unavailable(e.0))
-            }))
-        })
-        .await;
+        };
+        let placed = blocking(offload && !sink.runs_in_place(), place).await;
+        // Acknowledged only once durable: a wait for the disk goes to the pool, unless another
+        // writer's sync has already covered the record.
+        let outcome = match placed {
+            Ok(Ok(placed)) if !sink.settled(placed) => {
+                blocking(offload, move || Ok(sink.settle(placed)))
+                    .await
+                    .map(|settled| settled.map_err(|e| AppendError::Unavailable(e.0)))
+            }
+            other => other.map(|placed| placed.map(drop)),
+        };
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AppendError::Conflict)) => Err(audit::AuditError::Conflict),

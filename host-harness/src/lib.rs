@@ -41,5 +41,5 @@ pub mod bindings {
 
 pub use bindings::mfa_step::plugin::types as wit;
 pub use clock::{Clock, TestClock};
-pub use host::{Backends, Config, HostState};
+pub use host::{Backends, Config, HostState, Offload};
 pub use runtime::{HTTP_WASM, PLUGIN_WASM, Runtime, World};

@@ -14,12 +14,13 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use host_harness::audit_log::{self, Checks, Filter, Source};
 use host_harness::backends::{
-    HostAuditSink, JsonlAuditSink, MemoryStore, OutboxMailer, SmtpConfig, SmtpMailer, SmtpPassword,
-    SmtpTls, SqliteAuditSink, SqliteStore, Sweep, spawn_sweeper,
+    HostAuditSink, JsonlAuditSink, MemoryStore, OutboxMailer, PostgresAuditSink, PostgresStore,
+    RedisStore, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls, SqliteAuditSink, SqliteStore, Sweep,
+    spawn_sweeper,
 };
 use host_harness::serve::admission::{self, Limits};
 use host_harness::serve::client_ip::TrustedProxies;
-use host_harness::{Backends, Clock, Runtime, World, inspect, settings};
+use host_harness::{Backends, Clock, Offload, Runtime, World, inspect, settings};
 use mfa_step_core::kernel::ports::{Mailer, Store};
 
 #[derive(Parser)]
@@ -157,12 +158,43 @@ struct PreviewArgs {
     out: PathBuf,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum StoreKind {
+/// Where `serve` keeps state (`--store`).
+#[derive(Clone)]
+enum StoreChoice {
     /// A SQLite file (durable; the default).
     Sqlite,
     /// Memory only: everything is lost when the server stops.
     Memory,
+    /// A Postgres database, which several nodes may share.
+    Postgres(String),
+    /// A Redis or Valkey server, which several nodes may share.
+    Redis(String),
+}
+
+/// Parses `--store`. The message never repeats the value: a URL may hold a password.
+fn parse_store(text: &str) -> std::result::Result<StoreChoice, String> {
+    match text {
+        "sqlite" => Ok(StoreChoice::Sqlite),
+        "memory" => Ok(StoreChoice::Memory),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreChoice::Postgres(url.to_owned()))
+        }
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(StoreChoice::Redis(url.to_owned()))
+        }
+        _ => Err("expected sqlite, memory, a postgres://… URL or a redis://… URL".to_owned()),
+    }
+}
+
+/// Where `serve` writes the audit trail (`--audit-sink`).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServeAuditSink {
+    /// JSON Lines files, rotated (the default, but with a Postgres store).
+    Jsonl,
+    /// The audit_log table of a SQLite database.
+    Sqlite,
+    /// The mfa_step_audit_log table of a Postgres database (the default with a Postgres store).
+    Postgres,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,9 +223,11 @@ struct ServeArgs {
     /// Folder for the database, keys, outbox and audit trail.
     #[arg(long, default_value = ".mfa-step")]
     data_dir: PathBuf,
-    /// Where state lives.
-    #[arg(long, value_enum, default_value = "sqlite")]
-    store: StoreKind,
+    /// Where state lives: `sqlite`, `memory`, or a `postgres://…` or `redis://…` URL that several
+    /// nodes share. A URL with a password belongs in MFA_STEP_STORE, not on the command line.
+    #[arg(long, env = "MFA_STEP_STORE", hide_env_values = true, default_value = "sqlite",
+          value_parser = parse_store)]
+    store: StoreChoice,
     /// SQLite file (default: <data-dir>/mfa-step.sqlite).
     #[arg(long)]
     db: Option<PathBuf>,
@@ -218,9 +252,13 @@ struct ServeArgs {
     /// SMTP user name; the password comes from MFA_STEP_SMTP_PASSWORD.
     #[arg(long)]
     smtp_user: Option<String>,
-    /// Where the audit trail goes.
-    #[arg(long, value_enum, default_value = "jsonl")]
-    audit_sink: AuditSinkKind,
+    /// Where the audit trail goes (default: `postgres` with a Postgres store, else `jsonl`).
+    #[arg(long, value_enum)]
+    audit_sink: Option<ServeAuditSink>,
+    /// The Postgres database for --audit-sink postgres (default: the store's, with a Postgres
+    /// store). A URL with a password belongs in MFA_STEP_AUDIT_URL.
+    #[arg(long, env = "MFA_STEP_AUDIT_URL", hide_env_values = true)]
+    audit_url: Option<String>,
     /// The audit log: the JSONL file (default <data-dir>/audit.jsonl) or, with --audit-sink sqlite,
     /// the database for its audit_log table (default: the store's database).
     #[arg(long)]
@@ -369,7 +407,7 @@ fn run_preview(args: &PreviewArgs) -> Result<ExitCode> {
         audit: Arc::new(JsonlAuditSink::open(args.data_dir.join("audit.jsonl"))?),
         config,
         clock: Clock::System,
-        offload: true,
+        offload: Offload::ALL,
     };
     // The local operator acts as a platform admin; the preview is recorded like any admin call.
     let operator = host_harness::wit::Actor {
@@ -419,8 +457,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         None
     };
     let config = settings::component_config(&args.data_dir, demo_prompt.as_ref())?;
-    let (store, sweeper): (Arc<dyn Store + Send + Sync>, Arc<dyn Sweep>) = match args.store {
-        StoreKind::Sqlite => {
+    let (store, sweeper): (Arc<dyn Store + Send + Sync>, Arc<dyn Sweep>) = match &args.store {
+        StoreChoice::Sqlite => {
             let path = args
                 .db
                 .clone()
@@ -429,9 +467,19 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             let store = Arc::new(SqliteStore::open(&path)?);
             (store.clone(), store)
         }
-        StoreKind::Memory => {
+        StoreChoice::Memory => {
             tracing::warn!("memory store: everything is lost when the server stops");
             let store = Arc::new(MemoryStore::new());
+            (store.clone(), store)
+        }
+        StoreChoice::Postgres(url) => {
+            let store = Arc::new(PostgresStore::connect(url)?);
+            tracing::info!(store = ?store, "Postgres store");
+            (store.clone(), store)
+        }
+        StoreChoice::Redis(url) => {
+            let store = Arc::new(RedisStore::connect(url)?);
+            tracing::info!(store = ?store, "Redis store");
             (store.clone(), store)
         }
     };
@@ -465,32 +513,47 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             Arc::new(SmtpMailer::new(&smtp)?)
         }
     };
-    let log = LogArgs {
-        data_dir: args.data_dir.clone(),
-        audit_sink: args.audit_sink,
-        audit: args.audit.clone().or_else(|| match args.audit_sink {
-            AuditSinkKind::Jsonl => None,
-            AuditSinkKind::Sqlite => args.db.clone(),
-        }),
+    let audit_sink = args.audit_sink.unwrap_or(match args.store {
+        StoreChoice::Postgres(_) => ServeAuditSink::Postgres,
+        _ => ServeAuditSink::Jsonl,
+    });
+    let file_sink = match audit_sink {
+        ServeAuditSink::Jsonl => Some(AuditSinkKind::Jsonl),
+        ServeAuditSink::Sqlite => Some(AuditSinkKind::Sqlite),
+        ServeAuditSink::Postgres => None,
     };
-    let audit: Arc<dyn HostAuditSink> = match log.source() {
-        Source::Jsonl(path) | Source::JsonlNewest(path) => {
-            tracing::info!(audit = %path.display(), "audit trail: JSONL");
-            let rotate = (args.audit_rotate_kib > 0).then_some(args.audit_rotate_kib << 10);
-            Arc::new(JsonlAuditSink::open_rotating(&path, rotate)?)
-        }
-        Source::Sqlite(path) => {
-            tracing::info!(audit = %path.display(), "audit trail: SQLite table audit_log");
-            Arc::new(SqliteAuditSink::open(&path)?)
-        }
+    let audit: Arc<dyn HostAuditSink> = if let Some(kind) = file_sink {
+        file_audit_sink(&args, kind)?
+    } else {
+        let url = match (&args.audit_url, &args.store) {
+            (Some(url), _) | (None, StoreChoice::Postgres(url)) => url,
+            (None, _) => anyhow::bail!(
+                "--audit-sink postgres needs --audit-url (or MFA_STEP_AUDIT_URL) without a Postgres store"
+            ),
+        };
+        let sink = Arc::new(PostgresAuditSink::connect(url)?);
+        tracing::info!(audit = ?sink, "audit trail: Postgres table mfa_step_audit_log");
+        sink
     };
+    if matches!(args.store, StoreChoice::Redis(_)) && audit_sink != ServeAuditSink::Postgres {
+        tracing::warn!(
+            "the audit trail is a file of this node's: nodes sharing the Redis store should share \
+             an audit trail in Postgres (--audit-sink postgres --audit-url …)"
+        );
+    }
     let backends = Backends {
         store,
         mailer,
         audit,
         config,
         clock: Clock::System,
-        offload: true,
+        offload: Offload {
+            // A memory map never waits; SQLite reads a WAL snapshot beside the writer, without
+            // waiting for it; its writes wait for a commit, and a network store for a round trip.
+            store_reads: matches!(args.store, StoreChoice::Postgres(_) | StoreChoice::Redis(_)),
+            store_writes: !matches!(args.store, StoreChoice::Memory),
+            others: true,
+        },
     };
 
     // The demo's files are written now (a failure stops the start), its walk-through printed once
@@ -613,6 +676,29 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             }
         })
     }
+}
+
+/// The JSONL or SQLite audit sink `serve` writes to, at `--audit` or its default place.
+fn file_audit_sink(args: &ServeArgs, kind: AuditSinkKind) -> Result<Arc<dyn HostAuditSink>> {
+    let log = LogArgs {
+        data_dir: args.data_dir.clone(),
+        audit_sink: kind,
+        audit: args.audit.clone().or_else(|| match kind {
+            AuditSinkKind::Jsonl => None,
+            AuditSinkKind::Sqlite => args.db.clone(),
+        }),
+    };
+    Ok(match log.source() {
+        Source::Jsonl(path) | Source::JsonlNewest(path) => {
+            tracing::info!(audit = %path.display(), "audit trail: JSONL");
+            let rotate = (args.audit_rotate_kib > 0).then_some(args.audit_rotate_kib << 10);
+            Arc::new(JsonlAuditSink::open_rotating(&path, rotate)?)
+        }
+        Source::Sqlite(path) => {
+            tracing::info!(audit = %path.display(), "audit trail: SQLite table audit_log");
+            Arc::new(SqliteAuditSink::open(&path)?)
+        }
+    })
 }
 
 impl LogArgs {

@@ -482,7 +482,7 @@ fn backends(store: Arc<dyn Store + Send + Sync>, faults: &Faults) -> Backends {
         audit: Arc::new(FaultyAuditSink::new(MemoryAuditSink::new(), faults.clone())),
         config: Config::new([("hmac_key", HMAC_KEY), ("api_key", API_KEY)]),
         clock: Clock::System,
-        offload: true,
+        offload: host_harness::Offload::ALL,
     }
 }
 

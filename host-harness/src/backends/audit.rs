@@ -65,6 +65,17 @@ pub trait HostAuditSink: AuditSink + Send + Sync {
         let _ = placed;
         Ok(())
     }
+
+    /// Whether `settle` would return `Ok` at once, without waiting.
+    fn settled(&self, placed: Placed) -> bool {
+        placed == Placed::Durable
+    }
+
+    /// Whether `head` and `place` never wait on a disk or the network, so that the host may call
+    /// them in place rather than on its blocking pool (`crate::host::Offload`).
+    fn runs_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// A record given its place by [`HostAuditSink::place`].
@@ -77,10 +88,14 @@ pub enum Placed {
     Pending(u64),
 }
 
-impl HostAuditSink for MemoryAuditSink {}
+impl HostAuditSink for MemoryAuditSink {
+    fn runs_in_place(&self) -> bool {
+        true
+    }
+}
 impl HostAuditSink for SqliteAuditSink {}
 
-fn validate_line(entry: &AuditEntry) -> Result<(), AppendError> {
+pub(crate) fn validate_line(entry: &AuditEntry) -> Result<(), AppendError> {
     if entry.line.is_empty() {
         return Err(AppendError::Unavailable(
             "refused audit record: its line is empty".to_owned(),
@@ -592,6 +607,23 @@ impl HostAuditSink for JsonlAuditSink {
             Placed::Pending(ticket) => self.sync_through(ticket),
         }
     }
+
+    fn settled(&self, placed: Placed) -> bool {
+        match placed {
+            Placed::Durable => true,
+            Placed::Pending(ticket) => {
+                !self.broken.load(Ordering::Acquire)
+                    && self.synced.load(Ordering::Acquire) >= ticket
+            }
+        }
+    }
+
+    /// `head` and `place` take the file's lock, read what other processes appended and write one
+    /// line, all to the page cache; only `settle` waits for the disk. The lock is held by another
+    /// writer only for the same few system calls.
+    fn runs_in_place(&self) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -916,7 +948,10 @@ mod tests {
             h.join().unwrap();
         }
         let records = (threads * each) as u64;
-        assert_eq!(verify_lines(read_segments(&path).lines()).records(), records);
+        assert_eq!(
+            verify_lines(read_segments(&path).lines()).records(),
+            records
+        );
         let syncs = sink.syncs.load(Ordering::Relaxed);
         assert!(
             syncs < records,

@@ -7,9 +7,9 @@
 //!
 //! | port | for tests | for a real host |
 //! | --- | --- | --- |
-//! | [`Store`](mfa_step_core::kernel::ports::Store) | [`MemoryStore`] | [`SqliteStore`] |
+//! | [`Store`](mfa_step_core::kernel::ports::Store) | [`MemoryStore`] | [`SqliteStore`]; for several nodes [`PostgresStore`], [`RedisStore`] |
 //! | [`Mailer`](mfa_step_core::kernel::ports::Mailer) | [`MemoryMailer`] | [`OutboxMailer`] (files), [`SmtpMailer`] |
-//! | [`AuditSink`](mfa_step_core::kernel::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`], [`SqliteAuditSink`] |
+//! | [`AuditSink`](mfa_step_core::kernel::ports::AuditSink) | [`MemoryAuditSink`] | [`JsonlAuditSink`], [`SqliteAuditSink`], [`PostgresAuditSink`] |
 //!
 //! [`FaultyStore`], [`FaultyMailer`] and [`FaultyAuditSink`] wrap any of them and fail on demand,
 //! driven by one shared [`Faults`] handle, to prove that the component fails closed.
@@ -22,9 +22,13 @@ use std::path::PathBuf;
 pub mod audit;
 pub mod faults;
 pub mod mailer;
+pub mod postgres;
+pub mod redis;
 mod sqlite_writer;
 pub mod store;
 
+pub use self::postgres::{PostgresAuditSink, PostgresStore};
+pub use self::redis::RedisStore;
 pub use audit::{HostAuditSink, JsonlAuditSink, MemoryAuditSink, Placed, SqliteAuditSink};
 pub use faults::{Faults, FaultyAuditSink, FaultyMailer, FaultyStore};
 pub use mailer::{

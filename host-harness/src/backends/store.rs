@@ -107,7 +107,7 @@ pub fn validate_value(value: &[u8]) -> PortResult<()> {
 }
 
 /// A prefix follows the key rules but may be empty (it then lists every value key).
-fn validate_prefix(prefix: &str) -> PortResult<()> {
+pub(crate) fn validate_prefix(prefix: &str) -> PortResult<()> {
     validate_key_text(prefix, "prefix")
 }
 
@@ -126,7 +126,8 @@ fn validate_key_text(text: &str, what: &str) -> PortResult<()> {
     Ok(())
 }
 
-fn overflow() -> PortError {
+/// The error every store gives for an increment past the 64-bit range (the counter unchanged).
+pub(crate) fn overflow() -> PortError {
     PortError(
         "counter overflow: the increment would leave the 64-bit range; nothing changed".to_owned(),
     )
@@ -620,17 +621,18 @@ const SWEEP_SLICE_SECONDS: i64 = 600;
     clippy::panic,
     reason = "tests fail loudly on purpose"
 )]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn sorted(mut keys: Vec<String>) -> Vec<String> {
+    pub(crate) fn sorted(mut keys: Vec<String>) -> Vec<String> {
         keys.sort();
         keys
     }
 
     /// The contract of `wit/store.wit`, run against every store.
-    fn check_semantics(store: &dyn Store) {
+    /// The store contract every backend keeps (`wit/store.wit`): values, counters, deletes, lists.
+    pub(crate) fn check_semantics(store: &dyn Store) {
         // get / set / overwrite
         assert_eq!(store.get("a").unwrap(), None);
         store.set("a", b"one", None).unwrap();
@@ -722,7 +724,7 @@ mod tests {
     }
 
     /// The WIT limits, run against every store.
-    fn check_limits(store: &dyn Store) {
+    pub(crate) fn check_limits(store: &dyn Store) {
         let longest = "k".repeat(MAX_KEY_BYTES);
         store.set(&longest, b"ok", None).unwrap();
         assert!(store.get(&longest).unwrap().is_some());
@@ -774,7 +776,7 @@ mod tests {
     }
 
     /// Expiry, as `wit/store.wit` states it: kept until its time, forgotten by a sweep after it.
-    fn check_expiry<S: Store + Sweep>(store: &S) {
+    pub(crate) fn check_expiry<S: Store + Sweep>(store: &S) {
         let key_count = |store: &S| {
             ["v", "c", "read", "kept", "grown", "reset"]
                 .iter()

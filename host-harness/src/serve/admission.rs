@@ -476,7 +476,7 @@ mod tests {
                 ("api_key", "right-key".into()),
             ]),
             clock: Clock::System,
-            offload: false,
+            offload: crate::host::Offload::NONE,
         };
         let key = ApiKey::new(backends.config.get("api_key"));
         let cases: [&[&str]; 6] = [

@@ -128,6 +128,14 @@ impl HostAuditSink for MeteredAuditSink {
         }
         result
     }
+
+    fn settled(&self, placed: Placed) -> bool {
+        self.inner.settled(placed)
+    }
+
+    fn runs_in_place(&self) -> bool {
+        self.inner.runs_in_place()
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +165,7 @@ mod tests {
                 audit: Arc::new(FaultyAuditSink::new(MemoryAuditSink::new(), faults.clone())),
                 config: Config::default(),
                 clock: Clock::System,
-                offload: false,
+                offload: crate::host::Offload::NONE,
             },
             &metrics,
         );

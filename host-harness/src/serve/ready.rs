@@ -191,7 +191,7 @@ mod tests {
             audit: Arc::new(FaultyAuditSink::new(MemoryAuditSink::new(), faults.clone())),
             config: Config::default(),
             clock: Clock::System,
-            offload: true,
+            offload: crate::host::Offload::ALL,
         }
     }
 

@@ -89,7 +89,7 @@ fn main() -> Result<()> {
         )),
         config,
         clock: Clock::Test(clock.clone()),
-        offload: true,
+        offload: host_harness::Offload::ALL,
     };
     let options = host_harness::serve::Options {
         limits: Limits {

@@ -435,7 +435,7 @@ async fn a_real_smtp_server_receives_a_multipart_email_whose_html_parses_cleanly
         audit: Arc::new(MemoryAuditSink::new()),
         config: default_config(),
         clock: Clock::Test(TestClock::at(T0)),
-        offload: true,
+        offload: host_harness::Offload::ALL,
     };
     set_branding(&backends, SUNRISE, &sunrise()).await.unwrap();
     let c = user_of(SUNRISE, "dr-smtp", Some("es"));

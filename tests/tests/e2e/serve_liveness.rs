@@ -49,7 +49,7 @@ async fn a_stuck_mailer_does_not_stall_other_requests() {
         audit: Arc::new(MemoryAuditSink::new()),
         config: default_config(),
         clock: Clock::Test(TestClock::at(T0)),
-        offload: true,
+        offload: host_harness::Offload::ALL,
     };
     let h = Harness { backends, ..h };
     let c = ctx("dr-stuck");

@@ -94,7 +94,7 @@ impl Harness {
             audit: audit.clone(),
             config,
             clock: Clock::Test(clock.clone()),
-            offload: true,
+            offload: host_harness::Offload::ALL,
         };
         Self {
             runtime,
