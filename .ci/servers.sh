@@ -49,7 +49,7 @@ start_servers() {
   done
   redis-cli -p "$redis_port" ping | grep -q PONG || { cat "$servers_dir/redis.log" >&2; return 1; }
   export MFA_STEP_TEST_REDIS="redis://127.0.0.1:$redis_port/"
-  echo "postgres $("$bin/postgres" --version | awk '{print $NF}') on $pg_port, $(redis-server --version | awk '{print $3}') on $redis_port"
+  echo "postgres $("$bin/postgres" --version | awk '{print $3}') on $pg_port, $(redis-server --version | awk '{print $3}') on $redis_port"
 }
 
 stop_servers() {

@@ -113,6 +113,10 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 /// fails to instantiate.
 pub const INSTANCE_CAPACITY: u32 = 256;
 
+/// How much of each instance's memory is reset in place rather than unmapped, when its slot is
+/// given back.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// The engine configuration: async (wasi:http needs it), the pooling allocator sized for a small
 /// server, the compilation cache, and nothing else beyond defaults.
 fn engine() -> Result<Engine> {
@@ -121,7 +125,15 @@ fn engine() -> Result<Engine> {
         .total_memories(INSTANCE_CAPACITY)
         .total_tables(2 * INSTANCE_CAPACITY)
         .max_memory_size(64 << 20)
-        .total_stacks(INSTANCE_CAPACITY);
+        .total_stacks(INSTANCE_CAPACITY)
+        // A request's instance dirties a few hundred KiB of its memory. Resetting a slot with
+        // `madvise` unmapped those pages, which cost a TLB shootdown on the other cores and page
+        // faults on the next use (about a fifth of a loaded server's CPU, BENCHMARKS.md); with
+        // PAGEMAP_SCAN (Linux 6.7+) only the dirty pages are copied back from the image and the
+        // slot stays mapped. Elsewhere the low KEEP_RESIDENT bytes are reset with memset.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
