@@ -770,14 +770,14 @@ pub fn sqlite_lines(path: &Path) -> super::Result<Vec<(i64, String)>> {
     clippy::panic,
     reason = "tests fail loudly on purpose"
 )]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mfa_step_core::Timestamp;
     use mfa_step_core::audit::verify::Verifier;
     use mfa_step_core::audit::{Action, Event, Outcome};
     use std::sync::Arc;
 
-    fn event(org: &str, note: &str) -> Event {
+    pub(crate) fn event(org: &str, note: &str) -> Event {
         Event {
             org: org.to_owned(),
             actor: "u1".to_owned(),
@@ -793,7 +793,7 @@ mod tests {
     }
 
     /// The entry linked after `head`, as the component builds it.
-    fn linked(org: &str, note: &str, head: Option<&Head>) -> AuditEntry {
+    pub(crate) fn linked(org: &str, note: &str, head: Option<&Head>) -> AuditEntry {
         let (seq, prev) = Head::next(head);
         let (line, hash) = event(org, note).seal(note, seq, Timestamp(1_700_000_000), &prev, None);
         AuditEntry {
@@ -808,7 +808,7 @@ mod tests {
     }
 
     /// Appends like the component: read the head, link, retry on conflict.
-    fn append(sink: &dyn AuditSink, org: &str, note: &str) -> AuditEntry {
+    pub(crate) fn append(sink: &dyn AuditSink, org: &str, note: &str) -> AuditEntry {
         loop {
             let entry = linked(org, note, sink.head(org).unwrap().as_ref());
             match sink.append(&entry) {
@@ -819,7 +819,7 @@ mod tests {
         }
     }
 
-    fn verify_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Verifier {
+    pub(crate) fn verify_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Verifier {
         let mut v = Verifier::new(None);
         for line in lines {
             v.check(line).unwrap();

@@ -674,10 +674,11 @@ impl HostAuditSink for PostgresAuditSink {}
 )]
 mod tests {
     use super::*;
-    use crate::backends::store::tests::{check_expiry, check_limits, check_semantics};
-    use mfa_step_core::Timestamp;
+    use crate::backends::audit::tests::{append, linked};
+    use crate::backends::store::tests::{
+        check_expiry, check_limits, check_semantics, increment_concurrently,
+    };
     use mfa_step_core::audit::verify::Verifier;
-    use mfa_step_core::audit::{Action, Event, Outcome};
     use rand_core::{OsRng, TryRngCore};
     use std::sync::Arc;
 
@@ -892,31 +893,6 @@ mod tests {
         });
     }
 
-    /// Runs `per_thread` increments on each handle in its own thread, all starting at once, and
-    /// checks that the values returned are exactly 1..=total: none lost, none handed out twice.
-    fn increment_concurrently(handles: Vec<Arc<PostgresStore>>, per_thread: i64) {
-        let total = i64::try_from(handles.len()).unwrap() * per_thread;
-        let barrier = Arc::new(std::sync::Barrier::new(handles.len()));
-        let threads: Vec<_> = handles
-            .into_iter()
-            .map(|store| {
-                let barrier = Arc::clone(&barrier);
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    (0..per_thread)
-                        .map(|_| store.increment("hits", 1, None).unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut seen: Vec<i64> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (1..=total).collect::<Vec<_>>());
-    }
-
     #[test]
     #[ignore = "needs a Postgres server: MFA_STEP_TEST_POSTGRES (run by .ci/suites)"]
     fn postgres_increments_from_8_threads_lose_nothing() {
@@ -1092,48 +1068,6 @@ mod tests {
     /// Two nodes on one scratch schema: two sinks, each with its own connections.
     fn two_sinks(scratch: &Scratch) -> (Arc<PostgresAuditSink>, Arc<PostgresAuditSink>) {
         (Arc::new(scratch.sink()), Arc::new(scratch.sink()))
-    }
-
-    fn event(org: &str, note: &str) -> Event {
-        Event {
-            org: org.to_owned(),
-            actor: "u1".to_owned(),
-            subject: "u1".to_owned(),
-            action: Action::CodeSent,
-            outcome: Outcome::Success,
-            reason: Some(note.to_owned()),
-            ip: None,
-            user_agent: Some("caf\u{e9} \u{2713}".to_owned()),
-            device_id: None,
-            challenge_id: None,
-        }
-    }
-
-    /// The entry linked after `head`, as the component builds it.
-    fn linked(org: &str, note: &str, head: Option<&Head>) -> AuditEntry {
-        let (seq, prev) = Head::next(head);
-        let (line, hash) = event(org, note).seal(note, seq, Timestamp(1_700_000_000), &prev, None);
-        AuditEntry {
-            org_id: org.to_owned(),
-            seq,
-            at: 1_700_000_000,
-            action: "code_sent".to_owned(),
-            prev,
-            hash,
-            line,
-        }
-    }
-
-    /// Appends like the component: read the head, link, retry on conflict.
-    fn append(sink: &dyn AuditSink, org: &str, note: &str) -> AuditEntry {
-        loop {
-            let entry = linked(org, note, sink.head(org).unwrap().as_ref());
-            match sink.append(&entry) {
-                Ok(()) => return entry,
-                Err(AppendError::Conflict) => {}
-                Err(e) => panic!("{e:?}"),
-            }
-        }
     }
 
     /// Every stored line, each stream in order.

@@ -549,7 +549,9 @@ impl Sweep for RedisStore {
 )]
 mod tests {
     use super::*;
-    use crate::backends::store::tests::{check_limits, check_semantics, sorted};
+    use crate::backends::store::tests::{
+        check_limits, check_semantics, increment_concurrently, sorted,
+    };
     use rand_core::{OsRng, TryRngCore};
     use std::sync::Arc;
 
@@ -842,31 +844,6 @@ mod tests {
         assert_eq!(store.increment("small", -1, None).unwrap_err(), sqlite_err);
         assert_eq!(store.increment("small", 0, None).unwrap(), i64::MIN);
         assert_eq!(store.increment("small", i64::MAX, None).unwrap(), -1);
-    }
-
-    /// Runs `per_thread` increments on each handle in its own thread, all starting together, and
-    /// checks that the values handed out are exactly 1..=total: none lost, none given twice.
-    fn increment_concurrently(handles: Vec<Arc<RedisStore>>, per_thread: i64) {
-        let total = i64::try_from(handles.len()).unwrap() * per_thread;
-        let barrier = Arc::new(std::sync::Barrier::new(handles.len()));
-        let threads: Vec<_> = handles
-            .into_iter()
-            .map(|store| {
-                let barrier = Arc::clone(&barrier);
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    (0..per_thread)
-                        .map(|_| store.increment("hits", 1, Some(i64::MAX)).unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut seen: Vec<i64> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (1..=total).collect::<Vec<_>>());
     }
 
     #[test]

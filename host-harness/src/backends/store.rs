@@ -964,14 +964,20 @@ pub(crate) mod tests {
         assert_eq!(store.list_keys("").unwrap(), ["kept"]);
     }
 
-    /// Runs `per_thread` increments on each handle in its own thread and checks that the returned
-    /// values are exactly 1..=total: no update lost, no value handed out twice.
-    fn increment_concurrently(handles: Vec<Arc<SqliteStore>>, per_thread: i64) {
+    /// Runs `per_thread` increments on each handle in its own thread, all starting at once, and
+    /// checks that the values returned are exactly 1..=total: none lost, none handed out twice.
+    pub(crate) fn increment_concurrently<S: Store + Send + Sync + 'static>(
+        handles: Vec<Arc<S>>,
+        per_thread: i64,
+    ) {
         let total = i64::try_from(handles.len()).unwrap() * per_thread;
+        let barrier = Arc::new(std::sync::Barrier::new(handles.len()));
         let threads: Vec<_> = handles
             .into_iter()
             .map(|store| {
+                let barrier = Arc::clone(&barrier);
                 std::thread::spawn(move || {
+                    barrier.wait();
                     (0..per_thread)
                         .map(|_| store.increment("hits", 1, None).unwrap())
                         .collect::<Vec<_>>()
