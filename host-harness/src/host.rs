@@ -7,10 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, Mailer, OutgoingMail, PortError, PortResult, RefusalNote, Store,
+    AppendError, AuditEntry, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
 };
 
-use crate::backends::HostAuditSink;
+use crate::backends::{HostAuditSink, HostStore};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -61,7 +61,7 @@ impl fmt::Debug for Config {
 #[derive(Clone)]
 pub struct Backends {
     /// Behind `store`.
-    pub store: Arc<dyn Store + Send + Sync>,
+    pub store: Arc<dyn HostStore>,
     /// Behind `mailer`.
     pub mailer: Arc<dyn Mailer + Send + Sync>,
     /// Behind `audit`.
@@ -266,6 +266,9 @@ impl store::Host for HostState {
         value: Vec<u8>,
         expires_at: Option<i64>,
     ) -> Result<(), store::StoreError> {
+        if let Some(handed) = self.backends.store.set_async(&key, &value, expires_at) {
+            return handed.await.map_err(store_error);
+        }
         let store = self.backends.store.clone();
         blocking(self.backends.offload.store_writes, move || {
             store.set(&key, &value, expires_at)
@@ -274,6 +277,9 @@ impl store::Host for HostState {
         .map_err(store_error)
     }
     async fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
+        if let Some(handed) = self.backends.store.delete_async(&key) {
+            return handed.await.map_err(store_error);
+        }
         let store = self.backends.store.clone();
         blocking(self.backends.offload.store_writes, move || {
             store.delete(&key)
@@ -287,8 +293,13 @@ impl store::Host for HostState {
         delta: i64,
         expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
+        let read = delta == 0 && expires_at.is_none();
+        if !read && let Some(handed) = self.backends.store.increment_async(&key, delta, expires_at)
+        {
+            return handed.await.map_err(store_error);
+        }
         let store = self.backends.store.clone();
-        let offload = if delta == 0 && expires_at.is_none() {
+        let offload = if read {
             self.backends.offload.store_reads
         } else {
             self.backends.offload.store_writes

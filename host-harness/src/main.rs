@@ -14,14 +14,14 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use host_harness::audit_log::{self, Checks, Filter, Source};
 use host_harness::backends::{
-    HostAuditSink, JsonlAuditSink, MemoryStore, OutboxMailer, PostgresAuditSink, PostgresStore,
-    RedisStore, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls, SqliteAuditSink, SqliteStore, Sweep,
-    spawn_sweeper,
+    HostAuditSink, HostStore, JsonlAuditSink, MemoryStore, OutboxMailer, PostgresAuditSink,
+    PostgresStore, RedisStore, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls, SqliteAuditSink,
+    SqliteStore, Sweep, spawn_sweeper,
 };
 use host_harness::serve::admission::{self, Limits};
 use host_harness::serve::client_ip::TrustedProxies;
 use host_harness::{Backends, Clock, Offload, Runtime, World, inspect, settings};
-use mfa_step_core::kernel::ports::{Mailer, Store};
+use mfa_step_core::kernel::ports::Mailer;
 
 #[derive(Parser)]
 #[command(
@@ -457,7 +457,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         None
     };
     let config = settings::component_config(&args.data_dir, demo_prompt.as_ref())?;
-    let (store, sweeper): (Arc<dyn Store + Send + Sync>, Arc<dyn Sweep>) = match &args.store {
+    let (store, sweeper): (Arc<dyn HostStore>, Arc<dyn Sweep>) = match &args.store {
         StoreChoice::Sqlite => {
             let path = args
                 .db

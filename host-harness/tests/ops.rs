@@ -475,7 +475,7 @@ fn runtime() -> Arc<Runtime> {
         .clone()
 }
 
-fn backends(store: Arc<dyn Store + Send + Sync>, faults: &Faults) -> Backends {
+fn backends(store: Arc<dyn host_harness::backends::HostStore>, faults: &Faults) -> Backends {
     Backends {
         store,
         mailer: Arc::new(MemoryMailer::new()),
@@ -643,6 +643,8 @@ impl PausingStore {
         }
     }
 }
+
+impl host_harness::backends::HostStore for PausingStore {}
 
 impl Store for PausingStore {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {

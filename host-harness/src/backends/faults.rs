@@ -149,6 +149,9 @@ impl<S> FaultyStore<S> {
     }
 }
 
+// Faults wrap the synchronous calls: a faulty store has no hand-over path.
+impl<S: Store + Send + Sync> super::HostStore for FaultyStore<S> {}
+
 impl<S: Store> Store for FaultyStore<S> {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         self.faults.check_read("get")?;

@@ -36,8 +36,8 @@ pub use mailer::{
     validate_outgoing_mail,
 };
 pub use store::{
-    MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStore, SqliteStore, Sweep, spawn_sweeper, validate_key,
-    validate_value,
+    HostStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStore, PortFuture, SqliteStore, Sweep,
+    spawn_sweeper, validate_key, validate_value,
 };
 
 /// Why a backend could not be set up (opening a database, creating a folder, reading a config).

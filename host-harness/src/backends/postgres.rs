@@ -52,7 +52,7 @@ use postgres::error::{Severity, SqlState};
 use postgres::{Client, Config, NoTls, Statement};
 
 use super::audit::{HostAuditSink, validate_line};
-use super::store::{Sweep, overflow, validate_key, validate_prefix, validate_value};
+use super::store::{HostStore, Sweep, overflow, validate_key, validate_prefix, validate_value};
 use super::{BackendError, lock};
 
 /// How many idle connections a handle keeps; more are opened when needed and closed after use.
@@ -456,6 +456,9 @@ impl fmt::Debug for PostgresStore {
             .finish_non_exhaustive()
     }
 }
+
+// Every call is a network round trip: the host runs them on its blocking pool.
+impl HostStore for PostgresStore {}
 
 impl Store for PostgresStore {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {

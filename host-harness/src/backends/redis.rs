@@ -52,7 +52,7 @@ use ::redis::{
 };
 use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
 
-use super::store::{overflow, validate_prefix};
+use super::store::{HostStore, overflow, validate_prefix};
 use super::{BackendError, Sweep, lock, validate_key, validate_value};
 
 /// The namespace [`RedisStore::connect`] uses.
@@ -426,6 +426,9 @@ impl fmt::Debug for RedisStore {
             .finish_non_exhaustive()
     }
 }
+
+// Every call is a network round trip: the host runs them on its blocking pool.
+impl HostStore for RedisStore {}
 
 impl Store for RedisStore {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use mfa_step_core::kernel::ports::{PortError, PortResult};
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::store::sqlite_error;
+use super::store::{PortFuture, sqlite_error};
 
 /// The most pieces of work one transaction takes. A bound keeps one batch's commit short; under
 /// any realistic load batches are far smaller (about one piece per request in flight).
@@ -41,7 +41,13 @@ trait Work: Send {
 struct Call<T, F> {
     work: Option<F>,
     outcome: Option<PortResult<T>>,
-    reply: mpsc::SyncSender<PortResult<T>>,
+    reply: Reply<T>,
+}
+
+/// Where a caller waits for its answer: a thread blocked on a channel, or a task awaiting one.
+enum Reply<T> {
+    Thread(mpsc::SyncSender<PortResult<T>>),
+    Task(tokio::sync::oneshot::Sender<PortResult<T>>),
 }
 
 impl<T, F> Work for Call<T, F>
@@ -69,8 +75,15 @@ where
                 "the SQLite writer committed without running a piece".to_owned(),
             )),
         };
-        // A caller that has gone (its thread ended) needs no answer.
-        let _ = self.reply.send(outcome);
+        // A caller that has gone (its thread ended, its request was dropped) needs no answer.
+        match self.reply {
+            Reply::Thread(reply) => {
+                let _ = reply.send(outcome);
+            }
+            Reply::Task(reply) => {
+                let _ = reply.send(outcome);
+            }
+        }
     }
 }
 
@@ -134,13 +147,32 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> PortResult<T> + Send + 'static,
     {
-        let stopped = || {
-            PortError(format!(
-                "{}: its writer thread has stopped; restart the host",
-                self.what
-            ))
-        };
         let (reply, answer) = mpsc::sync_channel(1);
+        self.send(work, Reply::Thread(reply))?;
+        answer.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Like [`Writer::run`] for async callers: hands `work` over at once and returns a future of
+    /// its outcome, so that no thread waits for the commit but the writer's own. The work is done
+    /// (and committed) even if the future is dropped.
+    pub(crate) fn submit<T, F>(&self, work: F) -> PortFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> PortResult<T> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Err(e) = self.send(work, Reply::Task(reply)) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let stopped = self.stopped();
+        Box::pin(async move { answer.await.unwrap_or(Err(stopped)) })
+    }
+
+    fn send<T, F>(&self, work: F, reply: Reply<T>) -> PortResult<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> PortResult<T> + Send + 'static,
+    {
         let call = Box::new(Call {
             work: Some(work),
             outcome: None,
@@ -148,10 +180,16 @@ impl Writer {
         });
         self.jobs
             .as_ref()
-            .ok_or_else(stopped)?
+            .ok_or_else(|| self.stopped())?
             .send(call)
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+            .map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> PortError {
+        PortError(format!(
+            "{}: its writer thread has stopped; restart the host",
+            self.what
+        ))
     }
 
     /// The writer's counts so far.

@@ -47,6 +47,69 @@ pub trait Sweep: Send + Sync {
     fn sweep(&self, now: i64) -> PortResult<u64>;
 }
 
+/// A boxed future of a port call's outcome, as the host awaits it.
+pub type PortFuture<T> = std::pin::Pin<Box<dyn Future<Output = PortResult<T>> + Send>>;
+
+/// A store as the host drives it: the core's port, and for a store whose writes have a thread of
+/// their own (SQLite's writer), a way to hand a write over and await its answer, so that no
+/// blocking-pool thread sits waiting for the commit. `None` (the default) means the host calls the
+/// synchronous method, on its blocking pool or in place (`crate::host::Offload`).
+pub trait HostStore: Store + Send + Sync {
+    /// `set`, handed over.
+    fn set_async(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<i64>,
+    ) -> Option<PortFuture<()>> {
+        let _ = (key, value, expires_at);
+        None
+    }
+
+    /// `delete`, handed over.
+    fn delete_async(&self, key: &str) -> Option<PortFuture<()>> {
+        let _ = key;
+        None
+    }
+
+    /// `increment` with a delta or an expiry (never a plain read), handed over.
+    fn increment_async(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_at: Option<i64>,
+    ) -> Option<PortFuture<i64>> {
+        let _ = (key, delta, expires_at);
+        None
+    }
+}
+
+impl HostStore for MemoryStore {}
+
+impl HostStore for SqliteStore {
+    fn set_async(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<i64>,
+    ) -> Option<PortFuture<()>> {
+        Some(self.submit(Self::set_work(key, value, expires_at)))
+    }
+
+    fn delete_async(&self, key: &str) -> Option<PortFuture<()>> {
+        Some(self.submit(Self::delete_work(key)))
+    }
+
+    fn increment_async(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_at: Option<i64>,
+    ) -> Option<PortFuture<i64>> {
+        Some(self.submit(Self::increment_work(key, delta, expires_at)))
+    }
+}
+
 /// Sweeps `store` every `every`, at the time `clock` tells, on tokio's blocking pool, until the
 /// runtime stops. A failed sweep is logged and tried again at the next tick (it only keeps more).
 pub fn spawn_sweeper(
@@ -464,21 +527,15 @@ fn read_counter(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
         .map(Option::unwrap_or_default)
 }
 
-impl Store for SqliteStore {
-    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
-        validate_key(key)?;
-        self.readers.read("get", |conn| {
-            conn.prepare_cached("SELECT value FROM kv WHERE key = ?1")?
-                .query_row([key], |row| row.get(0))
-                .optional()
-        })
-    }
+/// A piece of the writer's work, ready to hand over.
+type Work<T> = Box<dyn FnOnce(&Connection) -> PortResult<T> + Send>;
 
-    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+impl SqliteStore {
+    fn set_work(key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<Work<()>> {
         validate_key(key)?;
         validate_value(value)?;
         let (key, value) = (key.to_owned(), value.to_vec());
-        self.writer.run(move |conn| {
+        Ok(Box::new(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value,
@@ -487,14 +544,14 @@ impl Store for SqliteStore {
             .and_then(|mut stmt| stmt.execute(params![key, value, expires_at]))
             .map(drop)
             .map_err(|e| sqlite_error("set", &e))
-        })
+        }))
     }
 
-    fn delete(&self, key: &str) -> PortResult<()> {
+    /// One piece of work, so no reader ever sees the value gone but the counter still there.
+    fn delete_work(key: &str) -> PortResult<Work<()>> {
         validate_key(key)?;
         let key = key.to_owned();
-        // One piece of work, so no reader ever sees the value gone but the counter still there.
-        self.writer.run(move |conn| {
+        Ok(Box::new(move |conn| {
             let run = || -> rusqlite::Result<()> {
                 conn.prepare_cached("DELETE FROM kv WHERE key = ?1")?
                     .execute([&key])?;
@@ -503,19 +560,14 @@ impl Store for SqliteStore {
                 Ok(())
             };
             run().map_err(|e| sqlite_error("delete", &e))
-        })
+        }))
     }
 
-    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+    /// An increment that writes: a delta, or a read that extends an expiry.
+    fn increment_work(key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<Work<i64>> {
         validate_key(key)?;
-        if delta == 0 && expires_at.is_none() {
-            // A plain read creates nothing and writes nothing.
-            return self
-                .readers
-                .read("increment", |conn| read_counter(conn, key));
-        }
         let key = key.to_owned();
-        self.writer.run(move |conn| {
+        Ok(Box::new(move |conn| {
             if delta == 0 {
                 // A read with an expiry extends that of a counter that has one; it creates nothing.
                 let run = || -> rusqlite::Result<i64> {
@@ -557,7 +609,46 @@ impl Store for SqliteStore {
                 }
                 Err(e) => Err(sqlite_error("increment", &e)),
             }
+        }))
+    }
+
+    /// Hands a piece of work to the writer, or answers its validation error at once.
+    fn submit<T: Send + 'static>(&self, work: PortResult<Work<T>>) -> PortFuture<T> {
+        match work {
+            Ok(work) => self.writer.submit(work),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        validate_key(key)?;
+        self.readers.read("get", |conn| {
+            conn.prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+                .query_row([key], |row| row.get(0))
+                .optional()
         })
+    }
+
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+        self.writer.run(Self::set_work(key, value, expires_at)?)
+    }
+
+    fn delete(&self, key: &str) -> PortResult<()> {
+        self.writer.run(Self::delete_work(key)?)
+    }
+
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+        if delta == 0 && expires_at.is_none() {
+            // A plain read creates nothing and writes nothing.
+            validate_key(key)?;
+            return self
+                .readers
+                .read("increment", |conn| read_counter(conn, key));
+        }
+        self.writer
+            .run(Self::increment_work(key, delta, expires_at)?)
     }
 
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
@@ -990,6 +1081,40 @@ pub(crate) mod tests {
             .collect();
         seen.sort_unstable();
         assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_writes_handed_over_answer_as_the_synchronous_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(sqlite(&dir));
+        store.set_async("k", b"v", Some(100)).unwrap().await.unwrap();
+        assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        store.delete_async("k").unwrap().await.unwrap();
+        assert_eq!(store.get("k").unwrap(), None);
+        // Refusals come back through the future, as the synchronous calls return them.
+        let refused = store.set_async("bad\nkey", b"v", None).unwrap().await;
+        assert!(refused.unwrap_err().0.starts_with("invalid key"));
+        store.increment("big", i64::MAX, None).unwrap();
+        let overflow = store.increment_async("big", 1, None).unwrap().await;
+        assert_eq!(overflow.unwrap_err(), super::overflow());
+        assert_eq!(store.increment("big", 0, None).unwrap(), i64::MAX);
+        // 64 tasks at once: every value handed out once, in commits they share.
+        let before = store.commit_stats();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.increment_async("n", 1, Some(500)).unwrap().await })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap().unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=64).collect::<Vec<_>>());
+        let (commits, pieces) = store.commit_stats();
+        assert_eq!(pieces - before.1, 64);
+        assert!(commits - before.0 < 64, "64 writes at once share commits");
     }
 
     #[test]

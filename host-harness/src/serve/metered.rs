@@ -11,7 +11,7 @@ use mfa_step_core::kernel::ports::{
 };
 
 use super::metrics::Metrics;
-use crate::backends::{HostAuditSink, Placed};
+use crate::backends::{HostAuditSink, HostStore, Placed, PortFuture};
 use crate::host::Backends;
 
 /// `backends` with their store, mailer and audit sink counted in `metrics`.
@@ -35,7 +35,7 @@ pub fn instrument(backends: Backends, metrics: &Arc<Metrics>) -> Backends {
 }
 
 struct MeteredStore {
-    inner: Arc<dyn Store + Send + Sync>,
+    inner: Arc<dyn HostStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -45,6 +45,53 @@ impl MeteredStore {
             self.metrics.store_error(op);
         }
         result
+    }
+}
+
+impl MeteredStore {
+    /// A handed-over call, counted when its answer comes.
+    fn count_later<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        handed: Option<PortFuture<T>>,
+    ) -> Option<PortFuture<T>> {
+        let metrics = Arc::clone(&self.metrics);
+        handed.map(|future| -> PortFuture<T> {
+            Box::pin(async move {
+                let result = future.await;
+                if result.is_err() {
+                    metrics.store_error(op);
+                }
+                result
+            })
+        })
+    }
+}
+
+impl HostStore for MeteredStore {
+    fn set_async(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<i64>,
+    ) -> Option<PortFuture<()>> {
+        self.count_later("set", self.inner.set_async(key, value, expires_at))
+    }
+
+    fn delete_async(&self, key: &str) -> Option<PortFuture<()>> {
+        self.count_later("delete", self.inner.delete_async(key))
+    }
+
+    fn increment_async(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_at: Option<i64>,
+    ) -> Option<PortFuture<i64>> {
+        self.count_later(
+            "increment",
+            self.inner.increment_async(key, delta, expires_at),
+        )
     }
 }
 

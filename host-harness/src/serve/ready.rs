@@ -184,7 +184,7 @@ mod tests {
     };
     use crate::{Clock, Config};
 
-    fn backends(store: Arc<dyn Store + Send + Sync>, faults: &Faults) -> Backends {
+    fn backends(store: Arc<dyn crate::backends::HostStore>, faults: &Faults) -> Backends {
         Backends {
             store,
             mailer: Arc::new(MemoryMailer::new()),
@@ -221,6 +221,8 @@ mod tests {
 
     /// Blocks every `get` until the test lets it go.
     struct HungStore(Mutex<mpsc::Receiver<()>>);
+
+    impl crate::backends::HostStore for HungStore {}
 
     impl Store for HungStore {
         fn get(&self, _: &str) -> PortResult<Option<Vec<u8>>> {

@@ -186,6 +186,9 @@ impl<S> HookedStore<S> {
     }
 }
 
+// Hooks pause and garble the synchronous calls, which the host runs on its blocking pool.
+impl<S: Store + Send + Sync> host_harness::backends::HostStore for HookedStore<S> {}
+
 impl<S: Store> Store for HookedStore<S> {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         let value = self.inner.get(key)?;

@@ -84,7 +84,7 @@ impl Harness {
         let faults = Faults::new();
         let clock = TestClock::at(T0);
         let tracked = Arc::new(KeyTracker::new(store));
-        let store: Arc<dyn Store + Send + Sync> =
+        let store: Arc<dyn host_harness::backends::HostStore> =
             Arc::new(FaultyStore::new(ArcStore(tracked.clone()), faults.clone()));
         let mailer = Arc::new(FaultyMailer::new(MemoryMailer::new(), faults.clone()));
         let audit = Arc::new(FaultyAuditSink::new(MemoryAuditSink::new(), faults.clone()));
