@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mfa_step_core::kernel::ports::{
@@ -108,6 +108,34 @@ struct Pool {
     server: String,
     what: &'static str,
     idle: Mutex<Vec<Conn>>,
+    /// Calls running now, at most [`MAX_CALLS`]; a connection is opened only when none is idle,
+    /// so this bounds the connections too.
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// How many calls of one pool may run at once, and so how many connections it may hold: a node
+/// holds at most this many for its store and as many for its audit trail, whatever its load.
+const MAX_CALLS: usize = 16;
+
+/// How long a call waits for one of the [`MAX_CALLS`] before it fails (closed: the request gets
+/// `unavailable`).
+const CALL_WAIT: Duration = Duration::from_secs(5);
+
+/// One of the [`MAX_CALLS`], given back on drop.
+struct CallSlot<'a>(&'a Pool);
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .0
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *busy = busy.saturating_sub(1);
+        drop(busy);
+        self.0.freed.notify_one();
+    }
 }
 
 /// One connection and the statements prepared on it.
@@ -138,6 +166,8 @@ impl Pool {
             server,
             what,
             idle: Mutex::new(Vec::new()),
+            busy: Mutex::new(0),
+            freed: Condvar::new(),
         };
         let first = off_runtime(|| {
             let mut conn = pool.open().map_err(|e| describe(&e))?;
@@ -163,6 +193,29 @@ impl Pool {
             statements: HashMap::new(),
             idle_since: Instant::now(),
         })
+    }
+
+    /// Waits (at most [`CALL_WAIT`]) until fewer than [`MAX_CALLS`] run.
+    fn slot(&self, op: &str) -> PortResult<CallSlot<'_>> {
+        let deadline = Instant::now() + CALL_WAIT;
+        let mut busy = lock(&self.busy, self.what)?;
+        while *busy >= MAX_CALLS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PortError(format!(
+                    "postgres {op} failed: all {MAX_CALLS} connections to {} stayed busy for {} s",
+                    self.server,
+                    CALL_WAIT.as_secs()
+                )));
+            }
+            busy = self
+                .freed
+                .wait_timeout(busy, left)
+                .map_err(|_| PortError(format!("{} is unusable: a call panicked", self.what)))?
+                .0;
+        }
+        *busy += 1;
+        Ok(CallSlot(self))
     }
 
     /// An idle connection that still works, or a new one.
@@ -199,6 +252,7 @@ impl Pool {
         op: &str,
         work: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
     ) -> PortResult<Result<T, postgres::Error>> {
+        let _slot = self.slot(op)?;
         let mut conn = self.checkout(op)?;
         let outcome = work(&mut conn);
         let reusable =
@@ -894,6 +948,42 @@ mod tests {
             drop(store);
             drop(sink);
         });
+    }
+
+    #[test]
+    #[ignore = "needs a Postgres server: MFA_STEP_TEST_POSTGRES (run by .ci/suites)"]
+    fn postgres_64_callers_at_once_share_at_most_16_connections() {
+        let scratch = Scratch::new();
+        let store = Arc::new(scratch.store());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (done, admin_url, name) = (
+                Arc::clone(&done),
+                scratch.admin_url.clone(),
+                scratch.schema.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut admin = Client::connect(&admin_url, NoTls).unwrap();
+                let mut most = 0_i64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let open: i64 = admin
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                            &[&name],
+                        )
+                        .unwrap()
+                        .get(0);
+                    most = most.max(open);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                most
+            })
+        };
+        increment_concurrently(vec![Arc::clone(&store); 64], 20);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let most = watcher.join().unwrap();
+        assert!(most <= 16, "{most} connections open at once");
+        assert!(most > 1, "the callers ran at once ({most} connections)");
     }
 
     #[test]

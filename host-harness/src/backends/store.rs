@@ -1087,7 +1087,11 @@ pub(crate) mod tests {
     async fn sqlite_writes_handed_over_answer_as_the_synchronous_ones_do() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(sqlite(&dir));
-        store.set_async("k", b"v", Some(100)).unwrap().await.unwrap();
+        store
+            .set_async("k", b"v", Some(100))
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!(store.get("k").unwrap().as_deref(), Some(&b"v"[..]));
         store.delete_async("k").unwrap().await.unwrap();
         assert_eq!(store.get("k").unwrap(), None);
