@@ -1,8 +1,9 @@
 //! Reading an audit log back: `mfa-step audit verify`, `export`, `tail` and `head`.
 //!
-//! A log is either a JSONL file with its rotated segments (`audit.jsonl.000001`, …, then
-//! `audit.jsonl`) or the `audit_log` table of a SQLite database. Both are read in stored order,
-//! which is the order the chain must hold in; the checks themselves are the core's
+//! A log is a JSONL file with its rotated segments (`audit.jsonl.000001`, …, then
+//! `audit.jsonl`), the `audit_log` table of a SQLite database, or the `mfa_step_audit_log` table of
+//! a Postgres database shared by several nodes. Each is read in the order the chain must hold in
+//! (stored order; for Postgres, by organization then position); the checks themselves are the core's
 //! ([`mfa_step_core::audit::verify::Verifier`]), so the harness and any other verifier agree.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,18 @@ pub enum Source {
     JsonlNewest(PathBuf),
     /// The `audit_log` table of a SQLite database.
     Sqlite(PathBuf),
+    /// The `mfa_step_audit_log` table of a Postgres database.
+    Postgres(DatabaseUrl),
+}
+
+/// A database URL, which may hold a password: `Debug` never prints it.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
 }
 
 /// Where one line sits, for messages: `audit.jsonl.000002:17` or `audit.sqlite rowid 17`.
@@ -83,6 +96,17 @@ pub fn for_each_line(
                         (done, total),
                     )?;
                 }
+            }
+        }
+        Source::Postgres(url) => {
+            let rows = crate::backends::postgres::audit_lines(&url.0)?;
+            let total = rows.len() as u64;
+            for (i, (org, seq, line)) in rows.iter().enumerate() {
+                each(
+                    Location(format!("mfa_step_audit_log {org} seq {seq}")),
+                    line,
+                    (i as u64 + 1, total),
+                )?;
             }
         }
         Source::Sqlite(path) => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use host_harness::audit_log::{self, Checks, Filter, Source};
+use host_harness::audit_log::{self, Checks, DatabaseUrl, Filter, Source};
 use host_harness::backends::{
     HostAuditSink, HostStore, JsonlAuditSink, MemoryStore, OutboxMailer, PostgresAuditSink,
     PostgresStore, RedisStore, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls, SqliteAuditSink,
@@ -72,6 +72,10 @@ struct LogArgs {
     /// audit_log table (default <data-dir>/mfa-step.sqlite).
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// The Postgres database holding the trail, with --audit-sink postgres. A URL with a password
+    /// belongs in MFA_STEP_AUDIT_URL.
+    #[arg(long, env = "MFA_STEP_AUDIT_URL", hide_env_values = true)]
+    audit_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -131,12 +135,14 @@ struct TailArgs {
     follow: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AuditSinkKind {
     /// JSON Lines files, rotated (the default).
     Jsonl,
     /// The audit_log table of a SQLite database.
     Sqlite,
+    /// The mfa_step_audit_log table of a Postgres database (at --audit-url or MFA_STEP_AUDIT_URL).
+    Postgres,
 }
 
 #[derive(clap::Args)]
@@ -184,17 +190,6 @@ fn parse_store(text: &str) -> std::result::Result<StoreChoice, String> {
         }
         _ => Err("expected sqlite, memory, a postgres://… URL or a redis://… URL".to_owned()),
     }
-}
-
-/// Where `serve` writes the audit trail (`--audit-sink`).
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ServeAuditSink {
-    /// JSON Lines files, rotated (the default, but with a Postgres store).
-    Jsonl,
-    /// The audit_log table of a SQLite database.
-    Sqlite,
-    /// The mfa_step_audit_log table of a Postgres database (the default with a Postgres store).
-    Postgres,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,7 +249,7 @@ struct ServeArgs {
     smtp_user: Option<String>,
     /// Where the audit trail goes (default: `postgres` with a Postgres store, else `jsonl`).
     #[arg(long, value_enum)]
-    audit_sink: Option<ServeAuditSink>,
+    audit_sink: Option<AuditSinkKind>,
     /// The Postgres database for --audit-sink postgres (default: the store's, with a Postgres
     /// store). A URL with a password belongs in MFA_STEP_AUDIT_URL.
     #[arg(long, env = "MFA_STEP_AUDIT_URL", hide_env_values = true)]
@@ -514,28 +509,11 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         }
     };
     let audit_sink = args.audit_sink.unwrap_or(match args.store {
-        StoreChoice::Postgres(_) => ServeAuditSink::Postgres,
-        _ => ServeAuditSink::Jsonl,
+        StoreChoice::Postgres(_) => AuditSinkKind::Postgres,
+        _ => AuditSinkKind::Jsonl,
     });
-    let file_sink = match audit_sink {
-        ServeAuditSink::Jsonl => Some(AuditSinkKind::Jsonl),
-        ServeAuditSink::Sqlite => Some(AuditSinkKind::Sqlite),
-        ServeAuditSink::Postgres => None,
-    };
-    let audit: Arc<dyn HostAuditSink> = if let Some(kind) = file_sink {
-        file_audit_sink(&args, kind)?
-    } else {
-        let url = match (&args.audit_url, &args.store) {
-            (Some(url), _) | (None, StoreChoice::Postgres(url)) => url,
-            (None, _) => anyhow::bail!(
-                "--audit-sink postgres needs --audit-url (or MFA_STEP_AUDIT_URL) without a Postgres store"
-            ),
-        };
-        let sink = Arc::new(PostgresAuditSink::connect(url)?);
-        tracing::info!(audit = ?sink, "audit trail: Postgres table mfa_step_audit_log");
-        sink
-    };
-    if matches!(args.store, StoreChoice::Redis(_)) && audit_sink != ServeAuditSink::Postgres {
+    let audit = audit_sink_of(&args, audit_sink)?;
+    if matches!(args.store, StoreChoice::Redis(_)) && audit_sink != AuditSinkKind::Postgres {
         tracing::warn!(
             "the audit trail is a file of this node's: nodes sharing the Redis store should share \
              an audit trail in Postgres (--audit-sink postgres --audit-url …)"
@@ -678,17 +656,22 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     }
 }
 
-/// The JSONL or SQLite audit sink `serve` writes to, at `--audit` or its default place.
-fn file_audit_sink(args: &ServeArgs, kind: AuditSinkKind) -> Result<Arc<dyn HostAuditSink>> {
+/// The audit sink `serve` writes to: at `--audit` or its default place for a file, at
+/// `--audit-url` or the Postgres store's database for Postgres.
+fn audit_sink_of(args: &ServeArgs, kind: AuditSinkKind) -> Result<Arc<dyn HostAuditSink>> {
     let log = LogArgs {
         data_dir: args.data_dir.clone(),
         audit_sink: kind,
         audit: args.audit.clone().or_else(|| match kind {
-            AuditSinkKind::Jsonl => None,
+            AuditSinkKind::Jsonl | AuditSinkKind::Postgres => None,
             AuditSinkKind::Sqlite => args.db.clone(),
         }),
+        audit_url: args.audit_url.clone().or_else(|| match &args.store {
+            StoreChoice::Postgres(url) => Some(url.clone()),
+            _ => None,
+        }),
     };
-    Ok(match log.source() {
+    Ok(match log.source()? {
         Source::Jsonl(path) | Source::JsonlNewest(path) => {
             tracing::info!(audit = %path.display(), "audit trail: JSONL");
             let rotate = (args.audit_rotate_kib > 0).then_some(args.audit_rotate_kib << 10);
@@ -698,12 +681,17 @@ fn file_audit_sink(args: &ServeArgs, kind: AuditSinkKind) -> Result<Arc<dyn Host
             tracing::info!(audit = %path.display(), "audit trail: SQLite table audit_log");
             Arc::new(SqliteAuditSink::open(&path)?)
         }
+        Source::Postgres(url) => {
+            let sink = Arc::new(PostgresAuditSink::connect(&url.0)?);
+            tracing::info!(audit = ?sink, "audit trail: Postgres table mfa_step_audit_log");
+            sink
+        }
     })
 }
 
 impl LogArgs {
-    fn source(&self) -> Source {
-        match self.audit_sink {
+    fn source(&self) -> Result<Source> {
+        Ok(match self.audit_sink {
             AuditSinkKind::Jsonl => Source::Jsonl(
                 self.audit
                     .clone()
@@ -714,7 +702,12 @@ impl LogArgs {
                     .clone()
                     .unwrap_or_else(|| self.data_dir.join("mfa-step.sqlite")),
             ),
-        }
+            AuditSinkKind::Postgres => Source::Postgres(DatabaseUrl(
+                self.audit_url.clone().context(
+                    "--audit-sink postgres needs --audit-url or MFA_STEP_AUDIT_URL (or a Postgres store)",
+                )?,
+            )),
+        })
     }
 }
 
@@ -741,7 +734,7 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Verify(args) => run_verify(&args),
         AuditCommand::Export(args) => {
             let filter = args.filter.filter()?;
-            let source = args.log.source();
+            let source = args.log.source()?;
             let n = match &args.out {
                 Some(path) => {
                     let mut out = std::io::BufWriter::new(
@@ -757,7 +750,7 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode> {
         }
         AuditCommand::Tail(args) => run_tail(&args),
         AuditCommand::Head(log) => {
-            let report = audit_log::verify(&log.source(), Checks::default(), |_, _| {})?;
+            let report = audit_log::verify(&log.source()?, Checks::default(), |_, _| {})?;
             if let Some((at, b)) = &report.broken {
                 anyhow::bail!(
                     "the log is broken{}: {b}",
@@ -774,7 +767,7 @@ fn run_audit(command: AuditCommand) -> Result<ExitCode> {
 }
 
 fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
-    let source = args.log.source();
+    let source = args.log.source()?;
     let mut checks = Checks::default();
     if !args.no_seal {
         let key = settings::existing_hmac_key(&args.log.data_dir)?;
@@ -842,7 +835,7 @@ fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
 
 fn run_tail(args: &TailArgs) -> Result<ExitCode> {
     let filter = args.filter.filter()?;
-    let source = args.log.source();
+    let source = args.log.source()?;
     let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let print =
         |lines: Vec<String>, seen: &mut std::collections::BTreeMap<String, u64>| -> Result<()> {

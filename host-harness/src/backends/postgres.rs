@@ -330,6 +330,35 @@ fn statement_refused(e: &postgres::Error) -> bool {
 }
 
 /// Checks the URL's form, applies the defaults, and describes it without its password.
+/// Every record of the `mfa_step_audit_log` table at `url`, as `(org, seq, line)`, by organization
+/// then position: each stream in the order its chain must hold. Reads only (no migration), for
+/// `mfa-step audit`.
+///
+/// # Errors
+/// The URL is malformed, the server cannot be reached, or the table cannot be read; the messages
+/// never hold the password.
+pub fn audit_lines(url: &str) -> super::Result<Vec<(String, i64, String)>> {
+    let (config, server) = parse_url(url)?;
+    let read = || -> Result<Vec<(String, i64, String)>, postgres::Error> {
+        let mut client = config.connect(NoTls)?;
+        let rows = client.query(
+            "SELECT org, seq, line FROM mfa_step_audit_log ORDER BY org, seq",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    };
+    off_runtime(read)
+        .ok_or_else(|| BackendError::Config(format!("reading {server} panicked")))?
+        .map_err(|e| {
+            BackendError::Config(format!(
+                "cannot read the audit trail at {server}: {}",
+                describe(&e)
+            ))
+        })
+}
+
 fn parse_url(url: &str) -> super::Result<(Config, String)> {
     // Only the URL form: its parser's errors name options, never values; the `key=value` form's
     // can quote a character of the password.
