@@ -9,13 +9,12 @@ use std::sync::Arc;
 use mfa_step_core::kernel::ports::{
     AppendError, AuditEntry, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
 };
-
-use crate::backends::{HostAuditSink, HostStore};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use zeroize::Zeroizing;
 
+use crate::backends::{HostAuditSink, HostStore};
 use crate::bindings::mfa_step::plugin::{audit, config, mailer, store};
 use crate::clock::Clock;
 
@@ -130,8 +129,9 @@ pub struct HostState {
 /// the sink's own check, and relink. The lease is given back as soon as the record has its place
 /// in the stream ([`HostAuditSink::place`]), before the wait for the disk, so that one writer's
 /// sync never holds up the next one's linking, and records written meanwhile share a sync. It is
-/// also given back when the instance ends, whatever happened, and an instance holds at most one. An organization's entry is removed once no one
-/// holds or waits for its lease, so the map holds only the streams being written.
+/// also given back when the instance ends, whatever happened, and an instance holds at most one.
+/// An organization's entry is removed once no one holds or waits for its lease, so the map holds
+/// only the streams being written.
 struct StreamLeases;
 
 type LeaseKey = (usize, String);
