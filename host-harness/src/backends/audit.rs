@@ -62,8 +62,14 @@ pub trait HostAuditSink: AuditSink + Send + Sync {
     /// # Errors
     /// It could not be made durable: the record must not be acknowledged.
     fn settle(&self, placed: Placed) -> PortResult<()> {
-        let _ = placed;
-        Ok(())
+        match placed {
+            Placed::Durable => Ok(()),
+            // Only the sink that placed a record pending knows how to make it durable: a wrapper
+            // that forwards `place` must forward `settle` too.
+            Placed::Pending(_) => Err(PortError(
+                "a record placed pending reached a sink that cannot settle it".to_owned(),
+            )),
+        }
     }
 
     /// Whether `settle` would return `Ok` at once, without waiting.
@@ -199,7 +205,13 @@ pub struct JsonlAuditSink {
     broken: AtomicBool,
     /// How many syncs `settle` has made, for the tests.
     syncs: AtomicU64,
+    /// The current segment's length at the last look, to tell when a rotation is near.
+    offset_hint: AtomicU64,
 }
+
+/// How close to `rotate_bytes` a segment may grow before its writes leave the executor threads
+/// (an audit line is far shorter).
+const ROTATION_MARGIN: u64 = 256 << 10;
 
 /// What one writer knows of the file, brought up to date under the lock before every use.
 struct FileState {
@@ -330,6 +342,7 @@ impl JsonlAuditSink {
             sync_turn: Mutex::new(()),
             broken: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            offset_hint: AtomicU64::new(0),
         })
     }
 
@@ -348,12 +361,19 @@ impl JsonlAuditSink {
         &self,
         f: impl FnOnce(&mut FileState) -> Result<T, AppendError>,
     ) -> Result<T, AppendError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(unavailable(self.refusing()));
+        }
         let mut state = lock(&self.state, "the audit file").map_err(unavailable)?;
         let _guard =
             FileLock::take(&self.path).map_err(|e| unavailable(self.fail("cannot lock", &e)))?;
-        state
-            .catch_up(&self.path)
-            .map_err(|e| unavailable(self.fail("cannot read", &e)))?;
+        if let Err(e) = state.catch_up(&self.path) {
+            // It may have failed to sync what this sink wrote before another process rotated:
+            // nothing written since can be vouched for.
+            self.broken.store(true, Ordering::Release);
+            return Err(unavailable(self.fail("cannot read", &e)));
+        }
+        self.offset_hint.store(state.offset, Ordering::Release);
         f(&mut state)
     }
 
@@ -446,6 +466,14 @@ impl JsonlAuditSink {
         let heads_path = sidecar(&self.path, ".heads");
         let tmp = sidecar(&self.path, ".heads.tmp");
         let heads = serde_json::to_vec(&state.heads).map_err(|e| self.fail("cannot rotate", &e))?;
+        // Every record of the segment reaches the disk first: the heads file must never name a
+        // record that is not there, and a writer waiting to settle one of them then syncs only
+        // the new segment.
+        if let Err(e) = state.file.sync_data() {
+            self.broken.store(true, Ordering::Release);
+            return Err(self.fail("cannot sync to disk", &e));
+        }
+        self.synced.fetch_max(state.written, Ordering::AcqRel);
         let write_heads = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&heads)?;
@@ -453,13 +481,6 @@ impl JsonlAuditSink {
             std::fs::rename(&tmp, &heads_path)
         };
         write_heads().map_err(|e| self.fail("cannot save the heads for rotation", &e))?;
-        // Every record of the segment reaches the disk before it is renamed away: a writer waiting
-        // to settle one of them syncs only the new segment.
-        if let Err(e) = state.file.sync_data() {
-            self.broken.store(true, Ordering::Release);
-            return Err(self.fail("cannot sync to disk", &e));
-        }
-        self.synced.fetch_max(state.written, Ordering::AcqRel);
         // One past the highest segment present, so that a segment is never overwritten even when
         // older ones were archived away.
         let next = jsonl_segments(&self.path)
@@ -492,6 +513,9 @@ impl FileState {
         let current = open_append(path)?;
         if identity(&current)? != self.identity {
             // Another process rotated: its heads file covers everything before the new segment.
+            // Records this sink wrote to the old one and has not synced yet are synced now, rather
+            // than trusting the other process to have done it (an older binary, a `mv`).
+            self.file.sync_data()?;
             self.heads = jsonl_rotation_heads(path)?;
             self.identity = identity(&current)?;
             self.file = Arc::new(current);
@@ -620,9 +644,11 @@ impl HostAuditSink for JsonlAuditSink {
 
     /// `head` and `place` take the file's lock, read what other processes appended and write one
     /// line, all to the page cache; only `settle` waits for the disk. The lock is held by another
-    /// writer only for the same few system calls.
+    /// writer only for the same few system calls. Near a rotation (which syncs three times under
+    /// the lock) the calls go to the pool instead.
     fn runs_in_place(&self) -> bool {
-        true
+        self.rotate_bytes
+            .is_none_or(|limit| self.offset_hint.load(Ordering::Acquire) + ROTATION_MARGIN < limit)
     }
 }
 
@@ -956,6 +982,37 @@ pub(crate) mod tests {
         assert!(
             syncs < records,
             "{threads} writers at once should share syncs: {syncs} syncs for {records} records"
+        );
+    }
+
+    #[test]
+    fn a_broken_jsonl_sink_refuses_heads_too_and_a_pending_record_needs_its_own_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = JsonlAuditSink::open(dir.path().join("audit.jsonl")).unwrap();
+        append(&sink, "acme", "one");
+        // As after a failed sync: readiness (which reads a head) must see it, not only appends.
+        sink.broken.store(true, Ordering::Release);
+        assert!(sink.head("acme").is_err());
+        assert!(sink.place(&linked("acme", "two", None)).is_err());
+        // A sink that did not place a record pending cannot vouch for it.
+        let memory = MemoryAuditSink::new();
+        assert!(memory.settle(Placed::Pending(1)).is_err());
+        assert!(!memory.settled(Placed::Pending(1)));
+        assert!(memory.settle(Placed::Durable).is_ok());
+    }
+
+    #[test]
+    fn jsonl_calls_leave_the_executor_near_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let never = JsonlAuditSink::open(dir.path().join("a.jsonl")).unwrap();
+        assert!(never.runs_in_place());
+        let far =
+            JsonlAuditSink::open_rotating(dir.path().join("b.jsonl"), Some(64 << 20)).unwrap();
+        assert!(far.runs_in_place());
+        let near = JsonlAuditSink::open_rotating(dir.path().join("c.jsonl"), Some(4096)).unwrap();
+        assert!(
+            !near.runs_in_place(),
+            "a rotation syncs under the lock: not on the executor"
         );
     }
 

@@ -320,16 +320,17 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
 
 /// Whether the server refused a statement but kept the session: the connection is still good.
 /// Anything else (a socket error, a protocol error, a `FATAL` from the server) drops it.
+/// A statement the server no longer knows (`26000`: a pooler between us, a `DISCARD ALL`) drops it
+/// too, with its cache of prepared statements, or every later call on it would fail the same way.
 fn statement_refused(e: &postgres::Error) -> bool {
     e.as_db_error().is_some_and(|db| {
         !matches!(
             db.parsed_severity(),
             Some(Severity::Fatal | Severity::Panic)
-        )
+        ) && *db.code() != SqlState::INVALID_SQL_STATEMENT_NAME
     })
 }
 
-/// Checks the URL's form, applies the defaults, and describes it without its password.
 /// Every record of the `mfa_step_audit_log` table at `url`, as `(org, seq, line)`, by organization
 /// then position: each stream in the order its chain must hold. Reads only (no migration), for
 /// `mfa-step audit`.
@@ -359,6 +360,7 @@ pub fn audit_lines(url: &str) -> super::Result<Vec<(String, i64, String)>> {
         })
 }
 
+/// Checks the URL's form, applies the defaults, and describes it without its password.
 fn parse_url(url: &str) -> super::Result<(Config, String)> {
     // Only the URL form: its parser's errors name options, never values; the `key=value` form's
     // can quote a character of the password.

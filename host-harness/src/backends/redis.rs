@@ -392,7 +392,8 @@ fn warn_about_clock(conn: &mut ::redis::Connection, target: &str) {
 }
 
 /// Logs a warning when the server says it does not fsync every write (`CONFIG GET` allowed):
-/// an acknowledged write could then be lost in a crash. Silent when it cannot tell.
+/// an acknowledged write could then be lost in a crash; and when it may evict keys before their
+/// expiry. Silent when it cannot tell.
 fn warn_about_durability(conn: &mut ::redis::Connection, target: &str) {
     let config = |name: &str, conn: &mut ::redis::Connection| {
         ::redis::cmd("CONFIG")
@@ -413,6 +414,17 @@ fn warn_about_durability(conn: &mut ::redis::Connection, target: &str) {
             %appendfsync,
             "Redis does not fsync every write: an acknowledged write can be lost in a crash \
              (set appendonly yes, appendfsync always)"
+        );
+    }
+    // A key evicted before its expiry is a counter reset: a send cap or a guess limit forgotten.
+    if let Some(policy) = config("maxmemory-policy", conn)
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            redis = %target,
+            %policy,
+            "Redis may evict keys before they expire, which forgets send caps and guess limits \
+             early (set maxmemory-policy noeviction)"
         );
     }
 }

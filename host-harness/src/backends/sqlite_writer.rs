@@ -72,7 +72,9 @@ where
             (Some(Ok(value)), Ok(())) => Ok(value),
             (Some(Ok(_)) | None, Err(e)) => Err(e.clone()),
             (None, Ok(())) => Err(PortError(
-                "the SQLite writer committed without running a piece".to_owned(),
+                "the SQLite writer could not run this piece of work (it panicked); nothing of it \
+                 was applied"
+                    .to_owned(),
             )),
         };
         // A caller that has gone (its thread ended, its request was dropped) needs no answer.
@@ -228,19 +230,23 @@ fn serve(mut conn: Connection, queue: &mpsc::Receiver<Box<dyn Work>>, stats: &St
 
 /// Runs every piece in its own savepoint within one transaction, then commits.
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Work>]) -> PortResult<()> {
-    let fail = |e: rusqlite::Error| sqlite_error("commit", &e);
     let mut tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(fail)?;
+        .map_err(|e| sqlite_error("begin", &e))?;
+    let savepoint_failed = |e: rusqlite::Error| sqlite_error("savepoint", &e);
     for work in batch.iter_mut() {
-        let mut savepoint = tx.savepoint().map_err(fail)?;
-        if !work.run(&savepoint) {
-            savepoint.rollback().map_err(fail)?;
+        let mut savepoint = tx.savepoint().map_err(savepoint_failed)?;
+        // A piece that panics fails alone (its caller gets an error), and the thread goes on.
+        let succeeded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run(&savepoint)))
+                .unwrap_or(false);
+        if !succeeded {
+            savepoint.rollback().map_err(savepoint_failed)?;
         }
         // After a rollback this releases an empty savepoint.
-        savepoint.commit().map_err(fail)?;
+        savepoint.commit().map_err(savepoint_failed)?;
     }
-    tx.commit().map_err(fail)
+    tx.commit().map_err(|e| sqlite_error("commit", &e))
 }
 
 #[cfg(test)]
@@ -356,6 +362,30 @@ mod tests {
         assert!(
             commits < pieces,
             "{threads} writers at once should share commits: {commits} commits for {pieces} writes"
+        );
+    }
+
+    #[test]
+    fn a_piece_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir);
+        let outcome: PortResult<()> = writer.run(|conn| {
+            conn.execute("INSERT INTO t VALUES ('p', 1)", [])
+                .map_err(|e| sqlite_error("insert", &e))?;
+            panic!("a bug in a piece of work");
+        });
+        assert!(outcome.unwrap_err().0.contains("panicked"));
+        writer
+            .run(|conn| {
+                conn.execute("INSERT INTO t VALUES ('q', 1)", [])
+                    .map(drop)
+                    .map_err(|e| sqlite_error("insert", &e))
+            })
+            .unwrap();
+        assert_eq!(
+            count(&path),
+            1,
+            "the panicking piece's insert was rolled back"
         );
     }
 
