@@ -672,7 +672,7 @@ const AUDIT_SCHEMA: &str = "
 /// appends waiting ([`super::sqlite_writer`]), and `(org, seq)` is the primary key, so no two
 /// writers in any process can take the same position.
 pub struct SqliteAuditSink {
-    writer: Writer,
+    writer: Arc<Writer>,
     readers: Readers,
     path: PathBuf,
 }
@@ -685,12 +685,13 @@ impl SqliteAuditSink {
     pub fn open(path: impl AsRef<Path>) -> super::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, AUDIT_SCHEMA)?;
-        let writer =
-            Writer::spawn(conn, "the SQLite audit sink").map_err(|source| BackendError::Io {
+        let writer = Writer::shared(&path, conn, "the SQLite audit sink").map_err(|source| {
+            BackendError::Io {
                 action: "start the writer thread for",
                 path: path.clone(),
                 source,
-            })?;
+            }
+        })?;
         Ok(Self {
             writer,
             readers: Readers::new(path.clone(), "the SQLite audit sink"),
@@ -999,6 +1000,28 @@ pub(crate) mod tests {
         assert!(memory.settle(Placed::Pending(1)).is_err());
         assert!(!memory.settled(Placed::Pending(1)));
         assert!(memory.settle(Placed::Durable).is_ok());
+    }
+
+    #[test]
+    fn a_store_and_an_audit_table_in_one_file_share_one_writer() {
+        use mfa_step_core::kernel::ports::Store as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.sqlite");
+        let store = super::super::SqliteStore::open(&path).unwrap();
+        let sink = SqliteAuditSink::open(&path).unwrap();
+        let (_, before) = store.commit_stats();
+        store.set("k", b"v", None).unwrap();
+        append(&sink, "acme", "one");
+        let (_, after) = store.commit_stats();
+        assert_eq!(
+            after - before,
+            2,
+            "the append went through the store's writer"
+        );
+        drop((store, sink));
+        // Once both are gone, a new handle starts a writer of its own on the same file.
+        let again = super::super::SqliteStore::open(&path).unwrap();
+        assert_eq!(again.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]

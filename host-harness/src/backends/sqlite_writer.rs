@@ -139,6 +139,37 @@ impl Writer {
         })
     }
 
+    /// The writer of the database at `path` in this process: the one already running (`conn` is
+    /// then closed), or a new one that owns `conn`. A store and an audit table in one file, or two
+    /// handles on one file, so share one writer: their writes commit together instead of two
+    /// writers taking turns at SQLite's lock through its busy timeout, where one that commits back
+    /// to back can starve the other.
+    ///
+    /// # Errors
+    /// The path cannot be resolved, or the thread cannot be started.
+    pub(crate) fn shared(
+        path: &std::path::Path,
+        conn: Connection,
+        what: &'static str,
+    ) -> std::io::Result<Arc<Self>> {
+        static WRITERS: std::sync::LazyLock<
+            std::sync::Mutex<
+                std::collections::HashMap<std::path::PathBuf, std::sync::Weak<Writer>>,
+            >,
+        > = std::sync::LazyLock::new(Default::default);
+        let key = std::fs::canonicalize(path)?;
+        let mut writers = WRITERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writers.retain(|_, writer| writer.strong_count() > 0);
+        if let Some(writer) = writers.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(writer);
+        }
+        let writer = Arc::new(Self::spawn(conn, what)?);
+        writers.insert(key, Arc::downgrade(&writer));
+        Ok(writer)
+    }
+
     /// Runs `work` in the next batch and returns its outcome once the batch is committed (durable)
     /// or has failed. Blocks the calling thread.
     ///

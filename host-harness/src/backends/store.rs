@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
@@ -378,7 +378,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// beside the writer. Across processes SQLite's file locks serialize writers, with a 5 s busy
 /// timeout.
 pub struct SqliteStore {
-    writer: Writer,
+    writer: Arc<Writer>,
     readers: Readers,
     path: PathBuf,
 }
@@ -399,7 +399,7 @@ impl SqliteStore {
             source,
         })?;
         let writer =
-            Writer::spawn(conn, "the SQLite store").map_err(|source| BackendError::Io {
+            Writer::shared(&path, conn, "the SQLite store").map_err(|source| BackendError::Io {
                 action: "start the writer thread for",
                 path: path.clone(),
                 source,
