@@ -30,6 +30,11 @@ use super::store::{PortFuture, sqlite_error};
 /// any realistic load batches are far smaller (about one piece per request in flight).
 pub(crate) const MAX_BATCH: usize = 256;
 
+/// How many pieces of work may wait for the writer. Admission caps requests in flight (1024 by
+/// default, each waiting on at most one write), so only work whose caller has gone (a dropped
+/// request) during a stall can fill it; past it, a handed-over write fails at once.
+const QUEUE: usize = 4 * MAX_BATCH;
+
 /// One caller's piece of work, as the writer thread sees it.
 trait Work: Send {
     /// Runs the piece inside its savepoint; `true` when it succeeded (the savepoint is kept).
@@ -110,7 +115,7 @@ impl Stats {
 /// The handle callers use: work goes to the thread through a channel, answers come back on one
 /// channel per call.
 pub(crate) struct Writer {
-    jobs: Option<mpsc::Sender<Box<dyn Work>>>,
+    jobs: Option<mpsc::SyncSender<Box<dyn Work>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<Stats>,
     what: &'static str,
@@ -123,7 +128,7 @@ impl Writer {
     /// # Errors
     /// The thread cannot be started.
     pub(crate) fn spawn(conn: Connection, what: &'static str) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Box<dyn Work>>();
+        let (jobs, queue) = mpsc::sync_channel::<Box<dyn Work>>(QUEUE);
         let stats = Arc::new(Stats::default());
         let thread = std::thread::Builder::new()
             .name(format!("{what} writer"))
@@ -206,16 +211,26 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> PortResult<T> + Send + 'static,
     {
+        let blocking = matches!(reply, Reply::Thread(_));
         let call = Box::new(Call {
             work: Some(work),
             outcome: None,
             reply,
         });
-        self.jobs
-            .as_ref()
-            .ok_or_else(|| self.stopped())?
-            .send(call)
-            .map_err(|_| self.stopped())
+        let jobs = self.jobs.as_ref().ok_or_else(|| self.stopped())?;
+        if blocking {
+            // A thread that may block waits for room.
+            return jobs.send(call).map_err(|_| self.stopped());
+        }
+        // A task must not block its executor thread: a full queue (the database stalled while
+        // work kept coming) is an error, and the request fails closed.
+        jobs.try_send(call).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => PortError(format!(
+                "{}: {QUEUE} writes are already waiting for the database; try again",
+                self.what
+            )),
+            mpsc::TrySendError::Disconnected(_) => self.stopped(),
+        })
     }
 
     fn stopped(&self) -> PortError {
@@ -394,6 +409,56 @@ mod tests {
             commits < pieces,
             "{threads} writers at once should share commits: {commits} commits for {pieces} writes"
         );
+    }
+
+    #[test]
+    fn a_full_queue_fails_a_handed_over_write_at_once_and_blocks_no_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir);
+        let writer = Arc::new(writer);
+        let (started, has_started) = mpsc::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let stalled = {
+            let writer = Arc::clone(&writer);
+            std::thread::spawn(move || {
+                writer.run(move |_| {
+                    started.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        has_started.recv().unwrap();
+        let insert = |i: usize| {
+            move |conn: &Connection| {
+                conn.execute("INSERT INTO t VALUES (?1, 1)", [format!("k{i}")])
+                    .map(drop)
+                    .map_err(|e| sqlite_error("insert", &e))
+            }
+        };
+        // The writer is stalled inside a piece: QUEUE more fit, the next is refused at once.
+        let waiting: Vec<_> = (0..QUEUE).map(|i| writer.submit(insert(i))).collect();
+        let refused = ready_now(writer.submit(insert(QUEUE)));
+        assert!(refused.unwrap_err().0.contains("already waiting"));
+        release.send(()).unwrap();
+        stalled.join().unwrap().unwrap();
+        drop(waiting);
+        // The queued work is done even though no one awaited it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count(&path) < QUEUE as i64 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(count(&path), QUEUE as i64);
+    }
+
+    /// The outcome of a future that is ready at once (a refusal), without a runtime.
+    fn ready_now<T>(mut future: PortFuture<T>) -> PortResult<T> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => outcome,
+            std::task::Poll::Pending => panic!("a refusal is ready at once"),
+        }
     }
 
     #[test]
