@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -534,14 +534,22 @@ impl FileState {
             if n == 0 {
                 break;
             }
-            if line.last() != Some(&b'\n') {
-                // A record cut short by a crash: never acknowledged. Keep it aside, then cut it off.
+            // A record cut short by a crash, or a run of zeros where the disk had not yet written
+            // what a crash interrupted (records written but not yet synced: a line holding a NUL
+            // byte is never one of ours). Nothing from there on was acknowledged: every
+            // acknowledged record was synced with everything before it. Keep it all aside, then
+            // cut it off.
+            if line.last() != Some(&b'\n') || line.contains(&0) {
+                let mut rest = line.clone();
+                reader.read_to_end(&mut rest)?;
                 let mut torn = OpenOptions::new()
                     .append(true)
                     .create(true)
                     .open(sidecar(path, ".torn"))?;
-                torn.write_all(&line)?;
-                torn.write_all(b"\n")?;
+                torn.write_all(&rest)?;
+                if rest.last() != Some(&b'\n') {
+                    torn.write_all(b"\n")?;
+                }
                 torn.sync_data()?;
                 self.file.set_len(self.offset)?;
                 self.file.sync_data()?;
@@ -937,6 +945,46 @@ pub(crate) mod tests {
             std::fs::read_to_string(sidecar(&path, ".torn")).unwrap(),
             "{\"v\":2,\"id\":\"to\n"
         );
+    }
+
+    #[test]
+    fn jsonl_zeros_left_by_a_crash_between_unsynced_records_are_moved_aside_from_there_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = append(&JsonlAuditSink::open(&path).unwrap(), "acme", "one");
+        // Power lost with two records written but not synced: the disk kept a block of zeros
+        // where the first was, and the whole second one.
+        let lost = linked(
+            "acme",
+            "lost",
+            Some(&Head {
+                seq: 1,
+                hash: first.hash.clone(),
+            }),
+        );
+        let kept = linked(
+            "acme",
+            "kept",
+            Some(&Head {
+                seq: 2,
+                hash: lost.hash.clone(),
+            }),
+        );
+        let mut tail = vec![0_u8; lost.line.len()];
+        tail.push(b'\n');
+        tail.extend_from_slice(kept.line.as_bytes());
+        tail.push(b'\n');
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&tail).unwrap();
+        drop(f);
+        let sink = JsonlAuditSink::open(&path).unwrap();
+        // The chain goes on from the last record that was there whole before the zeros.
+        let next = append(&sink, "acme", "next");
+        assert_eq!((next.seq, next.prev.as_str()), (2, first.hash.as_str()));
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(content, format!("{}\n{}\n", first.line, next.line));
+        assert_eq!(verify_lines(content.lines()).records(), 2);
+        assert_eq!(std::fs::read(sidecar(&path, ".torn")).unwrap(), tail);
     }
 
     #[test]
