@@ -71,6 +71,67 @@ pub enum BackendError {
 /// Result of setting up a backend.
 pub type Result<T> = std::result::Result<T, BackendError>;
 
+/// A bound on the calls a network store's pool runs at once, and so on its connections (one is
+/// opened only when none is idle): a busy node cannot exhaust the server's connections. A call
+/// waits at most [`CallSlots::WAIT`] for a turn, then fails closed.
+pub(crate) struct CallSlots {
+    busy: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A turn of [`CallSlots`], given back on drop.
+pub(crate) struct CallSlot<'a>(&'a CallSlots);
+
+impl CallSlots {
+    /// How many calls of one pool run at once.
+    pub(crate) const MAX: usize = 16;
+    /// How long a call waits for a turn.
+    pub(crate) const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        Self {
+            busy: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a turn; `busy` describes the failure when none comes in time.
+    pub(crate) fn take(
+        &self,
+        what: &str,
+        busy: impl FnOnce() -> String,
+    ) -> mfa_step_core::kernel::ports::PortResult<CallSlot<'_>> {
+        let deadline = std::time::Instant::now() + Self::WAIT;
+        let mut running = lock(&self.busy, what)?;
+        while *running >= Self::MAX {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(mfa_step_core::kernel::ports::PortError(busy()));
+            }
+            running = self
+                .freed
+                .wait_timeout(running, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *running += 1;
+        Ok(CallSlot(self))
+    }
+}
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .0
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+        drop(running);
+        self.0.freed.notify_one();
+    }
+}
+
 /// Locks a mutex, turning poisoning (a panic while another caller held it) into a port error
 /// instead of a second panic: the caller then fails closed.
 fn lock<'a, T>(

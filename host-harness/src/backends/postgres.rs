@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mfa_step_core::kernel::ports::{
@@ -53,7 +53,7 @@ use postgres::{Client, Config, NoTls, Statement};
 
 use super::audit::{HostAuditSink, validate_line};
 use super::store::{HostStore, Sweep, overflow, validate_key, validate_prefix, validate_value};
-use super::{BackendError, lock};
+use super::{BackendError, CallSlot, CallSlots, lock};
 
 /// How many idle connections a handle keeps; more are opened when needed and closed after use.
 const IDLE_CONNECTIONS: usize = 16;
@@ -108,34 +108,8 @@ struct Pool {
     server: String,
     what: &'static str,
     idle: Mutex<Vec<Conn>>,
-    /// Calls running now, at most [`MAX_CALLS`]; a connection is opened only when none is idle,
-    /// so this bounds the connections too.
-    busy: Mutex<usize>,
-    freed: Condvar,
-}
-
-/// How many calls of one pool may run at once, and so how many connections it may hold: a node
-/// holds at most this many for its store and as many for its audit trail, whatever its load.
-const MAX_CALLS: usize = 16;
-
-/// How long a call waits for one of the [`MAX_CALLS`] before it fails (closed: the request gets
-/// `unavailable`).
-const CALL_WAIT: Duration = Duration::from_secs(5);
-
-/// One of the [`MAX_CALLS`], given back on drop.
-struct CallSlot<'a>(&'a Pool);
-
-impl Drop for CallSlot<'_> {
-    fn drop(&mut self) {
-        let mut busy = self
-            .0
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *busy = busy.saturating_sub(1);
-        drop(busy);
-        self.0.freed.notify_one();
-    }
+    /// The calls running now: at most [`CallSlots::MAX`], and so as many connections.
+    slots: CallSlots,
 }
 
 /// One connection and the statements prepared on it.
@@ -166,8 +140,7 @@ impl Pool {
             server,
             what,
             idle: Mutex::new(Vec::new()),
-            busy: Mutex::new(0),
-            freed: Condvar::new(),
+            slots: CallSlots::new(),
         };
         let first = off_runtime(|| {
             let mut conn = pool.open().map_err(|e| describe(&e))?;
@@ -195,29 +168,17 @@ impl Pool {
         })
     }
 
-    /// Waits (at most [`CALL_WAIT`]) until fewer than [`MAX_CALLS`] run.
+    /// Waits (at most [`CallSlots::WAIT`]) for a turn among [`CallSlots::MAX`] calls.
     fn slot(&self, op: &str) -> PortResult<CallSlot<'_>> {
-        let deadline = Instant::now() + CALL_WAIT;
-        let mut busy = lock(&self.busy, self.what)?;
-        while *busy >= MAX_CALLS {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(PortError(format!(
-                    "postgres {op} failed: all {MAX_CALLS} connections to {} stayed busy for {} s",
-                    self.server,
-                    CALL_WAIT.as_secs()
-                )));
-            }
-            busy = self
-                .freed
-                .wait_timeout(busy, left)
-                .map_err(|_| PortError(format!("{} is unusable: a call panicked", self.what)))?
-                .0;
-        }
-        *busy += 1;
-        Ok(CallSlot(self))
+        self.slots.take(self.what, || {
+            format!(
+                "postgres {op} failed: all {} connections to {} stayed busy for {} s",
+                CallSlots::MAX,
+                self.server,
+                CallSlots::WAIT.as_secs()
+            )
+        })
     }
-
     /// An idle connection that still works, or a new one.
     fn checkout(&self, op: &str) -> PortResult<Conn> {
         loop {

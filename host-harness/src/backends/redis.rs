@@ -53,7 +53,7 @@ use ::redis::{
 use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
 
 use super::store::{HostStore, overflow, validate_prefix};
-use super::{BackendError, Sweep, lock, validate_key, validate_value};
+use super::{BackendError, CallSlots, Sweep, lock, validate_key, validate_value};
 
 /// The namespace [`RedisStore::connect`] uses.
 pub const DEFAULT_PREFIX: &str = "mfa-step";
@@ -157,6 +157,8 @@ struct Pool {
     /// `redis://[user:<redacted>@]host:port/db`, for messages and `Debug`.
     target: String,
     idle: Mutex<Vec<::redis::Connection>>,
+    /// The calls running now: at most [`CallSlots::MAX`], and so as many connections.
+    slots: CallSlots,
 }
 
 impl Pool {
@@ -175,6 +177,14 @@ impl Pool {
         op: &str,
         call: impl FnOnce(&mut ::redis::Connection) -> RedisResult<T>,
     ) -> PortResult<T> {
+        let _slot = self.slots.take("the Redis connection pool", || {
+            format!(
+                "redis {op} failed: all {} connections to {} stayed busy for {} s",
+                CallSlots::MAX,
+                self.target,
+                CallSlots::WAIT.as_secs()
+            )
+        })?;
         let idle = lock(&self.idle, "the Redis connection pool")?.pop();
         let mut conn = match idle {
             Some(conn) => conn,
@@ -286,6 +296,7 @@ impl RedisStore {
             client,
             target: target.clone(),
             idle: Mutex::new(Vec::new()),
+            slots: CallSlots::new(),
         };
         let mut conn = pool.open().map_err(unreachable)?;
         let info_server: String = ::redis::cmd("INFO")
