@@ -725,7 +725,7 @@ mod tests {
     use super::*;
     use crate::backends::audit::tests::{append, linked};
     use crate::backends::store::tests::{
-        check_expiry, check_limits, check_semantics, increment_concurrently,
+        check_backlog_sweep, check_expiry, check_limits, check_semantics, increment_concurrently,
     };
     use mfa_step_core::audit::verify::Verifier;
     use rand_core::{OsRng, TryRngCore};
@@ -815,18 +815,7 @@ mod tests {
     #[test]
     #[ignore = "needs a Postgres server: MFA_STEP_TEST_POSTGRES (run by .ci/suites)"]
     fn postgres_a_backlog_is_swept_slice_by_slice_and_all_of_it_goes() {
-        let scratch = Scratch::new();
-        let store = scratch.store();
-        for i in 0..50_i64 {
-            store.set(&format!("v{i}"), b"x", Some(i * 300)).unwrap();
-            store
-                .increment(&format!("c{i}"), 1, Some(i * 300 + 100))
-                .unwrap();
-        }
-        store.set("kept", b"x", None).unwrap();
-        assert_eq!(store.sweep(15_000).unwrap(), 100);
-        assert_eq!(store.sweep(i64::MAX).unwrap(), 0);
-        assert!(store.get("kept").unwrap().is_some());
+        check_backlog_sweep(&Scratch::new().store());
     }
 
     #[test]
