@@ -36,6 +36,9 @@ impl Store for WitStore {
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
         store::list_keys(prefix).map_err(store_err)
     }
+    fn commit(&self) -> PortResult<()> {
+        store::commit().map_err(store_err)
+    }
 }
 
 /// The `mailer` import.

@@ -18,7 +18,8 @@ pub(crate) fn setting(name: &str) -> Option<String> {
     config::get(name)
 }
 
-/// Runs `f` with an engine over the host's imports, the current time and the host's CSPRNG.
+/// Runs `f` with an engine over the host's imports, the current time and the host's CSPRNG, then
+/// ends the call's unit of work (`store.commit`) before its answer is given.
 pub(crate) fn with_engine<T>(
     f: impl FnOnce(&Engine<'_>, Timestamp, &mut WasiRng) -> Result<T>,
 ) -> Result<T> {
@@ -36,5 +37,6 @@ pub(crate) fn with_engine<T>(
         settings,
         key: &key,
     };
-    f(&engine, now(), &mut WasiRng)
+    let result = f(&engine, now(), &mut WasiRng);
+    engine.end_call(result)
 }

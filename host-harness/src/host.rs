@@ -7,14 +7,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use mfa_step_core::kernel::ports::{
-    AppendError, AuditEntry, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
+    AppendError, AuditEntry, Head, Mailer, OutgoingMail, PortError, PortResult, RefusalNote,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use zeroize::Zeroizing;
 
-use crate::backends::{HostAuditSink, HostStore};
+use crate::backends::audit::validate_line;
+use crate::backends::{
+    HostAuditSink, HostStore, Put, Relinker, Unit, validate_key, validate_value,
+};
 use crate::bindings::mfa_step::plugin::{audit, config, mailer, store};
 use crate::clock::Clock;
 
@@ -113,54 +116,52 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     backends: Backends,
-    /// The organization whose stream this instance is linking a record to, held from its `head`
-    /// to its `append` (see [`StreamLeases`]).
-    lease: Option<(LeaseKey, tokio::sync::OwnedMutexGuard<()>)>,
+    /// This call's unit of work, held until the component commits it (`store.commit`); dropped
+    /// with the instance when it traps.
+    unit: Unit,
 }
 
-/// Who may link the next record of an organization's stream, per sink and organization.
-///
-/// The component appends a record by reading the stream's head, linking the record to it, and
-/// asking the sink to append it if the head has not moved (`wit/audit.wit`). Racing writers of one
-/// organization would otherwise lose that race to each other and relink, and under enough of them
-/// give up (`unavailable`). So `head` takes the organization's lease and `append` gives it back:
-/// writers of one organization in this process take turns for the few microseconds of linking and
-/// the append itself, and never conflict. Writers in other processes sharing the sink still meet
-/// the sink's own check, and relink. The lease is given back as soon as the record has its place
-/// in the stream ([`HostAuditSink::place`]), before the wait for the disk, so that one writer's
-/// sync never holds up the next one's linking, and records written meanwhile share a sync. It is
-/// also given back when the instance ends, whatever happened, and an instance holds at most one.
-/// An organization's entry is removed once no one holds or waits for its lease, so the map holds
-/// only the streams being written.
-struct StreamLeases;
+/// The head each stream was left at by this process's last commit to it, per sink: what `head`
+/// answers without asking the sink. It may be behind (another process appended since): the record
+/// is relinked at commit anyway ([`Relinker`]), so it only has to be a good guess.
+struct KnownHeads;
 
-type LeaseKey = (usize, String);
+type StreamKey = (usize, String);
 
-static LEASES: std::sync::LazyLock<
-    std::sync::Mutex<HashMap<LeaseKey, Arc<tokio::sync::Mutex<()>>>>,
-> = std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+/// More streams than this and the guesses are dropped and learned again.
+const KNOWN_HEADS_LIMIT: usize = 4096;
 
-impl StreamLeases {
-    /// The lease of a stream (a sink and an organization).
-    fn of(key: &LeaseKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut leases = LEASES
+static KNOWN_HEADS: std::sync::LazyLock<std::sync::Mutex<HashMap<StreamKey, Head>>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+impl KnownHeads {
+    fn get(key: &StreamKey) -> Option<Head> {
+        KNOWN_HEADS
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
-    /// Gives `guard` back, and forgets the stream's entry if no one else holds or awaits it.
-    fn release(key: &LeaseKey, guard: tokio::sync::OwnedMutexGuard<()>) {
-        drop(guard);
-        let mut leases = LEASES
+    fn remember(sink: usize, heads: impl IntoIterator<Item = (String, Head)>) {
+        let mut known = KNOWN_HEADS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Under the map's lock no one can take a new reference; 1 is the map's own.
-        if leases.get(key).is_some_and(|m| Arc::strong_count(m) == 1) {
-            leases.remove(key);
+        for (org, head) in heads {
+            if known.len() >= KNOWN_HEADS_LIMIT {
+                known.clear();
+            }
+            // Commits of one stream can finish out of order: keep the newest.
+            match known.entry((sink, org)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if e.get().seq < head.seq {
+                        e.insert(head);
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(head);
+                }
+            }
         }
     }
 }
@@ -179,34 +180,28 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             backends,
-            lease: None,
+            unit: Unit::default(),
         }
     }
 
-    /// Takes `org`'s stream lease for this instance (waiting for the writer that holds it), unless
-    /// it holds it already; a lease on another stream is given back first.
-    async fn lease(&mut self, org: &str) {
-        let sink = Arc::as_ptr(&self.backends.audit).cast::<()>() as usize;
-        let key = (sink, org.to_owned());
-        if self.lease.as_ref().is_some_and(|(held, _)| *held == key) {
-            return;
-        }
-        self.release_lease();
-        let guard = StreamLeases::of(&key).lock_owned().await;
-        self.lease = Some((key, guard));
-    }
-
-    /// Gives back the stream lease this instance holds, if any.
-    fn release_lease(&mut self) {
-        if let Some((key, guard)) = self.lease.take() {
-            StreamLeases::release(&key, guard);
-        }
+    /// Which sink's streams [`KnownHeads`] speaks of.
+    fn sink_key(&self) -> usize {
+        Arc::as_ptr(&self.backends.audit).cast::<()>() as usize
     }
 }
 
 impl Drop for HostState {
     fn drop(&mut self) {
-        self.release_lease();
+        if !self.unit.is_empty() {
+            // A trap, or a call that ended without `commit`: by the contract, nothing of it is
+            // kept. The component commits at the end of every call, so outside a trap this is a
+            // bug worth seeing.
+            tracing::debug!(
+                values = self.unit.values.len(),
+                records = self.unit.records.len(),
+                "an instance ended with an uncommitted unit of work; it was dropped"
+            );
+        }
     }
 }
 
@@ -253,8 +248,74 @@ fn store_error(e: PortError) -> store::StoreError {
     }
 }
 
+/// Commits `unit`: in one transaction of the store's database when the store keeps the sink's
+/// records there (SQLite with its audit table in the same file, Postgres with its trail), so that
+/// the values and the records are kept together or not at all. Otherwise the store and the sink
+/// cannot share a transaction, and the values are written first, then the records: the order the
+/// component itself follows without a unit of work. A record the sink then refuses fails the
+/// commit where the component appended it (it commits with each record), and the component takes
+/// back what it wrote and counted, as it does for a refused append; a crash in between leaves a
+/// change without its record, the one window this pairing keeps.
+async fn commit_unit(backends: Backends, sink_key: usize, unit: Unit) -> PortResult<()> {
+    let relinker = Relinker::new(backends.config.0.get("hmac_key").map(|k| k.as_str()));
+    let store = backends.store.clone();
+    let sink = backends.audit.clone();
+    let sink_database = sink.database();
+    if let Some(done) = store.commit_unit(&unit, sink_database.as_deref(), &relinker) {
+        KnownHeads::remember(sink_key, done.await?);
+        return Ok(());
+    }
+    if !unit.values.is_empty() {
+        if let Some(applied) = store.apply_async(&unit.values) {
+            applied.await?;
+        } else {
+            let store = store.clone();
+            let values = unit.values;
+            blocking(backends.offload.store_writes, move || store.apply(&values)).await?;
+        }
+    }
+    if unit.records.is_empty() {
+        return Ok(());
+    }
+    let offload = backends.offload.others && !sink.runs_in_place();
+    let records = unit.records;
+    let placed = {
+        let sink = sink.clone();
+        blocking(offload, move || {
+            records
+                .iter()
+                .map(|record| {
+                    sink.place_linked(record, &relinker)
+                        .map(|(ticket, head)| (ticket, (record.org_id.clone(), head)))
+                })
+                .collect::<PortResult<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| PortError(format!("audit sink unavailable: {}", e.0)))?
+    };
+    // Acknowledged only once durable: a wait for the disk goes to the pool, unless another
+    // writer's sync has already covered the records.
+    for (ticket, _) in &placed {
+        if !sink.settled(*ticket) {
+            let sink = sink.clone();
+            let ticket = *ticket;
+            blocking(backends.offload.others, move || sink.settle(ticket))
+                .await
+                .map_err(|e| PortError(format!("audit sink unavailable: {}", e.0)))?;
+        }
+    }
+    KnownHeads::remember(sink_key, placed.into_iter().map(|(_, head)| head));
+    Ok(())
+}
+
 impl store::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        if let Some(held) = self.unit.get(&key) {
+            return Ok(held);
+        }
+        if let Some(handed) = self.backends.store.get_async(&key) {
+            return handed.await.map_err(store_error);
+        }
         let store = self.backends.store.clone();
         blocking(self.backends.offload.store_reads, move || store.get(&key))
             .await
@@ -266,26 +327,19 @@ impl store::Host for HostState {
         value: Vec<u8>,
         expires_at: Option<i64>,
     ) -> Result<(), store::StoreError> {
-        if let Some(handed) = self.backends.store.set_async(&key, &value, expires_at) {
-            return handed.await.map_err(store_error);
-        }
-        let store = self.backends.store.clone();
-        blocking(self.backends.offload.store_writes, move || {
-            store.set(&key, &value, expires_at)
-        })
-        .await
-        .map_err(store_error)
+        // Refused now, as the store would refuse it: the call sees the error where it made it.
+        validate_key(&key)
+            .and_then(|()| validate_value(&value))
+            .map_err(store_error)?;
+        self.unit
+            .values
+            .insert(key, Some(Put { value, expires_at }));
+        Ok(())
     }
     async fn delete(&mut self, key: String) -> Result<(), store::StoreError> {
-        if let Some(handed) = self.backends.store.delete_async(&key) {
-            return handed.await.map_err(store_error);
-        }
-        let store = self.backends.store.clone();
-        blocking(self.backends.offload.store_writes, move || {
-            store.delete(&key)
-        })
-        .await
-        .map_err(store_error)
+        validate_key(&key).map_err(store_error)?;
+        self.unit.values.insert(key, None);
+        Ok(())
     }
     async fn increment(
         &mut self,
@@ -293,9 +347,27 @@ impl store::Host for HostState {
         delta: i64,
         expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
+        // Counters apply at once. A delete of the same key held in the unit would otherwise
+        // come after this increment: it is applied first, as the call asked.
+        if matches!(self.unit.values.get(&key), Some(None)) {
+            let deleted = if let Some(handed) = self.backends.store.delete_async(&key) {
+                handed.await
+            } else {
+                let store = self.backends.store.clone();
+                let key = key.clone();
+                blocking(self.backends.offload.store_writes, move || {
+                    store.delete(&key)
+                })
+                .await
+            };
+            deleted.map_err(store_error)?;
+            self.unit.values.remove(&key);
+        }
         let read = delta == 0 && expires_at.is_none();
-        if !read && let Some(handed) = self.backends.store.increment_async(&key, delta, expires_at)
-        {
+        if !read {
+            self.unit.counted = true;
+        }
+        if let Some(handed) = self.backends.store.increment_async(&key, delta, expires_at) {
             return handed.await.map_err(store_error);
         }
         let store = self.backends.store.clone();
@@ -309,12 +381,23 @@ impl store::Host for HostState {
             .map_err(store_error)
     }
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, store::StoreError> {
-        let store = self.backends.store.clone();
-        blocking(self.backends.offload.store_reads, move || {
-            store.list_keys(&prefix)
-        })
-        .await
-        .map_err(store_error)
+        let listed = if let Some(handed) = self.backends.store.list_keys_async(&prefix) {
+            handed.await
+        } else {
+            let store = self.backends.store.clone();
+            let prefix = prefix.clone();
+            blocking(self.backends.offload.store_reads, move || {
+                store.list_keys(&prefix)
+            })
+            .await
+        };
+        Ok(self.unit.list(&prefix, listed.map_err(store_error)?))
+    }
+    async fn commit(&mut self) -> Result<(), store::StoreError> {
+        let unit = std::mem::take(&mut self.unit);
+        commit_unit(self.backends.clone(), self.sink_key(), unit)
+            .await
+            .map_err(|e| store::StoreError::Unavailable(e.0))
     }
 }
 
@@ -335,25 +418,31 @@ impl mailer::Host for HostState {
 }
 
 impl audit::Host for HostState {
+    /// The head this call links to: its own last record of the stream, else the head this
+    /// process last left the stream at, else the sink's. Only a guess for the component to link
+    /// to: the record's place is decided at commit.
     async fn head(
         &mut self,
         org_id: String,
     ) -> Result<Option<audit::ChainHead>, audit::AuditError> {
-        self.lease(&org_id).await;
-        let sink = self.backends.audit.clone();
-        let offload = self.backends.offload.others && !sink.runs_in_place();
-        let head = blocking(offload, move || sink.head(&org_id)).await;
-        if head.is_err() {
-            // No append follows a failed read: the turn is over.
-            self.release_lease();
-        }
-        head.map(|head| {
-            head.map(|h| audit::ChainHead {
-                seq: h.seq,
-                hash: h.hash,
-            })
-        })
-        .map_err(|e| audit::AuditError::Unavailable(e.0))
+        let known = self
+            .unit
+            .head(&org_id)
+            .or_else(|| KnownHeads::get(&(self.sink_key(), org_id.clone())));
+        let head = match known {
+            Some(head) => Some(head),
+            None => {
+                let sink = self.backends.audit.clone();
+                let offload = self.backends.offload.others && !sink.runs_in_place();
+                blocking(offload, move || sink.head(&org_id))
+                    .await
+                    .map_err(|e| audit::AuditError::Unavailable(e.0))?
+            }
+        };
+        Ok(head.map(|h| audit::ChainHead {
+            seq: h.seq,
+            hash: h.hash,
+        }))
     }
 
     async fn note_refusal(&mut self, note: audit::RefusalNote) {
@@ -368,6 +457,8 @@ impl audit::Host for HostState {
         self.backends.audit.note_refusal(&note);
     }
 
+    /// Takes the record into the call's unit of work; it is placed, and made durable, at
+    /// `commit`. A line that would break the framing is refused now, as the sink would.
     async fn append(&mut self, entry: audit::Entry) -> Result<(), audit::AuditError> {
         let entry = AuditEntry {
             org_id: entry.org_id,
@@ -378,39 +469,12 @@ impl audit::Host for HostState {
             hash: entry.hash,
             line: entry.line,
         };
-        let sink = self.backends.audit.clone();
-        let lease = self.lease.take();
-        let offload = self.backends.offload.others;
-        let place = {
-            let sink = sink.clone();
-            move || {
-                let placed = sink.place(&entry);
-                // Placed or not, this writer's turn is over: the next one may link to the record
-                // while it is being made durable.
-                if let Some((key, guard)) = lease {
-                    StreamLeases::release(&key, guard);
-                }
-                Ok(placed)
-            }
-        };
-        let placed = blocking(offload && !sink.runs_in_place(), place).await;
-        // Acknowledged only once durable: a wait for the disk goes to the pool, unless another
-        // writer's sync has already covered the record.
-        let outcome = match placed {
-            Ok(Ok(placed)) if !sink.settled(placed) => {
-                blocking(offload, move || Ok(sink.settle(placed)))
-                    .await
-                    .map(|settled| settled.map_err(|e| AppendError::Unavailable(e.0)))
-            }
-            other => other.map(|placed| placed.map(drop)),
-        };
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(AppendError::Conflict)) => Err(audit::AuditError::Conflict),
-            Ok(Err(AppendError::Unavailable(m))) | Err(PortError(m)) => {
-                Err(audit::AuditError::Unavailable(m))
-            }
-        }
+        validate_line(&entry).map_err(|e| match e {
+            AppendError::Conflict => audit::AuditError::Conflict,
+            AppendError::Unavailable(m) => audit::AuditError::Unavailable(m),
+        })?;
+        self.unit.records.push(entry);
+        Ok(())
     }
 }
 
@@ -421,3 +485,222 @@ impl config::Host for HostState {
 }
 
 impl crate::bindings::mfa_step::plugin::types::Host for HostState {}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on purpose"
+)]
+mod tests {
+    use mfa_step_core::kernel::ports::{AuditSink, Store};
+
+    use super::*;
+    use crate::backends::audit::tests::{linked, verify_lines};
+    use crate::backends::{
+        JsonlAuditSink, MemoryAuditSink, MemoryMailer, MemoryStore, SqliteAuditSink, SqliteStore,
+    };
+
+    const KEY: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+    fn backends(store: Arc<dyn HostStore>, audit: Arc<dyn HostAuditSink>) -> Backends {
+        Backends {
+            store,
+            mailer: Arc::new(MemoryMailer::new()),
+            audit,
+            config: Config::new([("hmac_key", KEY)]),
+            clock: Clock::System,
+            offload: Offload::NONE,
+        }
+    }
+
+    fn wit_entry(e: &AuditEntry) -> audit::Entry {
+        audit::Entry {
+            org_id: e.org_id.clone(),
+            seq: e.seq,
+            at: e.at,
+            action: e.action.clone(),
+            prev: e.prev.clone(),
+            hash: e.hash.clone(),
+            line: e.line.clone(),
+        }
+    }
+
+    /// What the component does to append: read the head through the import, link, append.
+    async fn append(state: &mut HostState, org: &str, note: &str) {
+        let head = audit::Host::head(state, org.to_owned())
+            .await
+            .unwrap()
+            .map(|h| Head {
+                seq: h.seq,
+                hash: h.hash,
+            });
+        let entry = linked(org, note, head.as_ref());
+        audit::Host::append(state, wit_entry(&entry)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_units_writes_are_its_own_until_commit_then_everyones() {
+        let store = Arc::new(MemoryStore::new());
+        let sink = Arc::new(MemoryAuditSink::new());
+        store.set("v1:gone", b"old", None).unwrap();
+        let mut state = HostState::new(backends(store.clone(), sink.clone()));
+        store::Host::set(&mut state, "v1:new".into(), b"new".to_vec(), Some(99))
+            .await
+            .unwrap();
+        store::Host::delete(&mut state, "v1:gone".into())
+            .await
+            .unwrap();
+        append(&mut state, "acme", "one").await;
+        append(&mut state, "acme", "two").await;
+
+        // The call reads its own writes…
+        let own = store::Host::get(&mut state, "v1:new".into()).await.unwrap();
+        assert_eq!(own, Some(b"new".to_vec()));
+        let mut listed = store::Host::list_keys(&mut state, "v1:".into())
+            .await
+            .unwrap();
+        listed.sort();
+        assert_eq!(listed, ["v1:new"]);
+        // …and no one else does.
+        assert_eq!(store.get("v1:new").unwrap(), None);
+        assert_eq!(store.get("v1:gone").unwrap(), Some(b"old".to_vec()));
+        assert!(sink.entries().is_empty());
+
+        store::Host::commit(&mut state).await.unwrap();
+        assert_eq!(store.get("v1:new").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(store.get("v1:gone").unwrap(), None);
+        let lines: Vec<String> = sink.entries().into_iter().map(|e| e.line).collect();
+        assert_eq!(
+            verify_lines(lines.iter().map(String::as_str)).heads()["acme"].seq,
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn an_instance_dropped_before_its_commit_keeps_nothing() {
+        let store = Arc::new(MemoryStore::new());
+        let sink = Arc::new(MemoryAuditSink::new());
+        let mut state = HostState::new(backends(store.clone(), sink.clone()));
+        store::Host::set(&mut state, "v1:k".into(), b"v".to_vec(), None)
+            .await
+            .unwrap();
+        append(&mut state, "acme", "lost").await;
+        // A trap ends the instance here, before `commit`.
+        drop(state);
+        assert_eq!(store.get("v1:k").unwrap(), None);
+        assert!(sink.entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_increment_after_a_held_delete_of_its_key_counts_from_zero() {
+        let store = Arc::new(MemoryStore::new());
+        store.increment("v1:n", 5, None).unwrap();
+        let mut state = HostState::new(backends(store.clone(), Arc::new(MemoryAuditSink::new())));
+        store::Host::delete(&mut state, "v1:n".into())
+            .await
+            .unwrap();
+        let n = store::Host::increment(&mut state, "v1:n".into(), 1, None)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the delete the call asked for came first");
+        store::Host::commit(&mut state).await.unwrap();
+        assert_eq!(store.increment("v1:n", 0, None).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_write_is_refused_when_made_and_never_joins_the_unit() {
+        let store = Arc::new(MemoryStore::new());
+        let mut state = HostState::new(backends(store.clone(), Arc::new(MemoryAuditSink::new())));
+        let refused = store::Host::set(&mut state, "bad\nkey".into(), b"v".to_vec(), None).await;
+        assert!(matches!(refused, Err(store::StoreError::Invalid(_))));
+        let big = vec![0; crate::backends::MAX_VALUE_BYTES + 1];
+        let refused = store::Host::set(&mut state, "v1:big".into(), big, None).await;
+        assert!(matches!(refused, Err(store::StoreError::Invalid(_))));
+        store::Host::commit(&mut state).await.unwrap();
+        assert_eq!(store.get("v1:big").unwrap(), None);
+    }
+
+    /// 16 calls of one organization at once, each linking its record to the head it read and
+    /// committing: none conflicts (the records are relinked at commit), and the chain holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sixteen_calls_linking_to_one_head_all_commit_and_the_chain_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn HostStore> =
+            Arc::new(SqliteStore::open(dir.path().join("state.db")).unwrap());
+        let sink = Arc::new(JsonlAuditSink::open(dir.path().join("audit.jsonl")).unwrap());
+        let shared = backends(store.clone(), sink.clone());
+        let calls: Vec<_> = (0..16)
+            .map(|i| {
+                let backends = Backends {
+                    offload: Offload::ALL,
+                    ..shared.clone()
+                };
+                tokio::spawn(async move {
+                    let mut state = HostState::new(backends);
+                    // Every call reads the same head before any commits.
+                    let head = audit::Host::head(&mut state, "acme".into()).await.unwrap();
+                    assert!(head.is_none());
+                    let entry = linked("acme", &format!("call {i}"), None);
+                    audit::Host::append(&mut state, wit_entry(&entry))
+                        .await
+                        .unwrap();
+                    store::Host::set(&mut state, format!("v1:k{i}"), vec![1], None)
+                        .await
+                        .unwrap();
+                    store::Host::commit(&mut state).await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let lines = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        let v = verify_lines(lines.lines());
+        assert_eq!(v.heads()["acme"].seq, 16);
+        for i in 0..16 {
+            assert_eq!(store.get(&format!("v1:k{i}")).unwrap(), Some(vec![1]));
+        }
+    }
+
+    /// A store and its audit table in one SQLite file commit a unit in one piece: a record that
+    /// cannot be placed takes the unit's values with it.
+    #[tokio::test]
+    async fn in_one_sqlite_file_a_unit_is_kept_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let sink = Arc::new(SqliteAuditSink::open(&path).unwrap());
+        assert_eq!(sink.database(), Some(sqlite_database_of(&path)));
+
+        let mut state = HostState::new(backends(store.clone(), sink.clone()));
+        store::Host::set(&mut state, "v1:kept".into(), b"v".to_vec(), None)
+            .await
+            .unwrap();
+        append(&mut state, "acme", "kept").await;
+        store::Host::commit(&mut state).await.unwrap();
+        assert_eq!(store.get("v1:kept").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(sink.head("acme").unwrap().unwrap().seq, 1);
+
+        // A record linked to a head that is not there must be relinked, and its line is no
+        // record: the commit fails, and the value written with it is not kept either.
+        let mut state = HostState::new(backends(store.clone(), sink.clone()));
+        store::Host::set(&mut state, "v1:lost".into(), b"v".to_vec(), None)
+            .await
+            .unwrap();
+        let mut bad = linked("acme", "bad", None);
+        bad.line = "not a record".to_owned();
+        audit::Host::append(&mut state, wit_entry(&bad))
+            .await
+            .unwrap();
+        let failed = store::Host::commit(&mut state).await;
+        assert!(matches!(failed, Err(store::StoreError::Unavailable(m)) if m.contains("relink")));
+        assert_eq!(store.get("v1:lost").unwrap(), None);
+        assert_eq!(sink.head("acme").unwrap().unwrap().seq, 1);
+    }
+
+    fn sqlite_database_of(path: &std::path::Path) -> String {
+        crate::backends::store::sqlite_database(path)
+    }
+}

@@ -141,6 +141,12 @@ impl store::Guest for Adapter {
             .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))?;
         Ok(mapping::value_keys_with_prefix(all, &prefix))
     }
+
+    fn commit() -> Result<(), store::StoreError> {
+        // Spin's key-value store has no transactions: every call above is durable when it
+        // returns (the contract's per-call durability), so the unit of work has nothing left.
+        Ok(())
+    }
 }
 
 /// Posts `body` as JSON to `url` with a bearer token; the status code, or why nothing came back.

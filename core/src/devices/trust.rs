@@ -235,6 +235,9 @@ impl Engine<'_> {
     /// behind the counter for good, so it never counts anyway) and answers `false`.
     fn write_back(&self, who: &Who<'_>, key: &str, device: &StoredDevice) -> Result<bool> {
         self.put(key, device, keys::keep_until(device.expires_at))?;
+        // `C` must come after `W` is visible to a revoke: a host holding the unit of work would
+        // otherwise write `W` after `C`, and after the revoke's `D`.
+        self.commit()?;
         if self.epoch_of(who, &device.id)? == device.epoch {
             return Ok(true);
         }

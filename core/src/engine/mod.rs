@@ -66,6 +66,31 @@ pub(crate) fn kind_of(key: &str) -> &str {
 }
 
 impl Engine<'_> {
+    /// Ends one call: commits what its unit of work holds since the last record
+    /// ([`Engine::commit`]), so that an answer is given only once what it reports is durable. Every
+    /// entry point's answer passes through here, refusals too. When the commit fails, the answer,
+    /// whatever it was, becomes [`Error::Store`] (`unavailable`).
+    ///
+    /// # Errors
+    /// `result`'s, or [`Error::Store`] when the commit failed.
+    pub fn end_call<T>(&self, result: Result<T>) -> Result<T> {
+        self.commit()?;
+        result
+    }
+
+    /// Commits the call's unit of work so far (`wit/store.wit`, "Unit of work"): every value
+    /// written since the last commit and every record appended, kept together or not at all.
+    /// The engine commits with each record ([`Engine::append`]), so that a record and the change
+    /// it describes stand or fall together and a failure is met where the record was made (its
+    /// caller takes back the counters it spent); where it checks after a write that others must
+    /// see first (a device's write-back, see `devices::trust`); and at the end of every call.
+    ///
+    /// # Errors
+    /// [`Error::Store`]: nothing since the last commit was kept.
+    pub(crate) fn commit(&self) -> Result<()> {
+        self.store.commit().map_err(Error::store)
+    }
+
     /// Reads a JSON value: `None` when absent. A value that does not parse is an error
     /// ([`Error::unreadable`], seen by callers as `unavailable`), never absent.
     ///

@@ -109,8 +109,11 @@ const MAX_APPEND_ATTEMPTS: usize = 32;
 impl Engine<'_> {
     /// Appends one audit record to the end of its organization's chain: read the head, link, ask
     /// the sink to append if the head has not moved, and relink when another writer got there first.
-    /// Then counts the record in the store, the anchor that makes a truncated log detectable (a
-    /// failure there loses nothing: the log is simply one ahead of its count).
+    /// Then commits the call's unit of work with it ([`Engine::commit`]): the record and the
+    /// changes before it are kept together or not at all, so a caller that takes back what it
+    /// spent when the record fails does so for a commit that failed too. Then counts the record in
+    /// the store, the anchor that makes a truncated log detectable (a failure there loses nothing:
+    /// the log is simply one ahead of its count).
     pub(crate) fn append<R: CryptoRng + ?Sized>(
         &self,
         event: Event,
@@ -134,6 +137,8 @@ impl Engine<'_> {
             };
             match self.audit.append(&entry) {
                 Ok(()) => {
+                    // The record and the changes before it are durable together, or neither is.
+                    self.commit()?;
                     let _ = self
                         .store
                         .increment(&keys::audit_count(&event.org), 1, None);

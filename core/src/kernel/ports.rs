@@ -59,6 +59,16 @@ pub trait Store {
     /// # Errors
     /// The backend failed.
     fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>>;
+    /// Commits the unit of work (`wit/store.wit`, "Unit of work"): makes every `set` and `delete`
+    /// since the last commit, and every audit record appended since, durable together, or none of
+    /// them. A store whose every call is durable when it returns has nothing left to do (this
+    /// default).
+    ///
+    /// # Errors
+    /// Nothing of the unit was kept: the call must not report success.
+    fn commit(&self) -> PortResult<()> {
+        Ok(())
+    }
 }
 
 /// One rendered email. Its `Debug` leaves out the bodies, which carry the code.

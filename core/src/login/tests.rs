@@ -16,7 +16,9 @@ use crate::engine::Engine;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::keys;
 use crate::kernel::model::{CodeSent, Decision, DevicePresentation, LoginContext, Verified};
-use crate::kernel::ports::{AppendError, AuditEntry, AuditSink, Head, PortResult, Store as _};
+use crate::kernel::ports::{
+    AppendError, AuditEntry, AuditSink, Head, PortError, PortResult, Store,
+};
 use crate::kernel::secret::HmacKey;
 use crate::kernel::settings::Settings;
 use crate::kernel::time::Timestamp;
@@ -59,7 +61,10 @@ impl World {
             settings: Settings::default(),
             key: &self.key,
         };
-        match engine.begin(ctx, now, &mut self.rng).unwrap() {
+        match engine
+            .end_call(engine.begin(ctx, now, &mut self.rng))
+            .unwrap()
+        {
             Decision::Challenge(c) => c.challenge_id,
             other => panic!("expected a challenge, got {other:?}"),
         }
@@ -77,7 +82,8 @@ impl World {
             settings: Settings::default(),
             key: &self.key,
         };
-        engine.send_code(ctx, id, now, &mut self.rng)
+        let sent = engine.send_code(ctx, id, now, &mut self.rng);
+        engine.end_call(sent)
     }
     pub(super) fn verify(
         &mut self,
@@ -93,7 +99,8 @@ impl World {
             settings: Settings::default(),
             key: &self.key,
         };
-        engine.verify(ctx, id, code, false, now, &mut self.rng)
+        let verified = engine.verify(ctx, id, code, false, now, &mut self.rng);
+        engine.end_call(verified)
     }
     /// A verify that asks to remember the browser.
     pub(super) fn verify_trusting(
@@ -110,7 +117,8 @@ impl World {
             settings: Settings::default(),
             key: &self.key,
         };
-        engine.verify(ctx, id, code, true, now, &mut self.rng)
+        let verified = engine.verify(ctx, id, code, true, now, &mut self.rng);
+        engine.end_call(verified)
     }
     /// A `begin` whose decision the test judges.
     pub(super) fn decide(&mut self, ctx: &LoginContext, now: Timestamp) -> Result<Decision> {
@@ -121,7 +129,8 @@ impl World {
             settings: Settings::default(),
             key: &self.key,
         };
-        engine.begin(ctx, now, &mut self.rng)
+        let decided = engine.begin(ctx, now, &mut self.rng);
+        engine.end_call(decided)
     }
 }
 
@@ -565,6 +574,68 @@ fn records_form_one_sealed_chain_per_org_and_count_themselves() {
         .increment(&keys::audit_count(&c.org_id), 0, None)
         .unwrap();
     assert_eq!(counted, 3);
+}
+
+/// A store whose unit of work fails to commit (every other call works).
+struct FailingCommit<'a>(&'a MemStore);
+
+impl Store for FailingCommit<'_> {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+        self.0.set(key, value, expires_at)
+    }
+    fn delete(&self, key: &str) -> PortResult<()> {
+        self.0.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+        self.0.increment(key, delta, expires_at)
+    }
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        self.0.list_keys(prefix)
+    }
+    fn commit(&self) -> PortResult<()> {
+        Err(PortError("the disk is full".to_owned()))
+    }
+}
+
+#[test]
+fn a_record_whose_commit_fails_is_unavailable_counts_nothing_and_gives_the_code_back() {
+    let mut w = World::new();
+    let c = ctx("dr-k");
+    let id = w.begin(&c, T0);
+    w.send(&c, &id, T0).unwrap();
+    let code = w.mailer.last_code().unwrap();
+    let count = |w: &World| {
+        w.store
+            .increment(&keys::audit_count(&c.org_id), 0, None)
+            .unwrap()
+    };
+    assert_eq!(count(&w), 2);
+    let failing = FailingCommit(&w.store);
+    let engine = Engine {
+        store: &failing,
+        ..w.engine()
+    };
+    let mut rng = OsRng.unwrap_err();
+    // The right code: its record and the changes before it are not kept (by a host that holds
+    // them; this sink keeps records at once), so the code is given back; a wrong one: refused
+    // as unavailable too.
+    for guess in [code.as_str(), "000000"] {
+        let verified = engine.verify(&c, &id, guess, false, T0.plus(5), &mut rng);
+        assert!(
+            matches!(engine.end_call(verified), Err(Error::Store(ref m)) if m.contains("the disk is full")),
+            "{guess}"
+        );
+    }
+    assert_eq!(
+        count(&w),
+        2,
+        "a record is counted only once it is committed"
+    );
+    // Once commits work again, the code works.
+    assert!(w.verify(&c, &id, &code, T0.plus(40)).is_ok());
 }
 
 /// A sink whose head is stale once: another writer appends between `head` and `append`.

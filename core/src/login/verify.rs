@@ -191,6 +191,10 @@ impl Engine<'_> {
                 };
                 let (device_id, set_cookie) =
                     trusted.map_or((None, None), |(id, cookie)| (Some(id), Some(cookie)));
+                // The tidy-up above is all that can be left uncommitted (the device, if any, was
+                // committed with its record): its failure errs on the safe side, so the login
+                // stands whatever the commit answers.
+                let _ = self.commit();
                 return Ok(Verified {
                     amr: vec!["otp".to_owned(), "mfa".to_owned()],
                     device_id,

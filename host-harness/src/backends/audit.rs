@@ -39,6 +39,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sqlite_writer::Writer;
 use super::store::{Readers, open_connection, sqlite_error};
+use super::unit::{Relinker, placed_head};
 use super::{BackendError, lock};
 
 /// An audit sink as the host drives it: the core's port, with an append in two steps.
@@ -82,7 +83,42 @@ pub trait HostAuditSink: AuditSink + Send + Sync {
     fn runs_in_place(&self) -> bool {
         false
     }
+
+    /// Places a record of a unit of work after its stream's head as found under the sink's lock,
+    /// relinking it there when the head has moved ([`Relinker::link`]), so that it never
+    /// conflicts. Returns the placement and the head the record made.
+    ///
+    /// The default reads the head and places the record separately, and relinks again when
+    /// another writer came between (a bounded number of times): for wrappers and test doubles.
+    /// Every sink here overrides it to do both under one lock.
+    ///
+    /// # Errors
+    /// The record could not be placed; nothing was written.
+    fn place_linked(&self, entry: &AuditEntry, relinker: &Relinker) -> PortResult<(Placed, Head)> {
+        for _ in 0..PLACE_ATTEMPTS {
+            let head = self.head(&entry.org_id)?;
+            let linked = relinker.link(entry, head.as_ref())?;
+            match self.place(&linked) {
+                Ok(placed) => return Ok((placed, placed_head(&linked))),
+                Err(AppendError::Conflict) => {}
+                Err(AppendError::Unavailable(m)) => return Err(PortError(m)),
+            }
+        }
+        Err(PortError(
+            "the organization's audit stream stayed busy; try again".to_owned(),
+        ))
+    }
+
+    /// The database this sink keeps its records in, when a store may write them in its own
+    /// transaction ([`super::HostStore::commit_unit`]): `sqlite:<canonical path>` or the
+    /// Postgres store's name for its database. `None` (the default): no store may.
+    fn database(&self) -> Option<String> {
+        None
+    }
 }
+
+/// How often [`HostAuditSink::place_linked`]'s default relinks before giving up.
+const PLACE_ATTEMPTS: usize = 32;
 
 /// A record given its place by [`HostAuditSink::place`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +134,71 @@ impl HostAuditSink for MemoryAuditSink {
     fn runs_in_place(&self) -> bool {
         true
     }
+
+    fn place_linked(&self, entry: &AuditEntry, relinker: &Relinker) -> PortResult<(Placed, Head)> {
+        validate_line(entry).map_err(append_error)?;
+        let mut entries = lock(&self.entries, "the memory audit sink")?;
+        let linked = relinker.link(entry, head_of(&entries, &entry.org_id).as_ref())?;
+        let head = placed_head(&linked);
+        entries.push(linked.into_owned());
+        Ok((Placed::Durable, head))
+    }
 }
-impl HostAuditSink for SqliteAuditSink {}
+
+impl HostAuditSink for SqliteAuditSink {
+    /// Head, relink and insert as one piece of the writer's work.
+    fn place_linked(&self, entry: &AuditEntry, relinker: &Relinker) -> PortResult<(Placed, Head)> {
+        validate_line(entry).map_err(append_error)?;
+        let (entry, relinker) = (entry.clone(), relinker.clone());
+        self.writer
+            .run(move |conn| sqlite_place_linked(conn, &entry, &relinker))
+            .map(|head| (Placed::Durable, head))
+    }
+
+    fn database(&self) -> Option<String> {
+        Some(self.database.clone())
+    }
+}
+
+/// Places `entry` in the `audit_log` table after the head it has now, relinked when needed; on
+/// the writer's connection, so that nothing comes between the head and the insert.
+pub(crate) fn sqlite_place_linked(
+    conn: &Connection,
+    entry: &AuditEntry,
+    relinker: &Relinker,
+) -> PortResult<Head> {
+    validate_line(entry).map_err(append_error)?;
+    let head = sqlite_head(conn, &entry.org_id).map_err(|e| sqlite_error("audit head", &e))?;
+    let linked = relinker.link(entry, head.as_ref())?;
+    sqlite_insert(conn, &linked).map_err(|e| sqlite_error("audit append", &e))?;
+    Ok(placed_head(&linked))
+}
+
+/// Inserts one record; the `(org, seq)` key refuses a second record at a taken position.
+fn sqlite_insert(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
+    let seq = i64::try_from(entry.seq)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached(
+        "INSERT INTO audit_log (org, seq, at, action, hash, line)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        entry.org_id,
+        seq,
+        entry.at,
+        entry.action,
+        entry.hash,
+        entry.line
+    ])
+    .map(drop)
+}
+
+fn append_error(e: AppendError) -> PortError {
+    match e {
+        AppendError::Unavailable(m) => PortError(m),
+        AppendError::Conflict => PortError("unexpected conflict".to_owned()),
+    }
+}
 
 pub(crate) fn validate_line(entry: &AuditEntry) -> Result<(), AppendError> {
     if entry.line.is_empty() {
@@ -633,6 +732,23 @@ impl HostAuditSink for JsonlAuditSink {
         })
     }
 
+    /// Under the file's lock: the head is current (other processes' records read), the record
+    /// relinked to it when needed and written; synced by `settle`.
+    fn place_linked(&self, entry: &AuditEntry, relinker: &Relinker) -> PortResult<(Placed, Head)> {
+        validate_line(entry).map_err(append_error)?;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(self.refusing());
+        }
+        self.locked(|state| {
+            let linked = relinker
+                .link(entry, state.heads.get(&entry.org_id))
+                .map_err(unavailable)?;
+            let ticket = self.write_record(state, &linked).map_err(unavailable)?;
+            Ok((Placed::Pending(ticket), placed_head(&linked)))
+        })
+        .map_err(append_error)
+    }
+
     fn settle(&self, placed: Placed) -> PortResult<()> {
         match placed {
             Placed::Durable => Ok(()),
@@ -683,6 +799,8 @@ pub struct SqliteAuditSink {
     writer: Arc<Writer>,
     readers: Readers,
     path: PathBuf,
+    /// `sqlite:<canonical path>` (see [`HostAuditSink::database`]).
+    database: String,
 }
 
 impl SqliteAuditSink {
@@ -703,6 +821,7 @@ impl SqliteAuditSink {
         Ok(Self {
             writer,
             readers: Readers::new(path.clone(), "the SQLite audit sink"),
+            database: super::store::sqlite_database(&path),
             path,
         })
     }
@@ -741,7 +860,7 @@ impl AuditSink for SqliteAuditSink {
 
     fn append(&self, entry: &AuditEntry) -> Result<(), AppendError> {
         validate_line(entry)?;
-        let seq = i64::try_from(entry.seq)
+        i64::try_from(entry.seq)
             .map_err(|_| AppendError::Unavailable("audit seq out of range".to_owned()))?;
         let entry = entry.clone();
         let outcome = self.writer.run(move |conn| {
@@ -751,22 +870,7 @@ impl AuditSink for SqliteAuditSink {
                 // The head moved: nothing is written, and the caller relinks.
                 return Ok(false);
             }
-            conn.prepare_cached(
-                "INSERT INTO audit_log (org, seq, at, action, hash, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    entry.org_id,
-                    seq,
-                    entry.at,
-                    entry.action,
-                    entry.hash,
-                    entry.line
-                ])
-            })
-            .map(|_| true)
-            .map_err(fail)
+            sqlite_insert(conn, &entry).map(|()| true).map_err(fail)
         });
         match outcome {
             Ok(true) => Ok(()),

@@ -150,7 +150,23 @@ impl<S> FaultyStore<S> {
 }
 
 // Faults wrap the synchronous calls: a faulty store has no hand-over path.
-impl<S: Store + Send + Sync> super::HostStore for FaultyStore<S> {}
+impl<S: Store + Send + Sync> super::HostStore for FaultyStore<S> {
+    /// Every write of the unit is checked (and spends the budget) before any is made, so that an
+    /// injected fault leaves none of them written, like a real store's rolled-back transaction.
+    fn apply(&self, values: &super::Values) -> PortResult<()> {
+        for put in values.values() {
+            self.faults
+                .check_write(if put.is_some() { "set" } else { "delete" })?;
+        }
+        for (key, put) in values {
+            match put {
+                Some(put) => self.inner.set(key, &put.value, put.expires_at)?,
+                None => self.inner.delete(key)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 impl<S: Store> Store for FaultyStore<S> {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
@@ -225,7 +241,31 @@ impl<A> FaultyAuditSink<A> {
 }
 
 // Fault injection wraps whole appends: a faulty sink places and settles in one step.
-impl<A: AuditSink + Send + Sync> super::HostAuditSink for FaultyAuditSink<A> {}
+impl<A: AuditSink + Send + Sync> super::HostAuditSink for FaultyAuditSink<A> {
+    /// Checked once, then linked to the wrapped sink's head and appended there (relinked again
+    /// if another writer came between).
+    fn place_linked(
+        &self,
+        entry: &AuditEntry,
+        relinker: &super::Relinker,
+    ) -> PortResult<(super::Placed, Head)> {
+        Faults::check(&self.faults.inner.audit, "audit")?;
+        for _ in 0..32 {
+            let head = self.inner.head(&entry.org_id)?;
+            let linked = relinker.link(entry, head.as_ref())?;
+            match self.inner.append(&linked) {
+                Ok(()) => {
+                    return Ok((super::Placed::Durable, super::unit::placed_head(&linked)));
+                }
+                Err(AppendError::Conflict) => {}
+                Err(AppendError::Unavailable(m)) => return Err(PortError(m)),
+            }
+        }
+        Err(PortError(
+            "the organization's audit stream stayed busy; try again".to_owned(),
+        ))
+    }
+}
 
 impl<A: AuditSink> AuditSink for FaultyAuditSink<A> {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {

@@ -26,6 +26,7 @@ pub mod postgres;
 pub mod redis;
 mod sqlite_writer;
 pub mod store;
+pub mod unit;
 
 pub use self::postgres::{PostgresAuditSink, PostgresStore};
 pub use self::redis::RedisStore;
@@ -39,6 +40,7 @@ pub use store::{
     HostStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStore, PortFuture, SqliteStore, Sweep,
     spawn_sweeper, validate_key, validate_value,
 };
+pub use unit::{Put, Relinker, Unit, Values};
 
 /// Why a backend could not be set up (opening a database, creating a folder, reading a config).
 #[derive(Debug, thiserror::Error)]

@@ -451,7 +451,51 @@ impl fmt::Debug for RedisStore {
 }
 
 // Every call is a network round trip: the host runs them on its blocking pool.
-impl HostStore for RedisStore {}
+impl HostStore for RedisStore {
+    /// One `MULTI`/`EXEC` transaction: Redis runs all of it or, if it is refused before running
+    /// (a command it cannot queue), none of it.
+    fn apply(&self, values: &super::Values) -> PortResult<()> {
+        for (key, put) in values {
+            validate_key(key)?;
+            if let Some(put) = put {
+                validate_value(&put.value)?;
+            }
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for (key, put) in values {
+            match put {
+                Some(put) => {
+                    // A plain SET drops any earlier expiry: `set` replaces it.
+                    pipe.cmd("SET").arg(self.keys.value(key)).arg(&put.value);
+                    if let Some(at) = put.expires_at {
+                        pipe.arg("EXAT").arg(redis_expiry(at));
+                    }
+                    pipe.ignore()
+                        .cmd("ZADD")
+                        .arg(&self.keys.index)
+                        .arg(0)
+                        .arg(key)
+                        .ignore();
+                }
+                None => {
+                    pipe.cmd("DEL")
+                        .arg(self.keys.value(key))
+                        .arg(self.keys.counter(key))
+                        .ignore()
+                        .cmd("ZREM")
+                        .arg(&self.keys.index)
+                        .arg(key)
+                        .ignore();
+                }
+            }
+        }
+        self.pool.call("commit", |conn| pipe.query::<()>(conn))
+    }
+}
 
 impl Store for RedisStore {
     fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {

@@ -31,10 +31,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mfa_step_core::kernel::ports::{PortError, PortResult, Store};
+use mfa_step_core::kernel::ports::{Head, PortError, PortResult, Store};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::sqlite_writer::Writer;
+use super::unit::{Relinker, Unit, Values};
 use super::{BackendError, lock};
 
 /// A store that forgets expired keys when asked (see `wit/store.wit`, "Expiry").
@@ -55,6 +56,18 @@ pub type PortFuture<T> = std::pin::Pin<Box<dyn Future<Output = PortResult<T>> + 
 /// blocking-pool thread sits waiting for the commit. `None` (the default) means the host calls the
 /// synchronous method, on its blocking pool or in place (`crate::host::Offload`).
 pub trait HostStore: Store + Send + Sync {
+    /// `get`, handed over (a store whose client is asynchronous answers on the executor).
+    fn get_async(&self, key: &str) -> Option<PortFuture<Option<Vec<u8>>>> {
+        let _ = key;
+        None
+    }
+
+    /// `list-keys`, handed over.
+    fn list_keys_async(&self, prefix: &str) -> Option<PortFuture<Vec<String>>> {
+        let _ = prefix;
+        None
+    }
+
     /// `set`, handed over.
     fn set_async(
         &self,
@@ -72,7 +85,8 @@ pub trait HostStore: Store + Send + Sync {
         None
     }
 
-    /// `increment` with a delta or an expiry (never a plain read), handed over.
+    /// `increment`, handed over. The host offers plain reads (`increment(key, 0, None)`) too; a
+    /// store whose reads never wait (SQLite's WAL snapshot) answers `None` for them.
     fn increment_async(
         &self,
         key: &str,
@@ -82,9 +96,79 @@ pub trait HostStore: Store + Send + Sync {
         let _ = (key, delta, expires_at);
         None
     }
+
+    /// Writes a unit's values (`Some` sets, `None` deletes the value and any counter of the key):
+    /// all of them or, on an error, none. The default writes them one by one through
+    /// [`Store::set`] and [`Store::delete`], which is all or none only for a single key: every
+    /// real store here overrides it with one transaction (test doubles keep it).
+    ///
+    /// # Errors
+    /// The backend failed; nothing was written (but see above for the default).
+    fn apply(&self, values: &Values) -> PortResult<()> {
+        for (key, put) in values {
+            match put {
+                Some(put) => self.set(key, &put.value, put.expires_at)?,
+                None => self.delete(key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`HostStore::apply`], handed over.
+    fn apply_async(&self, values: &Values) -> Option<PortFuture<()>> {
+        let _ = values;
+        None
+    }
+
+    /// Commits a whole unit, its values and its records, in one transaction of this store's own
+    /// database, when the audit sink keeps its records there (`sink_database` is
+    /// [`HostAuditSink::database`] and names this store's database). Each record is placed after
+    /// the head found in that transaction ([`Relinker::link`]). Answers the head each organization's
+    /// stream was left at. `None`: this store cannot, and the host commits the records through the
+    /// sink, then the values through [`HostStore::apply`].
+    ///
+    /// A store that acknowledges increments before they are durable makes them durable here, also
+    /// for a unit that holds nothing else ([`Unit::counted`]): the host calls this for every unit.
+    fn commit_unit(
+        &self,
+        unit: &Unit,
+        sink_database: Option<&str>,
+        relinker: &Relinker,
+    ) -> Option<PortFuture<Vec<(String, Head)>>> {
+        let _ = (unit, sink_database, relinker);
+        None
+    }
 }
 
-impl HostStore for MemoryStore {}
+impl HostStore for MemoryStore {
+    /// Under the store's lock: no reader sees half of the values.
+    fn apply(&self, values: &Values) -> PortResult<()> {
+        for (key, put) in values {
+            validate_key(key)?;
+            if let Some(put) = put {
+                validate_value(&put.value)?;
+            }
+        }
+        let mut maps = self.maps()?;
+        for (key, put) in values {
+            match put {
+                Some(put) => {
+                    maps.values.insert(key.clone(), put.value.clone());
+                    match put.expires_at {
+                        Some(at) => maps.expiries.insert(key.clone(), at),
+                        None => maps.expiries.remove(key),
+                    };
+                }
+                None => {
+                    maps.values.remove(key);
+                    maps.counters.remove(key);
+                    maps.expiries.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl HostStore for SqliteStore {
     fn set_async(
@@ -106,7 +190,32 @@ impl HostStore for SqliteStore {
         delta: i64,
         expires_at: Option<i64>,
     ) -> Option<PortFuture<i64>> {
+        if delta == 0 && expires_at.is_none() {
+            // A plain read: the WAL snapshot answers it in place, without the writer.
+            return None;
+        }
         Some(self.submit(Self::increment_work(key, delta, expires_at)))
+    }
+
+    fn apply(&self, values: &Values) -> PortResult<()> {
+        self.writer.run(Self::apply_work(values)?)
+    }
+
+    fn apply_async(&self, values: &Values) -> Option<PortFuture<()>> {
+        Some(self.submit(Self::apply_work(values)))
+    }
+
+    fn commit_unit(
+        &self,
+        unit: &Unit,
+        sink_database: Option<&str>,
+        relinker: &Relinker,
+    ) -> Option<PortFuture<Vec<(String, Head)>>> {
+        // Increments are durable when they return: an empty unit has nothing left to commit.
+        if unit.is_empty() || sink_database != Some(self.database.as_str()) {
+            return None;
+        }
+        Some(self.submit(Self::unit_work(unit, relinker)))
     }
 }
 
@@ -381,6 +490,16 @@ pub struct SqliteStore {
     writer: Arc<Writer>,
     readers: Readers,
     path: PathBuf,
+    /// `sqlite:<canonical path>`: a sink with the same [`super::HostAuditSink::database`] shares
+    /// this store's writer, and a unit of work commits in one piece ([`HostStore::commit_unit`]).
+    database: String,
+}
+
+/// How a SQLite database is named for [`HostStore::commit_unit`]: by its canonical path, the key
+/// its writer is shared by.
+pub(crate) fn sqlite_database(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("sqlite:{}", path.display())
 }
 
 impl SqliteStore {
@@ -407,6 +526,7 @@ impl SqliteStore {
         Ok(Self {
             writer,
             readers: Readers::new(path.clone(), "the SQLite store"),
+            database: sqlite_database(&path),
             path,
         })
     }
@@ -530,6 +650,33 @@ fn read_counter(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
 /// A piece of the writer's work, ready to hand over.
 type Work<T> = Box<dyn FnOnce(&Connection) -> PortResult<T> + Send>;
 
+/// Writes validated values on the writer's connection: a set replaces a value and its expiry, a
+/// delete removes the value and any counter of the key.
+fn write_values(conn: &Connection, values: &Values) -> PortResult<()> {
+    let run = || -> rusqlite::Result<()> {
+        for (key, put) in values {
+            match put {
+                Some(put) => {
+                    conn.prepare_cached(
+                        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                             expires_at = excluded.expires_at",
+                    )?
+                    .execute(params![key, put.value, put.expires_at])?;
+                }
+                None => {
+                    conn.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                        .execute([key])?;
+                    conn.prepare_cached("DELETE FROM counters WHERE key = ?1")?
+                        .execute([key])?;
+                }
+            }
+        }
+        Ok(())
+    };
+    run().map_err(|e| sqlite_error("commit", &e))
+}
+
 impl SqliteStore {
     fn set_work(key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<Work<()>> {
         validate_key(key)?;
@@ -609,6 +756,39 @@ impl SqliteStore {
                 }
                 Err(e) => Err(sqlite_error("increment", &e)),
             }
+        }))
+    }
+
+    /// A unit's values as one piece of work: all of them or, on an error, none (the piece runs
+    /// in its own savepoint).
+    fn apply_work(values: &Values) -> PortResult<Work<()>> {
+        for (key, put) in values {
+            validate_key(key)?;
+            if let Some(put) = put {
+                validate_value(&put.value)?;
+            }
+        }
+        let values = values.clone();
+        Ok(Box::new(move |conn| write_values(conn, &values)))
+    }
+
+    /// A whole unit as one piece of work: each record placed after the head the table has now,
+    /// then the values. The writer runs one piece at a time, so no other writer in this process
+    /// comes between the head and the insert; other processes wait for the database's lock.
+    fn unit_work(unit: &Unit, relinker: &Relinker) -> PortResult<Work<Vec<(String, Head)>>> {
+        let values = Self::apply_work(&unit.values)?;
+        let records = unit.records.clone();
+        let relinker = relinker.clone();
+        Ok(Box::new(move |conn| {
+            let mut heads = Vec::with_capacity(records.len());
+            for record in &records {
+                heads.push((
+                    record.org_id.clone(),
+                    super::audit::sqlite_place_linked(conn, record, &relinker)?,
+                ));
+            }
+            values(conn)?;
+            Ok(heads)
         }))
     }
 

@@ -11,7 +11,7 @@ use mfa_step_core::kernel::ports::{
 };
 
 use super::metrics::Metrics;
-use crate::backends::{HostAuditSink, HostStore, Placed, PortFuture};
+use crate::backends::{HostAuditSink, HostStore, Placed, PortFuture, Relinker, Unit, Values};
 use crate::host::Backends;
 
 /// `backends` with their store, mailer and audit sink counted in `metrics`.
@@ -69,6 +69,34 @@ impl MeteredStore {
 }
 
 impl HostStore for MeteredStore {
+    fn get_async(&self, key: &str) -> Option<PortFuture<Option<Vec<u8>>>> {
+        self.count_later("get", self.inner.get_async(key))
+    }
+
+    fn list_keys_async(&self, prefix: &str) -> Option<PortFuture<Vec<String>>> {
+        self.count_later("list_keys", self.inner.list_keys_async(prefix))
+    }
+
+    fn apply(&self, values: &Values) -> PortResult<()> {
+        self.count("commit", self.inner.apply(values))
+    }
+
+    fn apply_async(&self, values: &Values) -> Option<PortFuture<()>> {
+        self.count_later("commit", self.inner.apply_async(values))
+    }
+
+    fn commit_unit(
+        &self,
+        unit: &Unit,
+        sink_database: Option<&str>,
+        relinker: &Relinker,
+    ) -> Option<PortFuture<Vec<(String, Head)>>> {
+        self.count_later(
+            "commit",
+            self.inner.commit_unit(unit, sink_database, relinker),
+        )
+    }
+
     fn set_async(
         &self,
         key: &str,
@@ -182,6 +210,18 @@ impl HostAuditSink for MeteredAuditSink {
 
     fn runs_in_place(&self) -> bool {
         self.inner.runs_in_place()
+    }
+
+    fn place_linked(&self, entry: &AuditEntry, relinker: &Relinker) -> PortResult<(Placed, Head)> {
+        let result = self.inner.place_linked(entry, relinker);
+        if result.is_err() {
+            self.metrics.audit_error("append");
+        }
+        result
+    }
+
+    fn database(&self) -> Option<String> {
+        self.inner.database()
     }
 }
 

@@ -186,7 +186,8 @@ struct OpLabels {
 }
 
 /// The store calls, as labelled in `mfa_step_store_errors_total`.
-pub(crate) const STORE_OPS: [&str; 5] = ["get", "set", "delete", "increment", "list_keys"];
+pub(crate) const STORE_OPS: [&str; 6] =
+    ["get", "set", "delete", "increment", "list_keys", "commit"];
 /// The audit calls, as labelled in `mfa_step_audit_errors_total`.
 pub(crate) const AUDIT_OPS: [&str; 2] = ["head", "append"];
 

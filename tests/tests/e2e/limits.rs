@@ -635,6 +635,7 @@ impl Store for Holding {
         self.inner.set(key, value, expires_at)
     }
     fn delete(&self, key: &str) -> PortResult<()> {
+        self.hold("delete", key);
         self.inner.delete(key)
     }
     fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
@@ -648,9 +649,10 @@ impl Store for Holding {
     }
 }
 
-/// Two verifies of the right code load the same challenge; the first wins and is held before it
-/// tidies up, the second is held just before it takes the code's `used` counter, and meanwhile a
-/// new `begin` replaces the challenge. The code must still work only once.
+/// Two verifies of the right code load the same challenge; the first wins and is held as its
+/// unit of work commits (before it tidies up), the second is held just before it takes the code's
+/// `used` counter, and meanwhile a new `begin` replaces the challenge. The code must still work
+/// only once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_verify_racing_a_challenge_replace_cannot_succeed_twice() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -659,8 +661,9 @@ async fn a_verify_racing_a_challenge_replace_cannot_succeed_twice() {
     let c = ctx("dr-replace");
     let (id, code) = live_code(&h, &c).await;
 
-    // The first verify has taken the code and is held at its next write (its step-up grant).
-    let (first_held, first_go) = store.arm("set", "v1:step-up:");
+    // The first verify has taken the code and is held as its unit of work commits, before any
+    // of its writes (the challenge's removal is the first of them, in key order).
+    let (first_held, first_go) = store.arm("delete", "v1:challenge:");
     let first = {
         let (h, c, id, code) = (h.clone(), c.clone(), id.clone(), code.clone());
         tokio::spawn(async move { h.verify(&c, &id, &code).await })
@@ -669,11 +672,14 @@ async fn a_verify_racing_a_challenge_replace_cannot_succeed_twice() {
 
     // The second has loaded the same challenge and is held before it takes the `used` counter.
     let (second_held, second_go) = store.arm("increment", "v1:used:");
-    let second = {
+    let mut second = {
         let (h, c, id, code) = (h.clone(), c.clone(), id.clone(), code.clone());
         tokio::spawn(async move { h.verify(&c, &id, &code).await })
     };
-    second_held.await.unwrap();
+    tokio::select! {
+        held = second_held => held.unwrap(),
+        done = &mut second => panic!("the second verify ended without being held: {done:?}"),
+    }
 
     // A new sign-in replaces the challenge meanwhile.
     let replaced = h.challenge(&c).await;
