@@ -452,6 +452,12 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         None
     };
     let config = settings::component_config(&args.data_dir, demo_prompt.as_ref())?;
+    // The runtime comes first: a store whose client is asynchronous (Postgres) starts its
+    // connections on it, so that the requests' calls are answered on the executor.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let entered = rt.enter();
     let (store, sweeper): (Arc<dyn HostStore>, Arc<dyn Sweep>) = match &args.store {
         StoreChoice::Sqlite => {
             let path = args
@@ -561,9 +567,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     };
 
     let runtime = Arc::new(Runtime::new(World::HttpApp)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    drop(entered);
     rt.block_on(async move {
         // Signals are caught from before the listener opens: none can kill the server uncleanly.
         let shutdown = shutdown_signal()?;

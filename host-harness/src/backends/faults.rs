@@ -241,29 +241,20 @@ impl<A> FaultyAuditSink<A> {
 }
 
 // Fault injection wraps whole appends: a faulty sink places and settles in one step.
-impl<A: AuditSink + Send + Sync> super::HostAuditSink for FaultyAuditSink<A> {
-    /// Checked once, then linked to the wrapped sink's head and appended there (relinked again
-    /// if another writer came between).
+impl<A: super::HostAuditSink> super::HostAuditSink for FaultyAuditSink<A> {
+    /// Checked, then placed by the wrapped sink (under its own lock, relinked there). The sink
+    /// names no database ([`super::HostAuditSink::database`]): a store must not write its records
+    /// around the faults.
     fn place_linked(
         &self,
         entry: &AuditEntry,
         relinker: &super::Relinker,
     ) -> PortResult<(super::Placed, Head)> {
         Faults::check(&self.faults.inner.audit, "audit")?;
-        for _ in 0..32 {
-            let head = self.inner.head(&entry.org_id)?;
-            let linked = relinker.link(entry, head.as_ref())?;
-            match self.inner.append(&linked) {
-                Ok(()) => {
-                    return Ok((super::Placed::Durable, super::unit::placed_head(&linked)));
-                }
-                Err(AppendError::Conflict) => {}
-                Err(AppendError::Unavailable(m)) => return Err(PortError(m)),
-            }
-        }
-        Err(PortError(
-            "the organization's audit stream stayed busy; try again".to_owned(),
-        ))
+        let (placed, head) = self.inner.place_linked(entry, relinker)?;
+        // Settled here: a pending record's ticket is the wrapped sink's, which the host never sees.
+        self.inner.settle(placed)?;
+        Ok((super::Placed::Durable, head))
     }
 }
 

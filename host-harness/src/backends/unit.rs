@@ -8,10 +8,12 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use mfa_step_core::HmacKey;
 use mfa_step_core::audit::chain::{Record, SealKey, seal_line};
 use mfa_step_core::kernel::ports::{AuditEntry, Head, PortError, PortResult, links_to};
+use zeroize::Zeroizing;
 
 /// A value as a unit writes it: the bytes and their expiry.
 #[derive(Clone, PartialEq, Eq)]
@@ -100,14 +102,17 @@ impl Unit {
 /// place is not the one the component linked it to.
 #[derive(Clone)]
 pub struct Relinker {
-    seal: Option<SealKey>,
+    /// The host's key (hex), until a record needs relinking.
+    key: Option<Zeroizing<String>>,
+    /// The seal key, derived from `key` the first time a record needs it (most never do).
+    seal: OnceLock<Option<SealKey>>,
 }
 
 impl std::fmt::Debug for Relinker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relinker")
-            .field("seals", &self.seal.is_some())
-            .finish()
+            .field("has_key", &self.key.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,10 +123,18 @@ impl Relinker {
     #[must_use]
     pub fn new(hmac_key: Option<&str>) -> Self {
         Self {
-            seal: hmac_key
-                .and_then(|hex| HmacKey::from_hex(hex).ok())
-                .map(|key| SealKey::derive(&key)),
+            key: hmac_key.map(|hex| Zeroizing::new(hex.to_owned())),
+            seal: OnceLock::new(),
         }
+    }
+
+    fn seal(&self) -> Option<&SealKey> {
+        self.seal
+            .get_or_init(|| {
+                let key = HmacKey::from_hex(self.key.as_deref()?).ok()?;
+                Some(SealKey::derive(&key))
+            })
+            .as_ref()
     }
 
     /// `entry` placed after `head`: itself when it links there already, else a copy with the next
@@ -138,7 +151,7 @@ impl Relinker {
         if links_to(entry, head) {
             return Ok(Cow::Borrowed(entry));
         }
-        let seal = self.seal.as_ref().ok_or_else(|| {
+        let seal = self.seal().ok_or_else(|| {
             PortError(
                 "cannot relink an audit record: the host has no usable hmac_key to seal it with"
                     .to_owned(),

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `mfa_step_http_requests_total` | counter | `route`, `method`, `status` |
 //! | `mfa_step_http_request_duration_seconds` | histogram (until the answer is ready to send) | `route` |
-//! | `mfa_step_store_errors_total` | counter | `op`: `get`, `set`, `delete`, `increment`, `list_keys` |
+//! | `mfa_step_store_errors_total` | counter | `op`: `get`, `set`, `delete`, `increment`, `list_keys`, `commit` |
 //! | `mfa_step_audit_errors_total` | counter | `op`: `head`, `append` |
 //! | `mfa_step_mail_errors_total` | counter | — |
 //! | `mfa_step_component_instances_in_flight` | gauge (until the answer is in memory) | — |
