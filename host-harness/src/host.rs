@@ -347,9 +347,14 @@ impl store::Host for HostState {
         delta: i64,
         expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
+        let read = delta == 0 && expires_at.is_none();
         // Counters apply at once. A delete of the same key held in the unit would otherwise
-        // come after this increment: it is applied first, as the call asked.
+        // come after this increment: it is applied first, as the call asked. A plain read sees
+        // the counter as the delete leaves it, and writes nothing outside the unit.
         if matches!(self.unit.values.get(&key), Some(None)) {
+            if read {
+                return Ok(0);
+            }
             let deleted = if let Some(handed) = self.backends.store.delete_async(&key) {
                 handed.await
             } else {
@@ -363,7 +368,6 @@ impl store::Host for HostState {
             deleted.map_err(store_error)?;
             self.unit.values.remove(&key);
         }
-        let read = delta == 0 && expires_at.is_none();
         if !read {
             self.unit.counted = true;
         }
@@ -395,9 +399,14 @@ impl store::Host for HostState {
     }
     async fn commit(&mut self) -> Result<(), store::StoreError> {
         let unit = std::mem::take(&mut self.unit);
-        commit_unit(self.backends.clone(), self.sink_key(), unit)
-            .await
-            .map_err(|e| store::StoreError::Unavailable(e.0))
+        let counted = unit.counted;
+        let committed = commit_unit(self.backends.clone(), self.sink_key(), unit).await;
+        if committed.is_err() && counted {
+            // The call may go on and answer after a later commit (a best-effort tidy-up's
+            // failure does not fail a login): that commit must still make these counts durable.
+            self.unit.counted = true;
+        }
+        committed.map_err(|e| store::StoreError::Unavailable(e.0))
     }
 }
 
@@ -497,6 +506,7 @@ mod tests {
     use mfa_step_core::kernel::ports::{AuditSink, Store};
 
     use super::*;
+    use crate::backends::PortFuture;
     use crate::backends::audit::tests::{linked, verify_lines};
     use crate::backends::{
         JsonlAuditSink, MemoryAuditSink, MemoryMailer, MemoryStore, SqliteAuditSink, SqliteStore,
@@ -607,6 +617,86 @@ mod tests {
         assert_eq!(n, 1, "the delete the call asked for came first");
         store::Host::commit(&mut state).await.unwrap();
         assert_eq!(store.increment("v1:n", 0, None).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_plain_read_of_a_counter_whose_delete_is_held_writes_nothing() {
+        let store = Arc::new(MemoryStore::new());
+        store.increment("v1:n", 5, None).unwrap();
+        let mut state = HostState::new(backends(store.clone(), Arc::new(MemoryAuditSink::new())));
+        store::Host::delete(&mut state, "v1:n".into())
+            .await
+            .unwrap();
+        let n = store::Host::increment(&mut state, "v1:n".into(), 0, None)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "as the held delete leaves it");
+        // The instance traps: the delete was never committed, so the counter is as it was.
+        drop(state);
+        assert_eq!(store.increment("v1:n", 0, None).unwrap(), 5);
+    }
+
+    /// A store whose next unit commit fails, and which notes whether each unit it was handed had
+    /// counted something.
+    #[derive(Default)]
+    struct Commits {
+        inner: MemoryStore,
+        fail_next: std::sync::atomic::AtomicBool,
+        counted: std::sync::Mutex<Vec<bool>>,
+    }
+
+    impl Store for Commits {
+        fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+            self.inner.set(key, value, expires_at)
+        }
+        fn delete(&self, key: &str) -> PortResult<()> {
+            self.inner.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+            self.inner.increment(key, delta, expires_at)
+        }
+        fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+            self.inner.list_keys(prefix)
+        }
+    }
+
+    impl HostStore for Commits {
+        fn commit_unit(
+            &self,
+            unit: &Unit,
+            _sink_database: Option<&str>,
+            _relinker: &Relinker,
+        ) -> Option<PortFuture<Vec<(String, Head)>>> {
+            self.counted.lock().unwrap().push(unit.counted);
+            let failed = self
+                .fail_next
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            Some(Box::pin(std::future::ready(if failed {
+                Err(PortError("the commit failed".to_owned()))
+            } else {
+                Ok(Vec::new())
+            })))
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_of_a_unit_whose_commit_failed_are_made_durable_by_the_next_commit() {
+        let store = Arc::new(Commits::default());
+        let mut state = HostState::new(backends(store.clone(), Arc::new(MemoryAuditSink::new())));
+        store::Host::increment(&mut state, "v1:n".into(), 1, None)
+            .await
+            .unwrap();
+        store
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(store::Host::commit(&mut state).await.is_err());
+        // Nothing counted since, but the next commit must still cover the increment.
+        store::Host::commit(&mut state).await.unwrap();
+        store::Host::commit(&mut state).await.unwrap();
+        assert_eq!(*store.counted.lock().unwrap(), [true, true, false]);
     }
 
     #[tokio::test]

@@ -34,7 +34,9 @@ impl std::fmt::Debug for Put {
 }
 
 /// The values of a unit, by key (sorted, so that every writer takes row locks in the same order):
-/// `Some` is a `set`, `None` a `delete` (of the value and of any counter of that key).
+/// `Some` is a `set`, `None` a `delete` (of the value and of any counter of that key). Only the
+/// last write of a key is kept, so a `set` after a `delete` of the same key leaves its counter:
+/// the component never uses one key as both (`wit/store.wit`).
 pub type Values = BTreeMap<String, Option<Put>>;
 
 /// One export call's writes, as the host holds them until `commit`.
