@@ -603,14 +603,20 @@ mod tests {
         assert!(sink.entries().is_empty());
     }
 
-    #[tokio::test]
-    async fn an_increment_after_a_held_delete_of_its_key_counts_from_zero() {
+    /// A call holding the delete of a counter at 5.
+    async fn holding_the_delete_of_a_counter() -> (Arc<MemoryStore>, HostState) {
         let store = Arc::new(MemoryStore::new());
         store.increment("v1:n", 5, None).unwrap();
         let mut state = HostState::new(backends(store.clone(), Arc::new(MemoryAuditSink::new())));
         store::Host::delete(&mut state, "v1:n".into())
             .await
             .unwrap();
+        (store, state)
+    }
+
+    #[tokio::test]
+    async fn an_increment_after_a_held_delete_of_its_key_counts_from_zero() {
+        let (store, mut state) = holding_the_delete_of_a_counter().await;
         let n = store::Host::increment(&mut state, "v1:n".into(), 1, None)
             .await
             .unwrap();
@@ -621,12 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_read_of_a_counter_whose_delete_is_held_writes_nothing() {
-        let store = Arc::new(MemoryStore::new());
-        store.increment("v1:n", 5, None).unwrap();
-        let mut state = HostState::new(backends(store.clone(), Arc::new(MemoryAuditSink::new())));
-        store::Host::delete(&mut state, "v1:n".into())
-            .await
-            .unwrap();
+        let (store, mut state) = holding_the_delete_of_a_counter().await;
         let n = store::Host::increment(&mut state, "v1:n".into(), 0, None)
             .await
             .unwrap();

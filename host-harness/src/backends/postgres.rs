@@ -1768,7 +1768,8 @@ mod tests {
     use crate::backends::audit::tests::{append, linked, verify_lines};
     use crate::backends::store::MAX_VALUE_BYTES;
     use crate::backends::store::tests::{
-        check_backlog_sweep, check_expiry, check_limits, check_semantics, increment_concurrently,
+        check_apply, check_backlog_sweep, check_expiry, check_limits, check_semantics,
+        increment_concurrently,
     };
     use mfa_step_core::audit::verify::Verifier;
     use rand_core::{OsRng, TryRngCore};
@@ -1837,6 +1838,7 @@ mod tests {
         let scratch = Scratch::new();
         let store = scratch.store();
         check_semantics(&store);
+        check_apply(&store);
         // Word for word the SQLite store's refusal.
         assert_eq!(store.increment("big", 1, None), Err(overflow()));
     }

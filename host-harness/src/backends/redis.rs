@@ -450,6 +450,35 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Queues a `set` of a checked key and value: the value (a plain SET drops any earlier expiry,
+    /// as `set` replaces it) and its name in the index.
+    fn queue_set(&self, pipe: &mut ::redis::Pipeline, key: &str, value: &[u8], at: Option<i64>) {
+        pipe.cmd("SET").arg(self.keys.value(key)).arg(value);
+        if let Some(at) = at {
+            pipe.arg("EXAT").arg(redis_expiry(at));
+        }
+        pipe.ignore()
+            .cmd("ZADD")
+            .arg(&self.keys.index)
+            .arg(0)
+            .arg(key)
+            .ignore();
+    }
+
+    /// Queues a `delete` of a checked key: its value, its counter and its name in the index.
+    fn queue_delete(&self, pipe: &mut ::redis::Pipeline, key: &str) {
+        pipe.cmd("DEL")
+            .arg(self.keys.value(key))
+            .arg(self.keys.counter(key))
+            .ignore()
+            .cmd("ZREM")
+            .arg(&self.keys.index)
+            .arg(key)
+            .ignore();
+    }
+}
+
 // Every call is a network round trip: the host runs them on its blocking pool.
 impl HostStore for RedisStore {
     /// One `MULTI`/`EXEC` transaction: Redis runs all of it or, if it is refused before running
@@ -468,29 +497,8 @@ impl HostStore for RedisStore {
         pipe.atomic();
         for (key, put) in values {
             match put {
-                Some(put) => {
-                    // A plain SET drops any earlier expiry: `set` replaces it.
-                    pipe.cmd("SET").arg(self.keys.value(key)).arg(&put.value);
-                    if let Some(at) = put.expires_at {
-                        pipe.arg("EXAT").arg(redis_expiry(at));
-                    }
-                    pipe.ignore()
-                        .cmd("ZADD")
-                        .arg(&self.keys.index)
-                        .arg(0)
-                        .arg(key)
-                        .ignore();
-                }
-                None => {
-                    pipe.cmd("DEL")
-                        .arg(self.keys.value(key))
-                        .arg(self.keys.counter(key))
-                        .ignore()
-                        .cmd("ZREM")
-                        .arg(&self.keys.index)
-                        .arg(key)
-                        .ignore();
-                }
+                Some(put) => self.queue_set(&mut pipe, key, &put.value, put.expires_at),
+                None => self.queue_delete(&mut pipe, key),
             }
         }
         self.pool.call("commit", |conn| pipe.query::<()>(conn))
@@ -511,32 +519,15 @@ impl Store for RedisStore {
         validate_value(value)?;
         let mut pipe = ::redis::pipe();
         pipe.atomic();
-        // A plain SET drops any earlier expiry: `set` replaces it.
-        pipe.cmd("SET").arg(self.keys.value(key)).arg(value);
-        if let Some(at) = expires_at {
-            pipe.arg("EXAT").arg(redis_expiry(at));
-        }
-        pipe.ignore()
-            .cmd("ZADD")
-            .arg(&self.keys.index)
-            .arg(0)
-            .arg(key)
-            .ignore();
+        self.queue_set(&mut pipe, key, value, expires_at);
         self.pool.call("set", |conn| pipe.query::<()>(conn))
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {
         validate_key(key)?;
         let mut pipe = ::redis::pipe();
-        pipe.atomic()
-            .cmd("DEL")
-            .arg(self.keys.value(key))
-            .arg(self.keys.counter(key))
-            .ignore()
-            .cmd("ZREM")
-            .arg(&self.keys.index)
-            .arg(key)
-            .ignore();
+        pipe.atomic();
+        self.queue_delete(&mut pipe, key);
         self.pool.call("delete", |conn| pipe.query::<()>(conn))
     }
 
@@ -620,7 +611,7 @@ impl Sweep for RedisStore {
 mod tests {
     use super::*;
     use crate::backends::store::tests::{
-        check_limits, check_semantics, increment_concurrently, sorted,
+        check_apply, check_limits, check_semantics, increment_concurrently, sorted,
     };
     use rand_core::{OsRng, TryRngCore};
     use std::sync::Arc;
@@ -705,6 +696,7 @@ mod tests {
     fn redis_store_semantics() {
         let fresh = Fresh::new();
         check_semantics(&*fresh.store);
+        check_apply(&*fresh.store);
     }
 
     #[test]

@@ -901,7 +901,38 @@ pub(crate) mod tests {
         keys
     }
 
-    /// The contract of `wit/store.wit`, run against every store.
+    /// A unit's values are written all or none (`HostStore::apply`): sets with their expiries and
+    /// deletes of values and counters together; one invalid value among them writes nothing.
+    pub(crate) fn check_apply(store: &dyn HostStore) {
+        use super::super::unit::{Put, Values};
+        store.set("ap:gone", b"old", None).unwrap();
+        store.increment("ap:gone", 3, None).unwrap();
+        let put = |value: &[u8], expires_at| {
+            Some(Put {
+                value: value.to_vec(),
+                expires_at,
+            })
+        };
+        let mut values = Values::new();
+        values.insert("ap:a".to_owned(), put(b"1", Some(i64::MAX / 2)));
+        values.insert("ap:b".to_owned(), put(b"2", None));
+        values.insert("ap:gone".to_owned(), None);
+        store.apply(&values).unwrap();
+        assert_eq!(store.get("ap:a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get("ap:b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get("ap:gone").unwrap(), None);
+        assert_eq!(store.increment("ap:gone", 0, None).unwrap(), 0);
+
+        let mut bad = Values::new();
+        bad.insert("ap:c".to_owned(), put(b"3", None));
+        bad.insert("ap:d".to_owned(), put(&vec![0; MAX_VALUE_BYTES + 1], None));
+        bad.insert("ap:a".to_owned(), None);
+        let refused = store.apply(&bad).unwrap_err();
+        assert!(refused.0.starts_with("invalid"), "{refused:?}");
+        assert_eq!(store.get("ap:c").unwrap(), None, "nothing of it written");
+        assert_eq!(store.get("ap:a").unwrap(), Some(b"1".to_vec()));
+    }
+
     /// The store contract every backend keeps (`wit/store.wit`): values, counters, deletes, lists.
     pub(crate) fn check_semantics(store: &dyn Store) {
         // get / set / overwrite
@@ -1158,6 +1189,7 @@ pub(crate) mod tests {
     #[test]
     fn memory_store_semantics() {
         check_semantics(&MemoryStore::new());
+        check_apply(&MemoryStore::new());
     }
 
     #[test]
@@ -1169,6 +1201,7 @@ pub(crate) mod tests {
     fn sqlite_store_semantics() {
         let dir = tempfile::tempdir().unwrap();
         check_semantics(&sqlite(&dir));
+        check_apply(&sqlite(&dir));
     }
 
     #[test]
