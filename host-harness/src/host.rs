@@ -1,5 +1,7 @@
 //! The per-request host state and the component's custom imports (`store`, `mailer`, `audit`,
-//! `config`), each a direct call into a backend. No decisions are taken here: a backend failure is
+//! `config`). Reads, counters, mail and config are direct calls into a backend; `set`, `delete`
+//! and `audit.append` are held in the call's unit of work and written at `store.commit`
+//! (`wit/store.wit`, "Unit of work"; [`Unit`]). No decisions are taken here: a backend failure is
 //! handed to the component as an error, and the component's core fails closed.
 
 use std::collections::HashMap;

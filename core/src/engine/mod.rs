@@ -86,7 +86,9 @@ impl Engine<'_> {
     /// see first (a device's write-back, see `devices::trust`); and at the end of every call.
     ///
     /// # Errors
-    /// [`Error::Store`]: nothing since the last commit was kept.
+    /// [`Error::Store`]: the records since the last commit were not kept, and the values may or
+    /// may not have been (`wit/store.wit`): callers put back what they wrote, as for a refused
+    /// record.
     pub(crate) fn commit(&self) -> Result<()> {
         self.store.commit().map_err(Error::store)
     }

@@ -65,7 +65,8 @@ pub trait Store {
     /// default).
     ///
     /// # Errors
-    /// Nothing of the unit was kept: the call must not report success.
+    /// The unit's records were not kept (its values may have been, when the store and the trail
+    /// cannot share a transaction): the call must not report success.
     fn commit(&self) -> PortResult<()> {
         Ok(())
     }

@@ -44,11 +44,12 @@ use super::{BackendError, lock};
 
 /// An audit sink as the host drives it: the core's port, with an append in two steps.
 ///
-/// `place` checks the record against its stream's head and gives it its place in the stream;
-/// `settle` returns once it is durable. The host gives an organization's stream lease back between
-/// the two (`crate::host`), so the next writer links to the record while it is being synced, and
-/// records written meanwhile share one sync. A record is acknowledged only after `settle`. A sink
-/// that cannot split the two does the whole append in `place` (the default).
+/// `place` checks the record against its stream's head and gives it its place in the stream
+/// (`place_linked`, which the host uses at commit, relinks it to the head it finds instead);
+/// `settle` returns once it is durable. The sink's lock is given back between the two, so the next
+/// writer places its record while this one is being synced, and records written meanwhile share
+/// one sync. A record is acknowledged only after `settle`. A sink that cannot split the two does
+/// the whole append in `place` (the default).
 pub trait HostAuditSink: AuditSink + Send + Sync {
     /// Checks the record against the stream's head and puts it in its place.
     ///
