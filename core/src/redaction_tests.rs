@@ -137,6 +137,8 @@ fn kernel_secrets_and_model_types_never_show_theirs() {
     };
     let allowed = Allowed {
         why,
+        amr: vec!["mfa".to_owned()],
+        second_factor_at: Some(Timestamp(1_700_000_000)),
         device_id: Some("d1".to_owned()),
         set_cookie: Some(format!("__Host-mfa-device={MARKER}; HttpOnly")),
     };
@@ -146,6 +148,7 @@ fn kernel_secrets_and_model_types_never_show_theirs() {
         "Verified",
         &Verified {
             amr: vec!["otp".to_owned(), "mfa".to_owned()],
+            second_factor_at: Timestamp(1_700_000_000),
             device_id: Some("d1".to_owned()),
             set_cookie: Some(format!("__Host-mfa-device={MARKER}; HttpOnly")),
             step_up: Some(MARKER.to_owned()),
@@ -239,6 +242,7 @@ fn stored_state_never_shows_seeds_tokens_or_what_an_undo_would_put_back() {
         &DeviceCheck::Trusted {
             device_id: "d1".to_owned(),
             expires_at: Timestamp(86_400),
+            verified_at: Timestamp(0),
             set_cookie: Some(format!("__Host-mfa-device={MARKER}")),
         },
     );

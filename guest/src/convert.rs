@@ -57,6 +57,8 @@ pub(crate) fn decision(d: core::Decision) -> wit::Decision {
     match d {
         core::Decision::Allow(a) => wit::Decision::Allow(wit::Allowed {
             why: explanation(a.why),
+            amr: a.amr,
+            second_factor_at: a.second_factor_at.map(|t| t.0),
             device_id: a.device_id,
             set_cookie: a.set_cookie,
         }),
@@ -78,6 +80,7 @@ pub(crate) fn code_sent(s: core::CodeSent) -> wit::CodeSent {
 pub(crate) fn verified(v: core::Verified) -> wit::Verified {
     wit::Verified {
         amr: v.amr,
+        second_factor_at: v.second_factor_at.0,
         device_id: v.device_id,
         set_cookie: v.set_cookie,
         step_up: v.step_up,

@@ -132,9 +132,9 @@ fn inspect_lists_only_the_package_and_wasi() {
         .map(str::trim)
         .filter(|l| l.starts_with("mfa-step:") || l.starts_with("wasi:"))
         .collect();
-    assert!(imports.contains(&"mfa-step:plugin/store@0.1.0"), "{text}");
+    assert!(imports.contains(&"mfa-step:plugin/store@0.2.0"), "{text}");
     assert!(
-        imports.contains(&"mfa-step:plugin/login-step@0.1.0"),
+        imports.contains(&"mfa-step:plugin/login-step@0.2.0"),
         "{text}"
     );
     assert!(

@@ -32,14 +32,14 @@ use wac_graph::types::{Package, SubtypeChecker};
 use wac_graph::{CompositionGraph, EncodeOptions};
 
 /// The one dependency key: the whole `mfa-step:plugin` package, at the WIT's version.
-const DEPENDENCY: &str = "mfa-step:plugin@0.1.0";
+const DEPENDENCY: &str = "mfa-step:plugin@0.2.0";
 /// What the adapter must export, and the component import, from that package.
 const PLUGIN_INTERFACES: [&str; 5] = [
-    "mfa-step:plugin/audit@0.1.0",
-    "mfa-step:plugin/config@0.1.0",
-    "mfa-step:plugin/mailer@0.1.0",
-    "mfa-step:plugin/store@0.1.0",
-    "mfa-step:plugin/types@0.1.0",
+    "mfa-step:plugin/audit@0.2.0",
+    "mfa-step:plugin/config@0.2.0",
+    "mfa-step:plugin/mailer@0.2.0",
+    "mfa-step:plugin/store@0.2.0",
+    "mfa-step:plugin/types@0.2.0",
 ];
 /// Spin's APIs the adapter maps onto (name prefixes); each must be imported, else the mapping is
 /// not the documented one.
@@ -606,19 +606,19 @@ fn the_dependency_rule_matches_as_spin_documents_it() {
     // and a version, when the key has one, must be equal.
     assert!(dependency_matches(
         DEPENDENCY,
-        "mfa-step:plugin/store@0.1.0"
+        "mfa-step:plugin/store@0.2.0"
     ));
     assert!(dependency_matches(
         "mfa-step:plugin",
-        "mfa-step:plugin/types@0.1.0"
+        "mfa-step:plugin/types@0.2.0"
     ));
     assert!(dependency_matches(
         "mfa-step:plugin/store",
-        "mfa-step:plugin/store@0.1.0"
+        "mfa-step:plugin/store@0.2.0"
     ));
     assert!(!dependency_matches(
         "mfa-step:plugin/store",
-        "mfa-step:plugin/mailer@0.1.0"
+        "mfa-step:plugin/mailer@0.2.0"
     ));
     assert!(!dependency_matches(
         DEPENDENCY,

@@ -71,9 +71,11 @@ pub(crate) enum DeviceCheck {
     /// No cookie, a malformed one, or one of no device of this user.
     Absent,
     /// A trusted device vouches for the browser; `set_cookie` carries a rotated token, if rotated.
+    /// `verified_at` is when the browser last passed a code.
     Trusted {
         device_id: String,
         expires_at: Timestamp,
+        verified_at: Timestamp,
         set_cookie: Option<String>,
     },
     /// A device of this user, but something changed.
@@ -91,11 +93,13 @@ impl std::fmt::Debug for DeviceCheck {
             Self::Trusted {
                 device_id,
                 expires_at,
+                verified_at,
                 set_cookie,
             } => f
                 .debug_struct("Trusted")
                 .field("device_id", device_id)
                 .field("expires_at", expires_at)
+                .field("verified_at", verified_at)
                 .field("set_cookie", &set_cookie.as_ref().map(|_| "<redacted>"))
                 .finish(),
             Self::Changed { device_id, change } => f
@@ -187,6 +191,7 @@ impl Engine<'_> {
         if matched == TokenMatch::Grace {
             // A parallel tab that raced the rotation: let it in, the other tab holds the new token.
             return Ok(DeviceCheck::Trusted {
+                verified_at: device.verified_at(),
                 device_id: device.id,
                 expires_at: until,
                 set_cookie: None,
@@ -201,6 +206,7 @@ impl Engine<'_> {
             != 1
         {
             return Ok(DeviceCheck::Trusted {
+                verified_at: device.verified_at(),
                 device_id: device.id,
                 expires_at: until,
                 set_cookie: None,
@@ -217,6 +223,7 @@ impl Engine<'_> {
         let max_age = i64::from(now.seconds_until(until));
         Ok(DeviceCheck::Trusted {
             set_cookie: Some(devices::set_cookie(&device.id, &token, max_age)),
+            verified_at: device.verified_at(),
             device_id: device.id,
             expires_at: until,
         })

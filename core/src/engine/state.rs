@@ -3,9 +3,12 @@
 //!
 //! The login step ([`crate::login`]) drives a challenge through its life; enrollment
 //! ([`crate::policy::enrollment`]) opens one to confirm an address; administration resets it. They
-//! all read and write it here, so a challenge is opened, replaced and judged locked in one way only:
-//! opening one replaces the user's earlier challenge and is recorded (`challenge_started`) or
-//! withdrawn. A replaced challenge's per-code counters (`attempts`, `used`) are kept: a verify that
+//! all read and write it here, so a challenge is opened, resumed, replaced and judged locked in one
+//! way only: asking for one while the user's challenge for the same purpose and address is live
+//! (its code unused, and room left for a code's full life) resumes it, unchanged and unrecorded, so
+//! that an IdP that asks again on each render of its prompt neither spends an email nor strands the
+//! code already sent; otherwise opening one replaces the user's earlier challenge and is recorded
+//! (`challenge_started`) or withdrawn. A replaced challenge's per-code counters (`attempts`, `used`) are kept: a verify that
 //! loaded the old challenge before the replace may still be running, and deleting its `used`
 //! counter would let the same code succeed a second time. A seed is redacted in `Debug`.
 //!
@@ -17,7 +20,7 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Outcome};
-use crate::engine::Engine;
+use crate::engine::{Engine, Stored};
 use crate::engine::record::{EventExt, Who};
 use crate::engine::throttle::{self, GuessState, SendRoom, Stamp};
 use crate::kernel::error::{Error, Result};
@@ -127,7 +130,8 @@ pub(crate) enum Taken {
 }
 
 impl Engine<'_> {
-    /// Opens a challenge (replacing the user's earlier one), recorded as `challenge_started`.
+    /// Opens a challenge (replacing the user's earlier one), recorded as `challenge_started`; or
+    /// resumes the user's live one for the same purpose and address (see the module docs).
     #[allow(
         clippy::too_many_arguments,
         reason = "one call site per purpose, all named"
@@ -142,6 +146,16 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<ChallengeView> {
+        let challenge_key = keys::challenge(who.org, who.user);
+        if let Some(live) = self.resumable(&challenge_key, purpose, email, opt_in, now)? {
+            return Ok(ChallengeView {
+                challenge_id: live.id,
+                purpose: live.purpose,
+                masked_email: input::mask_email(&live.email),
+                expires_at: live.expires_at,
+                why,
+            });
+        }
         let challenge = StoredChallenge {
             v: 1,
             id: random::new_id(rng),
@@ -153,7 +167,6 @@ impl Engine<'_> {
             opt_in,
             seed: Some(Secret(random::new_seed(rng))),
         };
-        let challenge_key = keys::challenge(who.org, who.user);
         let event = who
             .event(Action::ChallengeStarted, Outcome::Success)
             .reason(&why.rule);
@@ -173,6 +186,39 @@ impl Engine<'_> {
             expires_at: challenge.expires_at,
             why,
         })
+    }
+
+    /// The challenge at `key` when it can be resumed for `purpose`, `email` and `opt_in`: the same
+    /// ones, room left for a code sent now to live its whole life, and its current code (if one
+    /// was sent) not used. A challenge that does not parse is replaced, never resumed.
+    fn resumable(
+        &self,
+        key: &str,
+        purpose: Purpose,
+        email: &str,
+        opt_in: bool,
+        now: Timestamp,
+    ) -> Result<Option<StoredChallenge>> {
+        let Stored::Value(live) = self.load_stored::<StoredChallenge>(key)? else {
+            return Ok(None);
+        };
+        if live.purpose != purpose
+            || live.email != email
+            || live.opt_in != opt_in
+            || now.plus(self.settings.code_ttl_seconds) > live.expires_at
+        {
+            return Ok(None);
+        }
+        if let Some(code) = &live.code {
+            let used = self
+                .store
+                .increment(&keys::used(&live.id, code.generation), 0, None)
+                .map_err(Error::store)?;
+            if used != 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(live))
     }
 
     /// The challenge stored at `key`, if any (see [`Engine::load_json`]).

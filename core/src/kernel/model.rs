@@ -132,6 +132,11 @@ pub struct ChallengeView {
 pub struct Allowed {
     /// Why.
     pub why: Explanation,
+    /// RFC 8176 methods this step vouches for: `["mfa"]` when a trusted device (a browser that
+    /// passed a code) stands in for the code, empty when no second factor was asked.
+    pub amr: Vec<String>,
+    /// When the second factor was last passed: for a trusted device, when its code was entered.
+    pub second_factor_at: Option<Timestamp>,
     /// Trusted device that allowed it.
     pub device_id: Option<String>,
     /// Cookie to set (rotated token). A bearer secret: redacted in `Debug`.
@@ -142,6 +147,8 @@ impl std::fmt::Debug for Allowed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Allowed")
             .field("why", &self.why)
+            .field("amr", &self.amr)
+            .field("second_factor_at", &self.second_factor_at)
             .field("device_id", &self.device_id)
             .field(
                 "set_cookie",
@@ -186,6 +193,8 @@ pub struct CodeSent {
 pub struct Verified {
     /// RFC 8176 methods.
     pub amr: Vec<String>,
+    /// When the code was accepted (the call's time).
+    pub second_factor_at: Timestamp,
     /// Trusted device created.
     pub device_id: Option<String>,
     /// Cookie to set (a new device's token). A bearer secret: redacted in `Debug`.
@@ -200,6 +209,7 @@ impl std::fmt::Debug for Verified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verified")
             .field("amr", &self.amr)
+            .field("second_factor_at", &self.second_factor_at)
             .field("device_id", &self.device_id)
             .field(
                 "set_cookie",

@@ -49,6 +49,8 @@ mod expiry_tests;
 #[cfg(test)]
 mod id_case_tests;
 pub mod otp;
+#[cfg(test)]
+mod resume_tests;
 mod send;
 mod status;
 #[cfg(test)]
@@ -144,6 +146,7 @@ impl Engine<'_> {
             DeviceCheck::Trusted {
                 device_id,
                 expires_at,
+                verified_at,
                 set_cookie,
             } => {
                 let why = Explanation {
@@ -161,6 +164,8 @@ impl Engine<'_> {
                 }
                 return Ok(Decision::Allow(Allowed {
                     why,
+                    amr: vec!["mfa".to_owned()],
+                    second_factor_at: Some(verified_at),
                     device_id: Some(device_id),
                     set_cookie,
                 }));
@@ -205,6 +210,8 @@ impl Engine<'_> {
         )?;
         Ok(Decision::Allow(Allowed {
             why,
+            amr: Vec::new(),
+            second_factor_at: None,
             device_id: None,
             set_cookie: None,
         }))

@@ -197,6 +197,7 @@ impl Engine<'_> {
                 let _ = self.commit();
                 return Ok(Verified {
                     amr: vec!["otp".to_owned(), "mfa".to_owned()],
+                    second_factor_at: now,
                     device_id,
                     set_cookie,
                     step_up,

@@ -656,3 +656,50 @@ async fn an_attacker_with_the_password_gets_at_most_100_guesses_in_30_days() {
             .any(|r| r["action"] == "user_locked" && r["reason"] == "failures-in-30-days")
     );
 }
+
+/// An IdP that calls `begin` on each render of its prompt page: the live challenge is resumed, no
+/// email is spent, the code already sent still works, and the answers say what to claim and since
+/// when (the plugin world, as an IdP loads it).
+#[tokio::test]
+async fn rendering_the_prompt_again_resumes_the_challenge_and_the_answers_state_amr() {
+    let h = Harness::plugin();
+    let c = ctx("dr-renders");
+    let (id, code, _) = fresh_code(&h, &c).await;
+    h.clock.advance(20);
+    for _ in 0..5 {
+        assert_eq!(h.challenge(&c).await, id, "the same challenge, resumed");
+    }
+    assert_eq!(h.emails_sent(), 1, "resuming sends nothing");
+    let started = h
+        .actions()
+        .iter()
+        .filter(|a| *a == "challenge_started")
+        .count();
+    assert_eq!(started, 1, "a resume records nothing");
+    h.clock.advance(10);
+    let verified = h.verify_remember(&c, &id, &code).await.unwrap();
+    assert_eq!(verified.amr, ["otp", "mfa"]);
+    assert_eq!(verified.second_factor_at, T0 + 30);
+
+    // Next day, the remembered browser stands in for the code, as of when it was entered.
+    h.clock.advance(DAY);
+    let mut again = c.clone();
+    again.device.cookie = Some(cookie_value(&verified.set_cookie.unwrap()));
+    match h.begin(&again).await.unwrap() {
+        Decision::Allow(a) => {
+            assert_eq!(a.amr, ["mfa"]);
+            assert_eq!(a.second_factor_at, Some(T0 + 30));
+        }
+        other => panic!("expected the trusted browser to be let through, got {other:?}"),
+    }
+    // A user no rule asks a code of: nothing to claim.
+    let mut patient = ctx("pt-renders");
+    patient.roles = vec!["patient".to_owned()];
+    match h.begin(&patient).await.unwrap() {
+        Decision::Allow(a) => {
+            assert!(a.amr.is_empty());
+            assert_eq!(a.second_factor_at, None);
+        }
+        other => panic!("expected no code to be asked, got {other:?}"),
+    }
+}

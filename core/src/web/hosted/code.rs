@@ -40,14 +40,14 @@ impl Engine<'_> {
         let login = c.login(s);
         match self.begin(&login, c.now, rng)? {
             Decision::Allow(allowed) => {
-                let (via, amr): (&str, &[&str]) = match allowed.why.rule.as_str() {
-                    "device:trusted" => ("trusted-device", &["mfa"]),
-                    "enrollment:grace" => ("grace", &[]),
-                    _ => ("not-required", &[]),
+                let via = match allowed.why.rule.as_str() {
+                    "device:trusted" => "trusted-device",
+                    "enrollment:grace" => "grace",
+                    _ => "not-required",
                 };
                 let passed = Passed {
                     via: via.to_owned(),
-                    amr: amr.iter().map(|m| (*m).to_owned()).collect(),
+                    amr: allowed.amr,
                 };
                 self.passed(c, s, passed, allowed.set_cookie, rng)
             }
