@@ -217,6 +217,7 @@ fn stored_state_never_shows_seeds_tokens_or_what_an_undo_would_put_back() {
             code: Some(code),
             opt_in: false,
             seed: Some(Secret(MARKER.to_owned())),
+            opener: Some("ab".repeat(32)),
         },
     );
     debug(

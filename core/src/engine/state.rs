@@ -5,7 +5,9 @@
 //! ([`crate::policy::enrollment`]) opens one to confirm an address; administration resets it. They
 //! all read and write it here, so a challenge is opened, resumed, replaced and judged locked in one
 //! way only: asking for one while the user's challenge for the same purpose and address is live
-//! (its code unused, and room left for a code's full life) resumes it, unchanged and unrecorded, so
+//! (its code unused, room left for a code's full life) and was opened by the same browser on the
+//! same network (the address and user agent its opening was recorded with) resumes it, unchanged
+//! and unrecorded, so
 //! that an IdP that asks again on each render of its prompt neither spends an email nor strands the
 //! code already sent; otherwise opening one replaces the user's earlier challenge and is recorded
 //! (`challenge_started`) or withdrawn. A replaced challenge's per-code counters (`attempts`, `used`) are kept: a verify that
@@ -20,9 +22,9 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Outcome};
-use crate::engine::{Engine, Stored};
 use crate::engine::record::{EventExt, Who};
 use crate::engine::throttle::{self, GuessState, SendRoom, Stamp};
+use crate::engine::{Engine, Stored};
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{ChallengeView, Explanation, Purpose};
 use crate::kernel::time::Timestamp;
@@ -67,6 +69,27 @@ pub(crate) struct StoredChallenge {
     /// challenge stored before it existed (a random seed per code then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) seed: Option<Secret>,
+    /// Who opened it: a keyed hash of the client's address and user agent ([`opener`]), so that
+    /// only the same browser on the same network resumes it. Absent in a challenge stored before
+    /// it existed, which is never resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) opener: Option<String>,
+}
+
+/// The keyed hash that ties a challenge to the browser that opened it: its address and user agent,
+/// as the audit record of its opening names them. Keyed, so the store holds neither in the clear.
+fn opener(key: &crate::kernel::secret::HmacKey, who: &Who<'_>) -> String {
+    let ip_len = who.ip.len().to_string();
+    hex::encode(crate::kernel::secret::hmac_sha256(
+        key.as_bytes(),
+        &[
+            b"mfa-step/challenge-opener/v1\0",
+            ip_len.as_bytes(),
+            b":",
+            who.ip.as_bytes(),
+            who.user_agent.as_bytes(),
+        ],
+    ))
 }
 
 /// A seed as stored, redacted in `Debug`.
@@ -147,7 +170,8 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<ChallengeView> {
         let challenge_key = keys::challenge(who.org, who.user);
-        if let Some(live) = self.resumable(&challenge_key, purpose, email, opt_in, now)? {
+        let opener = opener(self.key, who);
+        if let Some(live) = self.resumable(&challenge_key, purpose, email, opt_in, &opener, now)? {
             return Ok(ChallengeView {
                 challenge_id: live.id,
                 purpose: live.purpose,
@@ -166,6 +190,7 @@ impl Engine<'_> {
             code: None,
             opt_in,
             seed: Some(Secret(random::new_seed(rng))),
+            opener: Some(opener),
         };
         let event = who
             .event(Action::ChallengeStarted, Outcome::Success)
@@ -188,15 +213,21 @@ impl Engine<'_> {
         })
     }
 
-    /// The challenge at `key` when it can be resumed for `purpose`, `email` and `opt_in`: the same
-    /// ones, room left for a code sent now to live its whole life, and its current code (if one
-    /// was sent) not used. A challenge that does not parse is replaced, never resumed.
+    /// The challenge at `key` when it can be resumed for `purpose`, `email` and `opt_in` by
+    /// `opener`: the same ones, the same browser on the same network, room left for a code sent
+    /// now to live its whole life, and its current code (if one was sent) not used. A challenge
+    /// that does not parse is replaced, never resumed.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "what a resume must match, each named"
+    )]
     fn resumable(
         &self,
         key: &str,
         purpose: Purpose,
         email: &str,
         opt_in: bool,
+        opener: &str,
         now: Timestamp,
     ) -> Result<Option<StoredChallenge>> {
         let Stored::Value(live) = self.load_stored::<StoredChallenge>(key)? else {
@@ -205,6 +236,7 @@ impl Engine<'_> {
         if live.purpose != purpose
             || live.email != email
             || live.opt_in != opt_in
+            || live.opener.as_deref() != Some(opener)
             || now.plus(self.settings.code_ttl_seconds) > live.expires_at
         {
             return Ok(None);

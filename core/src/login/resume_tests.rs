@@ -156,3 +156,31 @@ fn allow_and_verify_say_which_methods_and_since_when() {
     assert!(allowed.amr.is_empty());
     assert_eq!(allowed.second_factor_at, None);
 }
+
+#[test]
+fn another_browser_or_network_opens_its_own_challenge() {
+    let mut w = World::new();
+    let c = ctx("dr-two-places");
+    let id = w.begin(&c, T0);
+    let mut elsewhere = c.clone();
+    elsewhere.device.ip = "198.51.100.20".into();
+    let other = w.begin(&elsewhere, T0.plus(1));
+    assert_ne!(other, id, "another network replaces, recorded");
+    let mut other_browser = elsewhere.clone();
+    other_browser.device.traits.user_agent = "Mozilla/5.0 (Macintosh) Safari/605.1.15".into();
+    let third = w.begin(&other_browser, T0.plus(2));
+    assert_ne!(third, other, "another browser replaces, recorded");
+    assert_eq!(
+        w.begin(&other_browser, T0.plus(3)),
+        third,
+        "the same one resumes"
+    );
+    assert_eq!(
+        w.audit.actions(),
+        [
+            "challenge_started",
+            "challenge_started",
+            "challenge_started"
+        ]
+    );
+}

@@ -333,11 +333,19 @@ async fn an_audit_failure_during_begin_leaves_no_new_challenge() {
         h.snapshot().keys()
     );
 
-    // With a challenge already running, the failed begin keeps it (and its code) as it was.
+    // With a challenge already running, a failed begin that would replace it (another network)
+    // keeps it (and its code) as it was.
     let (id, code) = fresh_code(&h, &c).await;
     let before = h.snapshot();
+    let mut elsewhere = c.clone();
+    elsewhere.device.ip = "198.51.100.20".to_owned();
     h.faults.fail_audit(true);
-    assert_unavailable(h.begin(&c).await, "begin, replacing a challenge");
+    assert_unavailable(h.begin(&elsewhere).await, "begin, replacing a challenge");
+    // The browser that opened it resumes it: nothing changes, so nothing needs recording.
+    match h.begin(&c).await {
+        Ok(Decision::Challenge(ch)) => assert_eq!(ch.challenge_id, id),
+        other => panic!("begin, resuming: {other:?}"),
+    }
     h.faults.clear();
     assert_eq!(h.snapshot(), before);
     assert_eq!(

@@ -346,12 +346,19 @@ async fn bursts_across_the_delays_never_try_inside_one_and_lock_at_20() {
             .count(),
         1
     );
-    // Per code, at most 5 guesses were looked at.
-    let mut per_code: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in recs.iter().filter(|r| compared_wrong(r)) {
-        *per_code.entry(r.challenge.as_str()).or_default() += 1;
+    // Per code, at most 5 guesses were looked at. A resumed challenge keeps its id across codes:
+    // each `code_sent` of it (not `code_resent`) starts its next code. Sends and bursts take turns
+    // here, so the trail's order is the order of the codes.
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_code: BTreeMap<(&str, usize), usize> = BTreeMap::new();
+    for r in &recs {
+        if r.action == "code_sent" {
+            *codes.entry(r.challenge.as_str()).or_default() += 1;
+        } else if compared_wrong(r) {
+            let code = codes.get(r.challenge.as_str()).copied().unwrap_or(0);
+            *per_code.entry((r.challenge.as_str(), code)).or_default() += 1;
+        }
     }
-    // (A challenge keeps its id across resends; a new code needs a new challenge here.)
     assert!(per_code.values().all(|&n| n <= 5), "{per_code:?}");
 }
 
