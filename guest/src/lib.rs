@@ -3,8 +3,11 @@
 //! The WebAssembly component. It decides nothing: each export reads the time from `wasi:clocks`,
 //! draws randomness from `wasi:random`, wraps the host's imports as the core's ports, and hands the
 //! call to [`mfa_step_core::Engine`]. Built for the `plugin` world by default and for the `http-app`
-//! world (adding the REST API as a `wasi:http/incoming-handler` export) with the `http` feature.
+//! world (adding the REST API as a `wasi:http/incoming-handler` export) with the `http` feature;
+//! with `http-only`, for the `http-only` world: the same imports, the REST API as the one export
+//! (what Spin runs, composed with `spin-adapter`).
 
+#[cfg(not(feature = "http-only"))]
 mod convert;
 #[cfg(feature = "http")]
 mod http;
@@ -16,18 +19,24 @@ mod service;
 mod bindings {
     #[cfg(not(feature = "http"))]
     wit_bindgen::generate!({ path: "../wit", world: "plugin", generate_all });
-    #[cfg(feature = "http")]
+    #[cfg(all(feature = "http", not(feature = "http-only")))]
     wit_bindgen::generate!({ path: "../wit", world: "http-app", generate_all });
+    #[cfg(feature = "http-only")]
+    wit_bindgen::generate!({ path: "../wit", world: "http-only", generate_all });
 
     pub(crate) struct Component;
     export!(Component with_types_in self);
 }
 
+#[cfg(not(feature = "http-only"))]
 use bindings::exports::mfa_step::plugin::{admin, devices, login_step};
+#[cfg(not(feature = "http-only"))]
 use bindings::mfa_step::plugin::types as wit;
 
+#[cfg(not(feature = "http-only"))]
 use crate::bindings::Component;
 
+#[cfg(not(feature = "http-only"))]
 impl login_step::Guest for Component {
     fn begin(context: wit::LoginContext) -> Result<wit::Decision, wit::MfaError> {
         let ctx = convert::login_context(context);
@@ -85,6 +94,7 @@ impl login_step::Guest for Component {
     }
 }
 
+#[cfg(not(feature = "http-only"))]
 impl devices::Guest for Component {
     fn list_devices(actor: wit::Actor) -> Result<Vec<wit::DeviceInfo>, wit::MfaError> {
         let actor = convert::actor(actor);
@@ -104,6 +114,7 @@ impl devices::Guest for Component {
     }
 }
 
+#[cfg(not(feature = "http-only"))]
 impl admin::Guest for Component {
     fn get_policy(actor: wit::Actor, org_id: String) -> Result<wit::OrgPolicy, wit::MfaError> {
         let actor = convert::actor(actor);

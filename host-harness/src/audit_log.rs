@@ -2,8 +2,10 @@
 //!
 //! A log is a JSONL file with its rotated segments (`audit.jsonl.000001`, …, then
 //! `audit.jsonl`), the `audit_log` table of a SQLite database, or the `mfa_step_audit_log` table of
-//! a Postgres database shared by several nodes. Each is read in the order the chain must hold in
-//! (stored order; for Postgres, by organization then position); the checks themselves are the core's
+//! a Postgres database shared by several nodes, or the key-value store of the app on Spin (its
+//! SQLite file or its Redis, with the keys of `spin-adapter/src/mapping.rs`). Each is read in the
+//! order the chain must hold in (stored order; for Postgres and Spin, by organization then
+//! position); the checks themselves are the core's
 //! ([`mfa_step_core::audit::verify::Verifier`]), so the harness and any other verifier agree.
 
 use std::collections::BTreeMap;
@@ -29,6 +31,167 @@ pub enum Source {
     Sqlite(PathBuf),
     /// The `mfa_step_audit_log` table of a Postgres database.
     Postgres(DatabaseUrl),
+    /// The key-value store of the app on Spin: `audit:<org>:<seq, 20 digits>` keys.
+    SpinKv(SpinKv),
+}
+
+/// The key-value store Spin keeps the app's state in (`mfa-step audit verify --spin-kv`).
+#[derive(Debug, Clone)]
+pub enum SpinKv {
+    /// Spin's default store: the SQLite file `<state dir>/sqlite_key_value.db` (store `default`).
+    Sqlite(PathBuf),
+    /// A Redis server (`spin up --runtime-config-file` with `type = "redis"`).
+    Redis(DatabaseUrl),
+}
+
+impl SpinKv {
+    /// `redis://…` or `rediss://…` is a Redis server; anything else is a SQLite file.
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Self::Redis(DatabaseUrl(text.to_owned()))
+        } else {
+            Self::Sqlite(PathBuf::from(text))
+        }
+    }
+}
+
+/// The Spin store the app uses (`key_value_stores = ["default"]` in spin.toml).
+const SPIN_STORE: &str = "default";
+/// Prefix of an audit record's key on Spin (`spin-adapter/src/mapping.rs`, `AUDIT_PREFIX`).
+const SPIN_AUDIT_PREFIX: &str = "audit:";
+/// Prefix of an organization's record count on Spin (`AUDIT_LEN_PREFIX`): a lower bound of its
+/// stream's length (a writer may die between its write and its count).
+const SPIN_AUDIT_LEN_PREFIX: &str = "audit-len:";
+
+/// `audit:<org>:<seq>` split back into its parts (`<seq>` is the last field, 20 digits).
+fn spin_audit_key(key: &str) -> Option<(String, u64)> {
+    let (org, seq) = key.strip_prefix(SPIN_AUDIT_PREFIX)?.rsplit_once(':')?;
+    (seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Some((org.to_owned(), seq.parse().ok()?)))
+        .flatten()
+}
+
+/// Every key under `prefix` with its value, from the Spin store.
+fn spin_kv_entries(kv: &SpinKv, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    match kv {
+        SpinKv::Sqlite(path) => {
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .with_context(|| format!("open Spin's key-value file {}", path.display()))?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT key, value FROM spin_key_value \
+                     WHERE store = ?1 AND substr(key, 1, length(?2)) = ?2",
+                )
+                .with_context(|| format!("read the spin_key_value table of {}", path.display()))?;
+            let rows = stmt
+                .query_map(rusqlite::params![SPIN_STORE, prefix], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        }
+        SpinKv::Redis(url) => {
+            // The URL is not repeated in errors: it may hold a password.
+            let client = redis::Client::open(url.0.as_str())
+                .map_err(|e| anyhow::anyhow!("the Redis URL does not parse: {:?}", e.kind()))?;
+            let mut conn = client
+                .get_connection_with_timeout(std::time::Duration::from_secs(10))
+                .map_err(|e| anyhow::anyhow!("cannot reach Spin's Redis: {e}"))?;
+            let pattern = format!("{}*", redis_glob_escape(prefix));
+            let mut keys = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut conn)
+                    .map_err(|e| anyhow::anyhow!("scan Spin's Redis: {e}"))?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            // SCAN may return a key more than once.
+            keys.sort();
+            keys.dedup();
+            let mut entries = Vec::with_capacity(keys.len());
+            for chunk in keys.chunks(500) {
+                let values: Vec<Option<Vec<u8>>> =
+                    redis::cmd("MGET")
+                        .arg(chunk)
+                        .query(&mut conn)
+                        .map_err(|e| anyhow::anyhow!("read Spin's Redis: {e}"))?;
+                entries.extend(
+                    chunk
+                        .iter()
+                        .zip(values)
+                        .filter_map(|(k, v)| Some((k.clone(), v?))),
+                );
+            }
+            Ok(entries)
+        }
+    }
+}
+
+/// `text` with Redis glob metacharacters escaped.
+fn redis_glob_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
+            escape.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// The audit records in a Spin store, by organization then position: `(org, seq, line)`.
+///
+/// # Errors
+/// The store cannot be read, or a record is not UTF-8.
+pub fn spin_kv_lines(kv: &SpinKv) -> Result<Vec<(String, u64, String)>> {
+    let mut rows = Vec::new();
+    for (key, value) in spin_kv_entries(kv, SPIN_AUDIT_PREFIX)? {
+        let Some((org, seq)) = spin_audit_key(&key) else {
+            anyhow::bail!("the key {key:?} is under {SPIN_AUDIT_PREFIX} but is not a record's");
+        };
+        let line = String::from_utf8(value)
+            .map_err(|_| anyhow::anyhow!("the record at {key:?} is not UTF-8"))?;
+        rows.push((org, seq, line));
+    }
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    Ok(rows)
+}
+
+/// Each organization's record count in a Spin store (`audit-len:<org>`): the fewest records its
+/// stream may hold, so a log that ends short of it was truncated. Spin's SQLite store keeps a
+/// counter as 8 little-endian bytes, Redis as decimal text.
+///
+/// # Errors
+/// The store cannot be read, or a count is neither.
+pub fn spin_kv_counts(kv: &SpinKv) -> Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for (key, value) in spin_kv_entries(kv, SPIN_AUDIT_LEN_PREFIX)? {
+        let org = key
+            .strip_prefix(SPIN_AUDIT_LEN_PREFIX)
+            .unwrap_or_default()
+            .to_owned();
+        let n = match <[u8; 8]>::try_from(value.as_slice()) {
+            Ok(bytes) if matches!(kv, SpinKv::Sqlite(_)) => i64::from_le_bytes(bytes),
+            _ => std::str::from_utf8(&value)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .with_context(|| format!("the count at {key:?} is not a counter"))?,
+        };
+        counts.insert(org, u64::try_from(n).unwrap_or(0));
+    }
+    Ok(counts)
 }
 
 /// A database URL, which may hold a password: `Debug` never prints it.
@@ -104,6 +267,17 @@ pub fn for_each_line(
             for (i, (org, seq, line)) in rows.iter().enumerate() {
                 each(
                     Location(format!("mfa_step_audit_log {org} seq {seq}")),
+                    line,
+                    (i as u64 + 1, total),
+                )?;
+            }
+        }
+        Source::SpinKv(kv) => {
+            let rows = spin_kv_lines(kv)?;
+            let total = rows.len() as u64;
+            for (i, (org, seq, line)) in rows.iter().enumerate() {
+                each(
+                    Location(format!("{SPIN_AUDIT_PREFIX}{org}:{seq:020}")),
                     line,
                     (i as u64 + 1, total),
                 )?;
@@ -320,4 +494,48 @@ pub fn last_seqs(source: &Source) -> Result<BTreeMap<String, u64>> {
         Ok(())
     })?;
     Ok(seqs)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_audit_keys_split_into_organization_and_position_even_with_colons() {
+        assert_eq!(
+            spin_audit_key("audit:acme:00000000000000000007"),
+            Some(("acme".to_owned(), 7))
+        );
+        assert_eq!(
+            spin_audit_key("audit:a:00000000000000000001:00000000000000000012"),
+            Some(("a:00000000000000000001".to_owned(), 12))
+        );
+        for not_a_record in [
+            "audit-len:acme",
+            "audit-claim:acme:00000000000000000001:0",
+            "audit:acme:7",
+            "audit:acme:0000000000000000000x",
+            "val:audit:acme:00000000000000000001",
+        ] {
+            assert_eq!(spin_audit_key(not_a_record), None, "{not_a_record}");
+        }
+    }
+
+    #[test]
+    fn a_spin_store_is_a_redis_url_or_a_file() {
+        assert!(matches!(
+            SpinKv::parse("redis://127.0.0.1:6379/2"),
+            SpinKv::Redis(_)
+        ));
+        assert!(matches!(SpinKv::parse("rediss://h:6380"), SpinKv::Redis(_)));
+        assert!(matches!(
+            SpinKv::parse(".spin/sqlite_key_value.db"),
+            SpinKv::Sqlite(p) if p == Path::new(".spin/sqlite_key_value.db")
+        ));
+        // The URL, which may hold a password, never shows in Debug.
+        let debug = format!("{:?}", SpinKv::parse("redis://default:secret@h/0"));
+        assert!(!debug.contains("secret"), "{debug}");
+        assert_eq!(redis_glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 }

@@ -7,6 +7,7 @@
 pub mod audit_log;
 pub mod backends;
 pub mod clock;
+pub mod conformance;
 pub mod demo;
 pub mod demo_idp;
 pub mod host;

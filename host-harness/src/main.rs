@@ -2,8 +2,11 @@
 //!
 //! - `mfa-step serve` serves the component's REST API on 127.0.0.1:8080 with SQLite, a file outbox
 //!   and a JSONL audit trail under `.mfa-step/`.
-//! - `mfa-step inspect` lists the component's imports and exports, and fails if it imports anything
-//!   but the WIT package's own interfaces and WASI.
+//! - `mfa-step inspect` lists each embedded component's imports and exports, and fails if one
+//!   imports anything its WIT world does not declare or lacks an import the world requires.
+//! - `mfa-step component <plugin|http-app|conformance> --out FILE` writes an embedded component out.
+//! - `mfa-step conformance --store <store>` runs the host conformance kit over a store and audit
+//!   sink, and exits 1 on any finding.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +21,7 @@ use host_harness::backends::{
     PostgresStore, RedisStore, SmtpConfig, SmtpMailer, SmtpPassword, SmtpTls, SqliteAuditSink,
     SqliteStore, Sweep, spawn_sweeper,
 };
+use host_harness::conformance::Plan;
 use host_harness::serve::admission::{self, Limits};
 use host_harness::serve::client_ip::TrustedProxies;
 use host_harness::{Backends, Clock, Offload, Runtime, World, inspect, settings};
@@ -38,8 +42,13 @@ struct Cli {
 enum Command {
     /// Serve the component's REST API.
     Serve(Box<ServeArgs>),
-    /// List the component's imports and exports for both worlds.
+    /// List each embedded component's imports and exports; fail if one imports anything its WIT
+    /// world does not declare, or lacks an import the world requires.
     Inspect,
+    /// Write an embedded component to a file, for other hosts (e.g. the Node package).
+    Component(ComponentArgs),
+    /// Run the host conformance kit over a store and audit sink: exits 1 on any finding.
+    Conformance(ConformanceArgs),
     /// Render an organization's code email (with a sample code) to HTML and text files.
     PreviewEmail(PreviewArgs),
     /// Read the audit trail: verify its hash chain, export it for a SIEM, follow it.
@@ -76,6 +85,11 @@ struct LogArgs {
     /// belongs in MFA_STEP_AUDIT_URL.
     #[arg(long, env = "MFA_STEP_AUDIT_URL", hide_env_values = true)]
     audit_url: Option<String>,
+    /// Read the trail of the app on Spin instead: its key-value store, the SQLite file
+    /// (<state dir>/sqlite_key_value.db, default .spin/) or a redis://… URL. Seals need the app's
+    /// hmac_key (MFA_STEP_HMAC_KEY or <data-dir>/hmac.key); the counts are the store's.
+    #[arg(long, conflicts_with_all = ["audit", "audit_url"])]
+    spin_kv: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +157,16 @@ enum AuditSinkKind {
     Sqlite,
     /// The mfa_step_audit_log table of a Postgres database (at --audit-url or MFA_STEP_AUDIT_URL).
     Postgres,
+}
+
+#[derive(clap::Args)]
+struct ComponentArgs {
+    /// Which component: the world it implements.
+    #[arg(value_enum)]
+    component: inspect::Embedded,
+    /// The file to write the component's bytes to.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -360,6 +384,10 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => run_serve(*args),
         Command::Inspect => run_inspect(),
+        Command::Component(args) => std::fs::write(&args.out, args.component.bytes())
+            .with_context(|| format!("write {}", args.out.display()))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Conformance(args) => run_conformance(&args),
         Command::PreviewEmail(args) => run_preview(&args),
         Command::Audit(command) => run_audit(command),
     };
@@ -374,9 +402,9 @@ fn main() -> ExitCode {
 
 fn run_inspect() -> Result<ExitCode> {
     let mut clean = true;
-    for world in [World::Plugin, World::HttpApp] {
-        let report = inspect::inspect(world)?;
-        clean &= report.foreign_imports().is_empty();
+    for component in inspect::Embedded::ALL {
+        let report = inspect::inspect(component)?;
+        clean &= report.matches_world();
         write_stdout(&report.to_string())?;
     }
     Ok(if clean {
@@ -674,6 +702,7 @@ fn audit_sink_of(args: &ServeArgs, kind: AuditSinkKind) -> Result<Arc<dyn HostAu
             StoreChoice::Postgres(url) => Some(url.clone()),
             _ => None,
         }),
+        spin_kv: None,
     };
     Ok(match log.source()? {
         Source::Jsonl(path) | Source::JsonlNewest(path) => {
@@ -690,11 +719,15 @@ fn audit_sink_of(args: &ServeArgs, kind: AuditSinkKind) -> Result<Arc<dyn HostAu
             tracing::info!(audit = ?sink, "audit trail: Postgres table mfa_step_audit_log");
             sink
         }
+        Source::SpinKv(_) => anyhow::bail!("serve cannot write to Spin's key-value store"),
     })
 }
 
 impl LogArgs {
     fn source(&self) -> Result<Source> {
+        if let Some(kv) = &self.spin_kv {
+            return Ok(Source::SpinKv(audit_log::SpinKv::parse(kv)));
+        }
         Ok(match self.audit_sink {
             AuditSinkKind::Jsonl => Source::Jsonl(
                 self.audit
@@ -781,7 +814,12 @@ fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| args.log.data_dir.join("mfa-step.sqlite"));
-    if store.exists() {
+    if let Source::SpinKv(kv) = &source {
+        if args.store.is_some() {
+            anyhow::bail!("--spin-kv reads the counts from the Spin store: drop --store");
+        }
+        checks.counted = Some(audit_log::spin_kv_counts(kv)?);
+    } else if store.exists() {
         checks.counted = Some(audit_log::store_counts(&store)?);
     } else if args.store.is_some() {
         anyhow::bail!("no store at {}", store.display());
@@ -870,4 +908,118 @@ fn run_tail(args: &TailArgs) -> Result<ExitCode> {
         std::thread::sleep(std::time::Duration::from_secs(1));
         print(audit_log::last(&source, &filter, usize::MAX)?, &mut seen)?;
     }
+}
+
+/// `mfa-step conformance`: the backends to check, and how hard to load them.
+#[derive(clap::Args)]
+struct ConformanceArgs {
+    /// The store: `sqlite`, `memory`, or a `postgres://…` or `redis://…` URL. Point it at a
+    /// scratch database: the kit writes keys of its own (`conformance:<run-id>:…`) and leaves
+    /// them. A URL with a password belongs in MFA_STEP_CONFORMANCE_STORE (not `serve`'s
+    /// MFA_STEP_STORE, so that a shell set up for `serve` never runs the kit on its database).
+    #[arg(long, env = "MFA_STEP_CONFORMANCE_STORE", hide_env_values = true, value_parser = parse_store)]
+    store: StoreChoice,
+    /// The SQLite file, with --store sqlite (default: a fresh one, removed afterwards).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// The audit sink (default: `postgres` with a Postgres store, `sqlite` (the store's file) with
+    /// a SQLite store, else `jsonl`). The kit appends to the stream `conformance-<run-id>`.
+    #[arg(long, value_enum)]
+    audit_sink: Option<AuditSinkKind>,
+    /// The JSONL file or SQLite database of the trail (default: the store's SQLite file, or a
+    /// fresh file, removed afterwards).
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// The Postgres database of the trail (default: the store's). A URL with a password belongs
+    /// in MFA_STEP_CONFORMANCE_AUDIT_URL.
+    #[arg(long, env = "MFA_STEP_CONFORMANCE_AUDIT_URL", hide_env_values = true)]
+    audit_url: Option<String>,
+    /// Instances hammering the host at once.
+    #[arg(long, default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(i64::from(Plan::MIN_INSTANCES)..=i64::from(Plan::MAX_INSTANCES)))]
+    instances: u32,
+    /// Rounds each instance runs (an increment, a value and an audit record each).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    rounds: u32,
+}
+
+/// Runs the kit over the backends `serve` would open for the same options, with a fresh random
+/// `hmac_key` (the kit's records are sealed with it; it is never written anywhere), and breaks
+/// them by fault injection for `expect-failures` ([`conformance::broken`]).
+fn run_conformance(args: &ConformanceArgs) -> Result<ExitCode> {
+    use host_harness::conformance::{self, Kit};
+    use rand_core::{OsRng, TryRngCore as _};
+
+    let scratch = std::env::temp_dir().join(format!("mfa-step-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| scratch.join("conformance.sqlite"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let entered = rt.enter();
+    let store: Arc<dyn HostStore> = match &args.store {
+        StoreChoice::Sqlite => Arc::new(SqliteStore::open(&db)?),
+        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+        StoreChoice::Postgres(url) => Arc::new(PostgresStore::connect(url)?),
+        StoreChoice::Redis(url) => Arc::new(RedisStore::connect(url)?),
+    };
+    let kind = args.audit_sink.unwrap_or(match args.store {
+        StoreChoice::Postgres(_) => AuditSinkKind::Postgres,
+        StoreChoice::Sqlite => AuditSinkKind::Sqlite,
+        _ => AuditSinkKind::Jsonl,
+    });
+    let audit: Arc<dyn HostAuditSink> = match kind {
+        AuditSinkKind::Jsonl => Arc::new(JsonlAuditSink::open(
+            args.audit
+                .clone()
+                .unwrap_or_else(|| scratch.join("audit.jsonl")),
+        )?),
+        AuditSinkKind::Sqlite => Arc::new(SqliteAuditSink::open(args.audit.clone().unwrap_or(db))?),
+        AuditSinkKind::Postgres => {
+            let url = args.audit_url.clone().or_else(|| match &args.store {
+                StoreChoice::Postgres(url) => Some(url.clone()),
+                _ => None,
+            });
+            let url = url.context(
+                "--audit-sink postgres needs --audit-url or MFA_STEP_CONFORMANCE_AUDIT_URL",
+            )?;
+            Arc::new(PostgresAuditSink::connect(&url)?)
+        }
+    };
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    OsRng
+        .try_fill_bytes(key.as_mut())
+        .map_err(|e| anyhow::anyhow!("draw a key from the OS: {e}"))?;
+    let backends = Backends {
+        store,
+        mailer: Arc::new(host_harness::backends::MemoryMailer::new()),
+        audit,
+        config: host_harness::Config::new([("hmac_key", hex::encode(key.as_ref()))]),
+        clock: Clock::System,
+        offload: Offload {
+            store_reads: matches!(args.store, StoreChoice::Postgres(_) | StoreChoice::Redis(_)),
+            store_writes: !matches!(args.store, StoreChoice::Memory),
+            others: true,
+        },
+    };
+    let broken = conformance::broken(&backends);
+    let kit = Kit::new()?;
+    drop(entered);
+    let plan = Plan {
+        instances: args.instances,
+        rounds: args.rounds,
+    };
+    let report = rt.block_on(kit.run(&backends, &broken, plan));
+    drop((backends, broken));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&scratch);
+    write_stdout(&report.to_string())?;
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

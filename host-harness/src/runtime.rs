@@ -32,6 +32,10 @@ use crate::host::{Backends, HostState};
 pub const PLUGIN_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mfa_step_plugin.wasm"));
 /// The component built for the `http-app` world (function exports plus the REST API).
 pub const HTTP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mfa_step_http.wasm"));
+/// The host conformance kit (world `conformance`, `wit/conformance.wit`; run by
+/// [`crate::conformance`]).
+pub const CONFORMANCE_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mfa_step_conformance.wasm"));
 
 /// Which world a runtime loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +123,7 @@ const KEEP_RESIDENT: usize = 1 << 20;
 
 /// The engine configuration: async (wasi:http needs it), the pooling allocator sized for a small
 /// server, the compilation cache, and nothing else beyond defaults.
-fn engine() -> Result<Engine> {
+pub(crate) fn engine() -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(INSTANCE_CAPACITY)
         .total_memories(INSTANCE_CAPACITY)
@@ -143,7 +147,7 @@ fn engine() -> Result<Engine> {
 }
 
 /// Links the component's own interfaces: `store`, `mailer`, `audit`, `config` (and `types`, empty).
-fn add_mfa_step_imports(linker: &mut Linker<HostState>) -> Result<()> {
+pub(crate) fn add_mfa_step_imports(linker: &mut Linker<HostState>) -> Result<()> {
     store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     mailer::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     audit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;

@@ -7,6 +7,8 @@
 //! token. The one trap is a variables provider that fails inside `config.get`, which has no error
 //! to return (see [`config_get`]).
 
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spin_sdk::http::{Method, Request, Response};
@@ -66,6 +68,39 @@ fn open_store() -> Result<Store, String> {
     Store::open(STORE).map_err(|e| describe_kv(&e))
 }
 
+thread_local! {
+    /// The store, opened by the instance's first call and kept for its later ones (Spin makes an
+    /// instance per request, which calls the adapter a few dozen times).
+    static OPENED: OnceCell<SpinKv> = const { OnceCell::new() };
+    /// Audit records this instance read or wrote. A record is written once and never changes
+    /// (`audit_stream`), so a line seen once is the line for good: `head` and `append` read the
+    /// newest record once per request instead of once per call. Absence is never kept.
+    static RECORDS: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` with the store; a store that cannot be opened is `unavailable(why)`.
+fn with_kv<T, E>(
+    unavailable: impl FnOnce(String) -> E,
+    f: impl FnOnce(&SpinKv) -> Result<T, E>,
+) -> Result<T, E> {
+    OPENED.with(|cell| {
+        if cell.get().is_none() {
+            match SpinKv::open() {
+                Ok(kv) => {
+                    let _ = cell.set(kv);
+                }
+                Err(why) => return Err(unavailable(why)),
+            }
+        }
+        match cell.get() {
+            Some(kv) => f(kv),
+            None => Err(unavailable(format!(
+                "the `{STORE}` key-value store is not open"
+            ))),
+        }
+    })
+}
+
 /// A Spin variable: `Ok(None)` when the manifest does not define it or leaves it empty.
 fn variable(name: &str) -> Result<Option<String>, String> {
     match variables::get(name) {
@@ -80,34 +115,37 @@ fn variable(name: &str) -> Result<Option<String>, String> {
 
 impl store::Guest for Adapter {
     fn get(key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
-        let store = open_store().map_err(store::StoreError::Unavailable)?;
-        store
-            .get(&mapping::value_key(&key))
-            .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
+        with_kv(store::StoreError::Unavailable, |kv| {
+            kv.values
+                .get(&mapping::value_key(&key))
+                .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
+        })
     }
 
     fn set(key: String, value: Vec<u8>, expires_at: Option<i64>) -> Result<(), store::StoreError> {
-        let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
-        let stored = mapping::value_key(&key);
-        expiring::Keys::set(&kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
-        // The value is written: failing to note its expiry only keeps it longer.
-        if let Err(e) = expiring::after_set(&kv, &stored, expires_at, unix_now()) {
-            eprintln!("a key's expiry was not noted (it is kept longer): {e}");
-        }
-        sweep_now(&kv, expires_at);
-        Ok(())
+        with_kv(store::StoreError::Unavailable, |kv| {
+            let stored = mapping::value_key(&key);
+            expiring::Keys::set(kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
+            // The value is written: failing to note its expiry only keeps it longer.
+            if let Err(e) = expiring::after_set(kv, &stored, expires_at, unix_now()) {
+                eprintln!("a key's expiry was not noted (it is kept longer): {e}");
+            }
+            sweep_now(kv, expires_at);
+            Ok(())
+        })
     }
 
     fn delete(key: String) -> Result<(), store::StoreError> {
         // The contract's `delete` removes "a value or a counter": the key may name either, and
         // with it any expiry noted for it.
-        let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
-        for stored in [mapping::value_key(&key), mapping::counter_key(&key)] {
-            expiring::Keys::delete(&kv, &stored).map_err(store::StoreError::Unavailable)?;
-            expiring::Keys::delete(&kv, &expiring::note_key(&stored))
-                .map_err(store::StoreError::Unavailable)?;
-        }
-        Ok(())
+        with_kv(store::StoreError::Unavailable, |kv| {
+            for stored in [mapping::value_key(&key), mapping::counter_key(&key)] {
+                expiring::Keys::delete(kv, &stored).map_err(store::StoreError::Unavailable)?;
+                expiring::Keys::delete(kv, &expiring::note_key(&stored))
+                    .map_err(store::StoreError::Unavailable)?;
+            }
+            Ok(())
+        })
     }
 
     fn increment(
@@ -115,30 +153,32 @@ impl store::Guest for Adapter {
         delta: i64,
         expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
-        let kv = SpinKv::open().map_err(store::StoreError::Unavailable)?;
-        let stored = mapping::counter_key(&key);
-        // A read creates nothing: Spin's increment by 0 would store a 0.
-        if delta == 0
-            && !audit_stream::Kv::exists(&kv, &stored).map_err(store::StoreError::Unavailable)?
-        {
-            return Ok(0);
-        }
-        let value = expiring::Keys::increment(&kv, &stored, delta)
-            .map_err(store::StoreError::Unavailable)?;
-        // The count changed: failing to note its expiry only keeps it longer, and failing the
-        // call now would report as lost a step that was taken (a spent code, a taken slot).
-        if let Err(e) = expiring::after_increment(&kv, &stored, value, expires_at, unix_now()) {
-            eprintln!("a counter's expiry was not noted (it is kept longer): {e}");
-        }
-        sweep_now(&kv, expires_at);
-        Ok(value)
+        with_kv(store::StoreError::Unavailable, |kv| {
+            let stored = mapping::counter_key(&key);
+            // A read is a `get`: it creates nothing (Spin's increment by 0 would store a 0) and
+            // writes nothing (on SQLite an increment is a write transaction even when it adds 0).
+            if delta == 0 {
+                return expiring::Keys::counter(kv, &stored)
+                    .map_err(store::StoreError::Unavailable);
+            }
+            let value = expiring::Keys::increment(kv, &stored, delta)
+                .map_err(store::StoreError::Unavailable)?;
+            // The count changed: failing to note its expiry only keeps it longer, and failing
+            // the call now would report as lost a step that was taken (a spent code, a slot).
+            if let Err(e) = expiring::after_increment(kv, &stored, value, expires_at, unix_now()) {
+                eprintln!("a counter's expiry was not noted (it is kept longer): {e}");
+            }
+            sweep_now(kv, expires_at);
+            Ok(value)
+        })
     }
 
     fn list_keys(prefix: String) -> Result<Vec<String>, store::StoreError> {
-        let store = open_store().map_err(store::StoreError::Unavailable)?;
-        let all = store
-            .get_keys()
-            .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))?;
+        let all = with_kv(store::StoreError::Unavailable, |kv| {
+            kv.values
+                .get_keys()
+                .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
+        })?;
         Ok(mapping::value_keys_with_prefix(all, &prefix))
     }
 
@@ -191,7 +231,7 @@ impl mailer::Guest for Adapter {
 }
 
 /// The store as the audit stream sees it: values through `fermyon:spin/key-value`, counters through
-/// `wasi:keyvalue/atomics`, both on the one `default` store, both opened once per call.
+/// `wasi:keyvalue/atomics`, both on the one `default` store, both opened once per instance.
 struct SpinKv {
     values: Store,
     counters: wasi_store::Bucket,
@@ -208,15 +248,32 @@ impl SpinKv {
 
 impl audit_stream::Kv for SpinKv {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.values.get(key).map_err(|e| describe_kv(&e))
+        let record = key.starts_with(mapping::AUDIT_PREFIX);
+        if record && let Some(line) = RECORDS.with(|seen| seen.borrow().get(key).cloned()) {
+            return Ok(Some(line));
+        }
+        let value = self.values.get(key).map_err(|e| describe_kv(&e))?;
+        if record && let Some(line) = &value {
+            RECORDS.with(|seen| seen.borrow_mut().insert(key.to_owned(), line.clone()));
+        }
+        Ok(value)
     }
 
     fn exists(&self, key: &str) -> Result<bool, String> {
+        if key.starts_with(mapping::AUDIT_PREFIX)
+            && RECORDS.with(|seen| seen.borrow().contains_key(key))
+        {
+            return Ok(true);
+        }
         self.values.exists(key).map_err(|e| describe_kv(&e))
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-        self.values.set(key, value).map_err(|e| describe_kv(&e))
+        self.values.set(key, value).map_err(|e| describe_kv(&e))?;
+        if key.starts_with(mapping::AUDIT_PREFIX) {
+            RECORDS.with(|seen| seen.borrow_mut().insert(key.to_owned(), value.to_vec()));
+        }
+        Ok(())
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
@@ -279,12 +336,18 @@ impl audit_stream::Clock for SpinClock {
     fn monotonic(&self) -> Duration {
         self.started.elapsed()
     }
+
+    fn pause(&self, pause: Duration) {
+        // WASI's monotonic clock, which Spin serves without blocking its other requests.
+        std::thread::sleep(pause);
+    }
 }
 
 impl audit::Guest for Adapter {
     fn head(org_id: String) -> Result<Option<audit::ChainHead>, audit::AuditError> {
-        let kv = SpinKv::open().map_err(audit::AuditError::Unavailable)?;
-        let head = audit_stream::head(&kv, &org_id).map_err(audit::AuditError::Unavailable)?;
+        let head = with_kv(audit::AuditError::Unavailable, |kv| {
+            audit_stream::head(kv, &org_id).map_err(audit::AuditError::Unavailable)
+        })?;
         Ok(head.map(|h| audit::ChainHead {
             seq: h.seq,
             hash: h.hash,
@@ -292,7 +355,6 @@ impl audit::Guest for Adapter {
     }
 
     fn append(entry: audit::Entry) -> Result<(), audit::AuditError> {
-        let kv = SpinKv::open().map_err(audit::AuditError::Unavailable)?;
         let clock = SpinClock {
             started: Instant::now(),
         };
@@ -303,9 +365,11 @@ impl audit::Guest for Adapter {
             hash: &entry.hash,
             line: &entry.line,
         };
-        audit_stream::append(&kv, &clock, &linked).map_err(|e| match e {
-            audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
-            audit_stream::AppendError::Unavailable(m) => audit::AuditError::Unavailable(m),
+        with_kv(audit::AuditError::Unavailable, |kv| {
+            audit_stream::append(kv, &clock, &linked).map_err(|e| match e {
+                audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
+                audit_stream::AppendError::Unavailable(m) => audit::AuditError::Unavailable(m),
+            })
         })?;
         // The key-value store is the system of record and decides the answer. The SIEM gets a copy
         // when `siem_url` is set, on a best-effort basis: failing the operation after the record is

@@ -48,6 +48,17 @@ pub trait Keys {
     /// # Errors
     /// The store could not be written.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String>;
+    /// The counter at `key` (absent = 0), read without writing ([`mapping::decode_counter`]).
+    ///
+    /// # Errors
+    /// The store could not be read, or `key` holds something else than a counter.
+    fn counter(&self, key: &str) -> Result<i64, String> {
+        self.get(key)?.map_or(Ok(0), |bytes| {
+            mapping::decode_counter(&bytes).ok_or_else(|| {
+                format!("{key} holds no counter: the store was changed outside the adapter")
+            })
+        })
+    }
 }
 
 /// Where the noted expiry of the Spin key `stored` is.
@@ -97,8 +108,11 @@ fn file(keys: &impl Keys, stored: &str, at: i64, now: i64) -> Result<(), String>
     let slot = keys.increment(&count_key(bucket), 1)?;
     keys.set(&slot_key(bucket, slot), stored.as_bytes())?;
     // Sweeping starts at the bucket of the first write's time, not of its expiry: every later
-    // expiry is after that time, so no bucket is filed behind the cursor.
-    if keys.get(mapping::EXPIRY_NEXT)?.is_none() {
+    // expiry is after that time, so no bucket is filed behind the cursor. The store's first
+    // filed key takes slot 1 of its bucket, so only a bucket's first key looks for the cursor
+    // (one read saved on every other write; if that first write failed to place it, the next
+    // bucket's first key does, and the keys filed before are only kept longer).
+    if slot == 1 && keys.get(mapping::EXPIRY_NEXT)?.is_none() {
         set_cursor(keys, now.div_euclid(BUCKET_SECONDS), 1)?;
     }
     Ok(())
@@ -117,7 +131,7 @@ pub fn after_set(keys: &impl Keys, stored: &str, at: Option<i64>, now: i64) -> R
 
 /// After an `increment` of the counter `stored` that left it at `value`: with `at`, its expiry
 /// becomes the later of its noted one and `at`. A counter at 0 is not noted (a read creates
-/// nothing; see [`read_counter`]).
+/// nothing: the adapter reads a counter with a `get`).
 ///
 /// # Errors
 /// The store failed; the counter is changed, its expiry may not be (it is then kept longer).
@@ -146,7 +160,8 @@ pub fn after_increment(
 pub fn sweep_if_due(keys: &impl Keys, now: i64) -> Result<usize, String> {
     let minute = now.div_euclid(60);
     let claim = claim_key(minute);
-    if keys.increment(&claim, 1)? != 1 {
+    // Read before claiming: only the minute's first writers pay the claim's write.
+    if keys.counter(&claim)? != 0 || keys.increment(&claim, 1)? != 1 {
         return Ok(0);
     }
     // The claim itself is swept a few minutes on.
@@ -166,7 +181,7 @@ pub fn sweep(keys: &impl Keys, now: i64) -> Result<usize, String> {
     let last_due = (now - GRACE_SECONDS).div_euclid(BUCKET_SECONDS) - 1;
     let (mut looked, mut forgotten) = (0, 0);
     while bucket <= last_due {
-        let filed = keys.increment(&count_key(bucket), 0)?;
+        let filed = keys.counter(&count_key(bucket))?;
         for slot in first..=filed {
             if looked == SWEEP_BUDGET {
                 set_cursor(keys, bucket, slot)?;

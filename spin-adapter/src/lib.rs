@@ -21,8 +21,8 @@
 //! `increment`: each position of an organization's stream is claimed by the one writer whose
 //! increment returns 1. Its residual risk, documented there: a writer that dies between claiming a
 //! position and writing it makes that organization's audited operations fail closed until the
-//! position is taken over, after [`audit_stream::STALL_TIMEOUT`] (60 s); the takeover is safe as long
-//! as no write is delayed inside the store's client by more than 55 s and the instances' clocks
+//! position is taken over, after [`audit_stream::STALL_TIMEOUT`] (4 s); the takeover is safe as long
+//! as no write is delayed inside the store's client by more than 3 s and the instances' clocks
 //! agree to within about as much. Both modules build and are tested on the host; the Spin half
 //! exists only on `wasm32`.
 

@@ -108,6 +108,21 @@ pub fn audit_stall_key(org_id: &str) -> String {
     format!("{AUDIT_STALL_PREFIX}{org_id}")
 }
 
+/// A counter's value read with a plain `get` of its key, without writing: Spin's SQLite store keeps
+/// `wasi:keyvalue/atomics` counters as 8 little-endian bytes, Redis (`INCRBY`) as decimal text.
+/// All-digit bytes are decimal text (8 little-endian bytes all ASCII digits would be a count above
+/// 3·10^18). `None` when the bytes are neither: the key was written as something else.
+///
+/// Reading a counter this way instead of `increment(key, 0)` saves a write: Spin's increment is
+/// an upsert, a write transaction (and an fsync) on SQLite even when it adds nothing.
+#[must_use]
+pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
+    if !bytes.is_empty() && bytes.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+        return std::str::from_utf8(bytes).ok()?.parse().ok();
+    }
+    <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes)
+}
+
 /// The component's value keys starting with `prefix`, out of all of the store's keys.
 pub fn value_keys_with_prefix<I>(all_keys: I, prefix: &str) -> Vec<String>
 where
@@ -369,6 +384,23 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_slice(&named.to_json()).unwrap_or(serde_json::Value::Null);
         assert_eq!(json["sender_name"], "Demo Clinic");
+    }
+
+    #[test]
+    fn counters_read_back_from_either_store_encoding() {
+        for n in [0i64, 1, 7, 255, 256, 12_345_678, i64::from(u32::MAX), -3] {
+            assert_eq!(decode_counter(&n.to_le_bytes()), Some(n), "sqlite {n}");
+            assert_eq!(
+                decode_counter(n.to_string().as_bytes()),
+                Some(n),
+                "redis {n}"
+            );
+        }
+        // Eight digits are decimal text, not little-endian bytes.
+        assert_eq!(decode_counter(b"12345678"), Some(12_345_678));
+        for not_a_counter in [&b""[..], b"x", b"1.5", b"-", &[0u8; 9]] {
+            assert_eq!(decode_counter(not_a_counter), None, "{not_a_counter:?}");
+        }
     }
 
     #[test]

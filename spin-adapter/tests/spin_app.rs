@@ -1,7 +1,7 @@
 //! `spin.toml`, checked the way Spin reads it, against the two components it names.
 //!
-//! Spin itself cannot be installed here, so this suite does what `spin up` does before it serves a
-//! request, with the library Spin does it with:
+//! This suite needs no Spin: it does what `spin up` does before it serves a request, with the
+//! library Spin does it with (`tests/spin` runs the app on a real Spin):
 //! - parses the manifest, allowing only the manifest-v2 fields Spin documents (a misspelt field
 //!   fails here instead of being ignored);
 //! - resolves the variables each component uses against the application's `[variables]`, and
@@ -15,7 +15,7 @@
 //! The components are built by `spin/build.sh` (which `spin build` and `.ci/run` run). A missing
 //! component fails the test and names that command. Not covered: Spin's environment-isolation
 //! wrapper (it only re-plumbs `wasi:cli/environment`), its deny adapters (not applied: the adapter
-//! inherits the component's permissions), and serving requests on a real Spin.
+//! inherits the component's permissions), and serving requests (`tests/spin`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -50,8 +50,9 @@ const SPIN_APIS: [&str; 5] = [
     "wasi:keyvalue/atomics@0.2.0-draft2",
     "wasi:http/outgoing-handler@0.2.",
 ];
-/// The full `http-app` guest, which `spin/build.sh` wraps into the manifest's source.
-const FULL_GUEST: &str = "target/spin/mfa_step_http.full.wasm";
+/// What the `http-only` world (wit/worlds.wit) imports from WASI besides what its one export
+/// brings: the clock and the CSPRNG, as the `plugin` world.
+const WORLD_WASI_IMPORTS: [&str; 2] = ["wasi:clocks/wall-clock@0.2.", "wasi:random/random@0.2."];
 /// Variables the adapter reads for itself (see spin-adapter/src/component.rs).
 const ADAPTER_VARIABLES: [&str; 4] = ["mail_api_url", "mail_api_token", "siem_url", "siem_token"];
 /// Secrets: each must be `secret = true` at the top level.
@@ -447,25 +448,34 @@ fn the_source_and_the_dependency_exist_after_the_build() {
 }
 
 #[test]
-fn the_source_is_the_http_app_component_exporting_only_its_handler() {
+fn the_source_is_the_http_only_world_exporting_only_its_handler() {
+    // Built for the `http-only` world (spin/build.sh): the handler Spin's HTTP trigger calls is the
+    // one export, so the composition re-exports nothing that uses the package's types.
     let source = names("mfa-step", guest_bytes());
-    let full = names("mfa-step", &artifact(FULL_GUEST));
-    let handler: Vec<&String> = full
-        .exports
-        .iter()
-        .filter(|e| e.starts_with("wasi:http/incoming-handler@0.2."))
-        .collect();
-    assert_eq!(
-        handler.len(),
-        1,
-        "Spin's HTTP trigger calls one wasi:http/incoming-handler; exports: {:?}",
-        full.exports
+    assert_eq!(source.exports.len(), 1, "one export: {:?}", source.exports);
+    assert!(
+        source
+            .exports
+            .iter()
+            .all(|e| e.starts_with("wasi:http/incoming-handler@0.2.")),
+        "{:?}",
+        source.exports
     );
-    assert_eq!(source.exports.iter().collect::<Vec<_>>(), handler);
-    assert_eq!(
-        source.imports, full.imports,
-        "the wrapper imports what the guest imports"
-    );
+    // Its imports: the package's interfaces, the world's clock and CSPRNG, and WASI's own
+    // plumbing (streams, HTTP types, the environment a Rust std build asks for).
+    for world_import in WORLD_WASI_IMPORTS {
+        assert!(
+            source.imports.iter().any(|i| i.starts_with(world_import)),
+            "no {world_import}*: {:?}",
+            source.imports
+        );
+    }
+    for import in &source.imports {
+        assert!(
+            import.starts_with("mfa-step:plugin/") || import.starts_with("wasi:"),
+            "the component imports {import}"
+        );
+    }
 }
 
 #[test]
@@ -480,8 +490,15 @@ fn the_adapter_exports_exactly_the_plugin_interfaces_the_component_imports_from_
         .filter(|i| dependency_matches(DEPENDENCY, i))
         .cloned()
         .collect();
+    // The `http-only` component imports the four interfaces with functions; `types` reaches it
+    // through them. The adapter exports `types` as well, which its other exports use.
+    let with_functions: BTreeSet<String> = expected
+        .iter()
+        .filter(|i| !i.starts_with("mfa-step:plugin/types@"))
+        .cloned()
+        .collect();
     assert_eq!(
-        matched, expected,
+        matched, with_functions,
         "the component's imports that the dependency key matches"
     );
     // Everything else the component imports, Spin provides.
@@ -587,20 +604,6 @@ fn spin_composes_the_source_with_the_adapter_into_an_app_spin_can_run() {
 }
 
 #[test]
-fn the_full_http_app_component_is_one_spin_could_not_compose() {
-    // Why spin/build.sh wraps the guest: composed as is, its function exports use records of
-    // `mfa-step:plugin/types`, which the adapter then provides internally, and the component model
-    // refuses to export them. If this starts to pass, the wrapper (src/bin/http-only.rs) can go.
-    let refused = compose_like_spin(&artifact(FULL_GUEST), adapter_bytes()).expect_err(
-        "the full http-app component composes: the http-only wrapper is no longer needed",
-    );
-    assert!(
-        refused.contains("instance not valid to be used as export"),
-        "refused for another reason than expected: {refused}"
-    );
-}
-
-#[test]
 fn the_dependency_rule_matches_as_spin_documents_it() {
     // A package key matches every interface of the package, an interface key that interface only,
     // and a version, when the key has one, must be equal.
@@ -622,7 +625,7 @@ fn the_dependency_rule_matches_as_spin_documents_it() {
     ));
     assert!(!dependency_matches(
         DEPENDENCY,
-        "mfa-step:plugin/store@0.2.0"
+        "mfa-step:plugin/store@0.1.0"
     ));
     assert!(!dependency_matches(DEPENDENCY, "mfa-step:plugin/store"));
     assert!(!dependency_matches(DEPENDENCY, "wasi:http/types@0.2.12"));

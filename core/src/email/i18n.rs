@@ -162,22 +162,22 @@ pub fn messages(tag: &str) -> Messages {
 }
 
 /// `HH:MM` in the user's IANA time zone with the zone named, or `HH:MM UTC` when the zone is unknown.
+/// The zone's offset comes from the compact table in `tz.rs`, exact from 2026 on (the times shown
+/// are a code's expiry: the present and the next minutes).
 #[must_use]
 pub fn clock(at: Timestamp, time_zone: Option<&str>, utc_word: &str) -> String {
     let zoned = time_zone.and_then(|name| {
-        let tz = jiff::tz::TimeZone::get(name).ok()?;
-        let ts = jiff::Timestamp::from_second(at.0).ok()?;
-        Some(format!(
-            "{} ({name})",
-            ts.to_zoned_datetime(tz).strftime("%H:%M")
-        ))
+        let offset = super::tz::Zone::get(name)?.offset(at.0);
+        let local = at.0.checked_add(i64::from(offset))?;
+        Some(format!("{} ({name})", hours_minutes(local)))
     });
-    zoned.unwrap_or_else(|| {
-        let ts = jiff::Timestamp::from_second(at.0)
-            .map(|t| t.strftime("%H:%M").to_string())
-            .unwrap_or_default();
-        format!("{ts} {utc_word}")
-    })
+    zoned.unwrap_or_else(|| format!("{} {utc_word}", hours_minutes(at.0)))
+}
+
+/// `HH:MM` of a count of seconds since a midnight (the Unix epoch, on some clock).
+fn hours_minutes(seconds: i64) -> String {
+    let of_day = seconds.rem_euclid(86_400);
+    format!("{:02}:{:02}", of_day / 3600, of_day % 3600 / 60)
 }
 
 #[cfg(test)]

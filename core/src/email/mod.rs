@@ -17,6 +17,7 @@
 
 pub mod branding;
 pub mod i18n;
+mod tz;
 
 use askama::Template;
 
