@@ -115,6 +115,7 @@ fn variable(name: &str) -> Result<Option<String>, String> {
 
 impl store::Guest for Adapter {
     fn get(key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
             kv.values
                 .get(&mapping::value_key(&key))
@@ -123,6 +124,10 @@ impl store::Guest for Adapter {
     }
 
     fn set(key: String, value: Vec<u8>, expires_at: Option<i64>) -> Result<(), store::StoreError> {
+        // The contract's limits, which Spin's stores do not hold to: refused before anything is
+        // written, so a refused key or value is never kept.
+        mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
+        mapping::check_value(&value).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
             let stored = mapping::value_key(&key);
             expiring::Keys::set(kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
@@ -138,6 +143,7 @@ impl store::Guest for Adapter {
     fn delete(key: String) -> Result<(), store::StoreError> {
         // The contract's `delete` removes "a value or a counter": the key may name either, and
         // with it any expiry noted for it.
+        mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
             for stored in [mapping::value_key(&key), mapping::counter_key(&key)] {
                 expiring::Keys::delete(kv, &stored).map_err(store::StoreError::Unavailable)?;
@@ -153,6 +159,7 @@ impl store::Guest for Adapter {
         delta: i64,
         expires_at: Option<i64>,
     ) -> Result<i64, store::StoreError> {
+        mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
             let stored = mapping::counter_key(&key);
             // A read is a `get`: it creates nothing (Spin's increment by 0 would store a 0) and

@@ -208,9 +208,68 @@ pub fn spin_default(name: &str) -> Option<String> {
     (name == "client_ip_header").then(|| "spin-client-addr".to_owned())
 }
 
+/// The longest key `store.wit` promises to keep, in bytes (of printable ASCII).
+pub const MAX_KEY_BYTES: usize = 512;
+/// The largest value `store.wit` promises to keep, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Checks a component key against `store.wit`: at most [`MAX_KEY_BYTES`] bytes of printable ASCII
+/// (`0x20..=0x7E`). Spin's stores take longer keys and any byte, so without this a key the
+/// contract refuses would be kept (and another host of the same component would refuse it).
+///
+/// # Errors
+/// Names what is wrong (the length, or the offending byte's position), never the key itself.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "invalid key: {} bytes, over the {MAX_KEY_BYTES} the store keeps",
+            key.len()
+        ));
+    }
+    match key.bytes().position(|b| !(0x20..=0x7e).contains(&b)) {
+        Some(at) => Err(format!(
+            "invalid key: byte {at} is not printable ASCII (0x20 to 0x7E)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a value against `store.wit`: at most [`MAX_VALUE_BYTES`] bytes.
+///
+/// # Errors
+/// Names the size, never the value.
+pub fn check_value(value: &[u8]) -> Result<(), String> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "invalid value: {} bytes, over the {MAX_VALUE_BYTES} the store keeps",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_values_past_the_contracts_limits_are_refused_without_echoing_them() {
+        let longest = "k".repeat(MAX_KEY_BYTES);
+        assert_eq!(check_key(&longest), Ok(()));
+        assert_eq!(check_key(" !~"), Ok(()));
+        let long = check_key(&format!("{longest}k")).err().unwrap_or_default();
+        assert!(long.starts_with("invalid key: 513 bytes"), "{long}");
+        for bad in ["a\nb", "a\u{7f}", "caf\u{e9}", "tab\there"] {
+            let e = check_key(bad).err().unwrap_or_default();
+            assert!(e.starts_with("invalid key: byte"), "{e}");
+            assert!(!e.contains(bad), "{e}");
+        }
+        assert_eq!(check_value(&vec![0; MAX_VALUE_BYTES]), Ok(()));
+        let big = check_value(&vec![0; MAX_VALUE_BYTES + 1])
+            .err()
+            .unwrap_or_default();
+        assert!(big.starts_with("invalid value: 65537 bytes"), "{big}");
+    }
 
     fn keys(list: &[&str]) -> Vec<String> {
         list.iter().map(|k| (*k).to_owned()).collect()

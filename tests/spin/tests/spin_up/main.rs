@@ -14,6 +14,9 @@
 //!   `spin up` on one Redis: one code verified concurrently through both works once, the send
 //!   cap holds across both, the audit stream does not fork, and a writer killed between claiming
 //!   an audit position and writing it blocks its organization for at most 5 s.
+//! - `conformance::` the host conformance kit (`spin/conformance.toml`) over the same adapter, on
+//!   SQLite and on a Redis of its own: no finding while healthy, every import `err` once the
+//!   store is broken (the SQLite file overwritten, the Redis server killed).
 //!
 //! Every test is `#[ignore]`d in the README's `cargo test` (it needs the Spin CLI, a build and,
 //! for `redis::`, a server); CI runs them with `cargo test -p mfa-step-spin-tests -- --ignored`,
@@ -26,6 +29,7 @@
     reason = "tests"
 )]
 
+mod conformance;
 mod prompt;
 mod redis;
 mod rest;
