@@ -18,7 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, random_hex, request, root, spin_bin};
+use crate::support::{
+    free_port, kill_group, random_hex, request, run_script_once, spawn_in_group, spin_up,
+};
 
 /// `hammer` requests at once (the WIT asks for at least 8).
 const INSTANCES: u32 = 8;
@@ -28,33 +30,7 @@ const ROUNDS: u32 = 8;
 /// Builds the kit and the adapter once per test binary (`bash spin/build-conformance.sh`).
 fn build() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg("spin/build-conformance.sh")
-            .current_dir(root())
-            .output()
-            .map_err(|e| format!("run bash spin/build-conformance.sh: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "bash spin/build-conformance.sh failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = built {
-        panic!("{e}");
-    }
-}
-
-/// Kills a process group we started, with SIGKILL, and reaps its leader.
-fn kill_group(child: &mut Child) {
-    let group = format!("-{}", child.id());
-    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-    let _ = child.kill();
-    let _ = child.wait();
+    run_script_once(&BUILT, "spin/build-conformance.sh");
 }
 
 /// One `spin up` of the kit, with its own state directory; killed on drop.
@@ -69,37 +45,12 @@ impl Kit {
     /// `spin up --from spin/conformance.toml`, on Spin's SQLite store or on the Redis at `redis`.
     fn start(redis: Option<&str>) -> Self {
         build();
-        let spin = spin_bin();
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let port = free_port();
-        let mut command = Command::new(&spin);
-        command
-            .current_dir(root())
-            .args(["up", "--from", "spin/conformance.toml", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(&state)
-            .env("SPIN_VARIABLE_HMAC_KEY", random_hex(32));
-        if let Some(url) = redis {
-            let config = dir.path().join("runtime-config.toml");
-            std::fs::write(
-                &config,
-                format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"),
-            )
-            .unwrap();
-            command.arg("--runtime-config-file").arg(config);
-        }
-        let log = std::fs::File::create(dir.path().join("spin.log")).unwrap();
-        // `spin up` runs the app in a child: its own process group lets a kill reach both.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", spin.display()));
+        let mut command = spin_up("spin/conformance.toml", port, &state, dir.path(), redis);
+        command.env("SPIN_VARIABLE_HMAC_KEY", random_hex(32));
+        let child = spawn_in_group(command, &dir.path().join("spin.log"));
         let kit = Self {
             child: Mutex::new(Some(child)),
             port,

@@ -52,17 +52,23 @@ pub fn mfa_step_bin() -> PathBuf {
 /// Builds both components once per test binary, as `spin build` does (`bash spin/build.sh`).
 pub fn build() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
+    run_script_once(&BUILT, "spin/build.sh");
+}
+
+/// Runs `bash <script>` from the repository root the first time `cell` is asked, and panics with
+/// its output, then and every later time, if it failed.
+pub fn run_script_once(cell: &'static OnceLock<Result<(), String>>, script: &str) {
+    let built = cell.get_or_init(|| {
         let out = Command::new("bash")
-            .arg("spin/build.sh")
+            .arg(script)
             .current_dir(root())
             .output()
-            .map_err(|e| format!("run bash spin/build.sh: {e}"))?;
+            .map_err(|e| format!("run bash {script}: {e}"))?;
         if out.status.success() {
             Ok(())
         } else {
             Err(format!(
-                "bash spin/build.sh failed ({}):\n{}",
+                "bash {script} failed ({}):\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             ))
@@ -71,6 +77,57 @@ pub fn build() {
     if let Err(e) = built {
         panic!("{e}");
     }
+}
+
+/// `spin up --from <manifest>` on 127.0.0.1:`port` with its state in `state`, on Spin's SQLite
+/// store or, with `redis`, on that Redis (a runtime config written into `dir`). The caller adds
+/// variables, then starts it with [`spawn_in_group`].
+pub fn spin_up(
+    manifest: &str,
+    port: u16,
+    state: &Path,
+    dir: &Path,
+    redis: Option<&str>,
+) -> Command {
+    let mut command = Command::new(spin_bin());
+    command
+        .current_dir(root())
+        .args(["up", "--from", manifest, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--state-dir")
+        .arg(state);
+    if let Some(url) = redis {
+        let config = dir.join("runtime-config.toml");
+        std::fs::write(
+            &config,
+            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"),
+        )
+        .unwrap();
+        command.arg("--runtime-config-file").arg(config);
+    }
+    command
+}
+
+/// Starts `command` with its output in `log`, in a process group of its own: `spin up` runs the
+/// app in a child (`spin trigger http`), and [`kill_group`] must reach both.
+pub fn spawn_in_group(mut command: Command, log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", spin_bin().display()))
+}
+
+/// Kills `child` and its process group now, with SIGKILL, as a crash would.
+pub fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A port nobody listens on now (the OS's pick, released at once). Ports handed out in this
@@ -278,7 +335,6 @@ impl App {
     /// Builds (once), then `spin up` with `mail` as the mail API; waits until `/healthz` answers.
     pub fn start(mail: &MailSink, options: &Options) -> Self {
         build();
-        let spin = spin_bin();
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let state = dir.path().join("state");
         let (api_key, hmac_key, prompt_key) = options
@@ -286,22 +342,11 @@ impl App {
             .clone()
             .unwrap_or_else(|| (random_hex(32), random_hex(32), random_hex(32)));
         let port = free_port();
-        let mut command = Command::new(&spin);
-        command
-            .current_dir(root())
-            .args(["up", "--from", "spin.toml", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(&state);
-        if let Kv::Redis(url) = &options.kv {
-            let config = dir.path().join("runtime-config.toml");
-            std::fs::write(
-                &config,
-                format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"),
-            )
-            .unwrap();
-            command.arg("--runtime-config-file").arg(config);
-        }
+        let redis = match &options.kv {
+            Kv::Redis(url) => Some(url.as_str()),
+            Kv::Sqlite => None,
+        };
+        let mut command = spin_up("spin.toml", port, &state, dir.path(), redis);
         let variables = [
             ("HMAC_KEY", hmac_key.clone()),
             ("API_KEY", api_key.clone()),
@@ -322,17 +367,7 @@ impl App {
             );
         }
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
-        let log = std::fs::File::create(dir.path().join("spin.log")).unwrap();
-        // `spin up` runs the app in a child (`spin trigger http`): its own process group lets a
-        // kill reach both.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", spin.display()));
+        let child = spawn_in_group(command, &dir.path().join("spin.log"));
         let app = Self {
             child: Mutex::new(Some(child)),
             port,
@@ -452,10 +487,7 @@ impl App {
     /// would: the whole process group it was started in.
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
         }
     }
 }
