@@ -165,8 +165,17 @@ impl store::Guest for Adapter {
             // A read is a `get`: it creates nothing (Spin's increment by 0 would store a 0) and
             // writes nothing (on SQLite an increment is a write transaction even when it adds 0).
             if delta == 0 {
-                return expiring::Keys::counter(kv, &stored)
-                    .map_err(store::StoreError::Unavailable);
+                let value =
+                    expiring::Keys::counter(kv, &stored).map_err(store::StoreError::Unavailable)?;
+                // A read with an expiry still applies the "later of" rule to a live counter: the
+                // core reads a count with the expiry it is about to give it, so that the count is
+                // not forgotten between that read and the increment that follows.
+                if let Err(e) =
+                    expiring::after_increment(kv, &stored, value, expires_at, unix_now())
+                {
+                    eprintln!("a counter's expiry was not noted (it is kept longer): {e}");
+                }
+                return Ok(value);
             }
             let value = expiring::Keys::increment(kv, &stored, delta)
                 .map_err(store::StoreError::Unavailable)?;
