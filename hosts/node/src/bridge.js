@@ -139,7 +139,9 @@ export async function runImport(backends, op, args, onBackendError) {
         const problem = checkKey(args[0]);
         if (problem) return { err: variant('invalid', problem) };
         const value = await store.get(/** @type {string} */ (args[0]));
-        if (value === null || value === undefined) return { ok: undefined };
+        // Only `null` is "absent": `undefined` is what a backend with a missing `return` answers,
+        // and reading it as absent would skip a stored mandate.
+        if (value === null) return { ok: undefined };
         if (!(value instanceof Uint8Array)) {
           return { err: unavailable(op, 'the store answered something else than bytes or null') };
         }
@@ -213,7 +215,7 @@ export async function runImport(backends, op, args, onBackendError) {
       }
       case 'audit.head': {
         const head = await audit.head(/** @type {string} */ (args[0]));
-        if (head === null || head === undefined) return { ok: undefined };
+        if (head === null) return { ok: undefined };
         if (typeof head !== 'object') return { err: unavailable(op, 'the sink answered something else than a head') };
         const { seq, hash } = /** @type {{ seq: unknown, hash: unknown }} */ (head);
         const n = typeof seq === 'bigint' ? seq : typeof seq === 'number' && Number.isSafeInteger(seq) ? BigInt(seq) : -1n;

@@ -164,9 +164,10 @@ export function oidcMfa(options) {
 
     /**
      * Finishes the interaction with a login carrying the component's `amr`. `auth_time` is the
-     * earlier of the first factor's time and `secondFactorAt` (the component's word on when the
-     * second factor was passed: for a trusted browser, when a code was last entered on it), so a
-     * client's `max_age` never takes a remembered code for a fresh one.
+     * first factor's time (the login this interaction finished), as OpenID Connect defines it:
+     * taking a trusted browser's older `secondFactorAt` would make every client's `max_age` ask
+     * for the password again and again (the session would never look fresh). A trusted browser
+     * standing in for the code within its trust period is the component's rule, stated by `amr`.
      */
     async function finishLogin(req, res, details, answer) {
       const componentAmr = Array.isArray(answer.amr) ? answer.amr : [];
@@ -174,8 +175,7 @@ export function oidcMfa(options) {
       const first = firstLogin?.amr ?? details.session?.amr ?? firstFactorAmr;
       const amr = [...new Set([...first, ...componentAmr])];
       const acr = componentAmr.includes('mfa') ? acrMfa : acrPassword;
-      const times = [firstLogin?.ts, answer.secondFactorAt].filter((t) => Number.isSafeInteger(t));
-      const ts = times.length ? Math.min(...times) : undefined;
+      const ts = Number.isSafeInteger(firstLogin?.ts) ? firstLogin.ts : undefined;
       const setCookie = answer.setCookie;
       if (setCookie) appendSetCookie(res, setCookie);
       await provider.interactionFinished(

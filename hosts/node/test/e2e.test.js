@@ -167,7 +167,7 @@ function suite(name, backends) {
     let config;
     let extra;
     const browserA = new Browser();
-    let codeEnteredAt;
+    let signedInAt;
 
     before(async () => {
       // The store expires keys on the component's (test) clock.
@@ -241,6 +241,7 @@ function suite(name, backends) {
 
     test('(a) password + the emailed code, remembered → amr pwd otp mfa', async () => {
       const user = `dr-${run}`;
+      const tPassword = Math.floor(Date.now() / 1000);
       const { flight, after } = await startSignIn(browserA, user);
       assert.equal(after.redirect, undefined, 'a code is asked, not let through');
       const page = after.page;
@@ -283,8 +284,9 @@ function suite(name, backends) {
       const done = await post(browserA, spent.page, '/mfa/verify', { code: code.replace(/(\d{3})/, '$1 '), remember: 'on' });
       const t1 = Math.ceil(Date.now() / 1000);
       const claims = await tokensFor(flight, done.redirect);
-      assert.ok(claims.auth_time >= t0 && claims.auth_time <= t1, 'auth_time: when the code was accepted');
-      codeEnteredAt = claims.auth_time;
+      assert.ok(t0 >= tPassword);
+      assert.ok(claims.auth_time >= tPassword && claims.auth_time <= t1, 'auth_time: this sign-in\'s login');
+      signedInAt = claims.auth_time;
       assert.equal(claims.sub, user);
       assert.deepEqual(claims.amr, ['pwd', 'otp', 'mfa']);
       assert.equal(claims.acr, 'urn:mfa-step:mfa');
@@ -307,7 +309,7 @@ function suite(name, backends) {
       assert.ok(sso.redirect, `no page (got ${sso.page.status})`);
       const claims = await tokensFor(flight, sso.redirect);
       assert.deepEqual(claims.amr, ['pwd', 'otp', 'mfa']);
-      assert.equal(claims.auth_time, codeEnteredAt);
+      assert.equal(claims.auth_time, signedInAt, 'single sign-on: the session\'s login');
       assert.equal(mailer.messages.length, mails);
     });
 
@@ -317,15 +319,32 @@ function suite(name, backends) {
       assert.ok(before, 'runs after (a)');
       browserA.keepOnly([DEVICE_COOKIE]); // a new browser session: only the persistent cookie
       const mails = mailer.messages.length;
+      const tPassword = Math.floor(Date.now() / 1000);
       const { flight, after } = await startSignIn(browserA, user, { prompt: 'login' });
       assert.ok(after.redirect, `let through without a code page (got ${after.page.status})`);
       const claims = await tokensFor(flight, after.redirect);
       assert.deepEqual(claims.amr, ['pwd', 'mfa']);
       assert.equal(claims.acr, 'urn:mfa-step:mfa');
-      assert.equal(claims.auth_time, codeEnteredAt, 'auth_time: when the code was entered on this browser, not now');
+      // This login's time (so a client's max_age is met by the password just entered), never
+      // the older time the code was entered on this browser.
+      assert.ok(claims.auth_time >= tPassword, 'auth_time: this fresh login');
       assert.equal(mailer.messages.length, mails, 'no email');
       const rotated = browserA.cookie(DEVICE_COOKIE);
       assert.ok(rotated && rotated !== before, 'the device token was rotated');
+    });
+
+    test('(b) with max_age: the password just entered satisfies it, the trusted browser stands in for the code', async () => {
+      const user = `dr-${run}`;
+      assert.ok(browserA.cookie(DEVICE_COOKIE), 'runs after (b)');
+      // Older than max_age: the OP asks for the password again, and the sign-in must then finish
+      // (an auth_time taken from the browser's older code would ask for the password forever).
+      await new Promise((resolve) => setTimeout(resolve, 2100));
+      const tPassword = Math.floor(Date.now() / 1000);
+      const { flight, after } = await startSignIn(browserA, user, { max_age: '1' });
+      assert.ok(after.redirect, `back at the client after the password (got ${after.page.status})`);
+      const claims = await tokensFor(flight, after.redirect);
+      assert.deepEqual(claims.amr, ['pwd', 'mfa']);
+      assert.ok(claims.auth_time >= tPassword, 'auth_time: the password just entered');
     });
 
     test('(c) the same browser from another network (its source address; headers ignored) → a code again', async () => {
