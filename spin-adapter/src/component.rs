@@ -21,6 +21,7 @@ use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
 
 use crate::audit_stream;
 use crate::expiring;
+use crate::listing;
 use crate::mapping;
 
 /// Generated bindings. Only this file looks inside.
@@ -129,6 +130,9 @@ impl store::Guest for Adapter {
         mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         mapping::check_value(&value).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
+            // A listed key's index entry first: a value never exists without one.
+            listing::before_set(kv, &key, expires_at, unix_now())
+                .map_err(store::StoreError::Unavailable)?;
             let stored = mapping::value_key(&key);
             expiring::Keys::set(kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
             // The value is written: failing to note its expiry only keeps it longer.
@@ -190,12 +194,15 @@ impl store::Guest for Adapter {
     }
 
     fn list_keys(prefix: String) -> Result<Vec<String>, store::StoreError> {
-        let all = with_kv(store::StoreError::Unavailable, |kv| {
-            kv.values
-                .get_keys()
-                .map_err(|e| store::StoreError::Unavailable(describe_kv(&e)))
-        })?;
-        Ok(mapping::value_keys_with_prefix(all, &prefix))
+        with_kv(store::StoreError::Unavailable, |kv| {
+            if let Some(keys) =
+                listing::list(kv, &prefix, unix_now()).map_err(store::StoreError::Unavailable)?
+            {
+                return Ok(keys);
+            }
+            let all = listing::Listing::all_keys(kv).map_err(store::StoreError::Unavailable)?;
+            Ok(mapping::value_keys_with_prefix(all, &prefix))
+        })
     }
 
     fn commit() -> Result<(), store::StoreError> {
@@ -312,6 +319,15 @@ impl expiring::Keys for SpinKv {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
         atomics::increment(&self.counters, key, delta).map_err(|e| describe_wasi_kv(&e))
+    }
+}
+
+/// `get_many` stays the trait's one `get` per key: Spin 4.0.2's Redis backend panics inside
+/// `wasi:keyvalue/batch.get-many` (the host's task dies and the request answers 500), so the
+/// batch call cannot be relied on, as its compare-and-swap cannot.
+impl listing::Listing for SpinKv {
+    fn all_keys(&self) -> Result<Vec<String>, String> {
+        self.values.get_keys().map_err(|e| describe_kv(&e))
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! | export | Spin API |
 //! |---|---|
-//! | `store.get` / `set` / `delete` / `list-keys` | `fermyon:spin/key-value` on the `default` store; expiries through an index the writers sweep ([`expiring`]) |
+//! | `store.get` / `set` / `delete` | `fermyon:spin/key-value` on the `default` store; expiries through an index the writers sweep ([`expiring`]) |
+//! | `store.list-keys` | a user's devices from a per-user index built on `increment` ([`listing`]); other prefixes by a scan |
 //! | `store.increment` | `wasi:keyvalue/atomics.increment` on the same store (no compare-and-swap) |
 //! | `mailer.send` | an HTTP `POST` of the message as JSON to the `mail_api_url` variable |
 //! | `audit.head` | key-value reads: the record count, then the newest record's line (its `hash`) |
@@ -28,6 +29,7 @@
 
 pub mod audit_stream;
 pub mod expiring;
+pub mod listing;
 pub mod mapping;
 
 #[cfg(target_arch = "wasm32")]

@@ -19,14 +19,16 @@
 //! | who owns an audit position | `audit-claim:<org>:<seq>:<epoch>` | counter | `increment` |
 //! | how many records an organization has | `audit-len:<org>` | counter | `increment` |
 //! | an audit position seen claimed but unwritten | `audit-stall:<org>` | value | `fermyon:spin/key-value` |
+//! | a user's device index: slot count, slots, marks; its readiness | `list-count:<prefix>`, `list-slot:<prefix><n>`, `list-mark:<key>`, `list-ready` | counter; values | [`crate::listing`] |
 //!
 //! `<seq>` is zero-padded to 20 digits, so that a lexical scan of one organization's records returns
 //! them in sequence order, and so that a key splits back into its parts even when `<org>` holds a
 //! colon (`<seq>` and `<epoch>` are the last fields, digits only). How the audit keys make an
 //! append-if-linked step without compare-and-swap is in [`crate::audit_stream`].
 //!
-//! `list-keys(prefix)` lists the store's keys, keeps those under `val:<prefix>` and strips `val:`,
-//! so counters and audit keys never show.
+//! `list-keys` of a user's devices reads that user's index ([`crate::listing`]); any other prefix
+//! lists the store's keys, keeps those under `val:<prefix>` and strips `val:`, so counters,
+//! audit keys and bookkeeping never show.
 
 use serde::Serialize;
 
@@ -54,8 +56,17 @@ pub const EXPIRY_CLAIM_PREFIX: &str = "expiry-claim:";
 /// The first bucket of expiries not yet swept.
 pub const EXPIRY_NEXT: &str = "expiry-next";
 
+/// Prefix of the counter of slots in one listed prefix's index (see [`crate::listing`]).
+pub const LIST_COUNT_PREFIX: &str = "list-count:";
+/// Prefix of one slot of a listed prefix's index: the component key filed in it.
+pub const LIST_SLOT_PREFIX: &str = "list-slot:";
+/// Prefix of a filed key's mark: its slot, and the expiry its entry is filed with.
+pub const LIST_MARK_PREFIX: &str = "list-mark:";
+/// Set once the keys written before the index existed are filed.
+pub const LIST_READY: &str = "list-ready";
+
 /// Every namespace's prefix; none is a prefix of another.
-pub const PREFIXES: [&str; 11] = [
+pub const PREFIXES: [&str; 15] = [
     VALUE_PREFIX,
     COUNTER_PREFIX,
     AUDIT_PREFIX,
@@ -67,6 +78,10 @@ pub const PREFIXES: [&str; 11] = [
     EXPIRY_SLOT_PREFIX,
     EXPIRY_CLAIM_PREFIX,
     EXPIRY_NEXT,
+    LIST_COUNT_PREFIX,
+    LIST_SLOT_PREFIX,
+    LIST_MARK_PREFIX,
+    LIST_READY,
 ];
 
 /// The Spin key that holds the component's value `key`.

@@ -112,6 +112,41 @@ pub fn flow(app: &App, mail: &MailSink, org: &str) {
         "no email for a trusted login"
     );
 
+    // The user's devices, listed and revoked through the adapter's per-user index (no store scan).
+    let me = json!({
+        "user_id": "dr-rest",
+        "org_id": org,
+        "roles": ["provider"],
+        "ip": "203.0.113.7",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"
+    });
+    let listed = app.post("/v1/devices/list", &json!({ "actor": me }));
+    assert_eq!(
+        listed.status,
+        200,
+        "{}\n{}\n{}",
+        listed.text,
+        app.spin_log(),
+        app.component_stderr()
+    );
+    assert_eq!(
+        listed.json["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.text
+    );
+    let revoked = app.post("/v1/devices/revoke-all", &json!({ "actor": me }));
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert_eq!(revoked.json["revoked"], 1, "{}", revoked.text);
+    trusted["device"]["cookie"] = json!(rotated);
+    let after = app.post("/v1/login/begin", &json!({ "context": trusted }));
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert_eq!(
+        after.json["outcome"], "challenge",
+        "a revoked browser is asked again: {}",
+        after.text
+    );
+
     // What the store recorded, in order, as `mfa-step audit export --spin-kv` reads it.
     let actions: Vec<String> = app
         .audit_records(org)
@@ -125,6 +160,7 @@ pub fn flow(app: &App, mail: &MailSink, org: &str) {
         "code_rejected",
         "enrolled",
         "device_trusted",
+        "device_revoked",
     ] {
         assert!(
             actions.iter().any(|a| a == expected),

@@ -1,0 +1,440 @@
+//! `list-keys` without a scan: an index of each user's device keys, built on the atomic
+//! `increment` (Spin's key-value store has no prefix query, and its compare-and-swap does not hold
+//! on Redis).
+//!
+//! The component lists one kind of prefix only: a user's devices, `v1:device:<org>:<user>:`
+//! ([`FAMILY`], four colons; ids hold no colon). Every value key under such a prefix is filed in
+//! its *parent*'s index before the value is written:
+//!
+//! ```text
+//!  set(K, v, E)                                   list-keys(P)
+//!   │ mark = get(list-mark:K)                       │ n = get(list-count:P)
+//!   │ covered: the mark's expiry ≥ E, or for good?  │ K₁…Kₙ = get(list-slot:P1…Pn)
+//!   ├─ yes ─────────────────────────┐               │ the Kᵢ under P, once each,
+//!   └─ no: slot = the mark's, or    │               │ whose val:Kᵢ is present
+//!          increment(list-count:P);  │               ▼
+//!          list-slot:P<slot> = K,    │
+//!          list-mark:K = "<slot> E", │
+//!          both filed to expire at E │
+//!   ┌────────────────────────────────┘
+//!   ▼ val:K = v
+//! ```
+//!
+//! - **Never a value without its entry.** The entry is written first and a failure fails the
+//!   `set`, so the value is not written; an entry without its value (a crash in between, a
+//!   `delete`, a swept value) is only skipped by readers. `delete` leaves the entry: removing it
+//!   could race a `set` that found the mark and skipped filing.
+//! - **An entry outlives its value.** It is filed to expire with the latest expiry any `set`
+//!   asked for (a `set` with a later one files it again), and the sweep keeps a key whose note was
+//!   extended.
+//! - **Races only duplicate.** Two first `set`s of one key may each take a slot; readers drop the
+//!   duplicate.
+//! - **Stores written before the index** are filed once by the first lister: it scans the store,
+//!   files every device key, then writes `list-ready`. Until then every lister scans.
+//!
+//! Any other prefix is listed by a scan ([`list`] answers `None`).
+
+use std::collections::BTreeSet;
+
+use crate::expiring::{self, Keys};
+use crate::mapping;
+
+/// The keys the component lists by prefix: `v1:device:<org>:<user>:<device>`.
+pub const FAMILY: &str = "v1:device:";
+/// How many colons end a listed prefix of [`FAMILY`] (`v1:device:<org>:<user>:`).
+const PARENT_COLONS: usize = 4;
+/// Set once every device key written before the index existed has been filed.
+const READY_VALUE: &[u8] = b"v1";
+
+/// The key-value operations the index needs, beyond [`Keys`].
+pub trait Listing: Keys {
+    /// The values at `keys`, in their order (`None` for an absent one).
+    ///
+    /// # Errors
+    /// The store could not be read.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+    /// Every key in the store (a scan).
+    ///
+    /// # Errors
+    /// The store could not be read.
+    fn all_keys(&self) -> Result<Vec<String>, String>;
+}
+
+/// The prefix whose index files `key`: `key` up to its fourth colon, when it is in [`FAMILY`].
+#[must_use]
+pub fn parent(key: &str) -> Option<&str> {
+    if !key.starts_with(FAMILY) {
+        return None;
+    }
+    let end = key.match_indices(':').nth(PARENT_COLONS - 1)?.0;
+    let parent = &key[..=end];
+    // `v1:device::…` or `v1:device:o::…`: an empty org or user is not a user's prefix.
+    (!parent.contains("::")).then_some(parent)
+}
+
+fn count_key(parent: &str) -> String {
+    format!("{}{parent}", mapping::LIST_COUNT_PREFIX)
+}
+
+fn slot_key(parent: &str, slot: i64) -> String {
+    format!("{}{parent}{slot}", mapping::LIST_SLOT_PREFIX)
+}
+
+fn mark_key(key: &str) -> String {
+    format!("{}{key}", mapping::LIST_MARK_PREFIX)
+}
+
+/// A mark: the key's slot and the expiry its entry is filed with (`None`: for good).
+fn read_mark(kv: &impl Keys, key: &str) -> Result<Option<(i64, Option<i64>)>, String> {
+    let Some(bytes) = kv.get(&mark_key(key))? else {
+        return Ok(None);
+    };
+    // An unreadable mark files the key again, in a new slot: a duplicate entry, never a lost one.
+    let parsed = std::str::from_utf8(&bytes).ok().and_then(|text| {
+        let (slot, until) = text.split_once(' ')?;
+        let until = match until {
+            "none" => None,
+            at => Some(at.parse().ok()?),
+        };
+        Some((slot.parse().ok()?, until))
+    });
+    Ok(parsed)
+}
+
+/// Files the component's value key `key` in its parent's index, to last at least until
+/// `expires_at`, before the value is written. Keys outside [`FAMILY`] are left alone.
+///
+/// # Errors
+/// The store failed: the value must not be written.
+pub fn before_set(
+    kv: &impl Keys,
+    key: &str,
+    expires_at: Option<i64>,
+    now: i64,
+) -> Result<(), String> {
+    let Some(parent) = parent(key) else {
+        return Ok(());
+    };
+    let mark = read_mark(kv, key)?;
+    let covered = match (mark, expires_at) {
+        (Some((_, None)), _) => true,
+        (Some((_, Some(filed))), Some(wanted)) => filed >= wanted,
+        _ => false,
+    };
+    if covered {
+        return Ok(());
+    }
+    let slot = match mark {
+        Some((slot, _)) => slot,
+        None => kv.increment(&count_key(parent), 1)?,
+    };
+    let slot_key = slot_key(parent, slot);
+    kv.set(&slot_key, key.as_bytes())?;
+    expiring::after_set(kv, &slot_key, expires_at, now)?;
+    let until = expires_at.map_or_else(|| "none".to_owned(), |at| at.to_string());
+    let mark_key = mark_key(key);
+    kv.set(&mark_key, format!("{slot} {until}").as_bytes())?;
+    expiring::after_set(kv, &mark_key, expires_at, now)?;
+    Ok(())
+}
+
+/// The component's value keys under `prefix`, from the index; `None` when `prefix` is not one the
+/// index serves (the caller scans).
+///
+/// # Errors
+/// The store failed.
+pub fn list(kv: &impl Listing, prefix: &str, now: i64) -> Result<Option<Vec<String>>, String> {
+    if parent(prefix) != Some(prefix) {
+        return Ok(None);
+    }
+    if kv.get(mapping::LIST_READY)?.as_deref() != Some(READY_VALUE) {
+        file_existing(kv, now)?;
+    }
+    let filed = kv.counter(&count_key(prefix))?;
+    if filed <= 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let slots: Vec<String> = (1..=filed).map(|slot| slot_key(prefix, slot)).collect();
+    let candidates: BTreeSet<String> = kv
+        .get_many(&slots)?
+        .into_iter()
+        .flatten()
+        .filter_map(|bytes| String::from_utf8(bytes).ok())
+        .filter(|key| parent(key) == Some(prefix))
+        .collect();
+    let candidates: Vec<String> = candidates.into_iter().collect();
+    let stored: Vec<String> = candidates.iter().map(|k| mapping::value_key(k)).collect();
+    let present = kv.get_many(&stored)?;
+    Ok(Some(
+        candidates
+            .into_iter()
+            .zip(present)
+            .filter_map(|(key, value)| value.map(|_| key))
+            .collect(),
+    ))
+}
+
+/// Files every device key already in the store (written before the index existed), each with the
+/// expiry noted for it, then marks the store ready.
+fn file_existing(kv: &impl Listing, now: i64) -> Result<(), String> {
+    for stored in kv.all_keys()? {
+        let Some(key) = stored.strip_prefix(mapping::VALUE_PREFIX) else {
+            continue;
+        };
+        if parent(key).is_none() {
+            continue;
+        }
+        let until = kv
+            .get(&expiring::note_key(&stored))?
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.parse().ok());
+        before_set(kv, key, until, now)?;
+    }
+    kv.set(mapping::LIST_READY, READY_VALUE)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+
+    /// A store in a map, counting scans; `fail_on` makes writes of keys with that prefix fail.
+    #[derive(Default)]
+    struct Map {
+        map: RefCell<BTreeMap<String, Vec<u8>>>,
+        scans: Cell<usize>,
+        fail_on: RefCell<Option<String>>,
+    }
+
+    impl Keys for Map {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.map.borrow().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            if let Some(prefix) = self.fail_on.borrow().as_deref()
+                && key.starts_with(prefix)
+            {
+                return Err(format!("planted failure writing {prefix}…"));
+            }
+            self.map.borrow_mut().insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.map.borrow_mut().remove(key);
+            Ok(())
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+            let now = self.counter(key)? + delta;
+            self.map
+                .borrow_mut()
+                .insert(key.to_owned(), now.to_string().into_bytes());
+            Ok(now)
+        }
+    }
+
+    impl Listing for Map {
+        fn all_keys(&self) -> Result<Vec<String>, String> {
+            self.scans.set(self.scans.get() + 1);
+            Ok(self.map.borrow().keys().cloned().collect())
+        }
+    }
+
+    const T: i64 = 1_795_000_000;
+    const ALICE: &str = "v1:device:org-1:alice:";
+
+    /// The component's `set`, as the adapter does it.
+    fn put(m: &Map, key: &str, at: Option<i64>) -> Result<(), String> {
+        before_set(m, key, at, T)?;
+        let stored = mapping::value_key(key);
+        m.set(&stored, b"device")?;
+        expiring::after_set(m, &stored, at, T)
+    }
+
+    fn listed(m: &Map, prefix: &str) -> Vec<String> {
+        let mut keys = list(m, prefix, T).unwrap().expect("an indexed prefix");
+        keys.sort();
+        keys
+    }
+
+    /// The index's own entries, with their expiry notes.
+    fn index(m: &Map) -> Vec<(String, Vec<u8>)> {
+        m.map
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k.starts_with("list-") || k.starts_with("expiry:list-"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_users_devices_are_listed_without_a_scan_and_nobody_elses() {
+        let m = Map::default();
+        put(&m, &format!("{ALICE}d1"), Some(T + 100)).unwrap();
+        put(&m, &format!("{ALICE}d2"), None).unwrap();
+        put(&m, "v1:device:org-1:alice.b:d3", Some(T + 100)).unwrap();
+        put(&m, "v1:device:org-2:alice:d4", Some(T + 100)).unwrap();
+        put(&m, "v1:challenge:org-1:alice", Some(T + 100)).unwrap();
+        let scans_to_get_ready = m.scans.get();
+        assert_eq!(
+            listed(&m, ALICE),
+            [format!("{ALICE}d1"), format!("{ALICE}d2")]
+        );
+        assert_eq!(listed(&m, "v1:device:org-1:bob:"), Vec::<String>::new());
+        // The first list files what was there before (one scan), later ones never scan.
+        assert_eq!(m.scans.get(), scans_to_get_ready + 1);
+        listed(&m, ALICE);
+        put(&m, &format!("{ALICE}d5"), Some(T + 100)).unwrap();
+        assert_eq!(listed(&m, ALICE).len(), 3);
+        assert_eq!(m.scans.get(), scans_to_get_ready + 1);
+    }
+
+    #[test]
+    fn other_prefixes_are_left_to_a_scan() {
+        let m = Map::default();
+        for prefix in [
+            "v1:device:",
+            "v1:device:org-1:",
+            "v1:device:org-1:alice",
+            "v1:device:org-1:alice:d1",
+            "v1:device::alice:",
+            "conformance:run:",
+            "",
+        ] {
+            assert_eq!(list(&m, prefix, T).unwrap(), None, "{prefix:?}");
+        }
+        assert!(m.map.borrow().is_empty(), "nothing written for a scan");
+    }
+
+    #[test]
+    fn a_deleted_or_swept_device_is_not_listed_and_a_set_again_one_is() {
+        let m = Map::default();
+        let d1 = format!("{ALICE}d1");
+        put(&m, &d1, Some(T + 100)).unwrap();
+        m.delete(&mapping::value_key(&d1)).unwrap();
+        assert!(listed(&m, ALICE).is_empty());
+        put(&m, &d1, Some(T + 100)).unwrap();
+        assert_eq!(listed(&m, ALICE), std::slice::from_ref(&d1));
+        // One slot for the key, whatever its history.
+        assert_eq!(m.counter(&count_key(ALICE)).unwrap(), 1);
+    }
+
+    #[test]
+    fn writing_a_device_again_with_the_same_expiry_writes_no_index() {
+        let m = Map::default();
+        let d1 = format!("{ALICE}d1");
+        put(&m, &d1, Some(T + 100)).unwrap();
+        let before = index(&m);
+        assert_eq!(
+            before.len(),
+            5,
+            "count, slot, mark and two notes: {before:?}"
+        );
+        for _ in 0..3 {
+            put(&m, &d1, Some(T + 100)).unwrap();
+            put(&m, &d1, Some(T + 50)).unwrap();
+        }
+        assert_eq!(index(&m), before);
+    }
+
+    #[test]
+    fn the_entry_lasts_as_long_as_the_longest_expiry_asked_for() {
+        let m = Map::default();
+        let d1 = format!("{ALICE}d1");
+        put(&m, &d1, Some(T + 100)).unwrap();
+        put(&m, &d1, Some(T + 86_400)).unwrap();
+        // Sweeping what was due at the first expiry leaves the entry of the extended value.
+        let due = T + 100 + expiring::BUCKET_SECONDS + expiring::GRACE_SECONDS;
+        expiring::sweep(&m, due).unwrap();
+        assert_eq!(listed(&m, ALICE), std::slice::from_ref(&d1));
+        // Once the value is past its expiry, its entry goes with it.
+        expiring::sweep(
+            &m,
+            T + 86_400 + 2 * expiring::BUCKET_SECONDS + expiring::GRACE_SECONDS,
+        )
+        .unwrap();
+        assert!(listed(&m, ALICE).is_empty());
+        assert!(
+            !m.map
+                .borrow()
+                .keys()
+                .any(|k| k.starts_with("list-slot:") || k.starts_with("list-mark:")),
+            "the entry and the mark are swept"
+        );
+        // And a device kept for good keeps its entry for good.
+        put(&m, &d1, None).unwrap();
+        expiring::sweep(&m, T + 10 * 86_400).unwrap();
+        assert_eq!(listed(&m, ALICE), [d1]);
+    }
+
+    #[test]
+    fn a_failed_index_write_fails_the_set_before_the_value() {
+        let m = Map::default();
+        *m.fail_on.borrow_mut() = Some("list-slot:".to_owned());
+        assert!(put(&m, &format!("{ALICE}d1"), Some(T + 100)).is_err());
+        assert!(
+            m.get(&mapping::value_key(&format!("{ALICE}d1")))
+                .unwrap()
+                .is_none()
+        );
+        *m.fail_on.borrow_mut() = Some("list-mark:".to_owned());
+        assert!(put(&m, &format!("{ALICE}d2"), Some(T + 100)).is_err());
+        assert!(
+            m.get(&mapping::value_key(&format!("{ALICE}d2")))
+                .unwrap()
+                .is_none()
+        );
+        // The next write files it.
+        *m.fail_on.borrow_mut() = None;
+        put(&m, &format!("{ALICE}d2"), Some(T + 100)).unwrap();
+        assert_eq!(listed(&m, ALICE), [format!("{ALICE}d2")]);
+    }
+
+    #[test]
+    fn an_unreadable_mark_or_slot_never_hides_a_device() {
+        let m = Map::default();
+        let d1 = format!("{ALICE}d1");
+        put(&m, &d1, Some(T + 100)).unwrap();
+        m.set(&mark_key(&d1), b"garbage").unwrap();
+        put(&m, &d1, Some(T + 100)).unwrap();
+        assert_eq!(listed(&m, ALICE), std::slice::from_ref(&d1));
+        // A slot naming another user's key (a store changed by hand) is not listed.
+        m.set(&slot_key(ALICE, 9), b"v1:device:org-1:mallory:x")
+            .unwrap();
+        m.increment(&count_key(ALICE), 7).unwrap();
+        put(&m, "v1:device:org-1:mallory:x", None).unwrap();
+        assert_eq!(listed(&m, ALICE), [d1]);
+    }
+
+    #[test]
+    fn devices_written_before_the_index_are_filed_by_the_first_list() {
+        let m = Map::default();
+        // Written by an adapter without the index: the value and its expiry note only.
+        let old = format!("{ALICE}old");
+        let stored = mapping::value_key(&old);
+        m.set(&stored, b"device").unwrap();
+        expiring::after_set(&m, &stored, Some(T + 100), T).unwrap();
+        assert_eq!(listed(&m, ALICE), std::slice::from_ref(&old));
+        assert_eq!(
+            m.get(mapping::LIST_READY).unwrap().as_deref(),
+            Some(READY_VALUE)
+        );
+        assert_eq!(
+            read_mark(&m, &old).unwrap(),
+            Some((1, Some(T + 100))),
+            "filed with its noted expiry"
+        );
+    }
+
+    #[test]
+    fn the_component_lists_exactly_the_prefixes_the_index_serves() {
+        // core's own key builders, so that a change there cannot quietly fall back to scans.
+        let prefix = mfa_step_core::kernel::keys::devices_of("org-1", "alice");
+        assert_eq!(parent(&prefix), Some(prefix.as_str()));
+        let key = mfa_step_core::kernel::keys::device("org-1", "alice", "d-1");
+        assert_eq!(parent(&key), Some(prefix.as_str()));
+    }
+}
