@@ -25,6 +25,9 @@ use crate::{Findings, Run, commit, new_id, now};
 const MAX_INSTANCES: u32 = 1024;
 /// See [`MAX_INSTANCES`].
 const MAX_ROUNDS: u32 = 1024;
+/// The fewest instances at once that make a run count (`wit/conformance.wit`, step 4): fewer
+/// rarely overlap enough to lose an update, so a runner that asks for fewer proves nothing.
+const MIN_INSTANCES: u32 = 8;
 
 /// How often an append relinks after a `conflict` before the kit gives up (the component's bound).
 const MAX_APPEND_ATTEMPTS: usize = 32;
@@ -37,16 +40,20 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan, or `None` (with a finding) when the runner asked for nothing or too much.
+    /// The plan, or `None` (with a finding) when the runner asked for too few instances at once,
+    /// no rounds, or too much.
     pub(crate) fn new(instances: u32, rounds: u32, found: &mut Findings) -> Option<Self> {
-        if (1..=MAX_INSTANCES).contains(&instances) && (1..=MAX_ROUNDS).contains(&rounds) {
+        if (MIN_INSTANCES..=MAX_INSTANCES).contains(&instances)
+            && (1..=MAX_ROUNDS).contains(&rounds)
+        {
             Some(Self { instances, rounds })
         } else {
             found.add(
-                "run-id",
+                "plan",
                 format!(
-                    "the runner asked for {instances} instances of {rounds} rounds; each must be \
-                     1 to {MAX_INSTANCES}"
+                    "the runner asked for {instances} instances at once of {rounds} rounds; \
+                     instances must be {MIN_INSTANCES} to {MAX_INSTANCES} (fewer rarely overlap \
+                     enough to lose an update) and rounds 1 to {MAX_ROUNDS}"
                 ),
             );
             None
@@ -65,7 +72,7 @@ const COUNTER: &str = "hammer:count";
 pub(crate) fn hammer(run: &Run, instance: u32, plan: Plan, found: &mut Findings) {
     if instance >= plan.instances {
         found.add(
-            "run-id",
+            "plan",
             format!(
                 "instance {instance} of {} does not exist (they count from 0)",
                 plan.instances

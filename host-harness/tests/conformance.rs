@@ -103,6 +103,33 @@ fn memory_store_and_sink_conform() {
     assert_eq!(report.plan.instances, 16);
 }
 
+/// The kit itself refuses a run too small to count, whatever the runner: a foreign runner that
+/// hammers with 4 instances is told so instead of passing.
+#[test]
+fn a_run_with_fewer_than_eight_instances_does_not_pass() {
+    let report = run(
+        Plan {
+            instances: 4,
+            rounds: 2,
+        },
+        || {
+            let b = backends(
+                Arc::new(MemoryStore::new()),
+                Arc::new(MemoryAuditSink::new()),
+                Offload::NONE,
+            );
+            (b, None)
+        },
+    );
+    assert!(!report.passed(), "{report}");
+    assert_eq!(checks(&report), HashSet::from(["plan"]), "{report}");
+    let judged = report.findings.iter().find(|f| f.step == "judge");
+    assert!(
+        judged.is_some_and(|f| f.seen.contains("4 instances")),
+        "{report}"
+    );
+}
+
 #[test]
 fn sqlite_store_and_audit_table_in_one_file_conform() {
     let dir = tempfile::tempdir().unwrap();
