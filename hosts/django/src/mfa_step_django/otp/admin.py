@@ -1,0 +1,20 @@
+"""django-otp's admin for ``MfaStepEmailDevice``: see and delete users' devices (no secrets here)."""
+
+from django.contrib import admin
+from django.contrib.admin.sites import AlreadyRegistered
+
+from .models import MfaStepEmailDevice
+
+
+class MfaStepEmailDeviceAdmin(admin.ModelAdmin):
+    list_display = ["user", "name", "created_at", "confirmed"]
+    list_filter = ["confirmed", "created_at"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["created_at"]
+    search_fields = ["user__username", "user__email"]
+
+
+try:
+    admin.site.register(MfaStepEmailDevice, MfaStepEmailDeviceAdmin)
+except AlreadyRegistered:
+    pass
