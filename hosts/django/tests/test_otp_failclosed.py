@@ -172,16 +172,71 @@ def test_no_session_challenge_is_the_same_answer(engine):
     assert status == 400 and body["error"] == "rejected"
 
 
-def test_csrf_is_enforced_on_every_post(engine):
+CSRF_FAILED = b"CSRF verification failed"
+POST_ROUTES = {"verify", "resend", "api_begin", "api_send", "api_verify", "api_enroll", "api_change_email",
+               "api_revoke_all", "api_revoke", "api_policy", "api_branding", "api_reset_user"}
+
+
+def _routes():
+    """Every route of ``mfa_step_django.otp.urls``: ``{name: path}`` (arguments filled in)."""
+    from django.urls import reverse
+
+    from mfa_step_django.otp import urls as otp_urls
+
+    args = {"org_id": "default", "user_id": "1", "device_id": "dev-x"}
+    return {p.name: reverse(f"mfa_step_otp:{p.name}", kwargs={k: args[k] for k in p.pattern.converters})
+            for p in otp_urls.urlpatterns}
+
+
+def _verified_csrf_client(username):
+    """A verified session, in a client that enforces CSRF like a browser (no test-client bypass)."""
+    plain = client()
+    verified_login(plain, username)
+    c = client(enforce_csrf_checks=True)
+    c.cookies["sessionid"] = plain.cookies["sessionid"].value
+    assert c.get("/protected/").status_code == 200
+    return c
+
+
+@pytest.mark.parametrize("with_middleware", [True, False], ids=["csrf-middleware", "no-csrf-middleware"])
+def test_csrf_is_enforced_on_every_post_route_of_a_verified_session(engine, settings, with_middleware):
+    """Every route of the package that accepts POST (read from its urls, by the methods each
+    allows) refuses a POST without the CSRF token with Django's CSRF failure, from a verified
+    session (so a 403 cannot come from "unverified"), with or without the project's
+    CsrfViewMiddleware; with the token, the request reaches the view."""
+    from django.middleware.csrf import _get_new_csrf_string
+
+    if not with_middleware:
+        settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "Csrf" not in m]
     make_user("ike")
-    c = Client(enforce_csrf_checks=True, REMOTE_ADDR="203.0.113.5")
-    c.force_login(__import__("django.contrib.auth", fromlist=["get_user_model"]).get_user_model()
-                  .objects.get(username="ike"))
-    for path in ("/mfa/verify", "/mfa/resend", "/mfa/api/begin", "/mfa/api/send", "/mfa/api/verify",
-                 "/mfa/api/devices/revoke-all"):
+    c = _verified_csrf_client("ike")
+    routes = _routes()
+    post_routes = {}
+    for name, path in routes.items():
+        allowed = c.options(path)
+        assert allowed.status_code == 405, (path, allowed.status_code)
+        if "POST" in allowed["Allow"]:
+            post_routes[name] = path
+    assert set(post_routes) == POST_ROUTES, sorted(post_routes)
+    for name, path in post_routes.items():
         r = c.post(path, {"code": "123456"})
-        assert r.status_code == 403, path
-    # With the token, the same request reaches the view.
+        assert r.status_code == 403 and CSRF_FAILED in r.content, (path, r.status_code, r.content[:200])
+    secret = _get_new_csrf_string()
+    c.cookies["csrftoken"] = secret
+    for name, path in post_routes.items():
+        r = c.post(path, {"code": "123456"}, HTTP_X_CSRFTOKEN=secret)
+        assert CSRF_FAILED not in r.content, (path, r.status_code)
+        assert r.status_code != 403 or r.json()["error"] == "forbidden", (path, r.status_code, r.content[:200])
+
+
+def test_csrf_with_the_token_reaches_the_view_of_an_unverified_session(engine):
+    make_user("ivo")
+    c = client(enforce_csrf_checks=True)
+    password_login_csrf = client()
+    password_login(password_login_csrf, "ivo")
+    c.cookies["sessionid"] = password_login_csrf.cookies["sessionid"].value
+    r = c.post("/mfa/api/send")
+    assert r.status_code == 403 and CSRF_FAILED in r.content
     page = c.get("/mfa/?next=/protected/")
     assert page.status_code == 200
     token = c.cookies["csrftoken"].value
@@ -208,6 +263,10 @@ def test_unverified_sessions_cannot_manage_devices_or_administer(engine):
     assert c.get("/mfa/api/devices").status_code == 403
     assert c.post("/mfa/api/devices/revoke-all").status_code == 403
     assert c.get("/mfa/api/admin/orgs/default/policy").status_code == 403
+    # A code is pending (the page sent it): the status shows the challenge, never the code.
+    assert c.get("/mfa/?next=/protected/").status_code == 200
+    code = last_code("jan@clinic.example")
     r = c.get("/mfa/api/status")
     assert r.status_code == 200 and r.json()["verified"] is False
     assert "code" not in r.json()
+    assert code not in r.content.decode()

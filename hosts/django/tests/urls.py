@@ -20,6 +20,29 @@ def password_login(request):
     return HttpResponse("login page")
 
 
+def upstream_down(request):
+    """A project view answering 5xx on its own (an upstream timeout, a maintenance 503)."""
+    return HttpResponse("upstream down", status=502)
+
+
+def broken(request):
+    """A project view with a bug (Django answers 500)."""
+    raise RuntimeError("a bug in the project's view")
+
+
+def change_password(request):
+    """The user changes their own password the Django way (form, save, keep this session)."""
+    from django.contrib.auth import update_session_auth_hash
+    from django.contrib.auth.forms import PasswordChangeForm
+
+    form = PasswordChangeForm(request.user, request.POST)
+    if not form.is_valid():
+        return HttpResponse("bad password", status=400)
+    form.save()
+    update_session_auth_hash(request, form.user)
+    return HttpResponse("password changed")
+
+
 @otp_required(login_url="/mfa/")
 def protected(request):
     return HttpResponse("protected page amr=" + ",".join(amr(request)))
@@ -65,6 +88,12 @@ def _device_call(request, device, op):
         ok = device.verify_token(request.POST.get("token", ""))
         out = {"ok": ok, "last_error": getattr(device.last_error, "kind", None),
                "is_verified": request.user.is_verified()}
+    elif op == "otp_token_form":
+        from django_otp.forms import OTPTokenForm
+
+        form = OTPTokenForm(request.user, request, data={"otp_device": device.persistent_id,
+                                                          "otp_token": request.POST.get("token", "")})
+        out = {"ok": form.is_valid(), "is_verified": request.user.is_verified()}
     elif op == "django_otp_verify_token":
         found = django_otp.verify_token(request.user, device.persistent_id, request.POST.get("token", ""))
         out = {"ok": found is not None}
@@ -75,5 +104,8 @@ urlpatterns = [
     path("device/<str:op>", device_op),
     path("accounts/login/", password_login, name="login"),
     path("protected/", protected, name="protected"),
+    path("upstream-down/", upstream_down),
+    path("broken/", broken),
+    path("accounts/password/", change_password),
     path("mfa/", include("mfa_step_django.otp.urls")),
 ]

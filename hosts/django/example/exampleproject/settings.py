@@ -87,6 +87,8 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 OTP_LOGIN_URL = "mfa_step_otp:code"
+# Error reports (DEBUG pages, admin mails) hide the trusted-device token and the session cookie.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "mfa_step_django.otp.reporting.SafeExceptionReporterFilter"
 
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = "sign-in@example.test"

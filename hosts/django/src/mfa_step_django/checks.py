@@ -1,6 +1,8 @@
 """System checks: the component cannot decide anything without a usable ``MFA_STEP["HMAC_KEY"]``
 (every stored hash and code derives from it), so a missing or short key is an error at
-``manage.py check``/``migrate``/``runserver``, not a ``misconfigured`` at the first login."""
+``manage.py check``/``migrate``/``runserver``, not a ``misconfigured`` at the first login. Nor
+without the component itself: a missing or unreadable ``mfa_step_plugin.wasm`` (a wheel built from
+a checkout where ``scripts/build_wasm.sh`` was not run) or ``MFA_STEP["WASM"]`` is an error too."""
 
 from __future__ import annotations
 
@@ -47,4 +49,40 @@ def check_database_alias(app_configs=None, **kwargs):  # noqa: ANN001, ANN003, A
                 id="mfa_step.W001",
             )
         ]
+    return []
+
+
+WASM_MAGIC = b"\0asm"
+
+
+@register()
+def check_component(app_configs=None, **kwargs):  # noqa: ANN001, ANN003, ANN201, ARG001
+    """The component file exists, is readable and is WebAssembly (not compiled here: that is the
+    engine's first use; this only catches a package shipped without its component)."""
+    from importlib import resources
+
+    conf = getattr(settings, "MFA_STEP", None) or {}
+    if not isinstance(conf, dict):
+        return []
+    configured = conf.get("WASM")
+    hint = ("From a checkout: cargo build --release --locked -p host-harness --bin mfa-step, then "
+            "bash hosts/django/scripts/build_wasm.sh, then build or install the package; or set "
+            'MFA_STEP["WASM"] to a component file.')
+    if configured:
+        where = f'MFA_STEP["WASM"] ({configured})'
+        try:
+            with open(configured, "rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            return [Error(f"{where} cannot be read: {exc.strerror or exc}.", hint=hint, id="mfa_step.E006")]
+    else:
+        where = "mfa_step_plugin.wasm in the mfa_step_django package"
+        try:
+            with resources.files("mfa_step_django").joinpath("mfa_step_plugin.wasm").open("rb") as f:
+                head = f.read(8)
+        except (FileNotFoundError, OSError) as exc:
+            return [Error(f"{where} is missing or unreadable ({type(exc).__name__}): the package was built "
+                          "without its component.", hint=hint, id="mfa_step.E006")]
+    if not head.startswith(WASM_MAGIC):
+        return [Error(f"{where} is not a WebAssembly file.", hint=hint, id="mfa_step.E007")]
     return []

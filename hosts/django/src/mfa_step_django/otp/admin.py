@@ -7,8 +7,11 @@ from .models import MfaStepEmailDevice
 
 
 class MfaStepEmailDeviceAdmin(admin.ModelAdmin):
-    list_display = ["user", "name", "created_at", "confirmed"]
-    list_filter = ["confirmed", "created_at"]
+    # No "confirmed": the device is always confirmed (an unconfirmed row would make django-otp drop
+    # every verification the component grants; see MfaStepEmailDevice).
+    list_display = ["user", "name", "created_at"]
+    list_filter = ["created_at"]
+    exclude = ["confirmed"]
     raw_id_fields = ["user"]
     readonly_fields = ["created_at"]
     search_fields = ["user__username", "user__email"]

@@ -1,4 +1,5 @@
-"""System checks of the django-otp face: the context callable, trusted proxies, middleware order."""
+"""System checks of the django-otp face: the context callable, trusted proxies, middleware order,
+CSRF middleware, the exception-reporter filter."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from . import conf
 
 MIDDLEWARE = "mfa_step_django.otp.middleware.TrustedDeviceMiddleware"
 OTP_MIDDLEWARE = "django_otp.middleware.OTPMiddleware"
+CSRF_MIDDLEWARE = "django.middleware.csrf.CsrfViewMiddleware"
+REPORTER_FILTER = "mfa_step_django.otp.reporting.SafeExceptionReporterFilter"
 
 
 @checks.register(checks.Tags.security)
@@ -36,12 +39,40 @@ def check_settings(app_configs=None, **kwargs):
         except (ValueError, TypeError) as exc:
             errors.append(checks.Error(f"MFA_STEP['TRUSTED_PROXIES'] holds an invalid network: {exc}",
                                        id="mfa_step_otp.E003"))
-    cookie = conf.device_cookie()
-    if not cookie or any(c in cookie for c in " ;,=\t\r\n"):
-        errors.append(checks.Error("MFA_STEP['DEVICE_COOKIE'] is not a valid cookie name", id="mfa_step_otp.E004"))
+    if "DEVICE_COOKIE" in conf.mfa_settings():
+        errors.append(checks.Warning(
+            "MFA_STEP['DEVICE_COOKIE'] is not read: the component names its cookie (__Host-mfa-device)",
+            hint="remove the setting", id="mfa_step_otp.W004"))
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE not in middleware:
         errors.append(checks.Error(f"{MIDDLEWARE} is not in MIDDLEWARE", id="mfa_step_otp.E005"))
     elif OTP_MIDDLEWARE not in middleware or middleware.index(OTP_MIDDLEWARE) > middleware.index(MIDDLEWARE):
         errors.append(checks.Error(f"{MIDDLEWARE} must come after {OTP_MIDDLEWARE}", id="mfa_step_otp.E006"))
+    if CSRF_MIDDLEWARE not in middleware:
+        errors.append(checks.Warning(
+            f"{CSRF_MIDDLEWARE} is not in MIDDLEWARE",
+            hint="mfa-step's own views protect themselves (csrf_protect), but your login form and other "
+                 "views then have no CSRF protection",
+            id="mfa_step_otp.W007"))
+    errors.extend(_check_reporter_filter())
     return errors
+
+
+def _check_reporter_filter():
+    from django.utils.module_loading import import_string
+
+    from .reporting import SafeExceptionReporterFilter
+
+    configured = getattr(settings, "DEFAULT_EXCEPTION_REPORTER_FILTER", "")
+    try:
+        cls = import_string(configured) if isinstance(configured, str) else configured
+        ok = isinstance(cls, type) and issubclass(cls, SafeExceptionReporterFilter)
+    except ImportError:
+        ok = False
+    if ok:
+        return []
+    return [checks.Warning(
+        "DEFAULT_EXCEPTION_REPORTER_FILTER does not hide the trusted-device cookie: error reports "
+        "(DEBUG pages, AdminEmailHandler mails) would show the browser's device token",
+        hint=f'DEFAULT_EXCEPTION_REPORTER_FILTER = "{REPORTER_FILTER}" (or a subclass of it)',
+        id="mfa_step_otp.W010")]

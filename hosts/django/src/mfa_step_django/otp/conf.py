@@ -11,8 +11,8 @@ Keys this app reads (all optional):
 ``TRUSTED_PROXIES``
     CIDRs (or single addresses) of reverse proxies whose ``X-Forwarded-For`` is believed. Empty by
     default: the client address is ``REMOTE_ADDR``, and a client's own header is never trusted.
-``DEVICE_COOKIE``
-    Name of the trusted-device cookie the component sets (default ``"__Host-mfa-device"``).
+    The entry ``"unix"`` means "an empty ``REMOTE_ADDR`` is the trusted proxy" (a proxy talking to
+    the server over a unix socket, where there is no peer address).
 ``EXEMPT_PATHS``
     Path prefixes the middleware never asks the component about (default: ``STATIC_URL``,
     ``MEDIA_URL``): assets loaded by a page must not each cost a component call.
@@ -29,7 +29,11 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 DEFAULT_CONTEXT = "mfa_step_django.otp.context.default_context"
-DEFAULT_DEVICE_COOKIE = "__Host-mfa-device"
+#: The trusted-device cookie's name. The component writes it (name and attributes) in its
+#: ``set-cookie``; this host only reads it back, so it is not a setting (a different name here
+#: would only make the host read a cookie the component never sets).
+DEVICE_COOKIE = "__Host-mfa-device"
+UNIX_SOCKET_PROXY = "unix"
 DEFAULT_ORG_ID = "default"
 
 
@@ -43,7 +47,7 @@ def org_id() -> str:
 
 
 def device_cookie() -> str:
-    return str(mfa_settings().get("DEVICE_COOKIE", DEFAULT_DEVICE_COOKIE))
+    return DEVICE_COOKIE
 
 
 def context_callable():
@@ -56,14 +60,30 @@ def _import(path: str):
     return import_string(path)
 
 
+def _proxy_entries() -> tuple:
+    return tuple(str(e).strip() for e in (mfa_settings().get("TRUSTED_PROXIES", ()) or ()))
+
+
 def trusted_proxies() -> tuple:
     """The trusted proxy networks; an invalid entry raises ``ValueError`` (the check reports it)."""
-    return _networks(tuple(mfa_settings().get("TRUSTED_PROXIES", ()) or ()))
+    return _networks(tuple(e for e in _proxy_entries() if e.lower() != UNIX_SOCKET_PROXY))
+
+
+def trusts_unix_socket() -> bool:
+    """``"unix"`` is in ``TRUSTED_PROXIES``: an empty ``REMOTE_ADDR`` is the trusted proxy."""
+    return any(e.lower() == UNIX_SOCKET_PROXY for e in _proxy_entries())
 
 
 @lru_cache(maxsize=8)
 def _networks(entries: tuple) -> tuple:
-    return tuple(ipaddress.ip_network(str(e).strip(), strict=False) for e in entries)
+    networks = []
+    for entry in entries:
+        net = ipaddress.ip_network(entry, strict=False)
+        # A mapped network (::ffff:10.0.0.0/104) is the IPv4 network it maps: peers are read as IPv4.
+        if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+            net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+        networks.append(net)
+    return tuple(networks)
 
 
 def exempt_paths() -> tuple:

@@ -6,6 +6,12 @@ Guarantees:
   then ``X-Forwarded-For`` is read right to left and the first hop that is not itself a trusted proxy
   is the client. A client's own header is never believed by default (a client cannot pick the
   network a trusted browser is compared against).
+- An IPv4-mapped IPv6 address (``::ffff:10.0.0.2``, what a dual-stack socket reports for an IPv4
+  peer) is read as the IPv4 address it maps, both to match ``TRUSTED_PROXIES`` and as the address
+  given to the component (a browser's network is the same whichever socket family it came in on).
+- ``"unix"`` in ``TRUSTED_PROXIES`` means "an empty ``REMOTE_ADDR`` is the trusted proxy" (a proxy
+  on a unix socket, where the server has no peer address); without it an empty peer is never a
+  proxy, and the component refuses a login with no address (fail closed).
 - Browser traits are bounded to the component's 512 bytes; only what the host observes is passed
   (the component derives family and platform from the user agent itself).
 - The org, roles, email and locale come from the configured context callable: this module decides
@@ -49,9 +55,12 @@ def _strip_zone(ip: str) -> str:
 
 def _parse(ip: str):
     try:
-        return ipaddress.ip_address(_strip_zone(ip))
+        addr = ipaddress.ip_address(_strip_zone(ip))
     except ValueError:
         return None
+    # ::ffff:a.b.c.d is the IPv4 peer a dual-stack socket saw: compare and report it as IPv4.
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return mapped if mapped is not None else addr
 
 
 def _is_trusted(addr, networks) -> bool:
@@ -63,7 +72,8 @@ def client_ip(request) -> str:
     peer_text = _strip_zone(request.META.get("REMOTE_ADDR", "") or "")
     peer = _parse(peer_text)
     networks = conf.trusted_proxies()
-    if not networks or not _is_trusted(peer, networks):
+    from_unix_proxy = peer_text == "" and conf.trusts_unix_socket()
+    if not from_unix_proxy and (not networks or not _is_trusted(peer, networks)):
         return str(peer) if peer is not None else peer_text
     hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
     for hop in reversed(hops):
@@ -73,7 +83,7 @@ def client_ip(request) -> str:
             break
         if not _is_trusted(addr, networks):
             return str(addr)
-    return str(peer)
+    return str(peer) if peer is not None else peer_text
 
 
 def _bounded(value: str) -> str:
@@ -120,7 +130,9 @@ def default_context(request) -> dict:
     }
 
 
-def _identity(request) -> dict:
+def identity(request) -> dict:
+    """The context callable's answer for this request's user, checked and normalized:
+    ``{"user_id", "org_id", "email", "roles", "locale"}``."""
     info = conf.context_callable()(request)
     if not isinstance(info, dict) or not isinstance(info.get("org_id"), str):
         raise TypeError("the MFA_STEP CONTEXT callable must return a dict with a str org_id")
@@ -134,11 +146,12 @@ def _identity(request) -> dict:
     }
 
 
-def login_context(request) -> dict:
-    """The ``login-context`` record of this request's signed-in user (its ``repr`` hides the cookie)."""
+def login_context(request, ident=None) -> dict:
+    """The ``login-context`` record of this request's signed-in user (its ``repr`` hides the cookie);
+    ``ident`` is :func:`identity` when the caller already has it."""
     from mfa_step_django.engine import login_context as build
 
-    ident = _identity(request)
+    ident = ident if ident is not None else identity(request)
     traits = browser_traits(request)
     return build(
         user_id=ident["user_id"],
@@ -153,9 +166,9 @@ def login_context(request) -> dict:
     )
 
 
-def actor(request) -> dict:
+def actor(request, ident=None) -> dict:
     """The ``actor`` record of this request's signed-in user."""
-    ident = _identity(request)
+    ident = ident if ident is not None else identity(request)
     return {
         "user_id": ident["user_id"],
         "org_id": ident["org_id"],

@@ -17,7 +17,11 @@ Guarantees:
   (the component's ``unavailable``, a bug, a missing request) propagates: the caller fails closed.
 - Every ``set-cookie`` the component returns is queued on the request and set on the response,
   unchanged, by the middleware.
-- The step-up token is kept only in the server-side session, never in a response body or a log.
+- The step-up token is kept only in the session, never in a response body or a log (with
+  Django's signed-cookie session engine the session is the browser's cookie: use a server-side one).
+- A verification records what it rests on (:mod:`.verification`: the context's org and roles, the
+  user's revocation counts read before the component was asked, the device); the middleware drops
+  it when that changes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import django_otp
 from django_otp import DEVICE_ID_SESSION_KEY
 
 from . import context as ctxmod
+from . import verification
 
 log = logging.getLogger("mfa_step_django.otp")
 
@@ -104,8 +109,9 @@ def _save_state(request, user, value: dict | None):
 
 
 def clear(request):
-    """Forgets this session's step (pending challenge, amr, step-up)."""
-    for key in (STATE_KEY, AMR_KEY, SECOND_FACTOR_AT_KEY, STEP_UP_KEY):
+    """Forgets this session's step (pending challenge, amr, step-up, what a verification rested on)."""
+    for key in (STATE_KEY, AMR_KEY, SECOND_FACTOR_AT_KEY, STEP_UP_KEY, verification.BASIS_KEY,
+                verification.EPOCH_KEY):
         request.session.pop(key, None)
 
 
@@ -118,8 +124,21 @@ def queue_cookie(request, set_cookie):
         pending.append(set_cookie)
 
 
-def mark_verified(request, user, amr, second_factor_at, set_cookie=None, device=None):
-    """Marks the session verified the django-otp way, with the component's ``amr``."""
+def _asked(request, user):
+    """The context of ``user``'s request, with what a verification would rest on, read before the
+    component is asked: ``(login_context, identity, revocation counts)``."""
+    r = _as_user(request, user)
+    ident = ctxmod.identity(r)
+    counts = verification.snapshot(ident)
+    return ctxmod.login_context(r, ident), ident, counts
+
+
+def mark_verified(request, user, amr, second_factor_at, set_cookie=None, device=None, *, basis=None):
+    """Marks the session verified the django-otp way, with the component's ``amr``.
+
+    ``basis`` is ``(identity, revocation counts, device_id)``: what the component's answer rested on,
+    kept in the session (:mod:`.verification`).
+    """
     from .models import MfaStepEmailDevice
 
     device = device if device is not None else MfaStepEmailDevice.for_user(user)
@@ -135,6 +154,12 @@ def mark_verified(request, user, amr, second_factor_at, set_cookie=None, device=
     _save_state(request, user, None)
     request.session[AMR_KEY] = [str(a) for a in (amr or [])]
     request.session[SECOND_FACTOR_AT_KEY] = second_factor_at
+    if basis is not None:
+        ident, counts, device_id = basis
+        verification.stamp(request.session, ident, counts, device_id)
+    else:  # nothing to rest on: the middleware asks again at the next request
+        request.session.pop(verification.BASIS_KEY, None)
+        request.session.pop(verification.EPOCH_KEY, None)
     return device
 
 
@@ -145,11 +170,13 @@ def begin(request, user=None) -> dict:
     marks the session verified at once.
     """
     user = user if user is not None else request.user
-    decision = engine().begin(ctxmod.login_context(_as_user(request, user)))
+    ctx, ident, counts = _asked(request, user)
+    decision = engine().begin(ctx)
     tag = tag_of(decision)
     value = decision.get("value") or {}
     if tag == "allow":
-        mark_verified(request, user, value.get("amr"), value.get("second_factor_at"), value.get("set_cookie"))
+        mark_verified(request, user, value.get("amr"), value.get("second_factor_at"), value.get("set_cookie"),
+                      basis=(ident, counts, value.get("device_id")))
     elif tag == "challenge":
         previous = state(request, user) or {}
         same = previous.get("challenge_id") == value.get("challenge_id")
@@ -210,17 +237,17 @@ def verify(request, code: str, remember: bool, user=None, device=None) -> dict:
     code = "".join(str(code or "").split())
     if not st or not st.get("challenge_id"):
         raise rejected()
+    ctx, ident, counts = _asked(request, user)
     try:
-        result = engine().verify(
-            ctxmod.login_context(_as_user(request, user)), st["challenge_id"], code, bool(remember)
-        )
+        result = engine().verify(ctx, st["challenge_id"], code, bool(remember))
     except MfaError as err:
         # A malformed code reads like a wrong one (one answer for every code that does not verify).
         if getattr(err, "kind", None) == "invalid-input" and getattr(err, "field", None) in ("code", None):
             raise rejected() from None
         raise
     mark_verified(
-        request, user, result.get("amr"), result.get("second_factor_at"), result.get("set_cookie"), device
+        request, user, result.get("amr"), result.get("second_factor_at"), result.get("set_cookie"), device,
+        basis=(ident, counts, result.get("device_id")),
     )
     if result.get("step_up"):
         request.session[STEP_UP_KEY] = result["step_up"]
@@ -256,7 +283,7 @@ def unverify(request):
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "otp_device", None) is not None:
             user.otp_device = None
-    for key in (AMR_KEY, SECOND_FACTOR_AT_KEY):
+    for key in (AMR_KEY, SECOND_FACTOR_AT_KEY, verification.BASIS_KEY, verification.EPOCH_KEY):
         request.session.pop(key, None)
 
 
@@ -265,6 +292,20 @@ def amr(request) -> list:
     ``["mfa"]`` for a trusted browser, ``[]`` when no rule asked for a second factor."""
     value = request.session.get(AMR_KEY)
     return list(value) if isinstance(value, list) else []
+
+
+def verified_by_us(request) -> bool:
+    """The session is verified through ``MfaStepEmailDevice`` (not another django-otp device)."""
+    from .models import MfaStepEmailDevice
+
+    persistent = request.session.get(DEVICE_ID_SESSION_KEY, "")
+    return isinstance(persistent, str) and persistent.startswith(MfaStepEmailDevice.model_label() + "/")
+
+
+def still_verified(request) -> bool:
+    """Whether this verified session's verification still rests on the same context and
+    unrevoked devices (:mod:`.verification`); exceptions propagate (the caller fails closed)."""
+    return verification.holds(request.session, ctxmod.identity(request))
 
 
 def on_user_logged_in(sender, request, user, **kwargs):

@@ -13,6 +13,12 @@ session, because a challenge belongs to one browser on one network.
   ``throttled`` or ``locked`` answer is ``False`` too, kept in ``last_error`` for the caller.
 - ``verify_is_allowed()`` / ``generate_is_allowed()`` report the component's ``status`` (lock,
   wrong-guess delay, send window).
+- The device is always ``confirmed``: its one "confirmation" is the component's, per login.
+  ``for_user`` and ``save`` keep it so, and the admin does not offer the field (an unconfirmed row
+  would make django-otp drop every verification the component granted).
+
+``MfaStepRevocationEpoch`` counts, per user (the component's org and user ids) and per device, the
+revocations made through this package; see :mod:`mfa_step_django.otp.verification`.
 """
 
 from __future__ import annotations
@@ -47,8 +53,18 @@ class MfaStepEmailDevice(Device):
 
     @classmethod
     def for_user(cls, user):
-        device, _created = cls.objects.get_or_create(user=user, defaults={"name": "Email"})
+        device, _created = cls.objects.get_or_create(user=user, defaults={"name": "Email", "confirmed": True})
+        if not device.confirmed:
+            cls.objects.filter(pk=device.pk).update(confirmed=True)
+            device.confirmed = True
         return device
+
+    def save(self, *args, **kwargs):
+        self.confirmed = True  # see the module doc: never unconfirmed
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "confirmed" not in update_fields:
+            kwargs["update_fields"] = [*update_fields, "confirmed"]
+        super().save(*args, **kwargs)
 
     def _request(self):
         request = ctxmod.request_or_raise()
@@ -115,3 +131,23 @@ class MfaStepEmailDevice(Device):
                 return False
             raise
         return True
+
+
+class MfaStepRevocationEpoch(models.Model):
+    """How many times this package revoked a user's devices (``device_id == ""``: all of them) or
+    one device (``device_id``). Only ever incremented; a session remembers the values it was
+    verified under, and a moved value ends that verification (see :mod:`.verification`)."""
+
+    org_id = models.CharField(max_length=128)
+    user_id = models.CharField(max_length=128)
+    device_id = models.CharField(max_length=128, blank=True, default="")
+    epoch = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("mfa-step revocation epoch")
+        constraints = [
+            models.UniqueConstraint(fields=["org_id", "user_id", "device_id"], name="mfa_step_otp_one_epoch_per_device")
+        ]
+
+    def __str__(self):
+        return f"{self.org_id}/{self.user_id}/{self.device_id or '*'}: {self.epoch}"

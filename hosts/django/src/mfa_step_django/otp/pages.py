@@ -3,7 +3,8 @@
 Mirrors the Node host's prompt pages: the page sends the code once when first shown (a reload
 only shows it), "Send again" resends (the same code while it lives), a wrong code and an unknown or
 expired one read alike, ``throttled`` says when to retry (429, ``Retry-After``), ``locked`` says to ask
-an administrator (423). A failure of the component is a 503 page and never a pass.
+an administrator (423). A failure of the component is a 503 page and never a pass. Every form is CSRF-protected by the view
+itself (``csrf_protect``), whether or not the project runs ``CsrfViewMiddleware``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 
 from .transactions import outside_atomic_requests
 from django.views.decorators.http import require_GET, require_POST
@@ -94,6 +96,7 @@ def _after_decision(request, decision):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_GET
 @never_cache
 @login_required
@@ -118,6 +121,7 @@ def code_page(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @never_cache
 @login_required
@@ -137,6 +141,7 @@ def verify_submit(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @never_cache
 @login_required

@@ -8,10 +8,12 @@
 | locked          | 423    |                                                               |
 | forbidden       | 403    |                                                               |
 | unavailable     | 503    | also any trap, host failure or bug: nothing was let through   |
-| misconfigured   | 503    | the host's settings are wrong; logged                         |
+| misconfigured   | 503    | the host's settings are wrong; logged; the body says unavailable |
 | not-implemented | 501    |                                                               |
 
-A failure never drops a cookie the component did not set, and a 503 carries no cookie at all.
+A failure of the step never sets a cookie (a failed call committed nothing): its 503 carries none.
+(A rotation the component committed is set even on the project's own 5xx: see the middleware.)
+``misconfigured`` is logged and answered as ``unavailable`` (the client cannot act on it).
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """The JSON API: the seed's endpoints over the component, for a React (or any) front end.
 
-Every view is plain Django: session authentication, CSRF enforced by ``CsrfViewMiddleware`` on every
-POST (send the ``csrftoken`` cookie back in ``X-CSRFToken``), JSON in and out. Unauthenticated calls
+Every view is plain Django: session authentication, CSRF enforced on every POST by the view itself
+(``csrf_protect``, so it does not depend on the project's ``CsrfViewMiddleware``; send the
+``csrftoken`` cookie back in ``X-CSRFToken``), JSON in and out. Unauthenticated calls
 get 401; calls that need a verified session (devices, admin) get 403 ``unverified`` before one.
 
 The views decide nothing: admin calls go to the component with the actor's roles from the context
 callable, and the component answers ``forbidden``. Error kinds map to statuses as
 :mod:`mfa_step_django.otp.responses` says. No body ever carries a code, a device token or the
 step-up token (``set-cookie`` goes in the header; the step-up token stays in the session).
+
+A revocation made here (one device, all, an admin reset) also ends the verification of the
+sessions it concerns (:mod:`.verification`); the acting session of a user revoking their own
+browsers stays verified.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import json
 
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 
 from .transactions import outside_atomic_requests
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import context as ctxmod
-from . import flow
+from . import flow, verification
 from .responses import error_json, kind_of
 
 
@@ -92,6 +98,7 @@ def _decision_json(decision, request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api()
 def begin(request):
@@ -101,6 +108,7 @@ def begin(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api()
 def send(request):
@@ -115,6 +123,7 @@ def send(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api()
 def verify(request):
@@ -134,6 +143,7 @@ def status(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api()
 def enroll(request):
@@ -142,6 +152,7 @@ def enroll(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api(verified=True)
 def change_email(request):
@@ -169,24 +180,34 @@ def devices(request):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api(verified=True)
 def revoke(request, device_id):
-    flow.engine().revoke(ctxmod.actor(request), device_id)
+    ident = ctxmod.identity(request)
+    flow.engine().revoke(ctxmod.actor(request, ident), device_id)
+    verification.bump(ident["org_id"], ident["user_id"], device_id)
+    verification.restamp(request, ident)
     return JsonResponse({"revoked": 1})
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api(verified=True)
 def revoke_all(request):
-    return JsonResponse({"revoked": int(flow.engine().revoke_all(ctxmod.actor(request)))})
+    ident = ctxmod.identity(request)
+    revoked = int(flow.engine().revoke_all(ctxmod.actor(request, ident)))
+    verification.bump(ident["org_id"], ident["user_id"])
+    verification.restamp(request, ident)
+    return JsonResponse({"revoked": revoked})
 
 
 # --- admin calls: the component authorizes them from the actor's roles ---------------------------
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_http_methods(["GET", "POST"])
 @api(verified=True)
 def policy(request, org_id):
@@ -197,10 +218,12 @@ def policy(request, org_id):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_POST
 @api(verified=True)
 def reset_user(request, org_id, user_id):
     flow.engine().reset_user(ctxmod.actor(request), org_id, user_id)
+    verification.bump(org_id, user_id)  # the target's sessions are asked again
     return JsonResponse({"reset": True})
 
 
@@ -212,6 +235,7 @@ def user_status(request, org_id, user_id):
 
 
 @outside_atomic_requests
+@csrf_protect
 @require_http_methods(["GET", "POST"])
 @api(verified=True)
 def branding(request, org_id):
