@@ -26,6 +26,7 @@ pub(crate) fn prepare(run: &Run, found: &mut Findings) {
     namespaces(run, found);
     zero_increment(run, found);
     increment(run, found);
+    delete_then_increment(run, found);
     list_keys(run, found);
     read_your_writes(run, found);
     delete_absent(run, found);
@@ -142,6 +143,57 @@ fn increment(run: &Run, found: &mut Findings) {
         && n != 0
     {
         found.add(CHECK, format!("a deleted counter reads {n}, not 0"));
+    }
+}
+
+/// A call's store operations take effect in the order it makes them, counters included: a counter
+/// deleted and then incremented in one unit of work counts from 0, and the commit does not delete
+/// it afterwards. A host that holds the delete until `commit` while the increment applies at once
+/// gets this backwards (the component's undo of an admin reset relies on it).
+fn delete_then_increment(run: &Run, found: &mut Findings) {
+    const CHECK: &str = "delete-then-increment";
+    let key = run.key("held:n");
+    if found
+        .ok(CHECK, "increment", store::increment(&key, 5, None))
+        .is_none()
+        || !commit(CHECK, found)
+        || found.ok(CHECK, "delete", store::delete(&key)).is_none()
+    {
+        return;
+    }
+    let steps: [(i64, &str, i64); 3] = [
+        (0, "read right after its delete", 0),
+        (2, "incremented by 2 after its delete", 2),
+        (0, "read again", 2),
+    ];
+    for (delta, what, expected) in steps {
+        match found.ok(CHECK, "increment", store::increment(&key, delta, None)) {
+            Some(n) if n == expected => {}
+            Some(n) => {
+                found.add(
+                    CHECK,
+                    format!(
+                        "a counter deleted in this call and {what} answered {n}, not {expected}"
+                    ),
+                );
+                return;
+            }
+            None => return,
+        }
+    }
+    if !commit(CHECK, found) {
+        return;
+    }
+    if let Some(n) = found.ok(CHECK, "increment", store::increment(&key, 0, None))
+        && n != 2
+    {
+        found.add(
+            CHECK,
+            format!(
+                "a counter deleted and then incremented to 2 in one call reads {n} after the \
+                 commit: the held delete was applied after the increment"
+            ),
+        );
     }
 }
 

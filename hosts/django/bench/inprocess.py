@@ -14,6 +14,7 @@ import django
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from bench.flows import django_otp_login, mfa_step_login  # noqa: E402
@@ -41,7 +42,7 @@ def main() -> None:
     for i in range(logins):
         mfa_step_login(f"m-{run}-{i}", timings)
         django_otp_login(f"d-{run}-{i}", timings)
-    db = "postgres" if os.environ.get("MFA_STEP_BENCH_POSTGRES") else "sqlite (WAL)"
+    db = "postgres" if os.environ.get("MFA_STEP_BENCH_POSTGRES") else f"sqlite ({settings.SQLITE_MODE})"
     print(f"database: {db}; load before: {os.getloadavg()}; component {engine.wasm_sha256[:12]}")
     print("| step | calls | median ms | mean ms | p95 ms |")
     print("|---|---|---|---|---|")

@@ -2,7 +2,8 @@
 EmailDevice side by side in one project, on the same database and the same mail stand-in.
 
 SQLite (a file under $MFA_STEP_BENCH_DIR, IMMEDIATE transactions, as the package's README
-recommends) by default; Postgres when MFA_STEP_BENCH_POSTGRES holds a postgres:// URL."""
+recommends; the journal from MFA_STEP_BENCH_SQLITE, below) by default; Postgres when
+MFA_STEP_BENCH_POSTGRES holds a postgres:// URL."""
 
 import os
 import secrets
@@ -41,6 +42,18 @@ if _pg:
         }
     }
 else:
+    # MFA_STEP_BENCH_SQLITE picks the journal, the same for both sides (README, "Databases"):
+    #   wal       WAL, synchronous=NORMAL (default): no fsync per commit, one per checkpoint
+    #   wal-full  WAL, synchronous=FULL: an fsync of the WAL per commit
+    #   rollback  SQLite's own defaults (rollback journal, synchronous=FULL): fsyncs per commit
+    SQLITE_MODE = os.environ.get("MFA_STEP_BENCH_SQLITE", "wal")
+    _pragmas = {
+        "wal": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "wal-full": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+        "rollback": "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;",
+    }
+    if SQLITE_MODE not in _pragmas:
+        raise SystemExit(f"MFA_STEP_BENCH_SQLITE must be one of {', '.join(_pragmas)}, not {SQLITE_MODE!r}")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -48,7 +61,7 @@ else:
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": _pragmas[SQLITE_MODE],
             },
         }
     }

@@ -280,3 +280,103 @@ def test_a_dedicated_alias_keeps_counters_out_of_the_callers_transaction(ctx, cl
     # The caller rolled back; the engine's writes (its own commits, its counters) stand.
     assert StoreCounter.objects.using("default").exists()
     assert eng.status(c)["active_challenge"] == cid
+
+
+# -- host calls with types read once (engine/linking.py, engine/lowering.py) ---------------------
+
+
+def _import_types(engine, ctx, name):
+    """The signature the import ``name`` (e.g. ``store.get``) read from the component."""
+    from wasmtime.component._linker import FUNCTIONS
+
+    from mfa_step_django.engine.linking import _Binding
+
+    engine.begin(ctx("sig-reader"))  # every import the login's first step uses has been called
+    for binding in list(FUNCTIONS.handles.values()):
+        if isinstance(binding, _Binding) and binding.name == name and binding.sig is not None:
+            return binding.sig
+    raise AssertionError(f"no binding of {name} has read its signature")
+
+
+def test_a_login_reads_no_type_from_wasmtime_after_the_first_call(engine, ctx, monkeypatch):
+    from wasmtime.component import Func
+
+    from mfa_step_django.engine import linking
+
+    def login(user):
+        c = ctx(user)
+        cid = _challenge(engine, c)
+        engine.send_code(c, cid)
+        assert engine.verify(c, cid, code_in(mail.outbox[-1]), False)["amr"] == ["otp", "mfa"]
+
+    login("types-first")  # every import a login uses reads its signature here, once
+    reads = []
+    real = linking.FuncType
+
+    class Counting:
+        @staticmethod
+        def _from_ptr(*args, **kwargs):
+            reads.append(args)
+            return real._from_ptr(*args, **kwargs)
+
+    monkeypatch.setattr(linking, "FuncType", Counting)
+    monkeypatch.setattr(Func, "type", lambda self, store: pytest.fail("an export call asked wasmtime for its type"))
+    login("types-again")
+    assert reads == []
+
+
+def _roundtrips(t, values):
+    """Each value lowered by lowering.py and lifted by wasmtime-py, and the other way round."""
+    import ctypes
+
+    from wasmtime import Store
+    from wasmtime import _ffi as ffi
+
+    from mfa_step_django.engine.lowering import lift, lower
+
+    store = Store()
+    for value in values:
+        ours = ffi.wasmtime_component_val_t()
+        lower(t, store, value, ctypes.pointer(ours))
+        assert t.ty.convert_from_c(ours) == value
+        theirs = ffi.wasmtime_component_val_t()
+        t.ty.convert_to_c(store, value, ctypes.pointer(theirs))
+        assert lift(t, theirs) == value
+
+
+def test_lowering_gives_exactly_wasmtime_pys_values(engine, ctx):
+    from wasmtime.component import Record, Variant
+
+    (key_t,), get_result = _import_types(engine, ctx, "store.get")
+    value_t = get_result.case_map["ok"]  # option<list<u8>>
+    bytes_t = value_t.case_map["some"]
+    assert (key_t.kind, get_result.kind, value_t.kind, bytes_t.kind) == ("string", "result", "option", "bytes")
+    _roundtrips(bytes_t, [b"", b"\x00", bytes(range(256)), bytes(range(256)) * 256])
+    _roundtrips(value_t, [None, b"", b"\xff\x00"])
+    _roundtrips(key_t, ["", "v1:key", "h\u00e9\u4e2d\U0001f600"])
+    err_t = get_result.case_map["err"]  # store-error: variant { unavailable(string), invalid(string) }
+    assert err_t.kind == "variant" and err_t.tagged
+    _roundtrips(err_t, [Variant(case, None if payload_t is None else "why") for case, payload_t in err_t.cases])
+    (entry_t,), _ = _import_types(engine, ctx, "audit.append")
+    record = Record()
+    for name, _key, field_t in entry_t.fields:
+        setattr(record, name, {"string": "x\"y", "int": 2**32 + 5}[field_t.kind])
+    _roundtrips(entry_t, [record])
+
+
+def test_a_list_u8_holding_another_kind_is_refused():
+    from wasmtime import _ffi as ffi
+
+    from mfa_step_django.engine.lowering import _lift_bytes
+
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, 2)
+    raw.data[0].kind = ffi.WASMTIME_COMPONENT_U8
+    raw.data[0].of.u8 = 7
+    raw.data[1].kind = ffi.WASMTIME_COMPONENT_BOOL
+    raw.data[1].of.boolean = True
+    c = ffi.wasmtime_component_val_t()
+    c.kind = ffi.WASMTIME_COMPONENT_LIST
+    c.of.list = raw
+    with pytest.raises(TypeError):
+        _lift_bytes(c)

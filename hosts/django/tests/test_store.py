@@ -182,3 +182,105 @@ def test_sweep_command_deletes_only_expired_rows(db):
     assert "swept 2 expired rows" in out.getvalue()
     assert sorted(StoreValue.objects.values_list("key", flat=True)) == ["sw:forever", "sw:live"]
     assert not StoreCounter.objects.exists()
+
+
+# -- the raw SQL of the hot paths (backends/sql.py), on whichever database the run uses ----------
+
+
+def test_increment_is_committed_when_it_returns(db):
+    """The upsert's RETURNING row is read, then the statement is finished: no transaction is left
+    open on the connection (on SQLite an unfinished INSERT … RETURNING would hold the write
+    transaction open), and another connection sees the count at once."""
+    assert db.increment("vis:count", 3, NOW + 60, NOW) == 3
+    assert not connection.in_atomic_block
+    raw = connection.connection
+    if connection.vendor == "sqlite":
+        assert raw.in_transaction is False
+    else:
+        import psycopg
+
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    seen = run_threads(1, lambda i: DjangoDatabase("default").increment("vis:count", 0, None, NOW))
+    assert seen == [("ok", 3)]
+
+
+def test_expiry_boundary_for_get_list_keys_and_counters(db):
+    unit = Unit()
+    unit.values["exp:v"] = Put(b"\x00v\xff", NOW + 10)
+    unit.values["exp:forever"] = Put(b"", None)
+    _commit(db, unit)
+    db.increment("exp:c", 2, NOW + 10, NOW)
+    assert db.get("exp:v", NOW + 9) == b"\x00v\xff"
+    assert db.get("exp:forever", NOW + 10**9) == b""  # an empty value is a value, not absent
+    assert sorted(db.list_keys("exp:", NOW + 9)) == ["exp:forever", "exp:v"]
+    assert db.increment("exp:c", 0, None, NOW + 9) == 2
+    # At expires_at the row is gone for every reader.
+    assert db.get("exp:v", NOW + 10) is None
+    assert db.list_keys("exp:", NOW + 10) == ["exp:forever"]
+    assert db.increment("exp:c", 0, None, NOW + 10) == 0
+
+
+def test_a_read_with_an_earlier_expiry_changes_nothing(db):
+    db.increment("ext:c", 1, NOW + 100, NOW)
+    assert db.increment("ext:c", 0, NOW + 50, NOW) == 1
+    assert StoreCounter.objects.get(key="ext:c").expires_at == NOW + 100
+    assert db.increment("ext:c", 0, NOW + 150, NOW) == 1
+    assert StoreCounter.objects.get(key="ext:c").expires_at == NOW + 150
+    # An expired counter is not extended back to life by a read.
+    assert db.increment("ext:c", 0, NOW + 900, NOW + 150) == 0
+    assert StoreCounter.objects.get(key="ext:c").expires_at == NOW + 150
+
+
+def test_commit_of_more_keys_than_one_statement_takes(db):
+    from mfa_step_django.backends.database import BATCH
+
+    n = 2 * BATCH + 37
+    unit = Unit()
+    for i in range(n):
+        unit.values[f"many:{i:04d}"] = Put(bytes([i % 256]) * (i % 7), NOW + 600 if i % 2 else None)
+    _commit(db, unit)
+    assert StoreValue.objects.filter(key__startswith="many:").count() == n
+    for i in (0, 1, BATCH - 1, BATCH, n - 1):
+        assert db.get(f"many:{i:04d}", NOW) == bytes([i % 256]) * (i % 7)
+    # Overwrite the even keys, delete the odd ones (and a counter of one of them), in one unit.
+    db.increment(f"many:{BATCH + 1:04d}", 5, None, NOW)
+    unit = Unit()
+    for i in range(n):
+        unit.values[f"many:{i:04d}"] = Put(b"new", None) if i % 2 == 0 else None
+    _commit(db, unit)
+    assert sorted(db.list_keys("many:", NOW)) == [f"many:{i:04d}" for i in range(0, n, 2)]
+    assert all(v == b"new" for v in StoreValue.objects.filter(key__startswith="many:").values_list("value", flat=True))
+    assert StoreValue.objects.get(key="many:0000").expires_at is None
+    assert db.increment(f"many:{BATCH + 1:04d}", 0, None, NOW) == 0
+
+
+def test_the_statements_name_the_models_tables_and_refuse_another_vendor():
+    from mfa_step_django.backends.sql import Statements
+
+    stmts = Statements(connection.vendor, connection.ops.quote_name)
+    for sql, table in [
+        (stmts.get, StoreValue._meta.db_table),
+        (stmts.increment, StoreCounter._meta.db_table),
+        (stmts.insert_record, AuditRecord._meta.db_table),
+    ]:
+        assert connection.ops.quote_name(table) in sql
+    with pytest.raises(ValueError):
+        Statements("mysql", connection.ops.quote_name)
+
+
+def test_an_audit_record_lands_byte_for_byte_and_a_taken_position_is_relinked(db):
+    from mfa_step_django.backends.chain import GENESIS, relink, seal_key
+
+    key_hex = "ab" * 32
+    line = '{"v":2,"id":"0a","seq":1,"org":"acme","action":"x","prev":"' + GENESIS + '","hash":"' + "0" * 64 + '","seal":null}'
+    first = AuditEntry("acme", 1, NOW, "x", GENESIS, "1" * 64, line)
+    db.commit({}, [first], NOW, key_hex)
+    # A second writer that linked to the same (empty) head: placed at 2, resealed.
+    db.commit({}, [first], NOW, key_hex)
+    rows = list(AuditRecord.objects.filter(org_id="acme").order_by("seq").values_list("seq", "prev", "line"))
+    assert [r[0] for r in rows] == [1, 2]
+    assert rows[0][2] == line  # as the component wrote it
+    expected = relink(first, (1, "1" * 64), seal_key(key_hex))
+    assert rows[1][1] == "1" * 64 and rows[1][2] == expected.line
+    assert db.head("acme") == (2, expected.hash)
+    assert db.stats["relinked"] >= 1

@@ -8,6 +8,8 @@ Map (arrows one way: the engine calls these, these never call the engine):
                     hash and seal recomputed exactly as ``wit/audit.wit`` says).
 - :mod:`.database`  :class:`DjangoDatabase`: values, counters and the audit trail on a Django
                     database alias (the models of :mod:`mfa_step_django.models`).
+- :mod:`.sql`       the statements :mod:`.database` runs, written once per vendor (SQLite,
+                    Postgres) from the models' tables.
 - :mod:`.mail`      :class:`DjangoMailer`: messages through Django's email backend.
 - :mod:`.faults`    :class:`Breakable`: a wrapper that fails (or lies) on demand, for outage and
                     conformance tests.

@@ -21,6 +21,11 @@ Guarantees (``wit/store.wit`` "Host guarantees", ``wit/audit.wit``):
   ``list-keys`` and ``increment``.
 - Every database error is :class:`BackendError` ``unavailable`` (its message names the operation
   and the error's class, never a key's value); a read that failed is never answered "absent".
+- The statements are written once per vendor in :mod:`.sql` and run on the alias's Django cursor
+  (so Django's error translation, connection handling and query logging still apply); each cursor
+  is closed before the import returns, so no statement holds a read snapshot or a write open
+  between imports (on SQLite an unfinished ``INSERT … RETURNING`` would keep its write
+  transaction). Nothing read is cached across imports or calls.
 
 Why the engine refuses to run inside a caller's transaction on this alias: an ``increment`` there
 would be invisible to other callers until the caller commits, and rolled back with it, which
@@ -31,17 +36,17 @@ the engine uses, or give the engine its own alias (``MFA_STEP["DATABASE"]``) to 
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Q
-from django.db.models.functions import Left
 
 from .. import models
 from . import BackendError, invalid, unavailable
 from .chain import GENESIS, check_line, relink, seal_key
+from .sql import Statements, placeholders
 from .unit import AuditEntry, Put, check_key, check_key_text, check_value
 
 log = logging.getLogger("mfa_step_django.store")
@@ -53,6 +58,25 @@ SWEEP_ONE_IN = 200
 SWEEP_BATCH = 500
 #: The first key of the Postgres advisory locks that order an organization's stream ("mfas").
 STREAM_LOCK_CLASS = 0x6D666173
+#: At most this many keys per ``DELETE … IN`` / rows per upsert statement of a commit.
+BATCH = 200
+
+#: The statements of each vendor (built on first use; they depend only on the models).
+_STATEMENTS: dict[str, Statements] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _seal_key_of(hmac_key: str) -> bytes | None:
+    try:
+        return seal_key(hmac_key)
+    except ValueError:
+        return None
+
+
+def _seal_key(hmac_key: str | None) -> bytes | None:
+    """The audit seal key derived from ``hmac_key`` (computed once per key, not per commit);
+    ``None`` when there is no usable key (a record that must be relinked is then refused)."""
+    return _seal_key_of(hmac_key) if hmac_key else None
 
 
 def _db_failure(op: str, e: BaseException) -> BackendError:
@@ -92,10 +116,6 @@ class DjangoDatabase:
     def _records(self):  # noqa: ANN202
         return models.AuditRecord.objects.using(self.alias)
 
-    @staticmethod
-    def _live(now: int) -> Q:
-        return Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-
     def after_failure(self) -> None:
         """Drops this thread's connection if a failure left it unusable, so the next call
         reconnects (outside a transaction only: inside one, the caller owns the connection)."""
@@ -106,65 +126,56 @@ class DjangoDatabase:
         except Exception:  # noqa: BLE001 - best effort; the next call reports its own failure
             log.debug("mfa-step: closing an unusable connection failed", exc_info=False)
 
+    def _statements(self, conn) -> Statements:  # noqa: ANN001
+        stmts = _STATEMENTS.get(conn.vendor)
+        if stmts is None:
+            stmts = _STATEMENTS[conn.vendor] = Statements(conn.vendor, conn.ops.quote_name)
+        return stmts
+
     # -- store -----------------------------------------------------------------------------
 
     def get(self, key: str, now: int) -> bytes | None:
         check_key(key)
+        conn = connections[self.alias]
+        sql = self._statements(conn).get
         try:
-            row = self._values().filter(self._live(now), key=key).values_list("value", flat=True).first()
+            with conn.cursor() as cursor:
+                cursor.execute(sql, [key, now])
+                row = cursor.fetchone()
         except DatabaseError as e:
             raise _db_failure("get", e) from None
-        return None if row is None else bytes(row)
+        return None if row is None else bytes(row[0])
 
     def list_keys(self, prefix: str, now: int) -> list[str]:
         check_key_text(prefix, "prefix")
+        conn = connections[self.alias]
+        stmts = self._statements(conn)
         try:
-            qs = self._values().filter(self._live(now))
-            if prefix:
-                # An exact comparison of the first len(prefix) characters: `LIKE` would read `%`,
-                # `_` and `\` in the prefix as patterns, and is case-insensitive on SQLite.
-                qs = qs.annotate(_p=Left("key", len(prefix))).filter(_p=prefix)
-            keys = list(qs.values_list("key", flat=True))
+            with conn.cursor() as cursor:
+                if prefix:
+                    cursor.execute(stmts.list_prefix, [now, len(prefix), prefix])
+                else:
+                    cursor.execute(stmts.list_all, [now])
+                keys = [row[0] for row in cursor.fetchall()]
         except DatabaseError as e:
             raise _db_failure("list-keys", e) from None
         return [k for k in keys if k.startswith(prefix)]
 
     def increment(self, key: str, delta: int, expires_at: int | None, now: int) -> int:
         check_key(key)
-        conn = self.connection
-        table = conn.ops.quote_name(models.StoreCounter._meta.db_table)
-        later = "GREATEST" if conn.vendor == "postgresql" else "MAX"
+        conn = connections[self.alias]
+        stmts = self._statements(conn)
         try:
             with conn.cursor() as cursor:
                 if delta == 0:
                     # A read; with an expiry it extends a live counter that has one. Creates nothing.
                     if expires_at is not None:
-                        cursor.execute(
-                            f"UPDATE {table} SET expires_at = {later}(expires_at, %s) "
-                            "WHERE key = %s AND expires_at IS NOT NULL AND expires_at > %s",
-                            [expires_at, key, now],
-                        )
-                    cursor.execute(
-                        f"SELECT n FROM {table} WHERE key = %s AND (expires_at IS NULL OR expires_at > %s)",
-                        [key, now],
-                    )
+                        cursor.execute(stmts.counter_extend, [expires_at, key, now, expires_at])
+                    cursor.execute(stmts.counter_read, [key, now])
                     row = cursor.fetchone()
                     return 0 if row is None else int(row[0])
-                # One statement under the row's lock: no update is ever lost. An expired counter
-                # starts again (absent = 0) with this expiry; a live one keeps the later expiry;
-                # one kept for good stays so.
-                cursor.execute(
-                    f"INSERT INTO {table} AS c (key, n, expires_at) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (key) DO UPDATE SET "
-                    "n = CASE WHEN c.expires_at IS NOT NULL AND c.expires_at <= %s "
-                    "THEN excluded.n ELSE c.n + excluded.n END, "
-                    "expires_at = CASE WHEN c.expires_at IS NOT NULL AND c.expires_at <= %s "
-                    "THEN excluded.expires_at "
-                    "WHEN c.expires_at IS NULL OR excluded.expires_at IS NULL THEN c.expires_at "
-                    f"ELSE {later}(c.expires_at, excluded.expires_at) END "
-                    "RETURNING n",
-                    [key, delta, expires_at, now, now],
-                )
+                # One statement under the row's lock (see Statements.increment).
+                cursor.execute(stmts.increment, [key, delta, expires_at, now, now])
                 row = cursor.fetchone()
         except DatabaseError as e:
             raise _db_failure("increment", e) from None
@@ -183,27 +194,31 @@ class DjangoDatabase:
             check_line(record)
         if not values and not records:
             return
-        key = None
-        if hmac_key:
-            try:
-                key = seal_key(hmac_key)
-            except ValueError:
-                key = None
+        key = _seal_key(hmac_key) if records else None
+        conn = connections[self.alias]
+        stmts = self._statements(conn)
         try:
             with transaction.atomic(using=self.alias):
                 keys = sorted(values)  # one lock order for every writer
                 deletes = [k for k in keys if values[k] is None]
-                puts = [models.StoreValue(key=k, value=values[k].value, expires_at=values[k].expires_at) for k in keys if values[k] is not None]
-                if deletes:
-                    self._values().filter(key__in=deletes).delete()
-                    self._counters().filter(key__in=deletes).delete()
-                if puts:
-                    self._values().bulk_create(
-                        puts, update_conflicts=True, unique_fields=["key"], update_fields=["value", "expires_at"]
-                    )
-                self._lock_streams(sorted({r.org_id for r in records}))
-                for record in records:
-                    self._place(record, key)
+                puts = [k for k in keys if values[k] is not None]
+                with conn.cursor() as cursor:
+                    for i in range(0, len(deletes), BATCH):
+                        chunk = deletes[i : i + BATCH]
+                        marks = placeholders(len(chunk))
+                        cursor.execute(stmts.delete_values + marks, chunk)
+                        cursor.execute(stmts.delete_counters + marks, chunk)
+                    for i in range(0, len(puts), BATCH):
+                        chunk = puts[i : i + BATCH]
+                        params: list = []
+                        for k in chunk:
+                            put = values[k]
+                            params += (k, put.value, put.expires_at)  # type: ignore[union-attr]
+                        cursor.execute(stmts.upsert_values.format(rows=placeholders(len(chunk), 3)), params)
+                    if records:
+                        self._lock_streams(cursor, sorted({r.org_id for r in records}))
+                        for record in records:
+                            self._place(cursor, stmts, record, key)
         except BackendError:
             raise
         except DatabaseError as e:
@@ -214,35 +229,31 @@ class DjangoDatabase:
             except Exception:  # noqa: BLE001 - a sweep is housekeeping; the commit stands
                 log.info("mfa-step: an opportunistic sweep failed; expired rows stay until the next")
 
-    def _lock_streams(self, orgs: list[str]) -> None:
+    def _lock_streams(self, cursor, orgs: list[str]) -> None:  # noqa: ANN001
         """Makes this transaction's writers of the same organizations take turns (Postgres: an
         advisory lock per stream, released at commit; SQLite: the IMMEDIATE transaction already
         holds the database's write lock). Without it, n writers racing for each next position
         retry (n-1)/n of the time, and a busy stream can exhaust :data:`PLACE_ATTEMPTS` (the
         conformance kit's hammer showed it on Postgres). Taken in sorted order, after the values
         (every writer does the same), so no two writers wait on each other in a cycle."""
-        if not orgs or self.connection.vendor != "postgresql":
+        if not orgs or cursor.db.vendor != "postgresql":
             return
-        with self.connection.cursor() as cursor:
-            for org in orgs:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [STREAM_LOCK_CLASS, org])
+        for org in orgs:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [STREAM_LOCK_CLASS, org])
 
-    def _place(self, record: AuditEntry, key: bytes | None) -> None:
+    def _place(self, cursor, stmts: Statements, record: AuditEntry, key: bytes | None) -> None:  # noqa: ANN001
         for _ in range(PLACE_ATTEMPTS):
-            head = self._stored_head(record.org_id)
+            cursor.execute(stmts.head, [record.org_id])
+            row = cursor.fetchone()
+            head = None if row is None else (int(row[0]), str(row[1]))
             linked = relink(record, head, key)
             if linked is not record:
                 self._count("relinked")
             try:
                 with transaction.atomic(using=self.alias):  # a savepoint: a refused insert undoes only itself
-                    self._records().create(
-                        org_id=linked.org_id,
-                        seq=linked.seq,
-                        at=linked.at,
-                        action=linked.action,
-                        prev=linked.prev,
-                        hash=linked.hash,
-                        line=linked.line,
+                    cursor.execute(
+                        stmts.insert_record,
+                        [linked.org_id, linked.seq, linked.at, linked.action, linked.prev, linked.hash, linked.line],
                     )
                 return
             except IntegrityError:
@@ -253,7 +264,10 @@ class DjangoDatabase:
     # -- audit -----------------------------------------------------------------------------
 
     def _stored_head(self, org_id: str) -> tuple[int, str] | None:
-        row = self._records().filter(org_id=org_id).order_by("-seq").values_list("seq", "hash").first()
+        conn = connections[self.alias]
+        with conn.cursor() as cursor:
+            cursor.execute(self._statements(conn).head, [org_id])
+            row = cursor.fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
     def head(self, org_id: str) -> tuple[int, str] | None:

@@ -23,6 +23,9 @@ def check_key_text(text: str, what: str = "key") -> None:
     """1 (for a key; a prefix may be empty) to 512 bytes of printable ASCII, else ``invalid``."""
     if not isinstance(text, str):
         raise invalid(f"invalid {what}: not a string")
+    # The common case in C: ASCII without control characters (0x20 to 0x7E) and short enough.
+    if text.isascii() and text.isprintable() and len(text) <= MAX_KEY_BYTES:
+        return
     data = text.encode("utf-8", "surrogatepass")
     if len(data) > MAX_KEY_BYTES:
         raise invalid(f"invalid {what}: {len(data)} bytes is over the limit of {MAX_KEY_BYTES} bytes")

@@ -19,8 +19,10 @@ imports bound to Django (database, email backend, settings) in Python.
                          the instance and its uncommitted unit are dropped, nothing kept
 ```
 
-Modules: :mod:`.convert` (WIT values <-> Python), :mod:`.linking` (host functions that can answer
-``err`` from ``store.get`` and trap only their own call), :mod:`.imports` (the six imports and a
+Modules: :mod:`.convert` (WIT values <-> Python, and ``WitType``: a WIT type read from wasmtime
+once), :mod:`.lowering` (wasmtime's C values <-> wasmtime-py's values with those types, for host
+and export calls), :mod:`.linking` (host functions that can answer ``err`` from ``store.get``,
+trap only their own call, and read their types once), :mod:`.imports` (the six imports and a
 call's unit of work), :mod:`.errors` (``MfaError``, ``MfaUnavailable``); this module loads the
 component and makes the calls.
 
@@ -92,8 +94,9 @@ from typing import Any, Callable, Iterator
 import wasmtime
 from wasmtime import component as wc
 
-from .convert import SECRET_FIELDS, ShapeError, WitRecord, from_wasm, to_wasm
+from .convert import SECRET_FIELDS, ShapeError, WitRecord, describe, from_wasm, to_wasm
 from .errors import MfaError, MfaUnavailable
+from .lowering import call_func
 from .imports import CONFIG_NAMES, PACKAGE, _Call, _RefusalLog, _bind_imports, _current, _settings, config_value
 
 log = logging.getLogger("mfa_step_django.engine")
@@ -299,7 +302,12 @@ class Engine:
                 fty = fitem.ty
                 if isinstance(fty, wc.FuncType):
                     self._funcs[(iface, fname)] = self._component.get_export_index(fname, instance=outer)
-                    self._types[(iface, fname)] = (fty.params, fty.result)
+                    # Read once (convert.WitType): a call never asks wasmtime for these types again.
+                    result = fty.result
+                    self._types[(iface, fname)] = (
+                        [(pname, describe(pty)) for pname, pty in fty.params],
+                        None if result is None else describe(result),
+                    )
 
     # -- clock and backends (for tests and operators) ------------------------------------
 
@@ -385,7 +393,7 @@ class Engine:
             instantiated = time.perf_counter()
             if func is None:
                 raise MfaUnavailable(f"the component exports no function {iface}.{fname}")
-            raw = func(store, *lowered)
+            raw = call_func(func, store, [t for _, t in params], result_ty, lowered)
             outcome = "returned"
         except MfaError:
             raise
@@ -413,7 +421,7 @@ class Engine:
             value = from_wasm(result_ty, raw)
         except Exception:  # noqa: BLE001 - an answer this host cannot read grants nothing
             raise MfaUnavailable(f"{fname} answered a value of an unexpected shape; nothing was granted") from None
-        if isinstance(result_ty, wc.ResultType):
+        if result_ty.kind == "result":
             if value["tag"] == "ok":
                 return value["value"]
             err = value["value"] or {}

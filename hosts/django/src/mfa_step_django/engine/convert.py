@@ -57,7 +57,7 @@ from wasmtime.component import (
     VariantType,
 )
 
-__all__ = ["ShapeError", "WitRecord", "SECRET_FIELDS", "to_wasm", "from_wasm", "snake", "kebab"]
+__all__ = ["ShapeError", "WitRecord", "WitType", "SECRET_FIELDS", "describe", "to_wasm", "from_wasm", "snake", "kebab"]
 
 #: Fields whose values are secrets (a device token inside a cookie, a step-up token, a code):
 #: never shown by ``repr``/``str`` of a :class:`WitRecord`.
@@ -109,124 +109,223 @@ def _join(path: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Types, read once
+
+
+class WitType:
+    """A ``wasmtime.component`` type read once into plain attributes.
+
+    wasmtime-py's type objects answer ``fields``, ``element``, ``payload``, ``_cases()`` and
+    ``_tagged()`` by asking wasmtime through its C API on every access (a new Python object per
+    child type each time); walking a record that way on every host call was a large part of a
+    call's cost. A :class:`WitType` asks once, when a function's signature is first seen, and keeps
+    the answers (and ``ty``, the wasmtime-py object itself, for what only it can do). Immutable
+    after :func:`describe` returns it, so any number of threads may share it.
+
+    ``kind``: ``bool``, ``int``, ``float``, ``char``, ``string``, ``enum``, ``bytes`` (a
+    ``list<u8>``), ``list``, ``record``, ``tuple``, ``flags``, ``option``, ``result``,
+    ``variant``, or ``other`` (a type this host does not support).
+    """
+
+    __slots__ = (
+        "ty",
+        "kind",
+        "name",
+        "low",
+        "high",
+        "names",
+        "element",
+        "fields",
+        "snake_names",
+        "elements",
+        "cases",
+        "case_map",
+        "tagged",
+        "classes",
+    )
+
+    def __repr__(self) -> str:
+        return f"<WitType {self.kind} {self.name}>"
+
+
+def describe(ty: Any) -> WitType:
+    """``ty`` (a ``wasmtime.component`` type, or a :class:`WitType`) read once."""
+    if isinstance(ty, WitType):
+        return ty
+    t = WitType()
+    t.ty = ty
+    t.name = type(ty).__name__
+    t.low = t.high = None
+    t.names = t.element = t.fields = t.snake_names = t.elements = t.cases = t.case_map = None
+    t.tagged = False
+    classes: set[type] = set()
+    if isinstance(ty, Bool):
+        t.kind = "bool"
+    elif type(ty) in _INT_RANGES:
+        t.kind = "int"
+        t.low, t.high = _INT_RANGES[type(ty)]
+    elif isinstance(ty, (F32, F64)):
+        t.kind = "float"
+    elif isinstance(ty, Char):
+        t.kind = "char"
+    elif isinstance(ty, String):
+        t.kind = "string"
+    elif isinstance(ty, EnumType):
+        t.kind = "enum"
+        t.names = tuple(ty.names)
+    elif isinstance(ty, ListType):
+        element = describe(ty.element)
+        t.kind = "bytes" if isinstance(element.ty, U8) else "list"
+        t.element = element
+    elif isinstance(ty, RecordType):
+        t.kind = "record"
+        t.fields = tuple((name, snake(name), describe(field_ty)) for name, field_ty in ty.fields)
+        t.snake_names = frozenset(key for _, key, _ in t.fields)
+    elif isinstance(ty, TupleType):
+        t.kind = "tuple"
+        t.elements = tuple(describe(e) for e in ty.elements)
+    elif isinstance(ty, FlagsType):
+        t.kind = "flags"
+    elif isinstance(ty, (OptionType, ResultType, VariantType)):
+        t.kind = "option" if isinstance(ty, OptionType) else "result" if isinstance(ty, ResultType) else "variant"
+        t.cases = tuple((name, None if case_ty is None else describe(case_ty)) for name, case_ty in ty._cases())  # noqa: SLF001
+        t.case_map = dict(t.cases)
+        # wasmtime-py's own rule for how it lifts and lowers this type (tagged or not).
+        t.tagged = bool(ty._tagged())  # noqa: SLF001
+    else:
+        t.kind = "other"
+    if t.kind != "other":
+        ty.add_classes(classes)
+    t.classes = tuple(classes)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
 # Python -> wasmtime-py
 
 
-def to_wasm(ty: ValType, value: Any, path: str = "") -> Any:
-    """``value`` (the Python side) as wasmtime-py lowers ``ty``. Raises :class:`ShapeError`."""
-    if isinstance(ty, Bool):
+def to_wasm(ty: Any, value: Any, path: str = "") -> Any:
+    """``value`` (the Python side) as wasmtime-py lowers ``ty`` (a ``wasmtime.component`` type or
+    a :class:`WitType`). Raises :class:`ShapeError`."""
+    return _to_wasm(describe(ty), value, path)
+
+
+def _to_wasm(t: WitType, value: Any, path: str) -> Any:
+    kind = t.kind
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ShapeError(path, "a string")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ShapeError(path, "a string of Unicode scalar values") from None
+        return value
+    if kind == "int":
+        low, high = t.low, t.high
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ShapeError(path, f"an integer from {low} to {high}")
+        return value
+    if kind == "bytes":
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise ShapeError(path, "bytes")
+        return bytes(value)
+    if kind == "bool":
         if not isinstance(value, bool):
             raise ShapeError(path, "a bool")
         return value
-    for int_ty, (low, high) in _INT_RANGES.items():
-        if isinstance(ty, int_ty):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ShapeError(path, f"an integer from {low} to {high}")
-            return value
-    if isinstance(ty, (F32, F64)):
+    if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ShapeError(path, "a number")
         return float(value)
-    if isinstance(ty, (String, Char)):
+    if kind == "char":
         if not isinstance(value, str):
             raise ShapeError(path, "a string")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ShapeError(path, "a string of Unicode scalar values") from None
-        if isinstance(ty, Char) and len(value) != 1:
+        if len(value) != 1:
             raise ShapeError(path, "one character")
         return value
-    if isinstance(ty, EnumType):
-        names = ty.names
+    if kind == "enum":
+        names = t.names
         if not isinstance(value, str) or value not in names:
             raise ShapeError(path, "one of " + ", ".join(repr(n) for n in names))
         return value
-    if isinstance(ty, ListType):
-        element = ty.element
-        if isinstance(element, U8):
-            if not isinstance(value, (bytes, bytearray, memoryview)):
-                raise ShapeError(path, "bytes")
-            return bytes(value)
+    if kind == "list":
         if not isinstance(value, (list, tuple)):
             raise ShapeError(path, "a list")
-        return [to_wasm(element, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(ty, RecordType):
+        element = t.element
+        return [_to_wasm(element, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if kind == "record":
         if not isinstance(value, dict):
             raise ShapeError(path, "a dict (a record)")
-        fields = ty.fields
-        names = {snake(n) for n, _ in fields}
+        names = t.snake_names
         extra = [k for k in value if k not in names]
         if extra:
             raise ShapeError(_join(path, str(extra[0])), "no such field (fields: " + ", ".join(sorted(names)) + ")")
         record = Record()
-        for name, field_ty in fields:
-            key = snake(name)
+        for name, key, field_t in t.fields:
             if key in value:
                 field_value = value[key]
-            elif isinstance(field_ty, OptionType):
+            elif field_t.kind == "option":
                 field_value = None  # an absent optional field is `none`
             else:
                 raise ShapeError(_join(path, key), "a value (the field is required)")
-            setattr(record, name, to_wasm(field_ty, field_value, _join(path, key)))
+            setattr(record, name, _to_wasm(field_t, field_value, _join(path, key)))
         return record
-    if isinstance(ty, TupleType):
-        elements = ty.elements
+    if kind == "tuple":
+        elements = t.elements
         if not isinstance(value, (list, tuple)) or len(value) != len(elements):
             raise ShapeError(path, f"a tuple of {len(elements)}")
-        return tuple(to_wasm(t, v, f"{path}[{i}]") for i, (t, v) in enumerate(zip(elements, value)))
-    if isinstance(ty, FlagsType):
+        return tuple(_to_wasm(e, v, f"{path}[{i}]") for i, (e, v) in enumerate(zip(elements, value)))
+    if kind == "flags":
         if not isinstance(value, (set, frozenset, list)) or not all(isinstance(v, str) for v in value):
             raise ShapeError(path, "a set of flag names")
         return set(value)
-    if isinstance(ty, OptionType):
-        payload_ty = ty.payload
-        tagged = ty._tagged()  # noqa: SLF001 - wasmtime-py's own rule for how it lowers this type
+    if kind == "option":
+        tagged = t.tagged
         if value is None:
             return Variant("none") if tagged else None
-        payload = to_wasm(payload_ty, value, path)
+        payload = _to_wasm(t.case_map["some"], value, path)
         return Variant("some", payload) if tagged else payload
-    if isinstance(ty, (VariantType, ResultType)):
-        cases = dict(ty._cases())  # noqa: SLF001
+    if kind in ("variant", "result"):
+        cases = t.case_map
         if not isinstance(value, dict) or set(value) - {"tag", "value"} or value.get("tag") not in cases:
             raise ShapeError(path, "a dict {'tag': one of " + ", ".join(repr(c) for c in cases) + ", 'value': ...}")
         tag = value["tag"]
-        case_ty = cases[tag]
-        if case_ty is None:
+        case_t = cases[tag]
+        if case_t is None:
             if value.get("value") is not None:
                 raise ShapeError(_join(path, "value"), f"None (case {tag!r} has no payload)")
             payload = None
         else:
-            payload = to_wasm(case_ty, value.get("value"), _join(path, "value"))
-        if ty._tagged():  # noqa: SLF001
+            payload = _to_wasm(case_t, value.get("value"), _join(path, "value"))
+        if t.tagged:
             return Variant(tag, payload)
-        if _untagged_case(ty, payload) != tag:
+        if _untagged_case(t, payload) != tag:
             # wasmtime-py would lower this payload as another case (a case whose Python classes
             # include `object` comes first). Only a host function's top-level result can be
             # lowered explicitly (engine.linking); anywhere else it is refused, never mis-sent.
             raise ShapeError(path, f"a value wasmtime-py can lower as case {tag!r}")
         return payload
-    raise ShapeError(path, f"a value of a WIT type this host does not support ({type(ty).__name__})")
+    raise ShapeError(path, f"a value of a WIT type this host does not support ({t.name})")
 
 
-def _classes(ty: ValType | None) -> set[type]:
-    found: set[type] = set()
-    if ty is None:
-        found.add(object)
-    else:
-        ty.add_classes(found)
-    return found
+def _case_classes(case_t: WitType | None) -> tuple[type, ...]:
+    return (object,) if case_t is None else case_t.classes
 
 
-def _untagged_case(ty: Any, payload: Any) -> str | None:
+def _untagged_case(t: WitType, payload: Any) -> str | None:
     """The case wasmtime-py picks when it lowers ``payload`` for an untagged variant-like type
     (the same walk as ``VariantLikeType._lower``)."""
-    for name, case_ty in ty._cases():  # noqa: SLF001
-        if case_ty is None:
+    for name, case_t in t.cases:
+        if case_t is None:
             if payload is None:
                 return name
             continue
-        if isinstance(payload, tuple(_classes(case_ty))):
+        if isinstance(payload, case_t.classes):
             return name
     return None
 
@@ -235,17 +334,16 @@ def _untagged_case(ty: Any, payload: Any) -> str | None:
 # wasmtime-py -> Python
 
 
-def _lifted_case(ty: Any, value: Any) -> tuple[str, Any]:
+def _lifted_case(t: WitType, value: Any) -> tuple[str, Any]:
     """Which case an untagged variant-like value lifted by wasmtime-py is, and its payload.
 
     wasmtime-py lifts untagged only when the cases' Python classes are disjoint; a case with no
     payload (or whose payload is an ``option``) contributes ``object``. So: the case whose
     *specific* classes (without ``object``) match the value, else the one that holds ``object``.
     """
-    cases = ty._cases()  # noqa: SLF001
     fallback = None
-    for name, case_ty in cases:
-        classes = _classes(case_ty)
+    for name, case_t in t.cases:
+        classes = _case_classes(case_t)
         specific = tuple(c for c in classes if c is not object)
         if specific and isinstance(value, specific) and not (isinstance(value, bool) and bool not in specific and int in specific):
             return name, value
@@ -256,37 +354,42 @@ def _lifted_case(ty: Any, value: Any) -> tuple[str, Any]:
     raise ShapeError("", "a value of one of the variant's cases")
 
 
-def from_wasm(ty: ValType, value: Any) -> Any:
-    """A value lifted by wasmtime-py, as the Python side sees it."""
-    if isinstance(ty, ListType):
-        if isinstance(ty.element, U8):
-            return bytes(value)
-        element = ty.element
-        return [from_wasm(element, v) for v in value]
-    if isinstance(ty, RecordType):
+def from_wasm(ty: Any, value: Any) -> Any:
+    """A value lifted by wasmtime-py, as the Python side sees it (``ty``: a ``wasmtime.component``
+    type or a :class:`WitType`)."""
+    return _from_wasm(describe(ty), value)
+
+
+def _from_wasm(t: WitType, value: Any) -> Any:
+    kind = t.kind
+    if kind == "bytes":
+        return bytes(value)
+    if kind == "list":
+        element = t.element
+        return [_from_wasm(element, v) for v in value]
+    if kind == "record":
         out = WitRecord()
-        for name, field_ty in ty.fields:
-            out[snake(name)] = from_wasm(field_ty, getattr(value, name))
+        for name, key, field_t in t.fields:
+            out[key] = _from_wasm(field_t, getattr(value, name))
         return out
-    if isinstance(ty, TupleType):
-        return tuple(from_wasm(t, v) for t, v in zip(ty.elements, value))
-    if isinstance(ty, OptionType):
-        if ty._tagged():  # noqa: SLF001
+    if kind == "tuple":
+        return tuple(_from_wasm(e, v) for e, v in zip(t.elements, value))
+    if kind == "option":
+        if t.tagged:
             if value.tag == "none":
                 return None
-            return from_wasm(ty.payload, value.payload)
+            return _from_wasm(t.case_map["some"], value.payload)
         if value is None:
             return None
-        return from_wasm(ty.payload, value)
-    if isinstance(ty, (VariantType, ResultType)):
-        cases = dict(ty._cases())  # noqa: SLF001
-        if ty._tagged():  # noqa: SLF001
+        return _from_wasm(t.case_map["some"], value)
+    if kind in ("variant", "result"):
+        if t.tagged:
             tag, payload = value.tag, value.payload
         else:
-            tag, payload = _lifted_case(ty, value)
-        case_ty = cases[tag]
-        return {"tag": tag, "value": None if case_ty is None else from_wasm(case_ty, payload)}
-    if isinstance(ty, FlagsType):
+            tag, payload = _lifted_case(t, value)
+        case_t = t.case_map[tag]
+        return {"tag": tag, "value": None if case_t is None else _from_wasm(case_t, payload)}
+    if kind == "flags":
         return set(value)
     # bool, integers, floats, char, string, enum: as wasmtime-py lifts them.
     return value

@@ -216,6 +216,16 @@ def _bind_imports(linker: wc.Linker, refusals: _RefusalLog, world: str) -> None:
         call = _call()
         try:
             check_key(key)
+            held = call.unit.values
+            if key in held and held[key] is None:
+                # The call deleted this counter before counting it. Counters apply at once, so
+                # the held delete would land after this increment at commit: apply it first, as
+                # the call ordered it (a read sees the counter as the delete leaves it and writes
+                # nothing). The component's undo of an admin reset relies on this order.
+                if delta == 0 and expires_at is None:
+                    return Ok(0)
+                call.database.commit({key: None}, [], now(), None)
+                del held[key]
             return Ok(call.database.increment(key, delta, expires_at, now()))
         except Exception as e:  # noqa: BLE001
             _note_failure(call, "store.increment", e)

@@ -15,6 +15,10 @@ reason: these are its internals).
    ``WasmtimeError`` returned to wasmtime directly (the call traps, the engine answers
    ``unavailable``), and ``LAST_EXCEPTION`` is never touched. The exception itself is kept by
    ``on_error`` for the calling thread (the engine logs its class, never its message).
+3. **Types are read once.** wasmtime-py rebuilds an import's ``FuncType`` and every parameter
+   and result type on each call (and walks them again to convert each value); here the first
+   call reads them into :class:`~.convert.WitType` (kept on the binding) and :mod:`.lowering`
+   converts with those. The values are the same as wasmtime-py's.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from typing import Any, Callable
 
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - see the module doc
-from wasmtime.component import ResultType
 from wasmtime.component._linker import FUNCTIONS, func_finalize  # noqa: PLC2701
 from wasmtime.component._types import FuncType  # noqa: PLC2701
 
-from .convert import to_wasm
+from .convert import WitType, describe, to_wasm
+from .lowering import lift, lower
 
 __all__ = ["Ok", "Err", "add_host_func"]
 
@@ -49,25 +53,39 @@ class Err:
 
 
 class _Binding:
-    __slots__ = ("func", "name", "on_error")
+    """One host function: what it calls, and its signature once seen (``sig``)."""
+
+    __slots__ = ("func", "name", "on_error", "sig")
 
     def __init__(self, name: str, func: Callable[..., Any], on_error: Callable[[str, BaseException], None]) -> None:
         self.name = name
         self.func = func
         self.on_error = on_error
+        #: ``(param types, result type or None)`` as :class:`~.convert.WitType`, read from the
+        #: first call's ``FuncType`` and kept: an import's type is fixed by the component, and a
+        #: binding belongs to one linker that instantiates one component (one ``Engine``). Every
+        #: call still checks the argument count and whether there is a result against it.
+        self.sig: tuple[tuple[WitType, ...], WitType | None] | None = None
 
 
-def _lower_result(store: StoreContext, ty: ResultType, value: Any, ptr: Any) -> None:
+def _signature(ty_raw: Any, store: StoreContext) -> tuple[tuple[WitType, ...], WitType | None]:
+    with FuncType._from_ptr(ty_raw, owner=store) as fty:  # noqa: SLF001
+        params = tuple(describe(ty) for _, ty in fty.params)
+        result = fty.result
+        return params, (None if result is None else describe(result))
+
+
+def _lower_result(store: StoreContext, ty: WitType, value: Any, ptr: Any) -> None:
     if isinstance(value, Ok):
-        is_ok, case_ty, payload = True, ty.ok, value.value
+        is_ok, case_ty, payload = True, ty.case_map["ok"], value.value
     elif isinstance(value, Err):
-        is_ok, case_ty, payload = False, ty.err, value.value
+        is_ok, case_ty, payload = False, ty.case_map["err"], value.value
     else:
         raise TypeError("a host function of a result type must return Ok(...) or Err(...)")
     raw = None
     if case_ty is not None:
         val = ffi.wasmtime_component_val_t()
-        case_ty.convert_to_c(store, to_wasm(case_ty, payload), ctypes.pointer(val))
+        lower(case_ty, store, to_wasm(case_ty, payload), ctypes.pointer(val))
         raw = ffi.wasmtime_component_val_new(ctypes.byref(val))
     elif payload is not None:
         raise TypeError("this result case has no payload")
@@ -82,18 +100,21 @@ def _host_call(idx, context, ty_raw, args, nargs, results, nresults):  # type: i
     binding: _Binding | None = None
     try:
         binding = FUNCTIONS.get(idx or 0)
-        with FuncType._from_ptr(ty_raw, owner=store) as fty:  # noqa: SLF001
-            param_tys = fty.params
-            result_ty = fty.result
-            pyargs = [ty.convert_from_c(args[i]) for (_, ty), i in zip(param_tys, range(nargs))]
-            result = binding.func(*pyargs)
-            if result_ty is None:
-                if result is not None:
-                    raise TypeError("a host function without a result returned a value")
-            elif isinstance(result_ty, ResultType):
-                _lower_result(store, result_ty, result, results)
-            else:
-                result_ty.convert_to_c(store, to_wasm(result_ty, result), results)
+        sig = binding.sig
+        if sig is None:
+            sig = binding.sig = _signature(ty_raw, store)
+        param_tys, result_ty = sig
+        if nargs != len(param_tys) or nresults != (0 if result_ty is None else 1):
+            raise TypeError("an import was called with another signature than it was first called with")
+        pyargs = [lift(ty, args[i]) for i, ty in enumerate(param_tys)]
+        result = binding.func(*pyargs)
+        if result_ty is None:
+            if result is not None:
+                raise TypeError("a host function without a result returned a value")
+        elif result_ty.kind == "result":
+            _lower_result(store, result_ty, result, results)
+        else:
+            lower(result_ty, store, to_wasm(result_ty, result), results)
         return 0
     except BaseException as e:  # noqa: BLE001 - every failure must become a trap, never escape into C
         name = binding.name if binding is not None else "?"
