@@ -44,8 +44,13 @@ fn actor_event(
 }
 
 impl Engine<'_> {
-    /// Refuses (and records) an actor who may not administer `org`.
-    fn authorize<R: CryptoRng + ?Sized>(
+    /// Refuses (and records) an actor who may not administer `org`: the check every admin call
+    /// and the admin console make.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (recorded in the actor's own stream); [`Error::InvalidInput`];
+    /// [`Error::Store`] or [`Error::Audit`] when the refusal cannot be recorded.
+    pub(crate) fn authorize<R: CryptoRng + ?Sized>(
         &self,
         actor: &Actor,
         org: &str,

@@ -16,12 +16,12 @@
 //!
 //! ```text
 //!  redaction_tests  (tests only) every secret-holding type, formatted with a marker inside
-//!  web              prompt protocol, hosted pages, preview page
+//!  web              prompt protocol, hosted pages, preview page, admin console
 //!  admin            policies, branding, platform roles, user resets and status
 //!  login            begin, send-code, verify, status; one-time codes
 //!  policy           who must use MFA; an organization's policy; enrollment
 //!  devices          trusted browsers: the rules and the flows
-//!  engine           the Engine; recorded writes; challenge and guess state; throttles
+//!  engine           the Engine; recorded writes; challenge and guess state; throttles; day counts
 //!  audit  email  testing
 //!                   audit events, hash chain, log verification | branding, languages, the code
 //!                   email | in-memory port fakes

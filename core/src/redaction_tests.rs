@@ -32,6 +32,7 @@ use crate::kernel::settings::Settings;
 use crate::kernel::time::Timestamp;
 use crate::kernel::{input, keys};
 use crate::testing::{MemAudit, MemMailer, MemStore};
+use crate::web::console::ConsoleLink;
 use crate::web::hosted::{WebMethod, WebRequest, WebResponse};
 use crate::web::preview::PreviewLink;
 use crate::web::prompt::PromptConfig;
@@ -328,6 +329,13 @@ fn web_requests_responses_links_and_settings_never_show_theirs() {
         "PreviewLink",
         &PreviewLink {
             url: format!("/admin/branding/preview?token={MARKER}"),
+            expires_at: Timestamp(300),
+        },
+    );
+    debug(
+        "ConsoleLink",
+        &ConsoleLink {
+            url: format!("/admin/console?token={MARKER}"),
             expires_at: Timestamp(300),
         },
     );

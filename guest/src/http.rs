@@ -17,6 +17,7 @@
 use mfa_step_core::email::branding::Branding;
 use mfa_step_core::kernel::secret::api_key_matches;
 use mfa_step_core::policy::OrgPolicy;
+use mfa_step_core::web::console::is_console_path;
 use mfa_step_core::web::hosted::{WebMethod, WebRequest};
 use mfa_step_core::web::prompt::PromptConfig;
 use mfa_step_core::{Actor, CredentialChange, Error, LoginContext};
@@ -281,6 +282,8 @@ enum Serve {
     /// A hosted sign-in page: `core::web::hosted` answers it (the rows here are its routes, so that
     /// its 405 pages get the same `Allow` as every other 405).
     Hosted,
+    /// An admin console page: `core::web::console` answers it (the rows here are its routes).
+    Console,
 }
 
 /// One route: a method on a path, and what answers it.
@@ -327,6 +330,9 @@ const ROUTES: &[Route] = &[
     Route::post("/prompt/devices/revoke", Serve::Hosted),
     Route::post("/prompt/devices/revoke-all", Serve::Hosted),
     Route::post("/prompt/done", Serve::Hosted),
+    Route::get("/admin/console", Serve::Console),
+    Route::get("/admin/console/health", Serve::Console),
+    Route::post("/admin/console/sign-out", Serve::Console),
     Route::post(
         "/v1/login/begin",
         Serve::Api(|body| {
@@ -544,6 +550,16 @@ const ROUTES: &[Route] = &[
         }),
     ),
     Route::post(
+        "/v1/admin/console-link",
+        Serve::Api(|body| {
+            with_body::<OrgBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.console_link(&b.actor, &b.org_id, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
         "/v1/admin/branding/preview",
         Serve::Api(|body| {
             with_body::<PreviewBody>(body, |b| {
@@ -612,6 +628,8 @@ fn dispatch(request: &IncomingRequest, path: &str, path_and_query: &str, method:
         // take get the core's own pages.
         Some(Serve::Hosted) => hosted(request, path, path_and_query, method),
         None if is_hosted_page(path) => hosted(request, path, path_and_query, method),
+        Some(Serve::Console) => console(request, path, path_and_query, method),
+        None if is_console_path(path) => console(request, path, path_and_query, method),
         None if ROUTES.iter().any(|r| r.path == path) => Reply::problem(
             405,
             "method-not-allowed",
@@ -647,6 +665,32 @@ fn is_hosted_page(path: &str) -> bool {
 
 /// A hosted page (`/prompt…`): the request as the core's [`WebRequest`], its answer as a reply.
 fn hosted(request: &IncomingRequest, path: &str, path_and_query: &str, method: &Method) -> Reply {
+    browser_page(request, path, path_and_query, method, |web| {
+        PromptConfig::from_lookup(service::setting).and_then(|config| {
+            service::with_engine(|e, now, rng| Ok(e.hosted_page(config.as_ref(), web, now, rng)))
+        })
+    })
+}
+
+/// An admin console page (`/admin/console…`): the request as the core's [`WebRequest`], its
+/// answer as a reply.
+fn console(request: &IncomingRequest, path: &str, path_and_query: &str, method: &Method) -> Reply {
+    browser_page(request, path, path_and_query, method, |web| {
+        service::with_engine(|e, now, rng| Ok(e.console_page(web, now, rng)))
+    })
+}
+
+/// A page a browser asks for: its request as the core's [`WebRequest`] (cookies, form, client
+/// address, languages), handed to `answer`, and the core's page back as a reply.
+fn browser_page(
+    request: &IncomingRequest,
+    path: &str,
+    path_and_query: &str,
+    method: &Method,
+    answer: impl FnOnce(
+        &WebRequest<'_>,
+    ) -> mfa_step_core::Result<mfa_step_core::web::hosted::WebResponse>,
+) -> Reply {
     let headers = request.headers();
     let header = |name: &str| -> String {
         headers
@@ -702,10 +746,7 @@ fn hosted(request: &IncomingRequest, path: &str, path_and_query: &str, method: &
         client_ip: &client_ip,
         accept_language: &accept_language,
     };
-    let answer = PromptConfig::from_lookup(service::setting).and_then(|config| {
-        service::with_engine(|e, now, rng| Ok(e.hosted_page(config.as_ref(), &web, now, rng)))
-    });
-    match answer {
+    match answer(&web) {
         Ok(page) => Reply {
             status: page.status,
             body: serde_json::Value::Null,

@@ -9,7 +9,11 @@
 // - every /prompt page's security headers and the component's cookies;
 // - axe-core on every distinct page: no serious or critical WCAG 2.2 AA violation;
 // - an org admin's email preview page (a link from the REST API): a clinic's branded email in
-//   Spanish, rendered by Chromium to a screenshot that must be a non-trivial PNG.
+//   Spanish, rendered by Chromium to a screenshot that must be a non-trivial PNG;
+// - the org admin console's "Adoption and health" page after a scripted day of logins over the
+//   REST API (enrollments, a trusted browser, a mail refusal, wrong codes up to a throttle): its
+//   data tables and its SVG marks equal the counts this script kept itself, in English and Spanish,
+//   axe-clean, and another organization's page is refused.
 //
 // It builds nothing: it runs the `mfa-step` binary at $MFA_STEP_BIN (default target/debug/mfa-step)
 // with Chromium at $CHROMIUM (default /usr/bin/chromium), and fails (never skips) if either is missing.
@@ -27,6 +31,7 @@ import {
   BIN, CHROMIUM, ROOT, apiKey, checkAxe, checkCookies, checkHeaders, checkPng, freePort, latestCode,
   launchChromium, outboxFor, postApi, requireFile, sleep, startServe,
 } from './lib.mjs';
+import { consoleSteps } from './console.mjs';
 
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 const DOC_SCREENSHOTS = path.join(ROOT, 'docs', 'screenshots');
@@ -453,10 +458,20 @@ async function main() {
       return ` (${path.relative(ROOT, file)}, ${bytes} bytes)`;
     });
 
+    // -----------------------------------------------------------------------------------------
+    // The org admin console, in a browser context of its own (its cookie is SameSite=Strict).
+    await consoleSteps({
+      step, serve, browser, dataDir, screenshot,
+      setPage: (p) => { page = p; },
+    });
+
     if (process.env.UPDATE_SCREENSHOTS === '1') {
       await step('copy screenshots to docs/screenshots/ (UPDATE_SCREENSHOTS=1)', async () => {
         fs.mkdirSync(DOC_SCREENSHOTS, { recursive: true });
-        const chosen = { code: 'prompt-code.png', devices: 'prompt-devices.png', locked: 'prompt-locked.png', 'demo-result': 'demo-result.png' };
+        const chosen = {
+          code: 'prompt-code.png', devices: 'prompt-devices.png', locked: 'prompt-locked.png', 'demo-result': 'demo-result.png',
+          'console-health': 'console-health.png',
+        };
         for (const [name, target] of Object.entries(chosen)) {
           assert.ok(shots.has(name), `no screenshot of ${name}`);
           fs.copyFileSync(shots.get(name), path.join(DOC_SCREENSHOTS, target));

@@ -79,6 +79,8 @@ pub enum Action {
     Enrolled,
     /// A user moved MFA to a new, confirmed address.
     EmailChanged,
+    /// An admin opened a page of the admin console (reason: the page and its range).
+    AdminConsoleViewed,
 }
 
 impl Action {
@@ -107,6 +109,7 @@ impl Action {
             Self::BrandingChanged => "branding_changed",
             Self::Enrolled => "enrolled",
             Self::EmailChanged => "email_changed",
+            Self::AdminConsoleViewed => "admin_console_viewed",
         }
     }
 }

@@ -2,8 +2,8 @@
 //! key, built per request. This module holds the struct and what every concern needs to work
 //! through it: reading and writing JSON values, recording changes so that they fail closed
 //! (`record.rs`), the user's step state that several concerns share (`state.rs`: the current
-//! challenge and the guess counters, with the [`throttle`] rules that judge them), and the
-//! organization's branding.
+//! challenge and the guess counters, with the [`throttle`] rules that judge them), the day counts
+//! the admin console draws ([`stats`]), and the organization's branding.
 //!
 //! What the engine *does* lives in the concern modules above, each an `impl Engine` block: trusted
 //! devices ([`crate::devices`]), policy and enrollment ([`crate::policy`]), the login step
@@ -22,6 +22,9 @@
 
 pub(crate) mod record;
 pub(crate) mod state;
+pub mod stats;
+#[cfg(test)]
+mod stats_tests;
 pub mod throttle;
 
 use rand_core::CryptoRng;

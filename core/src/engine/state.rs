@@ -169,16 +169,37 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<ChallengeView> {
+        self.open_or_resume(who, purpose, email, opt_in, why, now, rng)
+            .map(|(view, _)| view)
+    }
+
+    /// [`Engine::open_challenge`], telling whether the challenge is a new one (`true`: opened and
+    /// recorded) or the user's live one resumed (`false`: nothing changed, nothing recorded).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per purpose, all named"
+    )]
+    pub(crate) fn open_or_resume<R: CryptoRng + ?Sized>(
+        &self,
+        who: &Who<'_>,
+        purpose: Purpose,
+        email: &str,
+        opt_in: bool,
+        why: Explanation,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<(ChallengeView, bool)> {
         let challenge_key = keys::challenge(who.org, who.user);
         let opener = opener(self.key, who);
         if let Some(live) = self.resumable(&challenge_key, purpose, email, opt_in, &opener, now)? {
-            return Ok(ChallengeView {
+            let view = ChallengeView {
                 challenge_id: live.id,
                 purpose: live.purpose,
                 masked_email: input::mask_email(&live.email),
                 expires_at: live.expires_at,
                 why,
-            });
+            };
+            return Ok((view, false));
         }
         let challenge = StoredChallenge {
             v: 1,
@@ -204,13 +225,14 @@ impl Engine<'_> {
             now,
             rng,
         )?;
-        Ok(ChallengeView {
+        let view = ChallengeView {
             challenge_id: challenge.id,
             purpose: challenge.purpose,
             masked_email: input::mask_email(&challenge.email),
             expires_at: challenge.expires_at,
             why,
-        })
+        };
+        Ok((view, true))
     }
 
     /// The challenge at `key` when it can be resumed for `purpose`, `email` and `opt_in` by

@@ -198,3 +198,35 @@ pub fn prompt_refused(client_id: &str, jti: &str) -> String {
 pub fn prompt_session(id_mac: &str) -> String {
     format!("v1:prompt-session:{id_mac}")
 }
+
+/// One shard of one day's count of one event kind in an organization (counter; see
+/// `engine::stats`). Kept for a while after its day, then forgotten: it guards nothing.
+#[must_use]
+pub fn stat(org: &str, day: i64, stat: &str, shard: u32) -> String {
+    format!("v1:stat:{org}:{day}:{stat}:{shard}")
+}
+
+/// Events of one day in an organization whose count could not be written (counter).
+#[must_use]
+pub fn stat_lost(org: &str, day: i64) -> String {
+    format!("v1:stat-lost:{org}:{day}")
+}
+
+/// One closed day's counts of an organization, summed once (value).
+#[must_use]
+pub fn stat_day(org: &str, day: i64) -> String {
+    format!("v1:stat-day:{org}:{day}")
+}
+
+/// An admin console session, under the MAC of its cookie's id (see `web::console`).
+#[must_use]
+pub fn console_session(id_mac: &str) -> String {
+    format!("v1:console-session:{id_mac}")
+}
+
+/// Uses of one admin console link (counter, under the MAC of its token): the first to take it to
+/// 1 opens a session.
+#[must_use]
+pub fn console_link_used(mac: &str) -> String {
+    format!("v1:console-link-used:{mac}")
+}

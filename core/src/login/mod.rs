@@ -52,6 +52,8 @@ pub mod otp;
 #[cfg(test)]
 mod resume_tests;
 mod send;
+#[cfg(test)]
+mod stats_tests;
 mod status;
 #[cfg(test)]
 mod step_up_tests;
@@ -65,6 +67,7 @@ use crate::audit::{Action, Outcome};
 use crate::devices::trust::DeviceCheck;
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
+use crate::engine::stats::Stat;
 #[cfg(doc)]
 use crate::kernel::error::Error; // named by the `# Errors` docs
 use crate::kernel::error::Result;
@@ -88,7 +91,16 @@ impl Engine<'_> {
         let ctx = ctx.as_ref();
         let ip = input::login_context(ctx)?;
         let who = Who::of(ctx, ip);
-        let decided = self.decide(ctx, &who, ip, now, rng);
+        // Counted once, as what was decided: not a failed call, and not the same browser back at
+        // a challenge it already has (a resume changes nothing).
+        let decided = self
+            .decide(ctx, &who, ip, now, rng)
+            .map(|(decision, counted)| {
+                if let Some(stat) = counted {
+                    self.count(who.org, stat, now, rng);
+                }
+                decision
+            });
         self.noting_unreadable(
             decided,
             || who.event(Action::AccessDenied, Outcome::Denied),
@@ -97,7 +109,8 @@ impl Engine<'_> {
         )
     }
 
-    /// `begin` for a validated context.
+    /// `begin` for a validated context: the decision, and what it counts as in the day's counts
+    /// (`engine::stats`): nothing when it resumed the user's live challenge.
     fn decide<R: CryptoRng + ?Sized>(
         &self,
         ctx: &LoginContext,
@@ -105,7 +118,7 @@ impl Engine<'_> {
         ip: std::net::IpAddr,
         now: Timestamp,
         rng: &mut R,
-    ) -> Result<Decision> {
+    ) -> Result<(Decision, Option<Stat>)> {
         let m = self.explain_in(ctx)?;
         if self.is_locked(who, now)? {
             let why = Explanation {
@@ -118,27 +131,33 @@ impl Engine<'_> {
                 now,
                 rng,
             )?;
-            return Ok(Decision::Deny(Denied { why }));
+            return Ok((Decision::Deny(Denied { why }), Some(Stat::Denied)));
         }
         // Who must use MFA: the organization's mandate, its roles, the platform's roles, opt-in.
         let policy = self.org_policy(who.org)?;
         let enrollment = self.enrollment_of(who.org, who.user)?;
         let requirement = self.requirement_of(ctx, &policy, enrollment.as_ref(), &m)?;
         if !requirement.required {
-            return self.allow(who, requirement.why, now, rng);
+            return Ok((
+                self.allow(who, requirement.why, now, rng)?,
+                Some(Stat::Allowed),
+            ));
         }
         // No confirmed address yet: enroll (after the organization's grace, if any).
         let Some(enrollment) = enrollment else {
             if let Some(why) = self.grace(who, &policy, &m, now)? {
-                return self.allow(who, why, now, rng);
+                return Ok((self.allow(who, why, now, rng)?, Some(Stat::Allowed)));
             }
             let why = Explanation {
                 message: m.enroll.replace("{reason}", &requirement.why.message),
                 rule: requirement.why.rule,
             };
             return self
-                .open_challenge(who, Purpose::Enrollment, &ctx.email, false, why, now, rng)
-                .map(Decision::Challenge);
+                .open_or_resume(who, Purpose::Enrollment, &ctx.email, false, why, now, rng)
+                .map(|(view, fresh)| {
+                    let counted = fresh.then_some(Stat::ChallengeEnrollment);
+                    (Decision::Challenge(view), counted)
+                });
         };
         // Trust is judged with the organization's limits of today (a device they end is revoked).
         let scoped = self.scoped(&policy);
@@ -162,13 +181,14 @@ impl Engine<'_> {
                     }
                     return Err(e);
                 }
-                return Ok(Decision::Allow(Allowed {
+                let allowed = Allowed {
                     why,
                     amr: vec!["mfa".to_owned()],
                     second_factor_at: Some(verified_at),
                     device_id: Some(device_id),
                     set_cookie,
-                }));
+                };
+                return Ok((Decision::Allow(allowed), Some(Stat::Trusted)));
             }
             DeviceCheck::Changed { device_id, change } => {
                 let event = who
@@ -190,8 +210,11 @@ impl Engine<'_> {
             DeviceCheck::Reused | DeviceCheck::Absent => requirement.why,
         };
         // Codes go to the confirmed address, whatever the IdP names now (see `crate::policy::enrollment`).
-        self.open_challenge(who, Purpose::Login, &enrollment.email, false, why, now, rng)
-            .map(Decision::Challenge)
+        self.open_or_resume(who, Purpose::Login, &enrollment.email, false, why, now, rng)
+            .map(|(view, fresh)| {
+                let counted = fresh.then_some(Stat::ChallengeLogin);
+                (Decision::Challenge(view), counted)
+            })
     }
 
     /// Lets a login through without a code, recorded with the rule that allowed it.

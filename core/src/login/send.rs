@@ -16,6 +16,7 @@ use crate::email;
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Undo, Who};
 use crate::engine::state::{StoredCode, Taken};
+use crate::engine::stats::Stat;
 use crate::engine::throttle;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{CodeSent, LoginContext};
@@ -70,6 +71,7 @@ impl Engine<'_> {
                     .event(Action::SendThrottled, Outcome::Denied)
                     .reason("send-window");
                 self.record(event.challenge(challenge_id), now, rng)?;
+                self.count(who.org, Stat::Throttled, now, rng);
                 return Err(Error::Throttled {
                     retry_after: now.seconds_until(until).max(1),
                 });
@@ -152,6 +154,7 @@ impl Engine<'_> {
             self.settings.code_ttl_seconds,
         );
         if let Err(e) = self.mailer.send(&mail) {
+            self.count(who.org, Stat::DeliveryFailed, now, rng);
             let event = who
                 .event(Action::CodeDeliveryFailed, Outcome::Failure)
                 .reason("mailer-refused");
@@ -160,6 +163,7 @@ impl Engine<'_> {
             let _ = self.record(event.challenge(&challenge.id), now, rng);
             return Err(Error::Mail(e.0));
         }
+        self.count(who.org, Stat::CodeSent, now, rng);
         Ok(CodeSent {
             resent,
             code_expires_at: code.expires_at,

@@ -18,6 +18,7 @@ use crate::audit::{Action, Outcome};
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
 use crate::engine::state::Taken;
+use crate::engine::stats::Stat;
 use crate::engine::throttle;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{LoginContext, Purpose, Verified};
@@ -78,6 +79,7 @@ impl Engine<'_> {
                     .event(Action::VerifyThrottled, Outcome::Denied)
                     .reason("guess-delay");
                 self.record(event.challenge(challenge_id), now, rng)?;
+                self.count(who.org, Stat::Throttled, now, rng);
                 return Err(Error::Throttled {
                     retry_after: now.seconds_until(until).max(1),
                 });
@@ -170,6 +172,13 @@ impl Engine<'_> {
                     not_a_failure();
                     return Err(e);
                 }
+                // An enrollment's code is counted as the enrollment (`confirm_address`).
+                if challenge
+                    .as_ref()
+                    .is_none_or(|c| c.purpose != Purpose::Enrollment)
+                {
+                    self.count(who.org, Stat::Verified, now, rng);
+                }
                 // A step-up token for this sign-in (for `change_email`). Best effort: without it
                 // the user is only asked for a code again before a change.
                 let step_up = self.grant_step_up(&who, now, rng).ok();
@@ -218,6 +227,7 @@ impl Engine<'_> {
                 now,
                 rng,
             )?;
+            self.count(who.org, Stat::Locked, now, rng);
         }
         Err(Error::Rejected)
     }

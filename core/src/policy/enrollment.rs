@@ -34,6 +34,7 @@ use crate::email::i18n::Explain;
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
 use crate::engine::state::StoredChallenge;
+use crate::engine::stats::Stat;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{ChallengeView, Explanation, LoginContext, Purpose};
 use crate::kernel::time::Timestamp;
@@ -333,6 +334,9 @@ impl Engine<'_> {
             .reason(reason)
             .challenge(&challenge.id);
         self.put_recorded(&key, (&enrollment, None), event, now, rng)?;
+        if action == Action::Enrolled {
+            self.count(who.org, Stat::Enrolled, now, rng);
+        }
         // The grace is spent for good once enrolled (kept through resets). Best effort: without
         // the mark, a reset user would only get what is left of the grace they started with.
         let _ = self.put(&keys::grace_spent(who.org, who.user), &now, None);

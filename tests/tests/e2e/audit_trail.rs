@@ -79,11 +79,12 @@ fn documented_name(action: Action) -> &'static str {
         Action::BrandingChanged => "branding_changed",
         Action::Enrolled => "enrolled",
         Action::EmailChanged => "email_changed",
+        Action::AdminConsoleViewed => "admin_console_viewed",
     }
 }
 
 /// Every action (keep in step with [`documented_name`]).
-const ALL_ACTIONS: [Action; 21] = [
+const ALL_ACTIONS: [Action; 22] = [
     Action::ChallengeStarted,
     Action::AccessAllowed,
     Action::AccessDenied,
@@ -105,6 +106,7 @@ const ALL_ACTIONS: [Action; 21] = [
     Action::BrandingChanged,
     Action::Enrolled,
     Action::EmailChanged,
+    Action::AdminConsoleViewed,
 ];
 
 /// Whether a field must be set, must be `null`, or depends on the case.
@@ -140,7 +142,9 @@ fn shape(action: &str) -> Shape {
         "user_locked" => ("denied", S, N, N),
         "device_trusted" | "device_revoked" => ("success", S, S, N),
         "device_challenged" | "device_token_reuse" => ("denied", S, S, N),
-        "policy_changed" | "mfa_reset" | "branding_changed" => ("success", S, N, N),
+        "policy_changed" | "mfa_reset" | "branding_changed" | "admin_console_viewed" => {
+            ("success", S, N, N)
+        }
         other => panic!("an action the schema does not document: {other}"),
     };
     Shape {
@@ -874,6 +878,58 @@ async fn every_action(h: &Harness, t: &mut Trail) -> Handed {
         &["branding_changed"],
     );
     assert_eq!(r[0]["reason"], "branding");
+
+    // The admin console: asking for a link and opening it record nothing; a view is recorded, from
+    // the admin's browser (its address and user agent, as the pages see them).
+    let body = serde_json::json!({
+        "actor": {
+            "user_id": admin.user_id, "org_id": admin.org_id, "roles": admin.roles,
+            "ip": admin.ip, "user_agent": admin.user_agent
+        },
+        "org_id": ORG,
+    });
+    let (status, link) = h
+        .http(
+            "POST",
+            "/v1/admin/console-link",
+            Some(API_KEY),
+            &body.to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{link}");
+    let browser = |cookie: String| {
+        vec![
+            ("x-mfa-client-ip", admin.ip.clone()),
+            ("user-agent", admin.user_agent.clone()),
+            ("cookie", cookie),
+        ]
+    };
+    let opened = h
+        .http_with(
+            "GET",
+            link["url"].as_str().unwrap(),
+            &browser(String::new()),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(opened.status, 200);
+    let cookie = opened.header("set-cookie")[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    t.step(h, "open the console", &actor_who(&admin, ORG, ORG), &[]);
+    let page = h
+        .http_with("GET", "/admin/console/health", &browser(cookie), Vec::new())
+        .await;
+    assert_eq!(page.status, 200);
+    let r = t.step(
+        h,
+        "view the console",
+        &actor_who(&admin, ORG, ORG),
+        &["admin_console_viewed"],
+    );
+    assert_eq!(r[0]["reason"], "console:health:days=14");
 
     expect_err(
         h.set_policy(&me, ORG, &policy(Mandate::Inherit)).await,

@@ -14,6 +14,7 @@
 mod common;
 
 mod audit_trail;
+mod console;
 mod devices;
 mod emails;
 mod enrollment;

@@ -164,7 +164,7 @@ fn route_rows(src: &str) -> Vec<(Route, &str)> {
             ty[..ty.find('>').unwrap()].to_owned()
         });
         let code = match serve.as_str() {
-            "Api" | "Hosted" => row,
+            "Api" | "Hosted" | "Console" => row,
             "Own" => {
                 // A named handler (`Serve::Own(preview_page)`) or a closure in the row.
                 let arg = &after["Serve::Own(".len()..];
@@ -194,6 +194,11 @@ fn route_rows(src: &str) -> Vec<(Route, &str)> {
 
 /// The hosted pages, which `core/src/web/hosted/mod.rs` routes: its `(WebMethod::X, "/prompt…")` arms.
 fn hosted_routes(src: &str) -> BTreeSet<(String, String)> {
+    page_routes(src, "/prompt")
+}
+
+/// The `(WebMethod::X, "<prefix>…")` pairs of a core page module's routing.
+fn page_routes(src: &str, prefix: &str) -> BTreeSet<(String, String)> {
     const ARM: &str = "(WebMethod::";
     let mut routes = BTreeSet::new();
     for (i, _) in src.match_indices(ARM) {
@@ -207,7 +212,7 @@ fn hosted_routes(src: &str) -> BTreeSet<(String, String)> {
             continue;
         };
         let path = &quoted[..quoted.find('"').unwrap()];
-        if path.starts_with("/prompt") {
+        if path.starts_with(prefix) {
             routes.insert((method.to_ascii_lowercase(), path.to_owned()));
         }
     }
@@ -781,7 +786,10 @@ fn example_body(path: &str) -> Value {
         "/v1/admin/credential-changed" => {
             json!({ "actor": actor, "org_id": "acme-health", "user_id": "dr-example", "change": "password-changed" })
         }
-        "/v1/admin/policy/get" | "/v1/admin/branding/get" | "/v1/admin/branding/preview-link" => {
+        "/v1/admin/policy/get"
+        | "/v1/admin/branding/get"
+        | "/v1/admin/branding/preview-link"
+        | "/v1/admin/console-link" => {
             json!({ "actor": actor, "org_id": "acme-health" })
         }
         "/v1/admin/policy/set" => {
@@ -892,6 +900,18 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
         hosted_rows, hosted,
         "the route table's hosted rows are the core's hosted routes"
     );
+    // The same for the admin console's pages (`core/src/web/console/mod.rs`, its `ROUTES`).
+    let console = page_routes(&read("core/src/web/console/mod.rs"), "/admin/console");
+    assert_eq!(console.len(), 3, "the console's routes: {console:#?}");
+    let console_rows: BTreeSet<(String, String)> = implemented
+        .iter()
+        .filter(|r| r.serve == "Console")
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        console_rows, console,
+        "the route table's console rows are the core's console routes"
+    );
     for route in &implemented {
         assert_eq!(
             route.serve == "Api",
@@ -901,6 +921,11 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
         assert_eq!(
             route.serve == "Hosted",
             route.path == "/prompt" || route.path.starts_with("/prompt/"),
+            "{route:?}"
+        );
+        assert_eq!(
+            route.serve == "Console",
+            route.path == "/admin/console" || route.path.starts_with("/admin/console/"),
             "{route:?}"
         );
     }
@@ -914,6 +939,9 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
         ("get", "/healthz"),
         ("get", "/openapi.json"),
         ("get", "/admin/branding/preview"),
+        ("post", "/v1/admin/console-link"),
+        ("get", "/admin/console/health"),
+        ("post", "/admin/console/sign-out"),
     ] {
         assert!(
             implemented
@@ -1466,7 +1494,10 @@ async fn every_method_a_path_does_not_take_is_405_with_the_paths_methods_in_allo
                 listed_set, taken,
                 "Allow lists exactly the path's documented methods: {case}"
             );
-            let page = path == "/prompt" || path.starts_with("/prompt/");
+            let page = path == "/prompt"
+                || path.starts_with("/prompt/")
+                || path == "/admin/console"
+                || path.starts_with("/admin/console/");
             let documented = if page {
                 &responses["PageMethodNotAllowed"]
             } else {
@@ -1662,6 +1693,19 @@ fn every_status_a_route_can_answer_is_documented() {
         match route.serve.as_str() {
             "Api" => expected.extend(&before_api),
             "Own" => expected.extend(statuses_written_in(code, &by_error)),
+            "Console" => {
+                // An admin console page: the core's pages answer what the operation lists (the
+                // end-to-end test in `console.rs` walks them); around them, every page may answer
+                // the service not set up (500) and the store or trail down (503), and every form
+                // one that could not be read (400).
+                let mut around = BTreeSet::from([500, 503]);
+                if route.method == "post" {
+                    around.insert(400);
+                }
+                let missing: Vec<_> = around.difference(&documented).collect();
+                assert!(missing.is_empty(), "{case}: undocumented {missing:?}");
+                continue;
+            }
             _ => {
                 // A hosted page: the core's pages answer what the operation lists (the end-to-end
                 // test below walks them); around them, every page may answer the hosted sign-in

@@ -39,7 +39,7 @@ mod devices;
 mod session;
 #[cfg(test)]
 mod tests;
-mod ui;
+pub(in crate::web) mod ui;
 
 use rand_core::CryptoRng;
 use subtle::ConstantTimeEq;
@@ -145,7 +145,7 @@ impl WebResponse {
 }
 
 /// One cookie's value from a `Cookie` header.
-fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub(in crate::web) fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
         .filter_map(|pair| pair.split_once('='))
@@ -154,7 +154,7 @@ fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// One field of a form or query, percent-decoded.
-fn field(body: &[u8], name: &str) -> Option<String> {
+pub(in crate::web) fn field(body: &[u8], name: &str) -> Option<String> {
     form_urlencoded::parse(body)
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -162,7 +162,7 @@ fn field(body: &[u8], name: &str) -> Option<String> {
 
 /// A user agent as the records keep it: control characters dropped, cut at [`MAX_AGENT`] bytes (at
 /// a character boundary). A browser cannot send a header the login's checks would refuse.
-fn short_agent(agent: &str) -> String {
+pub(in crate::web) fn short_agent(agent: &str) -> String {
     let mut kept = String::new();
     for ch in agent.chars().filter(|c| !c.is_control()) {
         if kept.len() + ch.len_utf8() > MAX_AGENT {

@@ -29,7 +29,7 @@ pub(super) fn origin(url: &str) -> &str {
 }
 
 /// The first language of an `Accept-Language` header that the pages speak.
-pub(super) fn accepted_language(header: &str) -> Option<&'static str> {
+pub(in crate::web) fn accepted_language(header: &str) -> Option<&'static str> {
     // RFC 9110 §12.5.4: the supported tag of highest weight, the first written on a tie; `q=0`
     // is "not acceptable", and an entry whose weight does not parse is skipped.
     let mut best: Option<(u16, &str)> = None;
@@ -82,7 +82,7 @@ pub(super) fn luminance(hex: &str) -> f64 {
 
 /// Black or white text, whichever contrasts more with `background` (one of them always reaches
 /// 4.5:1, WCAG AA for text).
-pub(super) fn text_color_on(background: &str) -> &'static str {
+pub(in crate::web) fn text_color_on(background: &str) -> &'static str {
     let l = luminance(background);
     let on_white = 1.05 / (l + 0.05);
     let on_black = (l + 0.05) / 0.05;
