@@ -46,9 +46,20 @@ fn admit(bucket: &Mutex<Option<Bucket>>, now: Instant) -> Option<u64> {
     }
 }
 
-/// Writes `note` to the log at `warn`, unless the rate is spent (then it is only counted).
+/// Writes `note` to the log at `warn`, unless the rate is spent (then it is only counted). A note
+/// whose rule starts with `stats:` is not a refusal: a day count the admin console reads could not
+/// be written (the login's answer did not change), and it is logged as such.
 pub fn note(note: &RefusalNote) {
     if let Some(suppressed) = admit(&BUCKET, Instant::now()) {
+        if note.rule.starts_with("stats:") {
+            tracing::warn!(
+                rule = %note.rule,
+                org = note.claimed_org.as_deref().unwrap_or("-"),
+                suppressed,
+                "a day count was not written: the admin console's figures may be short"
+            );
+            return;
+        }
         tracing::warn!(
             rule = %note.rule,
             claimed_org = note.claimed_org.as_deref().unwrap_or("-"),
