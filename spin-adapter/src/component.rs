@@ -431,6 +431,16 @@ impl audit::Guest for Adapter {
     /// To Spin's log (the application's standard error). Spin keeps no state between requests to
     /// rate-limit with; its log pipeline is where a flood is capped.
     fn note_refusal(note: audit::RefusalNote) {
+        // Not a refusal: a day count the admin console reads could not be written (the
+        // component's only route to the host's log); the request's answer did not change.
+        if note.rule.starts_with("stats:") {
+            eprintln!(
+                "a day count was not written, the admin console's figures may be short: rule={} org={}",
+                note.rule,
+                note.claimed_org.as_deref().unwrap_or("-"),
+            );
+            return;
+        }
         eprintln!(
             "refused an unsigned request (no organization's stream): rule={} claimed_org={} ip={}",
             note.rule,

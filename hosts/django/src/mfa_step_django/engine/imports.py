@@ -156,6 +156,15 @@ class _RefusalLog:
             self.count += 1
             if self.count > self.per_minute:
                 return
+        if str(note.get("rule") or "").startswith("stats:"):
+            # Not a refusal: a day count the admin console reads could not be written (the
+            # component's only route to this log); the call's answer did not change.
+            log.warning(
+                "mfa-step: a day count was not written, the admin console's figures may be short: rule=%s org=%s",
+                note.get("rule"),
+                note.get("claimed_org"),
+            )
+            return
         ua = (note.get("user_agent") or "")[:120]
         log.warning(
             "mfa-step: refused request: rule=%s claimed_org=%s ip=%s user_agent=%r",
