@@ -724,16 +724,19 @@ mod tests {
             Arc::new(SqliteStore::open(dir.path().join("state.db")).unwrap());
         let sink = Arc::new(JsonlAuditSink::open(dir.path().join("audit.jsonl")).unwrap());
         let shared = backends(store.clone(), sink.clone());
+        // Every call reads the same head before any commits: none commits until all have read.
+        let all_read = Arc::new(tokio::sync::Barrier::new(16));
         let calls: Vec<_> = (0..16)
             .map(|i| {
                 let backends = Backends {
                     offload: Offload::ALL,
                     ..shared.clone()
                 };
+                let all_read = all_read.clone();
                 tokio::spawn(async move {
                     let mut state = HostState::new(backends);
-                    // Every call reads the same head before any commits.
                     let head = audit::Host::head(&mut state, "acme".into()).await.unwrap();
+                    all_read.wait().await;
                     assert!(head.is_none());
                     let entry = linked("acme", &format!("call {i}"), None);
                     audit::Host::append(&mut state, wit_entry(&entry))
