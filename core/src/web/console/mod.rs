@@ -38,9 +38,13 @@
 //! response's nonce, forms post only to this origin, nothing may frame a page. Words come from
 //! `core/i18n/console/` ([`words`]), kept out of the plugin's build.
 
+mod audit;
+mod branding;
 mod health;
+mod policy;
 #[cfg(test)]
 mod tests;
+mod users;
 pub mod words;
 
 use askama::Template;
@@ -82,12 +86,38 @@ pub const MAX_DAYS: i64 = 90;
 const LINK_LABEL: &[u8] = b"mfa-step/console-link/v1";
 const SESSION_LABEL: &[u8] = b"mfa-step/console-session/v1\0";
 const HEALTH: &str = "/admin/console/health";
+const POLICY: &str = "/admin/console/policy";
+const BRANDING: &str = "/admin/console/branding";
+const BRANDING_EMAIL: &str = "/admin/console/branding/email";
+const USERS: &str = "/admin/console/users";
+const USER: &str = "/admin/console/user";
+const AUDIT: &str = "/admin/console/audit";
+const AUDIT_EXPORT: &str = "/admin/console/audit/export";
 
 /// Every console route: (method, path). The component's route table has exactly these rows.
-pub const ROUTES: [(WebMethod, &str); 3] = [
+pub const ROUTES: [(WebMethod, &str); 13] = [
     (WebMethod::Get, "/admin/console"),
-    (WebMethod::Get, "/admin/console/health"),
+    (WebMethod::Get, HEALTH),
+    (WebMethod::Get, POLICY),
+    (WebMethod::Post, POLICY),
+    (WebMethod::Get, BRANDING),
+    (WebMethod::Post, BRANDING),
+    (WebMethod::Get, BRANDING_EMAIL),
+    (WebMethod::Get, USERS),
+    (WebMethod::Get, USER),
+    (WebMethod::Post, USER),
+    (WebMethod::Get, AUDIT),
+    (WebMethod::Get, AUDIT_EXPORT),
     (WebMethod::Post, "/admin/console/sign-out"),
+];
+
+/// The screens, in the order the console's navigation lists them: (id, path).
+const SCREENS: [(&str, &str); 5] = [
+    ("health", HEALTH),
+    ("policy", POLICY),
+    ("branding", BRANDING),
+    ("users", USERS),
+    ("audit", AUDIT),
 ];
 
 /// Whether `path` is the console's (its pages route among themselves).
@@ -189,6 +219,10 @@ struct Page<'a> {
     sign_out: Option<String>,
     message: Option<Message>,
     health: Option<HealthView>,
+    /// A screen's own content, rendered by its module's template (escaped there).
+    body: Option<String>,
+    /// The screens' links, once signed in: (href, label, current).
+    nav: Vec<(String, String, bool)>,
     days: i64,
     day_choices: [i64; 4],
     languages: Vec<(&'static str, String)>,
@@ -225,6 +259,8 @@ impl Look {
             sign_out: None,
             message: None,
             health: None,
+            body: None,
+            nav: Vec::new(),
             days: DEFAULT_DAYS,
             day_choices: [7, 14, 30, 90],
             languages: i18n::supported()
@@ -278,6 +314,71 @@ fn with_cookie(mut page: WebResponse, cookie: String) -> WebResponse {
     page
 }
 
+/// A signed-in admin's request to a screen of their organization: the session (its store key
+/// too), the admin as the actor of what they do, and the response's look.
+struct Screen {
+    key: String,
+    session: Session,
+    actor: Actor,
+    look: Look,
+}
+
+impl Screen {
+    /// The organization the session is for.
+    fn org(&self) -> &str {
+        &self.session.org
+    }
+
+    /// Fills in the shell around a screen: the sign-out form, the screens' links with `current`
+    /// marked.
+    fn shell(&self, p: &mut Page<'_>, current: &str) {
+        let t = &self.look.t;
+        let lang = self.look.lang;
+        p.sign_out = Some(self.session.csrf.clone());
+        p.nav = SCREENS
+            .iter()
+            .map(|(id, path)| {
+                let label = match *id {
+                    "health" => &t.nav_health,
+                    "policy" => &t.nav_policy,
+                    "branding" => &t.nav_branding,
+                    "users" => &t.nav_users,
+                    _ => &t.nav_audit,
+                };
+                (format!("{path}?lang={lang}"), label.clone(), *id == current)
+            })
+            .collect();
+    }
+
+    /// A screen's page: the shell around `body`, which the screen's own template rendered.
+    fn page(&self, status: u16, heading: &str, current: &str, body: String) -> WebResponse {
+        self.look.render(status, heading, |p| {
+            self.shell(p, current);
+            p.body = Some(body);
+        })
+    }
+
+    /// A message in place of a screen's content (a refusal, a bad form), in the shell.
+    fn message(&self, status: u16, id: &'static str, heading: &str, body: &str) -> WebResponse {
+        self.look.render(status, heading, |p| {
+            self.shell(p, "");
+            p.message = Some(Message {
+                id,
+                heading: heading.to_owned(),
+                body: body.to_owned(),
+                alert: true,
+                link: None,
+            });
+        })
+    }
+
+    /// Whether a form's CSRF token is the session's.
+    fn csrf_holds(&self, req: &WebRequest<'_>) -> bool {
+        let presented = field(req.form, "csrf").unwrap_or_default();
+        bool::from(presented.as_bytes().ct_eq(self.session.csrf.as_bytes()))
+    }
+}
+
 impl Engine<'_> {
     /// A link that opens `org`'s admin console, for an admin of it.
     ///
@@ -329,6 +430,16 @@ impl Engine<'_> {
         let answer = match (req.method, req.path) {
             (WebMethod::Get, "/admin/console") => self.open_console(req, now, rng),
             (WebMethod::Get, HEALTH) => self.health_page(req, now, rng),
+            (WebMethod::Get, POLICY) => self.policy_page(req, now, rng),
+            (WebMethod::Post, POLICY) => self.policy_post(req, now, rng),
+            (WebMethod::Get, BRANDING) => self.branding_page(req, now, rng),
+            (WebMethod::Post, BRANDING) => self.branding_post(req, now, rng),
+            (WebMethod::Get, BRANDING_EMAIL) => self.branding_email(req, now, rng),
+            (WebMethod::Get, USERS) => self.users_page(req, now, rng),
+            (WebMethod::Get, USER) => self.user_page(req, now, rng),
+            (WebMethod::Post, USER) => self.user_post(req, now, rng),
+            (WebMethod::Get, AUDIT) => self.audit_page(req, now, rng),
+            (WebMethod::Get, AUDIT_EXPORT) => self.audit_export(req, now, rng),
             (WebMethod::Post, "/admin/console/sign-out") => self.sign_out(req, now, rng),
             _ if known => return look.message(405, "refused", &look.t.form_stale),
             _ => return look.message(404, "not-found", &look.t.not_found),
@@ -483,25 +594,33 @@ impl Engine<'_> {
         }
     }
 
-    /// `GET /admin/console/health?days=…&lang=…[&org=…]`: the charts, recorded.
-    fn health_page<R: CryptoRng + ?Sized>(
+    /// A request to one of the screens: the browser's live session, for an organization the admin
+    /// still administers, and (for a `POST`) the session's CSRF token in the form; else the page
+    /// that says why. A page asked for another organization (`?org=`) is refused and the refusal
+    /// recorded in the admin's own stream.
+    fn screen<R: CryptoRng + ?Sized>(
         &self,
         req: &WebRequest<'_>,
         now: Timestamp,
         rng: &mut R,
-    ) -> Result<WebResponse> {
-        let (_, session) = match self.session_of(req, now, rng)? {
+    ) -> Result<std::result::Result<Screen, WebResponse>> {
+        let (key, session) = match self.session_of(req, now, rng)? {
             Ok(found) => found,
-            Err(page) => return Ok(page),
+            Err(page) => return Ok(Err(page)),
         };
         let actor = session.actor(req);
         let look = self.look(Some(&session.org), req, rng);
-        // Org-scoped: another organization's page is refused, and the refusal recorded.
+        let screen = Screen {
+            key,
+            session,
+            actor,
+            look,
+        };
         let asked = field(req.query.as_bytes(), "org");
-        if !may_administer(&actor, &session.org)
-            || asked.as_deref().is_some_and(|o| o != session.org)
+        if !may_administer(&screen.actor, screen.org())
+            || asked.as_deref().is_some_and(|o| o != screen.org())
         {
-            let target = asked.unwrap_or_else(|| session.org.clone());
+            let target = asked.unwrap_or_else(|| screen.org().to_owned());
             let target = if crate::kernel::input::id("org_id", &target).is_ok() {
                 target
             } else {
@@ -509,8 +628,8 @@ impl Engine<'_> {
             };
             self.record(
                 console_event(
-                    &actor,
-                    &actor.org_id,
+                    &screen.actor,
+                    &screen.actor.org_id,
                     &target,
                     Action::AccessDenied,
                     Outcome::Denied,
@@ -519,35 +638,75 @@ impl Engine<'_> {
                 now,
                 rng,
             )?;
-            return Ok(look.message(403, "wrong-org", &look.t.denied_org));
+            return Ok(Err(screen.look.message(
+                403,
+                "wrong-org",
+                &screen.look.t.denied_org,
+            )));
         }
+        if req.method == WebMethod::Post && !screen.csrf_holds(req) {
+            let t = &screen.look.t;
+            return Ok(Err(screen.message(
+                403,
+                "refused",
+                &t.denied_heading,
+                &t.form_stale,
+            )));
+        }
+        Ok(Ok(screen))
+    }
+
+    /// Records that the admin viewed `what` (`console:<what>`) in the organization's stream. A
+    /// view that cannot be recorded is not shown.
+    fn viewed<R: CryptoRng + ?Sized>(
+        &self,
+        screen: &Screen,
+        what: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<()> {
+        self.record(
+            console_event(
+                &screen.actor,
+                screen.org(),
+                screen.org(),
+                Action::AdminConsoleViewed,
+                Outcome::Success,
+            )
+            .reason(&format!("console:{what}")),
+            now,
+            rng,
+        )
+    }
+
+    /// `GET /admin/console/health?days=…&lang=…[&org=…]`: the charts, recorded.
+    fn health_page<R: CryptoRng + ?Sized>(
+        &self,
+        req: &WebRequest<'_>,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<WebResponse> {
+        let screen = match self.screen(req, now, rng)? {
+            Ok(screen) => screen,
+            Err(page) => return Ok(page),
+        };
+        let t = &screen.look.t;
         let days = match field(req.query.as_bytes(), "days") {
             None => DEFAULT_DAYS,
             Some(d) => match d.parse::<i64>() {
                 Ok(d) if (MIN_DAYS..=MAX_DAYS).contains(&d) => d,
-                _ => return Ok(look.message(400, "bad-days", &look.t.bad_days)),
+                _ => return Ok(screen.message(400, "bad-days", &t.denied_heading, &t.bad_days)),
             },
         };
         // Every view leaves a record; one that cannot be recorded is not shown.
-        self.record(
-            console_event(
-                &actor,
-                &session.org,
-                &session.org,
-                Action::AdminConsoleViewed,
-                Outcome::Success,
-            )
-            .reason(&format!("console:health:days={days}")),
-            now,
-            rng,
-        )?;
+        self.viewed(&screen, &format!("health:days={days}"), now, rng)?;
         let today = day_of(now);
         let counts = (today - days + 1..=today)
-            .map(|day| self.day_counts(&session.org, day, today))
+            .map(|day| self.day_counts(screen.org(), day, today))
             .collect::<Result<Vec<_>>>()?;
-        let view = health::build(&look.t, &counts);
-        Ok(look.render(200, &look.t.health_heading, |p| {
-            p.sign_out = Some(session.csrf.clone());
+        let view = health::build(t, &counts);
+        Ok(screen.look.render(200, &t.health_heading, |p| {
+            screen.shell(p, "health");
             p.health = Some(view);
             p.days = days;
         }))

@@ -18,17 +18,17 @@ use crate::kernel::settings::Settings;
 use crate::testing::{MemAudit, MemMailer, MemStore};
 
 /// 2026-11-18T11:06:40Z.
-const T0: Timestamp = Timestamp(1_795_000_000);
+pub(super) const T0: Timestamp = Timestamp(1_795_000_000);
 
-struct World {
-    store: MemStore,
-    mailer: MemMailer,
-    audit: MemAudit,
-    key: HmacKey,
-    rng: UnwrapErr<OsRng>,
+pub(super) struct World {
+    pub(super) store: MemStore,
+    pub(super) mailer: MemMailer,
+    pub(super) audit: MemAudit,
+    pub(super) key: HmacKey,
+    pub(super) rng: UnwrapErr<OsRng>,
 }
 
-fn actor(org: &str, roles: &[&str]) -> Actor {
+pub(super) fn actor(org: &str, roles: &[&str]) -> Actor {
     Actor {
         user_id: "admin-1".into(),
         org_id: org.into(),
@@ -38,7 +38,7 @@ fn actor(org: &str, roles: &[&str]) -> Actor {
     }
 }
 
-fn request<'a>(
+pub(super) fn request<'a>(
     method: WebMethod,
     path: &'a str,
     query: &'a str,
@@ -57,7 +57,7 @@ fn request<'a>(
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             store: MemStore::default(),
             mailer: MemMailer::default(),
@@ -67,7 +67,7 @@ impl World {
         }
     }
 
-    fn engine(&self) -> Engine<'_> {
+    pub(super) fn engine(&self) -> Engine<'_> {
         Engine {
             store: &self.store,
             mailer: &self.mailer,
@@ -77,7 +77,7 @@ impl World {
         }
     }
 
-    fn link(&mut self, actor: &Actor, org: &str, now: Timestamp) -> Result<ConsoleLink> {
+    pub(super) fn link(&mut self, actor: &Actor, org: &str, now: Timestamp) -> Result<ConsoleLink> {
         let e = Engine {
             store: &self.store,
             mailer: &self.mailer,
@@ -88,7 +88,7 @@ impl World {
         e.console_link(actor, org, now, &mut self.rng)
     }
 
-    fn page(&mut self, req: &WebRequest<'_>, now: Timestamp) -> WebResponse {
+    pub(super) fn page(&mut self, req: &WebRequest<'_>, now: Timestamp) -> WebResponse {
         let e = Engine {
             store: &self.store,
             mailer: &self.mailer,
@@ -100,7 +100,7 @@ impl World {
     }
 
     /// Opens `link`; the session cookie's `name=value`.
-    fn open(&mut self, link: &ConsoleLink, now: Timestamp) -> String {
+    pub(super) fn open(&mut self, link: &ConsoleLink, now: Timestamp) -> String {
         let query = link.url.split_once('?').unwrap().1.to_owned();
         let page = self.page(&request(WebMethod::Get, "/admin/console", &query, ""), now);
         assert_eq!(page.status, 200, "{:?}", page.html);
@@ -125,7 +125,7 @@ impl World {
         }
     }
 
-    fn records(&self) -> Vec<(String, String, String, Option<String>)> {
+    pub(super) fn records(&self) -> Vec<(String, String, String, Option<String>)> {
         self.audit
             .entries
             .borrow()
@@ -143,19 +143,19 @@ impl World {
     }
 }
 
-fn header<'a>(page: &'a WebResponse, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(page: &'a WebResponse, name: &str) -> Option<&'a str> {
     page.headers
         .iter()
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn html(page: &WebResponse) -> &str {
+pub(super) fn html(page: &WebResponse) -> &str {
     page.html.as_deref().unwrap()
 }
 
 /// The rows of a table (`<table id="…">`): each row's cells, its header cell first.
-fn table(html: &str, id: &str) -> Vec<Vec<String>> {
+pub(super) fn table(html: &str, id: &str) -> Vec<Vec<String>> {
     let start = html
         .find(&format!("<table id=\"{id}\">"))
         .unwrap_or_else(|| panic!("no table {id}"));
@@ -347,7 +347,7 @@ fn the_session_ends_after_fifteen_minutes_and_at_sign_out_with_its_csrf_token() 
     );
     assert_eq!(
         w.page(
-            &request(WebMethod::Get, "/admin/console/users", "", &cookie),
+            &request(WebMethod::Get, "/admin/console/nowhere", "", &cookie),
             T0
         )
         .status,

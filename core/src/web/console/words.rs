@@ -71,18 +71,60 @@ pub struct ConsoleText {
     pub not_found: String,
     pub unavailable_body: String,
     pub bad_days: String,
+    pub nav_label: String,
+    pub nav_health: String,
+    pub nav_policy: String,
+    pub nav_branding: String,
+    pub nav_users: String,
+    pub nav_audit: String,
 }
 
 /// The words of `tag` (a supported tag: see `email::i18n::choose`), English for anything else.
 #[must_use]
 pub fn words(tag: &str) -> ConsoleText {
-    let json = LANGUAGES
+    load(LANGUAGES, tag)
+}
+
+/// A screen's words of `tag` from its own files (`languages`: (tag, JSON)), English for anything
+/// else. Every file is checked to parse by its screen's test, so the empty default is never what
+/// an admin sees.
+pub(super) fn load<T: serde::de::DeserializeOwned + Default>(
+    languages: &[(&str, &str)],
+    tag: &str,
+) -> T {
+    let json = languages
         .iter()
         .find(|(t, _)| *t == tag)
-        .or_else(|| LANGUAGES.iter().find(|(t, _)| *t == "en"));
-    // Every file is checked to parse by a test, so the empty default is never what an admin sees.
+        .or_else(|| languages.iter().find(|(t, _)| *t == "en"));
     json.and_then(|(_, j)| serde_json::from_str(j).ok())
         .unwrap_or_default()
+}
+
+/// For a screen's test: every language the console speaks has a file that parses as `T`, no
+/// message is empty, and each text in `needs(words)` has its placeholders.
+#[cfg(test)]
+#[allow(clippy::panic, reason = "tests")]
+pub(super) fn check_languages<T: serde::de::DeserializeOwned>(
+    languages: &[(&str, &str)],
+    needs: impl Fn(&T) -> Vec<(String, Vec<&'static str>)>,
+) {
+    let tags: Vec<&str> = languages.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, crate::email::i18n::supported());
+    for (tag, json) in languages {
+        let t: T = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{tag}: the words do not parse: {e}"));
+        let all: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(json).unwrap_or_default();
+        for (name, text) in &all {
+            let text = text.as_str().unwrap_or_default();
+            assert!(!text.trim().is_empty(), "{tag}: {name} is empty");
+        }
+        for (text, placeholders) in needs(&t) {
+            for placeholder in placeholders {
+                assert!(text.contains(placeholder), "{tag}: {text:?} lacks {placeholder}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
