@@ -14,7 +14,7 @@ use crate::engine::record::{Undo, Who};
 use crate::engine::{Engine, throttle};
 use crate::kernel::authority::may_administer;
 use crate::kernel::error::{Error, Result};
-use crate::kernel::model::{Actor, UserStatus};
+use crate::kernel::model::{Actor, DeviceInfo, UserStatus};
 use crate::kernel::ports::OutgoingMail;
 use crate::kernel::time::Timestamp;
 use crate::kernel::{input, keys};
@@ -445,5 +445,88 @@ impl Engine<'_> {
         self.authorize(actor, org, user, "user-status", now, rng)?;
         let status = self.status_of(org, user, now);
         self.noting(actor, org, user, status, now, rng)
+    }
+
+    /// A user's trusted browsers that count under their organization's policy today, newest
+    /// first, for an admin of the organization.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (recorded); [`Error::InvalidInput`]; [`Error::Store`].
+    pub fn user_devices_for<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        user: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Vec<DeviceInfo>> {
+        let (actor, org, user) = (
+            self.canonical_actor(actor),
+            self.canonical_id(org),
+            self.canonical_id(user),
+        );
+        let (actor, org, user) = (actor.as_ref(), org.as_ref(), user.as_ref());
+        input::id("user_id", user)?;
+        self.authorize(actor, org, user, "user-devices", now, rng)?;
+        let owner = Actor {
+            user_id: user.to_owned(),
+            org_id: org.to_owned(),
+            roles: Vec::new(),
+            ip: String::new(),
+            user_agent: String::new(),
+        };
+        let listed = self
+            .org_policy(org)
+            .and_then(|policy| self.scoped(&policy).devices_trusted(&owner, now));
+        self.noting(actor, org, user, listed, now, rng)
+    }
+
+    /// Revokes one of a user's trusted browsers (`device` = its id) or all of them (`None`), for
+    /// an admin of the organization: each with its own `device_revoked` record, the admin as
+    /// actor. Returns how many went. An id that is not one of the user's is refused like an
+    /// unknown one.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] (recorded, or an unknown device); [`Error::InvalidInput`];
+    /// [`Error::Store`]; [`Error::Audit`] (browsers revoked before the failure stay revoked).
+    pub fn revoke_user_devices<R: CryptoRng + ?Sized>(
+        &self,
+        actor: &Actor,
+        org: &str,
+        user: &str,
+        device: Option<&str>,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<u32> {
+        let (actor, org, user) = (
+            self.canonical_actor(actor),
+            self.canonical_id(org),
+            self.canonical_id(user),
+        );
+        let (actor, org, user) = (actor.as_ref(), org.as_ref(), user.as_ref());
+        input::id("user_id", user)?;
+        if let Some(device) = device {
+            input::id("device_id", device)?;
+        }
+        self.authorize(actor, org, user, "revoke-devices", now, rng)?;
+        let who = Who {
+            org,
+            user,
+            ip: actor.ip.clone(),
+            user_agent: &actor.user_agent,
+        };
+        let Some(device) = device else {
+            return self.revoke_all_of(&who, &actor.user_id, "revoked-all-by-admin", now, rng);
+        };
+        if self
+            .store
+            .get(&keys::device(org, user, device))
+            .map_err(Error::store)?
+            .is_none()
+        {
+            return Err(Error::Forbidden("no such device of this user"));
+        }
+        self.revoke_stored(&who, &actor.user_id, device, "revoked-by-admin", now, rng)
+            .map(|()| 1)
     }
 }

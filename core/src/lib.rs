@@ -20,7 +20,7 @@
 //!  admin            policies, branding, platform roles, user resets and status
 //!  login            begin, send-code, verify, status; one-time codes
 //!  policy           who must use MFA; an organization's policy; enrollment
-//!  devices          trusted browsers: the rules and the flows
+//!  devices  roster  trusted browsers: the rules and the flows | who the users are
 //!  engine           the Engine; recorded writes; challenge and guess state; throttles; day counts
 //!  audit  email  testing
 //!                   audit events, hash chain, log verification | branding, languages, the code
@@ -36,6 +36,7 @@ pub mod engine;
 pub mod kernel;
 pub mod login;
 pub mod policy;
+pub mod roster;
 pub mod web;
 
 #[cfg(any(test, feature = "testing"))]

@@ -17,6 +17,7 @@
 use mfa_step_core::email::branding::Branding;
 use mfa_step_core::kernel::secret::api_key_matches;
 use mfa_step_core::policy::OrgPolicy;
+use mfa_step_core::roster::RosterUser;
 use mfa_step_core::web::console::is_console_path;
 use mfa_step_core::web::hosted::{WebMethod, WebRequest};
 use mfa_step_core::web::prompt::PromptConfig;
@@ -94,6 +95,17 @@ struct RolesBody {
 struct OrgBody {
     actor: Actor,
     org_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RosterBody {
+    actor: Actor,
+    org_id: String,
+    #[serde(default)]
+    add: Vec<RosterUser>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -570,6 +582,16 @@ const ROUTES: &[Route] = &[
         }),
     ),
     Route::post(
+        "/v1/admin/sync-roster",
+        Serve::Api(|body| {
+            with_body::<RosterBody>(body, |b| {
+                Reply::result(service::with_engine(|e, now, rng| {
+                    e.sync_roster(&b.actor, &b.org_id, &b.add, &b.remove, now, rng)
+                }))
+            })
+        }),
+    ),
+    Route::post(
         "/v1/admin/branding/preview",
         Serve::Api(|body| {
             with_body::<PreviewBody>(body, |b| {
@@ -891,12 +913,15 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         ),
     };
     let headers = Fields::new();
+    // A download (the console's audit export) names its own type.
+    let own_type = reply.headers.iter().any(|(k, _)| *k == "content-type");
     let mut all: Vec<(&str, String)> = vec![
         ("content-type", content_type.to_owned()),
         ("cache-control", "no-store".to_owned()),
         ("x-content-type-options", "nosniff".to_owned()),
         ("content-length", bytes.len().to_string()),
     ];
+    all.retain(|(k, _)| !(own_type && *k == "content-type"));
     if reply.html.is_some() {
         // A page that brings its own policy (the hosted pages: a style nonce, the IdP's origins
         // in form-action) keeps it; every other page gets the strict default.

@@ -1,10 +1,11 @@
-//! `list-keys` without a scan: an index of each user's device keys, built on the atomic
-//! `increment` (Spin's key-value store has no prefix query, and its compare-and-swap does not hold
-//! on Redis).
+//! `list-keys` without a scan: an index of each user's device keys and of each organization's
+//! known users, built on the atomic `increment` (Spin's key-value store has no prefix query, and
+//! its compare-and-swap does not hold on Redis).
 //!
-//! The component lists one kind of prefix only: a user's devices, `v1:device:<org>:<user>:`
-//! ([`FAMILY`], four colons; ids hold no colon). Every value key under such a prefix is filed in
-//! its *parent*'s index before the value is written:
+//! The component lists two kinds of prefix ([`FAMILIES`]; ids hold no colon): a user's devices,
+//! `v1:device:<org>:<user>:`, and an organization's known users (`core::roster`),
+//! `v1:user-seen:<org>:`. Every value key under such a prefix is filed in its *parent*'s index
+//! before the value is written:
 //!
 //! ```text
 //!  set(K, v, E)                                   list-keys(P)
@@ -30,7 +31,9 @@
 //! - **Races only duplicate.** Two first `set`s of one key may each take a slot; readers drop the
 //!   duplicate.
 //! - **Stores written before the index** are filed once by the first lister: it scans the store,
-//!   files every device key, then writes `list-ready`. Until then every lister scans.
+//!   files every key of the families, then writes `list-ready` (`v2`: a store filed when only
+//!   devices were listed is filed again; a key already filed keeps its slot). Until then every
+//!   lister scans.
 //!
 //! Any other prefix is listed by a scan ([`list`] answers `None`).
 
@@ -39,12 +42,11 @@ use std::collections::BTreeSet;
 use crate::expiring::{self, Keys};
 use crate::mapping;
 
-/// The keys the component lists by prefix: `v1:device:<org>:<user>:<device>`.
-pub const FAMILY: &str = "v1:device:";
-/// How many colons end a listed prefix of [`FAMILY`] (`v1:device:<org>:<user>:`).
-const PARENT_COLONS: usize = 4;
-/// Set once every device key written before the index existed has been filed.
-const READY_VALUE: &[u8] = b"v1";
+/// The keys the component lists by prefix, and how many colons end a listed prefix of each:
+/// `v1:device:<org>:<user>:<device>` and `v1:user-seen:<org>:<user>`.
+pub const FAMILIES: [(&str, usize); 2] = [("v1:device:", 4), ("v1:user-seen:", 3)];
+/// Set once every key of [`FAMILIES`] written before the index existed has been filed.
+const READY_VALUE: &[u8] = b"v2";
 
 /// The key-value operations the index needs, beyond [`Keys`].
 pub trait Listing: Keys {
@@ -62,15 +64,14 @@ pub trait Listing: Keys {
     fn all_keys(&self) -> Result<Vec<String>, String>;
 }
 
-/// The prefix whose index files `key`: `key` up to its fourth colon, when it is in [`FAMILY`].
+/// The prefix whose index files `key`: `key` up to its family's last listed colon, when it is in
+/// one of [`FAMILIES`].
 #[must_use]
 pub fn parent(key: &str) -> Option<&str> {
-    if !key.starts_with(FAMILY) {
-        return None;
-    }
-    let end = key.match_indices(':').nth(PARENT_COLONS - 1)?.0;
+    let (_, colons) = FAMILIES.iter().find(|(family, _)| key.starts_with(family))?;
+    let end = key.match_indices(':').nth(colons - 1)?.0;
     let parent = &key[..=end];
-    // `v1:device::…` or `v1:device:o::…`: an empty org or user is not a user's prefix.
+    // `v1:device::…` or `v1:device:o::…`: an empty org or user is not a listed prefix.
     (!parent.contains("::")).then_some(parent)
 }
 
@@ -104,7 +105,7 @@ fn read_mark(kv: &impl Keys, key: &str) -> Result<Option<(i64, Option<i64>)>, St
 }
 
 /// Files the component's value key `key` in its parent's index, to last at least until
-/// `expires_at`, before the value is written. Keys outside [`FAMILY`] are left alone.
+/// `expires_at`, before the value is written. Keys outside [`FAMILIES`] are left alone.
 ///
 /// # Errors
 /// The store failed: the value must not be written.
@@ -176,7 +177,7 @@ pub fn list(kv: &impl Listing, prefix: &str, now: i64) -> Result<Option<Vec<Stri
     ))
 }
 
-/// Files every device key already in the store (written before the index existed), each with the
+/// Files every listed key already in the store (written before the index existed), each with the
 /// expiry noted for it, then marks the store ready.
 fn file_existing(kv: &impl Listing, now: i64) -> Result<(), String> {
     for stored in kv.all_keys()? {
@@ -301,6 +302,10 @@ mod tests {
             "v1:device:org-1:alice",
             "v1:device:org-1:alice:d1",
             "v1:device::alice:",
+            "v1:user-seen:",
+            "v1:user-seen:org-1",
+            "v1:user-seen:org-1:alice",
+            "v1:user-seen::",
             "conformance:run:",
             "",
         ] {
@@ -432,9 +437,47 @@ mod tests {
     #[test]
     fn the_component_lists_exactly_the_prefixes_the_index_serves() {
         // core's own key builders, so that a change there cannot quietly fall back to scans.
-        let prefix = mfa_step_core::kernel::keys::devices_of("org-1", "alice");
+        use mfa_step_core::kernel::keys;
+        let prefix = keys::devices_of("org-1", "alice");
         assert_eq!(parent(&prefix), Some(prefix.as_str()));
-        let key = mfa_step_core::kernel::keys::device("org-1", "alice", "d-1");
+        let key = keys::device("org-1", "alice", "d-1");
         assert_eq!(parent(&key), Some(prefix.as_str()));
+        let users = keys::users_seen("org-1");
+        assert_eq!(parent(&users), Some(users.as_str()));
+        let key = keys::user_seen("org-1", "alice");
+        assert_eq!(parent(&key), Some(users.as_str()));
+    }
+
+    #[test]
+    fn an_organizations_users_are_listed_without_a_scan_and_nobody_elses() {
+        let m = Map::default();
+        let org = "v1:user-seen:org-1:";
+        put(&m, "v1:user-seen:org-1:alice", Some(T + 100)).unwrap();
+        put(&m, "v1:user-seen:org-1:bob", Some(T + 100)).unwrap();
+        put(&m, "v1:user-seen:org-2:carol", Some(T + 100)).unwrap();
+        put(&m, "v1:device:org-1:alice:d1", Some(T + 100)).unwrap();
+        // A user seen again on a later day is filed again in the same slot.
+        put(&m, "v1:user-seen:org-1:alice", Some(T + 200)).unwrap();
+        assert_eq!(
+            listed(&m, org),
+            ["v1:user-seen:org-1:alice", "v1:user-seen:org-1:bob"]
+        );
+        assert_eq!(m.counter(&count_key(org)).unwrap(), 2);
+        assert_eq!(listed(&m, "v1:user-seen:org-2:"), ["v1:user-seen:org-2:carol"]);
+    }
+
+    #[test]
+    fn a_store_filed_when_only_devices_were_listed_is_filed_again() {
+        let m = Map::default();
+        // A store whose index was built by the adapter before users were listed: its devices
+        // filed and marked ready, a user entry written by nothing that filed it.
+        put(&m, &format!("{ALICE}d1"), Some(T + 100)).unwrap();
+        let user = "v1:user-seen:org-1:alice";
+        let stored = mapping::value_key(user);
+        m.set(&stored, b"1 - provider").unwrap();
+        m.set(mapping::LIST_READY, b"v1").unwrap();
+        assert_eq!(listed(&m, "v1:user-seen:org-1:"), [user]);
+        assert_eq!(listed(&m, ALICE), [format!("{ALICE}d1")]);
+        assert_eq!(m.counter(&count_key(ALICE)).unwrap(), 1, "no second slot");
     }
 }

@@ -81,6 +81,9 @@ pub enum Action {
     EmailChanged,
     /// An admin opened a page of the admin console (reason: the page and its range).
     AdminConsoleViewed,
+    /// The identity provider put users on the organization's roster or took them off (reason: how
+    /// many).
+    RosterSynced,
 }
 
 impl Action {
@@ -110,6 +113,7 @@ impl Action {
             Self::Enrolled => "enrolled",
             Self::EmailChanged => "email_changed",
             Self::AdminConsoleViewed => "admin_console_viewed",
+            Self::RosterSynced => "roster_synced",
         }
     }
 }

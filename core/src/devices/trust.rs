@@ -412,7 +412,7 @@ impl Engine<'_> {
     }
 
     /// Revokes one of `who`'s devices; `actor` is who did it (the user, or an admin), for the record.
-    fn revoke_stored<R: CryptoRng + ?Sized>(
+    pub(crate) fn revoke_stored<R: CryptoRng + ?Sized>(
         &self,
         who: &Who<'_>,
         actor: &str,

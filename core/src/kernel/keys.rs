@@ -230,3 +230,16 @@ pub fn console_session(id_mac: &str) -> String {
 pub fn console_link_used(mac: &str) -> String {
     format!("v1:console-link-used:{mac}")
 }
+
+/// A known user of an organization: last seen at login, on the roster, roles (value; see
+/// `roster`). Kept a while after the user was last seen or listed.
+#[must_use]
+pub fn user_seen(org: &str, user: &str) -> String {
+    format!("v1:user-seen:{org}:{user}")
+}
+
+/// The prefix of every known user of an organization.
+#[must_use]
+pub fn users_seen(org: &str) -> String {
+    format!("v1:user-seen:{org}:")
+}

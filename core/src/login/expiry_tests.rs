@@ -119,10 +119,12 @@ fn every_key_a_login_writes_expires_except_the_users_and_the_orgs_own() {
         .chain(counters.iter().map(|(k, _)| k))
         .collect();
     let kept = w.store.kept_for_good();
-    // The organization's day counts (`engine::stats`) are statistics kept for a year, not the
-    // user's state: they outlive the month, and go too once their own time is up.
-    let (counts, state): (Vec<&String>, Vec<&String>) =
-        left.into_iter().partition(|k| k.starts_with("v1:stat:"));
+    // The organization's day counts (`engine::stats`) and its list of users (`roster`) are
+    // statistics kept for 400 days, not the user's state: they outlive the month, and go too once
+    // their own time is up.
+    let (counts, state): (Vec<&String>, Vec<&String>) = left
+        .into_iter()
+        .partition(|k| k.starts_with("v1:stat:") || k.starts_with("v1:user-seen:"));
     assert_eq!(state.len(), kept.len(), "left after the sweep: {state:?}");
     assert!(!counts.is_empty(), "the login was counted");
     w.store
@@ -133,8 +135,8 @@ fn every_key_a_login_writes_expires_except_the_users_and_the_orgs_own() {
             .iter()
             .map(|(k, _)| k)
             .chain(counters.iter().map(|(k, _)| k))
-            .all(|k| !k.starts_with("v1:stat")),
-        "day counts are forgotten after their year"
+            .all(|k| !k.starts_with("v1:stat") && !k.starts_with("v1:user-seen:")),
+        "day counts and the list of users are forgotten after their 400 days"
     );
     // And the user signs in as a fresh one would.
     let later = now.plus(31 * DAY);

@@ -99,6 +99,7 @@ impl Engine<'_> {
                 if let Some(stat) = counted {
                     self.count(who.org, stat, now, rng);
                 }
+                self.note_seen(who.org, who.user, &ctx.roles, now);
                 decision
             });
         self.noting_unreadable(

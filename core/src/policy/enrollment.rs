@@ -181,6 +181,41 @@ impl Engine<'_> {
         }))
     }
 
+    /// Whether `user`'s enrollment grace (see [`Engine::grace`]) has begun and still lets them in:
+    /// what the admin console shows as "in grace". Reads only; a login is what starts or spends it.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store fails or the grace's start does not parse.
+    pub(crate) fn in_grace(
+        &self,
+        org: &str,
+        user: &str,
+        policy: &OrgPolicy,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (days, logins) = (policy.enrollment_grace_days, policy.enrollment_grace_logins);
+        if days == 0 && logins == 0 {
+            return Ok(false);
+        }
+        if self
+            .store
+            .get(&keys::grace_spent(org, user))
+            .map_err(Error::store)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let Some(start) = self.load_json::<Timestamp>(&keys::grace_start(org, user))? else {
+            return Ok(false);
+        };
+        let made = self
+            .store
+            .increment(&keys::grace_logins(org, user), 0, None)
+            .map_err(Error::store)?;
+        Ok((days > 0 && now < start.plus(i64::from(days) * 86_400))
+            || (logins > 0 && made < i64::from(logins)))
+    }
+
     /// Starts enrolling a user who asks to: a challenge to the address the IdP names.
     ///
     /// # Errors

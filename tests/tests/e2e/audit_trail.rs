@@ -80,11 +80,12 @@ fn documented_name(action: Action) -> &'static str {
         Action::Enrolled => "enrolled",
         Action::EmailChanged => "email_changed",
         Action::AdminConsoleViewed => "admin_console_viewed",
+        Action::RosterSynced => "roster_synced",
     }
 }
 
 /// Every action (keep in step with [`documented_name`]).
-const ALL_ACTIONS: [Action; 22] = [
+const ALL_ACTIONS: [Action; 23] = [
     Action::ChallengeStarted,
     Action::AccessAllowed,
     Action::AccessDenied,
@@ -107,6 +108,7 @@ const ALL_ACTIONS: [Action; 22] = [
     Action::Enrolled,
     Action::EmailChanged,
     Action::AdminConsoleViewed,
+    Action::RosterSynced,
 ];
 
 /// Whether a field must be set, must be `null`, or depends on the case.
@@ -142,7 +144,8 @@ fn shape(action: &str) -> Shape {
         "user_locked" => ("denied", S, N, N),
         "device_trusted" | "device_revoked" => ("success", S, S, N),
         "device_challenged" | "device_token_reuse" => ("denied", S, S, N),
-        "policy_changed" | "mfa_reset" | "branding_changed" | "admin_console_viewed" => {
+        "policy_changed" | "mfa_reset" | "branding_changed" | "admin_console_viewed"
+        | "roster_synced" => {
             ("success", S, N, N)
         }
         other => panic!("an action the schema does not document: {other}"),
@@ -930,6 +933,34 @@ async fn every_action(h: &Harness, t: &mut Trail) -> Handed {
         &["admin_console_viewed"],
     );
     assert_eq!(r[0]["reason"], "console:health:days=14");
+
+    // The identity provider tells mfa-step its roster: one record per call, with the counts.
+    let roster = serde_json::json!({
+        "actor": {
+            "user_id": admin.user_id, "org_id": admin.org_id, "roles": admin.roles,
+            "ip": admin.ip, "user_agent": admin.user_agent
+        },
+        "org_id": ORG,
+        "add": [{"user_id": "dr-roster", "roles": ["clinician"]}, {"user_id": "dr-new"}],
+        "remove": ["dr-gone"],
+    });
+    let (status, synced) = h
+        .http(
+            "POST",
+            "/v1/admin/sync-roster",
+            Some(API_KEY),
+            &roster.to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(synced, serde_json::json!({"added": 2, "removed": 0}));
+    let r = t.step(
+        h,
+        "sync the roster",
+        &actor_who(&admin, ORG, ORG),
+        &["roster_synced"],
+    );
+    assert_eq!(r[0]["reason"], "roster:added=2:removed=0");
 
     expect_err(
         h.set_policy(&me, ORG, &policy(Mandate::Inherit)).await,
