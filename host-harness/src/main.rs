@@ -293,6 +293,11 @@ struct ServeArgs {
     /// for a log pipeline.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// For tests only: the component's clock is the system clock plus the seconds written in FILE
+    /// (re-read every 100 ms; time never goes back), so a browser suite can step across wrong-code
+    /// delays. Time is then not real: never in production.
+    #[arg(long, value_name = "FILE")]
+    test_clock_offset_file: Option<PathBuf>,
     /// Seconds between sweeps that forget the store's expired keys (abandoned sign-ins, spent codes'
     /// counters, old throttle slots); 0 never sweeps.
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
@@ -553,12 +558,23 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
              an audit trail in Postgres (--audit-sink postgres --audit-url …)"
         );
     }
+    let clock = match &args.test_clock_offset_file {
+        None => Clock::System,
+        Some(file) => {
+            tracing::warn!(
+                file = %file.display(),
+                "TEST CLOCK: the component's time is the system clock plus this file's offset; \
+                 time is not real (for test suites only)"
+            );
+            Clock::Test(host_harness::clock::offset_by_file(file.clone()))
+        }
+    };
     let backends = Backends {
         store,
         mailer,
         audit,
         config,
-        clock: Clock::System,
+        clock: clock.clone(),
         offload: Offload {
             // A memory map never waits; SQLite reads a WAL snapshot beside the writer, without
             // waiting for it; its writes wait for a commit, and a network store for a round trip.
@@ -604,7 +620,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         let sweeping = (args.sweep_every > 0).then(|| {
             spawn_sweeper(
                 sweeper,
-                Clock::System,
+                clock,
                 std::time::Duration::from_secs(args.sweep_every),
             )
         });

@@ -70,7 +70,9 @@ export async function startServe(dataDir, port) {
   const tail = [];
   const child = spawn(
     BIN,
-    ['serve', '--demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir],
+    ['serve', '--demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
+      // The console's users walk steps across hours of wrong-code delays (console_screens.mjs).
+      '--test-clock-offset-file', path.join(dataDir, 'clock-offset')],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
   );
   const keep = (chunk) => {

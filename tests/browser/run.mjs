@@ -32,6 +32,7 @@ import {
   launchChromium, outboxFor, postApi, requireFile, sleep, startServe,
 } from './lib.mjs';
 import { consoleSteps } from './console.mjs';
+import { consoleScreenSteps } from './console_screens.mjs';
 
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 const DOC_SCREENSHOTS = path.join(ROOT, 'docs', 'screenshots');
@@ -464,13 +465,17 @@ async function main() {
       step, serve, browser, dataDir, screenshot,
       setPage: (p) => { page = p; },
     });
+    await consoleScreenSteps({
+      step, serve, browser, dataDir, screenshot,
+      setPage: (p) => { page = p; },
+    });
 
     if (process.env.UPDATE_SCREENSHOTS === '1') {
       await step('copy screenshots to docs/screenshots/ (UPDATE_SCREENSHOTS=1)', async () => {
         fs.mkdirSync(DOC_SCREENSHOTS, { recursive: true });
         const chosen = {
           code: 'prompt-code.png', devices: 'prompt-devices.png', locked: 'prompt-locked.png', 'demo-result': 'demo-result.png',
-          'console-health': 'console-health.png',
+          'console-health': 'console-health.png', 'console-users': 'console-users.png', 'console-user': 'console-user.png',
         };
         for (const [name, target] of Object.entries(chosen)) {
           assert.ok(shots.has(name), `no screenshot of ${name}`);

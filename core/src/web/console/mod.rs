@@ -45,6 +45,8 @@ mod policy;
 #[cfg(test)]
 mod tests;
 mod users;
+#[cfg(test)]
+mod users_tests;
 pub mod words;
 
 use askama::Template;
@@ -314,10 +316,9 @@ fn with_cookie(mut page: WebResponse, cookie: String) -> WebResponse {
     page
 }
 
-/// A signed-in admin's request to a screen of their organization: the session (its store key
-/// too), the admin as the actor of what they do, and the response's look.
+/// A signed-in admin's request to a screen of their organization: the session, the admin as the
+/// actor of what they do, and the response's look.
 struct Screen {
-    key: String,
     session: Session,
     actor: Actor,
     look: Look,
@@ -604,14 +605,13 @@ impl Engine<'_> {
         now: Timestamp,
         rng: &mut R,
     ) -> Result<std::result::Result<Screen, WebResponse>> {
-        let (key, session) = match self.session_of(req, now, rng)? {
+        let (_, session) = match self.session_of(req, now, rng)? {
             Ok(found) => found,
             Err(page) => return Ok(Err(page)),
         };
         let actor = session.actor(req);
         let look = self.look(Some(&session.org), req, rng);
         let screen = Screen {
-            key,
             session,
             actor,
             look,

