@@ -4,15 +4,13 @@
 //! The language is the user's preference if supported (`es-MX` → `es`), else the organization's
 //! default, else English.
 
-use serde::Deserialize;
-
 use crate::kernel::time::Timestamp;
 
 include!(concat!(env!("OUT_DIR"), "/languages.rs"));
 
 /// The messages of one language. Placeholders: `{org}`, `{minutes}`, `{until}`, `{support}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
 pub struct Messages {
     /// The language's own name.
     pub language: String,
@@ -36,8 +34,8 @@ pub struct Messages {
 
 /// The plain-language half of every decision's explanation. Placeholders: `{role}`, `{until}`,
 /// `{count}`, `{reason}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
 #[allow(
     missing_docs,
     reason = "each field is the sentence for the rule it is named after"
@@ -63,8 +61,8 @@ pub struct Explain {
 
 /// The hosted pages' words. Placeholders: `{org}`, `{email}`, `{digits}`, `{days}`, `{until}`,
 /// `{minutes}`, `{when}`, `{network}`, `{label}`, `{support}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
 #[allow(
     missing_docs,
     reason = "each field is the text of the page element it is named after"
@@ -123,15 +121,12 @@ pub struct PageText {
 /// Supported language tags, sorted.
 #[must_use]
 pub fn supported() -> Vec<&'static str> {
-    LANGUAGES.iter().map(|(tag, _)| *tag).collect()
+    TAGS.to_vec()
 }
 
 fn find(tag: &str) -> Option<&'static str> {
     let primary = tag.split(['-', '_']).next()?.to_ascii_lowercase();
-    LANGUAGES
-        .iter()
-        .find(|(t, _)| *t == primary)
-        .map(|(t, _)| *t)
+    TAGS.iter().find(|t| **t == primary).copied()
 }
 
 /// Whether a tag (or its primary subtag) is supported.
@@ -148,17 +143,11 @@ pub fn choose(user: Option<&str>, org_default: &str) -> &'static str {
         .unwrap_or("en")
 }
 
-/// The messages of a supported language (English for anything else).
+/// The messages of a supported language (English for anything else), built from its file at
+/// compile time (`core/build.rs`).
 #[must_use]
 pub fn messages(tag: &str) -> Messages {
-    let json = LANGUAGES
-        .iter()
-        .find(|(t, _)| *t == tag)
-        .or_else(|| LANGUAGES.iter().find(|(t, _)| *t == "en"));
-    // Every language file is checked to parse by a test, English included, so the empty default
-    // is never what a user sees.
-    json.and_then(|(_, j)| serde_json::from_str(j).ok())
-        .unwrap_or_default()
+    messages_of(tag)
 }
 
 /// `HH:MM` in the user's IANA time zone with the zone named, or `HH:MM UTC` when the zone is unknown.
