@@ -928,12 +928,19 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         let own_policy = reply
             .headers
             .iter()
-            .any(|(k, _)| *k == "content-security-policy");
+            .find(|(k, _)| *k == "content-security-policy")
+            .map(|(_, v)| v.as_str());
+        // A page its own origin may frame (the console's email preview) says so to browsers that
+        // read only `X-Frame-Options` too.
+        let same_origin = own_policy.is_some_and(|p| p.contains("frame-ancestors 'self'"));
         all.extend(
             PAGE_HEADERS
                 .iter()
-                .filter(|(k, _)| !(own_policy && *k == "content-security-policy"))
-                .map(|(k, v)| (*k, (*v).to_owned())),
+                .filter(|(k, _)| !(own_policy.is_some() && *k == "content-security-policy"))
+                .map(|(k, v)| match *k {
+                    "x-frame-options" if same_origin => (*k, "SAMEORIGIN".to_owned()),
+                    _ => (*k, (*v).to_owned()),
+                }),
         );
     }
     all.extend(reply.headers.iter().map(|(k, v)| (*k, v.clone())));

@@ -153,6 +153,90 @@ export async function consoleScreenSteps({ step, serve, browser, dataDir, screen
     return '';
   });
 
+  await step('tighten the policy: the preview explains each change and who will be asked, then save, axe', async () => {
+    await navigate(() => page.locator('nav.screens a', { hasText: 'Policy' }).click());
+    assert.equal(await page.locator('h1#policy').count(), 1, 'no <h1 id="policy">');
+    // The platform's roles include provider and clinician: every user the clinic has.
+    const now = (await page.locator('#who-now').textContent()).replace(/\s+/g, ' ').trim();
+    assert.match(now, /That is 7 users\.$/, now);
+    const hint = await page.locator('#trust_days-hint').textContent();
+    assert.match(hint, /30 \(the platform's limit\)/, `the limit beside the field: ${hint}`);
+    let note = await checkAxe(page, 'the console policy screen');
+    await page.locator('#mandate-everyone').check();
+    await page.locator('#trust_days').fill('7');
+    await navigate(() => page.locator('button[name="step"][value="preview"]').click());
+    const changes = await page.locator('#changes li').evaluateAll((lis) =>
+      lis.map((li) => [li.dataset.field, li.dataset.effect]));
+    assert.deepEqual(changes, [['mandate', 'tightens'], ['trust_days', 'tightens']], JSON.stringify(changes));
+    assert.match(await page.locator('#changes li[data-field="trust_days"]').textContent(), /30 days → 7 days/);
+    const after = (await page.locator('#who-after').textContent()).replace(/\s+/g, ' ').trim();
+    assert.match(after, /everyone in the organization: 7 users\./, after);
+    // Nothing is saved by a preview.
+    const before = await api('/v1/admin/policy/get', { actor, org_id: ORG });
+    assert.equal(before.status, 200, JSON.stringify(before.json));
+    assert.equal(before.json.trust_days, 30, 'a preview saved the policy');
+    await screenshot(page, 'console-policy');
+    note += await checkAxe(page, 'the console policy preview');
+    await navigate(() => page.locator('button[name="step"][value="save"]').click());
+    assert.equal(await page.locator('h1#policy-saved').count(), 1, 'no <h1 id="policy-saved">');
+    const saved = await api('/v1/admin/policy/get', { actor, org_id: ORG });
+    assert.equal(saved.json.trust_days, 7);
+    assert.equal(saved.json.mandate, 'everyone');
+    return note;
+  });
+
+  await step('edit the branding beside its live email, save it: the console takes the new look, axe', async () => {
+    await navigate(() => page.locator('nav.screens a', { hasText: 'Branding' }).click());
+    assert.equal(await page.locator('h1#branding').count(), 1, 'no <h1 id="branding">');
+    let note = await checkAxe(page, 'the console branding screen');
+    await page.locator('#display_name').fill('Console Clinic Care');
+    await page.locator('#primary_color').fill('#0b6e4f');
+    await page.locator('#footer_text').fill('Console Clinic, 1 Test Street');
+    await navigate(() => page.locator('button[name="step"][value="preview"]').click());
+    assert.equal(await page.locator('#draft-note').count(), 1, 'the preview says it is a draft');
+    assert.match(await page.locator('#email-subject').textContent(), /Console Clinic Care/);
+    const email = page.frameLocator('#email-frame');
+    const body = await email.locator('body').innerText();
+    assert.match(body, /\b123456\b/, `the sample code in the email:\n${body}`);
+    assert.match(body, /Console Clinic, 1 Test Street/, `the draft footer in the email:\n${body}`);
+    assert.match(await page.locator('#email-text').textContent(), /123456/);
+    const stored = await api('/v1/admin/branding/get', { actor, org_id: ORG });
+    assert.notEqual(stored.json.display_name, 'Console Clinic Care', 'a preview saved the branding');
+    await screenshot(page, 'console-branding');
+    note += await checkAxe(page, 'the console branding preview');
+    await navigate(() => page.locator('button[name="step"][value="save"]').click());
+    assert.equal(await page.locator('h1#branding-saved').count(), 1, 'no <h1 id="branding-saved">');
+    const header = await page.locator('header').evaluate((h) => getComputedStyle(h).backgroundColor);
+    assert.equal(header, 'rgb(11, 110, 79)', 'the console wears the new primary color');
+    assert.equal((await page.locator('header .org').textContent()).trim(), 'Console Clinic Care');
+    return note;
+  });
+
+  await step('the branding email frame under the real CSP (no bypass): it renders, styled, only inside the console', async () => {
+    // Axe needs the CSP bypassed in the walking context; this one keeps the headers as sent.
+    const strict = await browser.newContext({ locale: 'en-US' });
+    await strict.addCookies(await context2.cookies(serve.base));
+    const p = await strict.newPage();
+    const response = await p.goto(`${serve.base}/admin/console/branding?lang=en`);
+    assert.equal(response.status(), 200);
+    const csp = response.headers()['content-security-policy'] ?? '';
+    assert.match(csp, /frame-src 'self'/, csp);
+    const frame = p.frameLocator('#email-frame');
+    const body = await frame.locator('body').innerText();
+    assert.match(body, /\b123456\b/, `the email did not render under the CSP:\n${body}`);
+    // The email's own inline styles apply (its frame has a CSP of its own that allows them).
+    const colors = await frame.locator('body *').evaluateAll((els) =>
+      els.map((e) => getComputedStyle(e).backgroundColor));
+    assert.ok(colors.includes('rgb(11, 110, 79)'), `no element of the email in the primary color: ${[...new Set(colors)]}`);
+    // Opened on its own, the frame's URL may not be framed by another origin.
+    const src = await p.locator('#email-frame').getAttribute('src');
+    const alone = await p.goto(`${serve.base}${src}`);
+    assert.match(alone.headers()['content-security-policy'] ?? '', /frame-ancestors 'self'/);
+    assert.equal(alone.headers()['x-frame-options'], 'SAMEORIGIN');
+    await strict.close();
+    return '';
+  });
+
   await context2.close();
 }
 

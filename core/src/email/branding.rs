@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 use crate::email::i18n;
 use crate::kernel::error::{Error, Result};
 
+/// Fewest characters of the display and sender names.
+pub const NAME_MIN_CHARS: usize = 1;
+/// Most characters of the display and sender names.
+pub const NAME_MAX_CHARS: usize = 80;
+/// Most characters of the support contact.
+pub const SUPPORT_CONTACT_MAX_CHARS: usize = 120;
+/// Most characters of the footer line.
+pub const FOOTER_MAX_CHARS: usize = 300;
+/// Most bytes of the logo's URL.
+pub const LOGO_URL_MAX: usize = 512;
+
 /// An organization's branding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,10 +66,30 @@ impl Branding {
     /// # Errors
     /// [`Error::InvalidInput`] naming the first bad field (`branding.<field>`).
     pub fn validate(&self) -> Result<()> {
-        line("branding.display_name", &self.display_name, 1, 80)?;
-        line("branding.sender_name", &self.sender_name, 1, 80)?;
-        line("branding.support_contact", &self.support_contact, 0, 120)?;
-        line("branding.footer_text", &self.footer_text, 0, 300)?;
+        line(
+            "branding.display_name",
+            &self.display_name,
+            NAME_MIN_CHARS,
+            NAME_MAX_CHARS,
+        )?;
+        line(
+            "branding.sender_name",
+            &self.sender_name,
+            NAME_MIN_CHARS,
+            NAME_MAX_CHARS,
+        )?;
+        line(
+            "branding.support_contact",
+            &self.support_contact,
+            0,
+            SUPPORT_CONTACT_MAX_CHARS,
+        )?;
+        line(
+            "branding.footer_text",
+            &self.footer_text,
+            0,
+            FOOTER_MAX_CHARS,
+        )?;
         color("branding.primary_color", &self.primary_color)?;
         color("branding.accent_color", &self.accent_color)?;
         if let Some(url) = &self.logo_url {
@@ -66,7 +97,7 @@ impl Branding {
                 .strip_prefix("https://")
                 .ok_or_else(|| Error::invalid("branding.logo_url", "must start with https://"))?;
             let host = rest.split('/').next().unwrap_or_default();
-            if url.len() > 512
+            if url.len() > LOGO_URL_MAX
                 || host.is_empty()
                 || !url
                     .chars()

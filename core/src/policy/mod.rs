@@ -75,6 +75,10 @@ pub struct OrgPolicy {
 pub const MAX_GRACE_DAYS: u32 = 90;
 /// Longest enrollment grace an organization may give, in sign-ins.
 pub const MAX_GRACE_LOGINS: u32 = 20;
+/// Longest IPv4 change prefix (every bit: any change of address asks again).
+pub const MAX_IPV4_PREFIX: u8 = 32;
+/// Longest IPv6 change prefix (every bit).
+pub const MAX_IPV6_PREFIX: u8 = 128;
 
 impl OrgPolicy {
     /// The policy of an organization that set none: the platform's, unchanged.
@@ -124,20 +128,20 @@ impl OrgPolicy {
                 "the platform does not allow remembering devices",
             ));
         }
-        if !(platform.ipv4_change_prefix..=32).contains(&self.ipv4_change_prefix) {
+        if !(platform.ipv4_change_prefix..=MAX_IPV4_PREFIX).contains(&self.ipv4_change_prefix) {
             return Err(Error::invalid(
                 "policy.ipv4_change_prefix",
                 format!(
-                    "must be from {} (the platform's) to 32",
+                    "must be from {} (the platform's) to {MAX_IPV4_PREFIX}",
                     platform.ipv4_change_prefix
                 ),
             ));
         }
-        if !(platform.ipv6_change_prefix..=128).contains(&self.ipv6_change_prefix) {
+        if !(platform.ipv6_change_prefix..=MAX_IPV6_PREFIX).contains(&self.ipv6_change_prefix) {
             return Err(Error::invalid(
                 "policy.ipv6_change_prefix",
                 format!(
-                    "must be from {} (the platform's) to 128",
+                    "must be from {} (the platform's) to {MAX_IPV6_PREFIX}",
                     platform.ipv6_change_prefix
                 ),
             ));
@@ -167,11 +171,11 @@ impl OrgPolicy {
             ipv4_change_prefix: self
                 .ipv4_change_prefix
                 .max(platform.ipv4_change_prefix)
-                .min(32),
+                .min(MAX_IPV4_PREFIX),
             ipv6_change_prefix: self
                 .ipv6_change_prefix
                 .max(platform.ipv6_change_prefix)
-                .min(128),
+                .min(MAX_IPV6_PREFIX),
             ..platform.clone()
         }
     }

@@ -40,8 +40,12 @@
 
 mod audit;
 mod branding;
+#[cfg(test)]
+mod branding_tests;
 mod health;
 mod policy;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;
 mod users;
