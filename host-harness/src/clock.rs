@@ -57,25 +57,31 @@ impl HostMonotonicClock for TestClock {
 }
 
 /// For browser suites that must step across hours of wrong-code delays against a running
-/// `serve`: a [`TestClock`] that reads the system clock plus the whole number of seconds written
-/// in `file` (none or unreadable: 0), kept up to date by a thread every 100 ms. It never goes
-/// back: lowering the offset holds the time where it was. Time is then not real; `serve` says so
-/// in its log at start.
+/// `serve --demo`: a [`TestClock`] that reads the system clock plus the whole, non-negative number
+/// of seconds written in `file` (none, unreadable or negative: 0), kept up to date by a thread
+/// every 100 ms. It never goes back: lowering the offset holds the time where it was. Time is then
+/// not real; every change of the offset is logged as a warning.
 #[must_use]
 pub fn offset_by_file(file: std::path::PathBuf) -> TestClock {
-    let reading = move || {
-        let offset = std::fs::read_to_string(&file)
+    let offset_in = move || {
+        std::fs::read_to_string(&file)
             .ok()
             .and_then(|text| text.trim().parse::<i64>().ok())
-            .unwrap_or(0);
-        Clock::System.now().saturating_add(offset)
+            .unwrap_or(0)
+            .max(0)
     };
-    let clock = TestClock::at(reading());
+    let mut offset = offset_in();
+    let clock = TestClock::at(Clock::System.now().saturating_add(offset));
     let kept = clock.clone();
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            kept.set(reading());
+            let now = offset_in();
+            if now != offset {
+                tracing::warn!(offset_seconds = now, "TEST CLOCK: the component's time moved");
+                offset = now;
+            }
+            kept.set(Clock::System.now().saturating_add(offset));
         }
     });
     clock

@@ -293,9 +293,9 @@ struct ServeArgs {
     /// for a log pipeline.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// For tests only: the component's clock is the system clock plus the seconds written in FILE
-    /// (re-read every 100 ms; time never goes back), so a browser suite can step across wrong-code
-    /// delays. Time is then not real: never in production.
+    /// For test suites only, with --demo: the component's clock is the system clock plus the
+    /// seconds written in FILE (re-read every 100 ms; time never goes back), so a browser suite can
+    /// step across wrong-code delays. Time is then not real.
     #[arg(long, value_name = "FILE")]
     test_clock_offset_file: Option<PathBuf>,
     /// Seconds between sweeps that forget the store's expired keys (abandoned sign-ins, spent codes'
@@ -477,6 +477,13 @@ fn run_preview(args: &PreviewArgs) -> Result<ExitCode> {
 }
 
 fn run_serve(args: ServeArgs) -> Result<ExitCode> {
+    // Shifted time sweeps a store's keys early and writes expiries far ahead: only the demo, on
+    // its own data directory, may run on it.
+    if args.test_clock_offset_file.is_some() && !args.demo {
+        return Err(anyhow::anyhow!(
+            "--test-clock-offset-file is for test suites: it needs --demo"
+        ));
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
     let demo_prompt = if args.demo {

@@ -237,3 +237,20 @@ fn preview_email_writes_the_branded_email_to_files() {
     let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default();
     assert!(!audit.contains("123456"));
 }
+
+/// The test clock shifts the component's time (and the sweeper's): a real deployment must not be
+/// able to start on it by mistake.
+#[test]
+fn serve_refuses_the_test_clock_without_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--test-clock-offset-file"])
+        .arg(dir.path().join("offset"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("it needs --demo"), "{stderr}");
+}

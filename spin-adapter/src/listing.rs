@@ -30,10 +30,11 @@
 //!   extended.
 //! - **Races only duplicate.** Two first `set`s of one key may each take a slot; readers drop the
 //!   duplicate.
-//! - **Stores written before the index** are filed once by the first lister: it scans the store,
-//!   files every key of the families, then writes `list-ready` (`v2`: a store filed when only
-//!   devices were listed is filed again; a key already filed keeps its slot). Until then every
-//!   lister scans.
+//! - **Stores written before the index** are filed once per family by its first lister: it scans
+//!   the store, files every key of that family, then writes the family's ready key (`list-ready`
+//!   for devices, as before users were listed, so that an adapter of that time running beside
+//!   this one during an upgrade agrees with it; `list-users-ready` for users). Until then every
+//!   lister of the family scans.
 //!
 //! Any other prefix is listed by a scan ([`list`] answers `None`).
 
@@ -42,11 +43,20 @@ use std::collections::BTreeSet;
 use crate::expiring::{self, Keys};
 use crate::mapping;
 
-/// The keys the component lists by prefix, and how many colons end a listed prefix of each:
+/// The keys the component lists by prefix, how many colons end a listed prefix of each, and the
+/// key set once the family's keys written before it was indexed are filed:
 /// `v1:device:<org>:<user>:<device>` and `v1:user-seen:<org>:<user>`.
-pub const FAMILIES: [(&str, usize); 2] = [("v1:device:", 4), ("v1:user-seen:", 3)];
-/// Set once every key of [`FAMILIES`] written before the index existed has been filed.
-const READY_VALUE: &[u8] = b"v2";
+pub const FAMILIES: [(&str, usize, &str); 2] = [
+    ("v1:device:", 4, mapping::LIST_READY),
+    ("v1:user-seen:", 3, mapping::LIST_USERS_READY),
+];
+/// The value of a family's ready key.
+const READY_VALUE: &[u8] = b"v1";
+
+/// The family `key` belongs to.
+fn family_of(key: &str) -> Option<&'static (&'static str, usize, &'static str)> {
+    FAMILIES.iter().find(|(family, _, _)| key.starts_with(family))
+}
 
 /// The key-value operations the index needs, beyond [`Keys`].
 pub trait Listing: Keys {
@@ -68,7 +78,7 @@ pub trait Listing: Keys {
 /// one of [`FAMILIES`].
 #[must_use]
 pub fn parent(key: &str) -> Option<&str> {
-    let (_, colons) = FAMILIES.iter().find(|(family, _)| key.starts_with(family))?;
+    let (_, colons, _) = family_of(key)?;
     let end = key.match_indices(':').nth(colons - 1)?.0;
     let parent = &key[..=end];
     // `v1:device::…` or `v1:device:o::…`: an empty org or user is not a listed prefix.
@@ -150,8 +160,11 @@ pub fn list(kv: &impl Listing, prefix: &str, now: i64) -> Result<Option<Vec<Stri
     if parent(prefix) != Some(prefix) {
         return Ok(None);
     }
-    if kv.get(mapping::LIST_READY)?.as_deref() != Some(READY_VALUE) {
-        file_existing(kv, now)?;
+    let Some((family, _, ready)) = family_of(prefix) else {
+        return Ok(None);
+    };
+    if kv.get(ready)?.as_deref() != Some(READY_VALUE) {
+        file_existing(kv, family, ready, now)?;
     }
     let filed = kv.counter(&count_key(prefix))?;
     if filed <= 0 {
@@ -177,14 +190,14 @@ pub fn list(kv: &impl Listing, prefix: &str, now: i64) -> Result<Option<Vec<Stri
     ))
 }
 
-/// Files every listed key already in the store (written before the index existed), each with the
-/// expiry noted for it, then marks the store ready.
-fn file_existing(kv: &impl Listing, now: i64) -> Result<(), String> {
+/// Files every key of `family` already in the store (written before it was indexed), each with
+/// the expiry noted for it, then sets the family's `ready` key.
+fn file_existing(kv: &impl Listing, family: &str, ready: &str, now: i64) -> Result<(), String> {
     for stored in kv.all_keys()? {
         let Some(key) = stored.strip_prefix(mapping::VALUE_PREFIX) else {
             continue;
         };
-        if parent(key).is_none() {
+        if !key.starts_with(family) || parent(key).is_none() {
             continue;
         }
         let until = kv
@@ -193,7 +206,7 @@ fn file_existing(kv: &impl Listing, now: i64) -> Result<(), String> {
             .and_then(|text| text.parse().ok());
         before_set(kv, key, until, now)?;
     }
-    kv.set(mapping::LIST_READY, READY_VALUE)
+    kv.set(ready, READY_VALUE)
 }
 
 #[cfg(test)]
@@ -467,17 +480,24 @@ mod tests {
     }
 
     #[test]
-    fn a_store_filed_when_only_devices_were_listed_is_filed_again() {
+    fn users_written_before_they_were_indexed_are_filed_once_and_devices_stay_ready() {
         let m = Map::default();
-        // A store whose index was built by the adapter before users were listed: its devices
-        // filed and marked ready, a user entry written by nothing that filed it.
+        // A store whose devices were indexed by an adapter of before users were listed (its ready
+        // key set as that adapter sets it), and a user entry nothing filed.
         put(&m, &format!("{ALICE}d1"), Some(T + 100)).unwrap();
-        let user = "v1:user-seen:org-1:alice";
-        let stored = mapping::value_key(user);
-        m.set(&stored, b"1 - provider").unwrap();
-        m.set(mapping::LIST_READY, b"v1").unwrap();
-        assert_eq!(listed(&m, "v1:user-seen:org-1:"), [user]);
         assert_eq!(listed(&m, ALICE), [format!("{ALICE}d1")]);
+        assert_eq!(m.get(mapping::LIST_READY).unwrap().as_deref(), Some(&b"v1"[..]));
+        let user = "v1:user-seen:org-1:alice";
+        m.set(&mapping::value_key(user), b"1 - provider").unwrap();
+        assert_eq!(listed(&m, "v1:user-seen:org-1:"), [user]);
+        assert_eq!(
+            m.get(mapping::LIST_USERS_READY).unwrap().as_deref(),
+            Some(READY_VALUE)
+        );
+        // The devices' ready key is untouched (an older adapter beside this one still agrees),
+        // and no device was filed twice.
+        assert_eq!(m.get(mapping::LIST_READY).unwrap().as_deref(), Some(&b"v1"[..]));
         assert_eq!(m.counter(&count_key(ALICE)).unwrap(), 1, "no second slot");
+        assert_eq!(listed(&m, ALICE), [format!("{ALICE}d1")]);
     }
 }

@@ -62,11 +62,13 @@ pub const LIST_COUNT_PREFIX: &str = "list-count:";
 pub const LIST_SLOT_PREFIX: &str = "list-slot:";
 /// Prefix of a filed key's mark: its slot, and the expiry its entry is filed with.
 pub const LIST_MARK_PREFIX: &str = "list-mark:";
-/// Set once the keys written before the index existed are filed.
+/// Set once the device keys written before the index existed are filed.
 pub const LIST_READY: &str = "list-ready";
+/// Set once the user keys (`v1:user-seen:…`) written before they were indexed are filed.
+pub const LIST_USERS_READY: &str = "list-users-ready";
 
 /// Every namespace's prefix; none is a prefix of another.
-pub const PREFIXES: [&str; 15] = [
+pub const PREFIXES: [&str; 16] = [
     VALUE_PREFIX,
     COUNTER_PREFIX,
     AUDIT_PREFIX,
@@ -82,6 +84,7 @@ pub const PREFIXES: [&str; 15] = [
     LIST_SLOT_PREFIX,
     LIST_MARK_PREFIX,
     LIST_READY,
+    LIST_USERS_READY,
 ];
 
 /// The Spin key that holds the component's value `key`.

@@ -235,4 +235,35 @@ mod tests {
         assert_eq!(kind_of(&keys::device("acme", "u", "d")), "device");
         assert_eq!(kind_of("odd"), "value");
     }
+
+    #[test]
+    fn an_undo_puts_back_a_key_written_twice_as_it_was_before_the_first_write() {
+        let (store, mailer, audit) = (
+            MemStore::default(),
+            MemMailer::default(),
+            MemAudit::default(),
+        );
+        let key = HmacKey::from_hex(&"00".repeat(32)).unwrap();
+        let engine = Engine {
+            store: &store,
+            mailer: &mailer,
+            audit: &audit,
+            settings: Settings::default(),
+            key: &key,
+        };
+        store.set("v", b"original", None).unwrap();
+        store.increment("c", 5, None).unwrap();
+        let before = store.snapshot();
+        let mut undo = record::Undo::default();
+        for (value, delta) in [(&b"first"[..], 2), (&b"second"[..], 3)] {
+            engine.remember_value(&mut undo, "v", None).unwrap();
+            engine.remember_counter(&mut undo, "c", None).unwrap();
+            store.set("v", value, None).unwrap();
+            store.increment("c", delta, None).unwrap();
+        }
+        engine.remember_value(&mut undo, "new", None).unwrap();
+        store.set("new", b"x", None).unwrap();
+        engine.undo(undo);
+        assert_eq!(store.snapshot(), before);
+    }
 }

@@ -228,16 +228,18 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Puts back what `undo` noted, after the record of a change was refused. Best effort: the
-    /// store just failed or the sink did, and the caller is answered with that error either way.
+    /// Puts back what `undo` noted, after the record of a change was refused, newest first: a key
+    /// noted twice (written twice in one change) ends as it was before the first write. Best
+    /// effort: the store just failed or the sink did, and the caller is answered with that error
+    /// either way.
     pub(crate) fn undo(&self, undo: Undo) {
-        for (key, value, expires_at) in undo.values {
+        for (key, value, expires_at) in undo.values.into_iter().rev() {
             let _ = match value {
                 Some(bytes) => self.store.set(&key, &bytes, expires_at),
                 None => self.store.delete(&key),
             };
         }
-        for (key, value, expires_at) in undo.counters {
+        for (key, value, expires_at) in undo.counters.into_iter().rev() {
             if let Ok(now) = self.store.increment(&key, 0, None) {
                 let _ = self.store.increment(&key, value - now, expires_at);
             }

@@ -19,8 +19,8 @@
 //! (`roster:not-noted`) and the user is missing from the list until their next login. An entry
 //! that does not parse is written again.
 //!
-//! **Kept [`KEEP_DAYS`]** after the user was last seen or put on the roster; "users seen" means
-//! seen in that time.
+//! **Kept [`KEEP_DAYS`]** (and up to 30 days more) after the user was last seen or put on the
+//! roster; "users seen" means seen in the last [`KEEP_DAYS`].
 //!
 //! The value is one line of text, not JSON, to keep the login path's code small (the plugin's
 //! size budget): `<last day seen, or -> <r if on the roster, or -> <roles, comma-separated>`.
@@ -105,9 +105,15 @@ fn format(day: Option<i64>, on_roster: bool, roles: &[String]) -> String {
     format!("{day} {mark} {}", roles.join(","))
 }
 
-/// When an entry last touched on `day` may be forgotten.
+/// Days whose entries share one expiry (see [`keep`]).
+const KEEP_BUCKET_DAYS: i64 = 30;
+
+/// When an entry last touched on `day` may be forgotten: [`KEEP_DAYS`] after the end of its
+/// 30-day bucket, so that an entry's expiry moves once a month, not at each day's first login (a
+/// host that indexes keys with their expiry, Spin's, files the entry again when it moves).
 fn keep(day: i64) -> Option<i64> {
-    Some((day + 1 + KEEP_DAYS) * DAY_SECONDS)
+    let bucket_end = (day.div_euclid(KEEP_BUCKET_DAYS) + 1) * KEEP_BUCKET_DAYS;
+    Some((bucket_end + KEEP_DAYS) * DAY_SECONDS)
 }
 
 impl Engine<'_> {
@@ -179,12 +185,22 @@ impl Engine<'_> {
             .iter()
             .map(|u| self.canonical_id(u).into_owned())
             .collect();
+        let mut named = std::collections::BTreeSet::new();
         for u in &add {
             input::id("add.user_id", &u.user_id)?;
             input::roles(&u.roles)?;
+            if !named.insert(u.user_id.as_str()) {
+                return Err(Error::invalid(
+                    "add.user_id",
+                    "each user at most once per call",
+                ));
+            }
         }
         for u in &remove {
             input::id("remove", u)?;
+            if !named.insert(u.as_str()) {
+                return Err(Error::invalid("remove", "each user at most once per call"));
+            }
         }
         let today = day_of(now);
         let mut undo = Undo::default();
@@ -247,20 +263,42 @@ impl Engine<'_> {
         Ok(value.as_deref().and_then(parse).and_then(|(day, _, _)| day))
     }
 
-    /// Every known user of `org`: seen at login within [`KEEP_DAYS`], or on the roster; sorted by id.
+    /// Known users of `org` (seen at login within [`KEEP_DAYS`], or on the roster) whose id holds
+    /// `needle` in any case (empty: all), sorted by id: the first `limit` of them read, and how many
+    /// ids matched in all. One listing and at most `limit` reads, however large the organization:
+    /// a page view must not cost a read of every user.
     ///
     /// # Errors
     /// [`Error::Store`] when the store fails. An entry that does not parse is listed with no roles
     /// and no day (its user is known; its details are not).
-    pub fn roster_of(&self, org: &str, now: Timestamp) -> Result<Vec<RosterEntry>> {
+    pub fn roster_of(
+        &self,
+        org: &str,
+        needle: &str,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<RosterPage> {
         let prefix = keys::users_seen(org);
+        let needle = needle.to_lowercase();
+        let mut ids: Vec<String> = self
+            .store
+            .list_keys(&prefix)
+            .map_err(Error::store)?
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+            .filter(|user| needle.is_empty() || user.to_lowercase().contains(&needle))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let matched = ids.len();
         let oldest = day_of(now) - KEEP_DAYS;
         let mut users = Vec::new();
-        for key in self.store.list_keys(&prefix).map_err(Error::store)? {
-            let Some(user) = key.strip_prefix(&prefix) else {
-                continue;
-            };
-            let Some(value) = self.store.get(&key).map_err(Error::store)? else {
+        for user in ids.into_iter().take(limit) {
+            let Some(value) = self
+                .store
+                .get(&keys::user_seen(org, &user))
+                .map_err(Error::store)?
+            else {
                 continue;
             };
             let (day, on_roster, roles) = parse(&value).unwrap_or((None, false, Vec::new()));
@@ -269,14 +307,31 @@ impl Engine<'_> {
                 continue;
             }
             users.push(RosterEntry {
-                user: user.to_owned(),
+                user,
                 roles,
                 last_seen_day: day,
                 on_roster,
             });
         }
-        users.sort_by(|a, b| a.user.cmp(&b.user));
-        Ok(users)
+        Ok(RosterPage { users, matched })
+    }
+}
+
+/// Part of an organization's known users (see [`Engine::roster_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterPage {
+    /// The users read, sorted by id.
+    pub users: Vec<RosterEntry>,
+    /// How many ids matched, read or not (an entry gone or past its days since the listing is
+    /// among them).
+    pub matched: usize,
+}
+
+impl RosterPage {
+    /// Whether every matching user was read.
+    #[must_use]
+    pub fn complete(&self) -> bool {
+        self.users.len() >= self.matched
     }
 }
 

@@ -164,7 +164,10 @@ fn a_login_notes_its_user_once_a_day_and_again_when_the_roles_change() {
     w.begin("nurse.bo", &[], T0.plus(90));
     assert_eq!(w.store.entry_writes.get(), 2, "one write per user and day");
     assert_eq!(
-        w.engine().roster_of("acme", T0.plus(100)).unwrap(),
+        w.engine()
+            .roster_of("acme", "", usize::MAX, T0.plus(100))
+            .unwrap()
+            .users,
         vec![
             entry("dr.ada", &["provider"], Some(today), false),
             entry("nurse.bo", &[], Some(today), false),
@@ -173,18 +176,35 @@ fn a_login_notes_its_user_once_a_day_and_again_when_the_roles_change() {
     w.begin("dr.ada", &["provider", "org-admin"], T0.plus(120));
     w.begin("dr.ada", &["provider", "org-admin"], T0.plus(DAY));
     assert_eq!(w.store.entry_writes.get(), 4);
-    let users = w.engine().roster_of("acme", T0.plus(DAY)).unwrap();
+    let users = w
+        .engine()
+        .roster_of("acme", "", usize::MAX, T0.plus(DAY))
+        .unwrap()
+        .users;
     assert_eq!(
         users[0],
         entry("dr.ada", &["provider", "org-admin"], Some(today + 1), false)
     );
     // Another organization's users are not listed.
-    assert!(w.engine().roster_of("other", T0).unwrap().is_empty());
+    assert!(
+        w.engine()
+            .roster_of("other", "", usize::MAX, T0)
+            .unwrap()
+            .users
+            .is_empty()
+    );
     // Kept for KEEP_DAYS after the user was last seen, and listed only that long.
     let expiry = w.store.inner.expiry(&keys::user_seen("acme", "nurse.bo"));
-    assert_eq!(expiry, Some((today + 1 + KEEP_DAYS) * DAY));
+    let kept = expiry.unwrap() / DAY - today;
+    assert!((KEEP_DAYS + 1..=KEEP_DAYS + 30).contains(&kept), "{kept} days");
+    // The same expiry all month: a login on another day of it does not move it.
+    assert_eq!(expiry.unwrap() % (30 * DAY), (KEEP_DAYS % 30) * DAY);
     let later = T0.plus((KEEP_DAYS + 1) * DAY);
-    let users = w.engine().roster_of("acme", later).unwrap();
+    let users = w
+        .engine()
+        .roster_of("acme", "", usize::MAX, later)
+        .unwrap()
+        .users;
     assert_eq!(users.len(), 1, "{users:?}");
 }
 
@@ -231,7 +251,10 @@ fn the_roster_adds_and_removes_users_with_one_record() {
         }
     );
     assert_eq!(
-        w.engine().roster_of("acme", T0.plus(20)).unwrap(),
+        w.engine()
+            .roster_of("acme", "", usize::MAX, T0.plus(20))
+            .unwrap()
+            .users,
         vec![
             entry("coach.di", &[], None, true),
             entry("dr.ada", &["provider"], Some(today), true),
@@ -257,7 +280,10 @@ fn the_roster_adds_and_removes_users_with_one_record() {
         }
     );
     assert_eq!(
-        w.engine().roster_of("acme", T0.plus(50)).unwrap(),
+        w.engine()
+            .roster_of("acme", "", usize::MAX, T0.plus(50))
+            .unwrap()
+            .users,
         vec![
             entry("dr.ada", &["provider"], Some(today), false),
             entry("dr.cy", &["clinician"], Some(today), true),
@@ -316,13 +342,35 @@ fn only_the_organizations_admins_sync_its_roster_and_bad_input_changes_nothing()
         let bad = w.sync(&admin("acme"), &add, &remove, T0);
         assert!(matches!(bad, Err(Error::InvalidInput { .. })), "{bad:?}");
     }
+    // A user named twice in one call, in `add` or in both lists.
+    let twice = w.sync(
+        &admin("acme"),
+        &[("dr.zed", &["a"]), ("dr.zed", &["b"])],
+        &[],
+        T0,
+    );
+    assert!(
+        matches!(twice, Err(Error::InvalidInput { .. })),
+        "{twice:?}"
+    );
+    let twice = w.sync(&admin("acme"), &[("dr.zed", &["a"])], &["dr.zed"], T0);
+    assert!(
+        matches!(twice, Err(Error::InvalidInput { .. })),
+        "{twice:?}"
+    );
     let many: Vec<(String, &[&str])> = (0..=MAX_SYNC).map(|i| (format!("u{i}"), &[][..])).collect();
     let many: Vec<(&str, &[&str])> = many.iter().map(|(u, r)| (u.as_str(), *r)).collect();
     let bad = w.sync(&admin("acme"), &many, &[], T0);
     assert!(matches!(bad, Err(Error::InvalidInput { .. })), "{bad:?}");
     let after = w.store.inner.snapshot();
     // Only the refusals' records were written, in the refused actors' own streams.
-    assert!(w.engine().roster_of("acme", T0).unwrap().is_empty());
+    assert!(
+        w.engine()
+            .roster_of("acme", "", usize::MAX, T0)
+            .unwrap()
+            .users
+            .is_empty()
+    );
     let entries = |s: &crate::testing::Snapshot| -> Vec<(String, Vec<u8>)> {
         s.0.iter()
             .filter(|(k, _)| k.starts_with("v1:user-seen:"))
@@ -340,12 +388,43 @@ fn an_unreadable_entry_is_listed_bare_and_written_again_at_the_next_login() {
         .set(&keys::user_seen("acme", "dr.ada"), b"garbage", None)
         .unwrap();
     assert_eq!(
-        w.engine().roster_of("acme", T0).unwrap(),
+        w.engine()
+            .roster_of("acme", "", usize::MAX, T0)
+            .unwrap()
+            .users,
         vec![entry("dr.ada", &[], None, false)]
     );
     w.begin("dr.ada", &["provider"], T0);
     assert_eq!(
-        w.engine().roster_of("acme", T0).unwrap(),
+        w.engine()
+            .roster_of("acme", "", usize::MAX, T0)
+            .unwrap()
+            .users,
         vec![entry("dr.ada", &["provider"], Some(day_of(T0)), false)]
     );
+}
+
+#[test]
+fn a_page_reads_at_most_its_limit_of_users_and_counts_every_match() {
+    let mut w = World::new(false);
+    let add: Vec<(String, &[&str])> = (0..30).map(|i| (format!("u{i:02}"), &[][..])).collect();
+    let add: Vec<(&str, &[&str])> = add.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+    w.sync(&admin("acme"), &add, &[], T0).unwrap();
+    w.begin("Dr.Ada", &["provider"], T0);
+    let page = w.engine().roster_of("acme", "", 10, T0).unwrap();
+    assert_eq!(
+        (page.users.len(), page.matched, page.complete()),
+        (10, 31, false)
+    );
+    // Sorted by id: the first ten.
+    assert_eq!(page.users[0].user, "Dr.Ada");
+    assert_eq!(page.users[9].user, "u08");
+    // Searched by part of the id, in any case, before anything is read.
+    let page = w.engine().roster_of("acme", "dr.", 10, T0).unwrap();
+    assert_eq!(
+        (page.users.len(), page.matched, page.complete()),
+        (1, 1, true)
+    );
+    let page = w.engine().roster_of("acme", "U2", 10, T0).unwrap();
+    assert_eq!(page.matched, 10);
 }

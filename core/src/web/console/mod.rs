@@ -103,17 +103,17 @@ const AUDIT_EXPORT: &str = "/admin/console/audit/export";
 /// Every console route: (method, path). The component's route table has exactly these rows.
 pub const ROUTES: [(WebMethod, &str); 13] = [
     (WebMethod::Get, "/admin/console"),
-    (WebMethod::Get, HEALTH),
-    (WebMethod::Get, POLICY),
-    (WebMethod::Post, POLICY),
-    (WebMethod::Get, BRANDING),
-    (WebMethod::Post, BRANDING),
-    (WebMethod::Get, BRANDING_EMAIL),
-    (WebMethod::Get, USERS),
-    (WebMethod::Get, USER),
-    (WebMethod::Post, USER),
-    (WebMethod::Get, AUDIT),
-    (WebMethod::Get, AUDIT_EXPORT),
+    (WebMethod::Get, "/admin/console/health"),
+    (WebMethod::Get, "/admin/console/policy"),
+    (WebMethod::Post, "/admin/console/policy"),
+    (WebMethod::Get, "/admin/console/branding"),
+    (WebMethod::Post, "/admin/console/branding"),
+    (WebMethod::Get, "/admin/console/branding/email"),
+    (WebMethod::Get, "/admin/console/users"),
+    (WebMethod::Get, "/admin/console/user"),
+    (WebMethod::Post, "/admin/console/user"),
+    (WebMethod::Get, "/admin/console/audit"),
+    (WebMethod::Get, "/admin/console/audit/export"),
     (WebMethod::Post, "/admin/console/sign-out"),
 ];
 

@@ -36,7 +36,11 @@ use crate::kernel::time::Timestamp;
 use crate::policy::{
     MAX_GRACE_DAYS, MAX_GRACE_LOGINS, MAX_IPV4_PREFIX, MAX_IPV6_PREFIX, Mandate, OrgPolicy,
 };
-use crate::roster::{KEEP_DAYS, RosterEntry};
+use crate::roster::{KEEP_DAYS, RosterPage};
+
+/// Most known users whose roles one policy page reads to count who is asked (the page says when
+/// it counted only part).
+const MAX_COUNTED: usize = 5_000;
 
 /// The screen's words, one JSON file per language.
 const LANGUAGES: &[(&str, &str)] = &[
@@ -67,6 +71,7 @@ pub(super) struct PolicyWords {
     pub(super) who_everyone: String,
     pub(super) who_roles: String,
     pub(super) count_note: String,
+    pub(super) count_partial: String,
     pub(super) form_heading: String,
     pub(super) mandate_legend: String,
     pub(super) mandate_inherit: String,
@@ -334,8 +339,18 @@ impl Engine<'_> {
                     }
                 };
                 match self.set_policy(&screen.actor, screen.org(), &policy, now, rng) {
+                    // Saved: a failure to read what the page shows around it (the roster, the
+                    // platform's roles) must not say otherwise.
                     Ok(()) => {
                         self.policy_form(&screen, 200, &Draft::of(&policy), &[], Shown::Saved, now)
+                            .or_else(|_| {
+                                Ok(screen.message(
+                                    200,
+                                    "policy-saved",
+                                    &t.saved_heading,
+                                    &t.saved_body,
+                                ))
+                            })
                     }
                     Err(Error::InvalidInput { field, .. }) => {
                         let errors = [self.policy_error(field, &policy, &t)];
@@ -488,11 +503,12 @@ impl Engine<'_> {
         &self,
         policy: &OrgPolicy,
         platform_roles: &[String],
-        known: &[RosterEntry],
+        known: &RosterPage,
         t: &PolicyWords,
     ) -> String {
         if policy.mandate == Mandate::Everyone {
-            return fill(&t.who_everyone, &[("users", &known.len().to_string())]);
+            // Every known user: the listing's count, nothing to read.
+            return fill(&t.who_everyone, &[("users", &known.matched.to_string())]);
         }
         // Matched as `requirement_of` matches them: folded under `id_case = fold`.
         let fold = self.settings.fold_ids;
@@ -516,17 +532,29 @@ impl Engine<'_> {
             }
         }
         let users = known
+            .users
             .iter()
             .filter(|u| u.roles.iter().any(|r| roles.contains(&norm(r))))
             .count();
-        fill(
+        let said = fill(
             &t.who_roles,
             &[
                 ("count", &roles.len().to_string()),
                 ("roles", &roles.join(", ")),
                 ("users", &users.to_string()),
             ],
-        )
+        );
+        if known.complete() {
+            return said;
+        }
+        let part = fill(
+            &t.count_partial,
+            &[
+                ("read", &known.users.len().to_string()),
+                ("matched", &known.matched.to_string()),
+            ],
+        );
+        format!("{said} {part}")
     }
 
     /// The form page: `draft`'s values, each field's limit and error, who is asked today.
@@ -543,7 +571,7 @@ impl Engine<'_> {
         let s = &self.settings;
         let current = self.policy_in_force(screen.org())?;
         let platform_roles = self.platform_roles()?;
-        let known = self.roster_of(screen.org(), now)?;
+        let known = self.roster_of(screen.org(), "", MAX_COUNTED, now)?;
         let error_of = |name: &str| {
             errors
                 .iter()
@@ -688,7 +716,7 @@ impl Engine<'_> {
     ) -> Result<WebResponse> {
         let current = self.policy_in_force(screen.org())?;
         let platform_roles = self.platform_roles()?;
-        let known = self.roster_of(screen.org(), now)?;
+        let known = self.roster_of(screen.org(), "", MAX_COUNTED, now)?;
         let body = Body {
             t,
             action: format!("{POLICY}?lang={}", screen.look.lang),

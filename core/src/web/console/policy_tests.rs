@@ -423,6 +423,7 @@ fn every_language_has_every_policy_word_and_the_page_speaks_spanish() {
             (t.who_everyone.clone(), vec!["{users}"]),
             (t.who_roles.clone(), vec!["{count}", "{roles}", "{users}"]),
             (t.count_note.clone(), vec!["{days}"]),
+            (t.count_partial.clone(), vec!["{read}", "{matched}"]),
             (t.roles_hint.clone(), vec!["{roles}"]),
             (t.trust_days_hint.clone(), vec!["{max}"]),
             (t.ipv4_hint.clone(), vec!["{min}", "{max}"]),

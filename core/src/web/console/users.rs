@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The list reads each user's state when the page is asked for (a few reads per user, never the
-//! trail); it shows at most [`MAX_ROWS`] rows and says how many more matched.
+//! trail), for at most [`MAX_STATES`] users a view (the search by id narrows the listing first;
+//! the page says when it read only part); it shows at most [`MAX_ROWS`] rows and says how many
+//! more matched.
 
 use askama::Template;
 use rand_core::CryptoRng;
@@ -30,6 +32,8 @@ use crate::roster::RosterEntry;
 
 /// Most users one page lists.
 pub const MAX_ROWS: usize = 200;
+/// Most users whose state one view reads (the rest are counted, and the page says so).
+pub const MAX_STATES: usize = 1000;
 
 /// The users screen's words, per language.
 const LANGUAGES: &[(&str, &str)] = &[
@@ -69,6 +73,7 @@ pub struct UsersText {
     pub never: String,
     pub none: String,
     pub truncated: String,
+    pub partial: String,
     pub no_match: String,
     pub user_heading: String,
     pub back: String,
@@ -160,6 +165,7 @@ struct UsersBody<'a> {
     q: String,
     rows: Vec<Row>,
     truncated: Option<String>,
+    partial: Option<String>,
 }
 
 /// One trusted browser on the user's page.
@@ -267,19 +273,22 @@ impl Engine<'_> {
         self.viewed(&screen, &what, now, rng)?;
         let org = screen.org();
         let policy = self.org_policy(org)?;
-        let users = self.roster_of(org, now)?;
+        // The search narrows the listing before anything is read; at most MAX_STATES users'
+        // states are read per view (a few reads each), whatever the organization's size.
+        let page = self.roster_of(org, &q, MAX_STATES, now)?;
+        let partial = (!page.complete()).then(|| {
+            t.partial
+                .replace("{read}", &page.users.len().to_string())
+                .replace("{matched}", &page.matched.to_string())
+        });
         let mut counts = [0usize; 4];
         let mut matched: Vec<(RosterEntry, State)> = Vec::new();
-        let needle = q.to_lowercase();
-        for entry in users {
+        for entry in page.users {
             let state = self.state_of(org, &entry.user, &policy, now)?;
             counts[State::ALL.iter().position(|s| *s == state).unwrap_or(3)] += 1;
-            if wanted.is_some_and(|w| w != state)
-                || (!needle.is_empty() && !entry.user.to_lowercase().contains(&needle))
-            {
-                continue;
+            if wanted.is_none_or(|w| w == state) {
+                matched.push((entry, state));
             }
-            matched.push((entry, state));
         }
         let total: usize = counts.iter().sum();
         let summary = t
@@ -335,6 +344,7 @@ impl Engine<'_> {
             q,
             rows,
             truncated,
+            partial,
         };
         Ok(render(&screen, &t.heading, "users", &body))
     }
@@ -469,7 +479,21 @@ impl Engine<'_> {
             }
         };
         match done {
-            Ok(done) => self.user_view(&screen, &user, Some(done), 200, now, rng),
+            // Done: a failure to read the page around it must not say otherwise.
+            Ok(done) => self
+                .user_view(&screen, &user, Some(done.clone()), 200, now, rng)
+                .or_else(|_| {
+                    let heading = t.user_heading.replace("{user}", &user);
+                    Ok(screen.message(200, "done", &heading, &done))
+                }),
+            Err(Error::InvalidInput { field, .. }) if field == "device_id" => self.user_view(
+                &screen,
+                &user,
+                Some(t.unknown_device.clone()),
+                404,
+                now,
+                rng,
+            ),
             Err(Error::InvalidInput { .. }) => {
                 let heading = t.user_heading.replace("{user}", "");
                 Ok(screen.message(404, "unknown-user", &heading, &t.unknown_user))
@@ -515,6 +539,7 @@ mod words_tests {
                     ],
                 ),
                 (t.truncated.clone(), vec!["{shown}", "{matched}"]),
+                (t.partial.clone(), vec!["{read}", "{matched}"]),
                 (t.user_heading.clone(), vec!["{user}"]),
                 (t.done_revoked.clone(), vec!["{count}"]),
                 (t.revoke_label.clone(), vec!["{device}"]),

@@ -272,6 +272,18 @@ fn an_admin_revokes_one_trusted_browser_or_all_of_them() {
     assert!(html(&done).contains("Trusted browsers revoked: 1."));
     assert!(!html(&done).contains(&format!("data-device=\"{first}\"")));
     assert!(html(&done).contains(&format!("data-device=\"{second}\"")));
+    // Not an id at all: the same answer as another user's browser.
+    let odd = w.post_user(
+        &cookie,
+        &format!("csrf={token}&id=dr.ada&step=revoke&device=no%20such"),
+        now,
+    );
+    assert_eq!(odd.status, 404);
+    assert!(
+        html(&odd).contains("not one of this user&#39;s trusted browsers"),
+        "{}",
+        html(&odd)
+    );
     // The same id again: not one of the user's now; nothing else changes.
     let again = w.post_user(
         &cookie,
@@ -337,4 +349,48 @@ fn a_session_for_one_organization_never_reads_or_changes_anothers_users() {
     let page = w.page(&request(WebMethod::Get, USERS, "", ""), now);
     assert_eq!(page.status, 401);
     assert!(header(&page, "set-cookie").unwrap().contains("Max-Age=0"));
+}
+
+#[test]
+fn a_view_reads_the_states_of_at_most_max_states_users_and_says_so() {
+    let mut w = World::new();
+    let e = w.engine();
+    let mut rng = OsRng.unwrap_err();
+    let many = users::MAX_STATES + 5;
+    let ids: Vec<String> = (0..many).map(|i| format!("u{i:05}")).collect();
+    for batch in ids.chunks(crate::roster::MAX_SYNC) {
+        let add: Vec<RosterUser> = batch
+            .iter()
+            .map(|u| RosterUser {
+                user_id: u.clone(),
+                roles: Vec::new(),
+            })
+            .collect();
+        e.sync_roster(
+            &actor("acme", &["org-admin"]),
+            "acme",
+            &add,
+            &[],
+            T0,
+            &mut rng,
+        )
+        .unwrap();
+    }
+    let cookie = signed_in(&mut w, "acme", T0);
+    let page = w.page(&request(WebMethod::Get, USERS, "", &cookie), T0);
+    assert_eq!(page.status, 200);
+    assert!(
+        html(&page).contains(&format!(
+            "the first {} of {many} users whose id matches",
+            users::MAX_STATES
+        )),
+        "{}",
+        html(&page)
+    );
+    assert!(html(&page).contains(&format!("{} users: 0 locked", users::MAX_STATES)));
+    assert_eq!(html(&page).matches("data-user=").count(), users::MAX_ROWS);
+    // A search narrows the listing first: then every match is read.
+    let page = w.page(&request(WebMethod::Get, USERS, "q=u0100", &cookie), T0);
+    assert!(!html(&page).contains("id=\"partial\""));
+    assert!(html(&page).contains("5 users: 0 locked"), "{}", html(&page));
 }
