@@ -33,6 +33,11 @@
 //! - `GET /readyz`: 200 while the store and the audit sink answer, else 503 naming what is down
 //!   ([`ready`]). `/healthz` (the component's) stays what it was: the process is alive.
 //!
+//! The console's audit page and exports are the component's answers, which the host completes: it
+//! reads its own trail, verifies the chain from a checkpoint and fills in the rows, the chain's
+//! status or the download ([`audit_view`]). The query header the component asks with is removed
+//! from every answer.
+//!
 //! Shutdown is graceful: once `shutdown` resolves (SIGTERM or Ctrl-C in the CLI) the listener is
 //! closed, idle connections are closed, and every request already received is answered, each on a
 //! connection that then closes, for at most the grace period; past it, what is left is cut.
@@ -64,6 +69,7 @@ use crate::host::Backends;
 use crate::runtime::Runtime;
 
 pub mod admission;
+pub mod audit_view;
 pub mod client_ip;
 pub mod metered;
 pub mod metrics;
@@ -88,7 +94,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// it does not spin while the condition lasts.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The largest answer the host takes from the component, which it holds whole in memory before
-/// sending it (the largest, `/openapi.json`, is under 128 KiB). A larger one is a bug in the
+/// sending it (the largest, `/openapi.json`, is about 230 KiB). A larger one is a bug in the
 /// component: the client gets a bare 500, the log the cause.
 pub const MAX_ANSWER: usize = 1024 * 1024;
 /// The most a connection buffers of a request head (hyper's default buffer is ~400 KB; its
@@ -144,6 +150,8 @@ struct Shared {
     admission: Arc<Admission>,
     api_key: ApiKey,
     proxies: TrustedProxies,
+    /// The console's audit viewer, over the sink as it is (its reads are not the component's).
+    audit_view: audit_view::AuditView,
 }
 
 /// Who answered a request, for its log line.
@@ -190,6 +198,10 @@ pub async fn serve_with(
         runtime,
         probes: Probes::new(&backends, ready::PROBE_TIMEOUT),
         api_key: ApiKey::new(backends.config.get("api_key")),
+        audit_view: audit_view::AuditView::new(
+            backends.audit.clone(),
+            backends.config.get("hmac_key").as_deref(),
+        ),
         backends: metered::instrument(backends, &metrics),
         demo: options.demo,
         admission: Arc::new(Admission::new(&limits, instance_capacity, metrics.clone())),
@@ -414,28 +426,46 @@ async fn admitted(
         Err(refusal) => return refuse(refusal),
     };
     let instance = shared.metrics.instance();
-    let resp = match shared.runtime.handle(&shared.backends, req).await {
+    let answer = match shared.runtime.handle(&shared.backends, req).await {
         Ok(resp) => {
             // The whole answer, read while the instance writes it: small and bounded.
             let (parts, body) = resp.into_parts();
             match Limited::new(body, MAX_ANSWER).collect().await {
-                Ok(whole) => hyper::Response::from_parts(parts, whole_body(whole.to_bytes())),
+                Ok(whole) => Ok((parts, whole.to_bytes())),
                 Err(e) => {
                     tracing::error!(%client, path, error = %e, max_bytes = MAX_ANSWER,
                         "the component's answer could not be read whole");
-                    host_page(StatusCode::INTERNAL_SERVER_ERROR, None, Bytes::new())
+                    Err(host_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        None,
+                        Bytes::new(),
+                    ))
                 }
             }
         }
         Err(e) => {
             // A trap is a bug in the component; the client gets a bare 500, the log the cause.
             tracing::error!(%client, path, error = %format!("{e:#}"), "the component failed");
-            host_page(StatusCode::INTERNAL_SERVER_ERROR, None, Bytes::new())
+            Err(host_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                Bytes::new(),
+            ))
         }
     };
-    // The answer is in memory: the instance's slot and the admission go back now, before a byte
-    // is written, so that a client that reads slowly or never holds none of them.
-    drop((instance, slot, held));
+    // The answer is in memory: the instance's slot goes back now, before a byte is written, so
+    // that a client that reads slowly or never holds none of them.
+    drop((instance, slot));
+    let resp = match answer {
+        Ok((parts, bytes)) => {
+            // The console's audit page and exports, filled in by the host, which can read its
+            // trail (the query header never leaves); the admission is held while it reads.
+            let (parts, bytes) = shared.audit_view.complete(parts, bytes).await;
+            hyper::Response::from_parts(parts, whole_body(bytes))
+        }
+        Err(resp) => resp,
+    };
+    drop(held);
     (Answerer::Component, resp)
 }
 

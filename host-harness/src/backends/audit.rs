@@ -22,6 +22,11 @@
 //!   of the rotation, so neither writers nor a verifier of the newest segment need the older ones.
 //!
 //! Every sink refuses an empty line or one holding CR or LF, which would break the framing.
+//!
+//! The console's audit viewer (`crate::serve::audit_view`) reads an organization's stream back
+//! ([`HostAuditSink::stream_lines`]) and keeps, beside the trail, the last record it verified the
+//! chain through, moved forward only: the `audit_checkpoint` table (SQLite), `<file>.checkpoint`
+//! (JSONL).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -116,6 +121,35 @@ pub trait HostAuditSink: AuditSink + Send + Sync {
     fn database(&self) -> Option<String> {
         None
     }
+
+    /// Every stored line of `org`'s stream, in `seq` order, for the console's audit viewer
+    /// (`crate::serve::audit_view`). `Ok(None)` (the default): this sink is not read back.
+    ///
+    /// # Errors
+    /// The trail could not be read: the viewer shows "try again", never a partial list.
+    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
+        let _ = org;
+        Ok(None)
+    }
+
+    /// `org`'s verification checkpoint: the last record a view verified the chain through.
+    ///
+    /// # Errors
+    /// It could not be read.
+    fn checkpoint(&self, org: &str) -> PortResult<Option<Head>> {
+        let _ = org;
+        Ok(None)
+    }
+
+    /// Moves `org`'s checkpoint forward to `head`, verified at `at` (Unix seconds); a checkpoint
+    /// already further along stays. The default keeps none, so every view verifies from the start.
+    ///
+    /// # Errors
+    /// It could not be written (the view still shows what it verified).
+    fn advance_checkpoint(&self, org: &str, head: &Head, at: i64) -> PortResult<()> {
+        let _ = (org, head, at);
+        Ok(())
+    }
 }
 
 /// How often [`HostAuditSink::place_linked`]'s default relinks before giving up.
@@ -159,7 +193,46 @@ impl HostAuditSink for SqliteAuditSink {
     fn database(&self) -> Option<String> {
         Some(self.database.clone())
     }
+
+    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
+        self.readers.read("audit stream", |conn| {
+            conn.prepare_cached("SELECT line FROM audit_log WHERE org = ?1 ORDER BY seq")?
+                .query_map(params![org], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map(Some)
+        })
+    }
+
+    fn checkpoint(&self, org: &str) -> PortResult<Option<Head>> {
+        self.readers.read("audit checkpoint", |conn| {
+            conn.prepare_cached("SELECT seq, hash FROM audit_checkpoint WHERE org = ?1")?
+                .query_row(params![org], |row| {
+                    Ok(Head {
+                        seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        hash: row.get(1)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn advance_checkpoint(&self, org: &str, head: &Head, at: i64) -> PortResult<()> {
+        let seq =
+            i64::try_from(head.seq).map_err(|_| PortError("audit seq out of range".to_owned()))?;
+        let (org, hash) = (org.to_owned(), head.hash.clone());
+        self.writer.run(move |conn| {
+            conn.execute(CHECKPOINT_ADVANCE, params![org, seq, hash, at])
+                .map(|_| ())
+                .map_err(|e| sqlite_error("audit checkpoint", &e))
+        })
+    }
 }
+
+/// Moves a checkpoint forward only: two views racing never take it back.
+const CHECKPOINT_ADVANCE: &str = "INSERT INTO audit_checkpoint (org, seq, hash, at)
+    VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (org) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at
+    WHERE excluded.seq > audit_checkpoint.seq";
 
 /// Places `entry` in the `audit_log` table after the head it has now, relinked when needed; on
 /// the writer's connection, so that nothing comes between the head and the insert.
@@ -693,6 +766,33 @@ impl Drop for FileLock {
     }
 }
 
+/// One organization's checkpoint in `<file>.checkpoint`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    seq: u64,
+    hash: String,
+    at: i64,
+}
+
+impl Checkpoint {
+    fn head(self) -> Head {
+        Head {
+            seq: self.seq,
+            hash: self.hash,
+        }
+    }
+}
+
+impl JsonlAuditSink {
+    fn checkpoints(&self) -> PortResult<std::collections::BTreeMap<String, Checkpoint>> {
+        match std::fs::read(sidecar(&self.path, ".checkpoint")) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(std::collections::BTreeMap::new()),
+            Err(e) => Err(self.fail("read the checkpoint", &e)),
+        }
+    }
+}
+
 impl fmt::Debug for JsonlAuditSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JsonlAuditSink")
@@ -775,6 +875,67 @@ impl HostAuditSink for JsonlAuditSink {
         self.rotate_bytes
             .is_none_or(|limit| self.offset_hint.load(Ordering::Acquire) + ROTATION_MARGIN < limit)
     }
+
+    /// Every segment, read up to its last complete line: a record being appended right now is
+    /// not half-read as a broken one.
+    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
+        let marker = format!("\"org\":\"{org}\",");
+        let segments = jsonl_segments(&self.path).map_err(|e| self.fail("list segments", &e))?;
+        let mut lines = Vec::new();
+        for segment in segments {
+            let mut bytes = Vec::new();
+            File::open(&segment)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| self.fail("read", &e))?;
+            let whole = bytes
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |at| at + 1);
+            let text = String::from_utf8_lossy(&bytes[..whole]);
+            // Another organization's record may quote this one's id in a field: parse to be sure.
+            // A line that does not parse but names the organization is kept, for the chain check
+            // to report.
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.contains(&marker))
+                    .filter(|l| Record::parse(l).map_or(true, |r| r.org == org))
+                    .map(str::to_owned),
+            );
+        }
+        Ok(Some(lines))
+    }
+
+    /// `<file>.checkpoint`: a JSON object, organization to `{seq, hash, at}`. One that does not
+    /// parse is no checkpoint (the next view verifies from the start and writes it again).
+    fn checkpoint(&self, org: &str) -> PortResult<Option<Head>> {
+        Ok(self.checkpoints()?.remove(org).map(|c| c.head()))
+    }
+
+    fn advance_checkpoint(&self, org: &str, head: &Head, at: i64) -> PortResult<()> {
+        let path = sidecar(&self.path, ".checkpoint");
+        let fail = |e: std::io::Error| self.fail("write the checkpoint", &e);
+        let _lock = FileLock::take(&path).map_err(fail)?;
+        let mut all = self.checkpoints()?;
+        if all.get(org).is_some_and(|c| c.seq >= head.seq) {
+            return Ok(());
+        }
+        all.insert(
+            org.to_owned(),
+            Checkpoint {
+                seq: head.seq,
+                hash: head.hash.clone(),
+                at,
+            },
+        );
+        let json = serde_json::to_vec(&all).map_err(|e| self.fail("write the checkpoint", &e))?;
+        // A new file renamed over the old one: a reader sees the old or the new, never half.
+        let fresh = sidecar(&self.path, ".checkpoint.new");
+        let mut file = File::create(&fresh).map_err(fail)?;
+        file.write_all(&json)
+            .and_then(|()| file.sync_data())
+            .map_err(fail)?;
+        std::fs::rename(&fresh, &path).map_err(fail)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -789,6 +950,12 @@ const AUDIT_SCHEMA: &str = "
         hash TEXT NOT NULL,
         line TEXT NOT NULL,
         PRIMARY KEY (org, seq)
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS audit_checkpoint (
+        org TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        at INTEGER NOT NULL
     ) STRICT;
 ";
 
@@ -973,6 +1140,49 @@ pub(crate) mod tests {
             .iter()
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect()
+    }
+
+    /// What the console's audit viewer relies on from a sink: an organization's lines in order
+    /// and no other's, and a checkpoint that only moves forward.
+    pub(crate) fn check_viewer_reads(sink: &dyn HostAuditSink) {
+        let one = append(sink, "acme", "one");
+        let other = append(sink, "globex", "g");
+        let two = append(sink, "acme", "two");
+        assert_eq!(
+            sink.stream_lines("acme").unwrap(),
+            Some(vec![one.line.clone(), two.line.clone()])
+        );
+        assert_eq!(sink.stream_lines("globex").unwrap(), Some(vec![other.line]));
+        assert_eq!(sink.stream_lines("nobody").unwrap(), Some(Vec::new()));
+        assert_eq!(sink.checkpoint("acme").unwrap(), None);
+        let at = |e: &AuditEntry| Head {
+            seq: e.seq,
+            hash: e.hash.clone(),
+        };
+        sink.advance_checkpoint("acme", &at(&two), 1).unwrap();
+        assert_eq!(sink.checkpoint("acme").unwrap(), Some(at(&two)));
+        // Never back: a slower view that verified less leaves it where it is.
+        sink.advance_checkpoint("acme", &at(&one), 2).unwrap();
+        assert_eq!(sink.checkpoint("acme").unwrap(), Some(at(&two)));
+        assert_eq!(sink.checkpoint("globex").unwrap(), None);
+    }
+
+    #[test]
+    fn sqlite_and_jsonl_sinks_read_a_stream_back_and_keep_a_forward_only_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        check_viewer_reads(&SqliteAuditSink::open(dir.path().join("a.sqlite")).unwrap());
+        let path = dir.path().join("a.jsonl");
+        check_viewer_reads(&JsonlAuditSink::open(&path).unwrap());
+        // A rotated JSONL log is read across its segments.
+        let sink = JsonlAuditSink::open_rotating(dir.path().join("r.jsonl"), Some(1)).unwrap();
+        let lines: Vec<String> = (0..3)
+            .map(|i| append(&sink, "acme", &format!("n{i}")).line)
+            .collect();
+        assert_eq!(sink.stream_lines("acme").unwrap(), Some(lines));
+        // A checkpoint file that does not parse is no checkpoint.
+        std::fs::write(sidecar(&path, ".checkpoint"), b"{not json").unwrap();
+        let sink = JsonlAuditSink::open(&path).unwrap();
+        assert_eq!(sink.checkpoint("acme").unwrap(), None);
     }
 
     #[test]

@@ -77,8 +77,8 @@
 //! - A store whose units go to a sink in another database never relaxes its increments; should a
 //!   relaxed store meet such a unit (one host, two sinks), it fails that unit closed.
 //!
-//! Schema: `connect` creates the tables (`mfa_step_kv`, `mfa_step_counters`, `mfa_step_audit_log`)
-//! in the first schema of the connection's `search_path`, in one transaction under an advisory lock
+//! Schema: `connect` creates the tables (`mfa_step_kv`, `mfa_step_counters`, `mfa_step_audit_log`,
+//! and the console viewer's `mfa_step_audit_checkpoint`, version 2) in the first schema of the connection's `search_path`, in one transaction under an advisory lock
 //! so that nodes starting at once do not race, and records its version in `mfa_step_schema`. Store
 //! and audit sink share that one schema, so they may use one database or two. A database whose
 //! schema a newer host made is refused rather than misused.
@@ -133,7 +133,8 @@ const MIGRATION_LOCK: i64 = 0x6d66_615f_7374_6570;
 /// The schema, one step per version: `mfa_step_schema` holds how many steps ran. A step never
 /// changes once released; a new version appends one. `IF NOT EXISTS` lets a step finish a database
 /// whose version table was lost.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
     CREATE TABLE IF NOT EXISTS mfa_step_kv (
         key text COLLATE "C" PRIMARY KEY,
         value bytea NOT NULL,
@@ -158,7 +159,16 @@ const MIGRATIONS: [&str; 1] = [r#"
         line text NOT NULL,
         PRIMARY KEY (org, seq)
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE IF NOT EXISTS mfa_step_audit_checkpoint (
+        org text PRIMARY KEY,
+        seq bigint NOT NULL,
+        hash text NOT NULL,
+        at bigint NOT NULL
+    );
+"#,
+];
 
 // ---------------------------------------------------------------------------------------------
 // Connections
@@ -1754,7 +1764,54 @@ impl HostAuditSink for PostgresAuditSink {
     fn database(&self) -> Option<String> {
         Some(self.pool.database.clone())
     }
+
+    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
+        self.pool.run("audit stream", |conn| {
+            let statement = conn.statement(AUDIT_STREAM)?;
+            conn.client
+                .query(&statement, &[&org])?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<Vec<String>, _>>()
+                .map(Some)
+        })
+    }
+
+    fn checkpoint(&self, org: &str) -> PortResult<Option<Head>> {
+        self.pool.run("audit checkpoint", |conn| {
+            let statement = conn.statement(CHECKPOINT_GET)?;
+            conn.client
+                .query_opt(&statement, &[&org])?
+                .map(|row| {
+                    Ok(Head {
+                        seq: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+                        hash: row.try_get(1)?,
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn advance_checkpoint(&self, org: &str, head: &Head, at: i64) -> PortResult<()> {
+        let seq =
+            i64::try_from(head.seq).map_err(|_| PortError("audit seq out of range".to_owned()))?;
+        self.pool.run("audit checkpoint", |conn| {
+            let statement = conn.statement(CHECKPOINT_ADVANCE)?;
+            conn.client
+                .execute(&statement, &[&org, &seq, &head.hash, &at])
+                .map(|_| ())
+        })
+    }
 }
+
+/// An organization's records in stream order (the console's audit viewer).
+const AUDIT_STREAM: &str = "SELECT line FROM mfa_step_audit_log WHERE org = $1 ORDER BY seq";
+const CHECKPOINT_GET: &str = "SELECT seq, hash FROM mfa_step_audit_checkpoint WHERE org = $1";
+/// Forward only: two views racing never take a checkpoint back.
+const CHECKPOINT_ADVANCE: &str = "INSERT INTO mfa_step_audit_checkpoint (org, seq, hash, at)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (org) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at
+    WHERE excluded.seq > mfa_step_audit_checkpoint.seq";
 
 #[cfg(test)]
 #[allow(
@@ -2084,7 +2141,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (row.get::<_, i64>(0), row.get::<_, Option<i32>>(1)),
-            (1, Some(1))
+            (1, Some(i32::try_from(MIGRATIONS.len()).unwrap()))
         );
         // A schema a newer host made is refused, not misused.
         client
@@ -2237,6 +2294,13 @@ mod tests {
             verifier.heads()["beta"],
             second.head("beta").unwrap().unwrap()
         );
+    }
+
+    #[test]
+    #[ignore = "needs a Postgres server: MFA_STEP_TEST_POSTGRES (run by .ci/suites)"]
+    fn postgres_audit_reads_a_stream_back_and_keeps_a_forward_only_checkpoint() {
+        let scratch = Scratch::new();
+        crate::backends::audit::tests::check_viewer_reads(&scratch.sink());
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const INSTANCE_CAPACITY: i64 = crate::runtime::INSTANCE_CAPACITY as i64;
 
 /// The component's REST routes (`guest/src/http.rs`, `guest/openapi.json`), each its own class.
-const API_ROUTES: [&str; 21] = [
+const API_ROUTES: [&str; 22] = [
     "/v1/login/begin",
     "/v1/login/send-code",
     "/v1/login/verify",
@@ -66,15 +66,23 @@ const API_ROUTES: [&str; 21] = [
     "/v1/admin/branding/preview",
     "/v1/admin/branding/preview-link",
     "/v1/admin/console-link",
+    "/v1/admin/sync-roster",
 ];
 
 /// Single pages, each its own class: the component's, then the host's own.
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 15] = [
     "/healthz",
     "/openapi.json",
     "/admin/branding/preview",
     "/admin/console",
     "/admin/console/health",
+    "/admin/console/policy",
+    "/admin/console/branding",
+    "/admin/console/branding/email",
+    "/admin/console/users",
+    "/admin/console/user",
+    "/admin/console/audit",
+    "/admin/console/audit/export",
     "/admin/console/sign-out",
     super::METRICS_PATH,
     super::READYZ_PATH,

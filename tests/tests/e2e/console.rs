@@ -453,7 +453,7 @@ async fn a_scripted_day_of_logins_reads_back_exactly_in_the_console() {
         page(&h, "/admin/console/health?days=91", &harbor).await.0,
         400
     );
-    assert_eq!(page(&h, "/admin/console/audit", &harbor).await.0, 404);
+    assert_eq!(page(&h, "/admin/console/nowhere", &harbor).await.0, 404);
     assert_eq!(page(&h, "/admin/console/health", "").await.0, 401);
     // The session ends after 15 minutes.
     h.clock.advance(901);

@@ -795,6 +795,10 @@ fn example_body(path: &str) -> Value {
         "/v1/admin/policy/set" => {
             json!({ "actor": actor, "org_id": "acme-health", "policy": policy })
         }
+        "/v1/admin/sync-roster" => json!({
+            "actor": actor, "org_id": "acme-health",
+            "add": [{ "user_id": "dr-example", "roles": ["provider"] }], "remove": ["dr-gone"]
+        }),
         "/v1/admin/platform-roles/set" => {
             json!({ "actor": actor, "roles": ["platform-admin", "org-admin", "provider"] })
         }
@@ -902,7 +906,7 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
     );
     // The same for the admin console's pages (`core/src/web/console/mod.rs`, its `ROUTES`).
     let console = page_routes(&read("core/src/web/console/mod.rs"), "/admin/console");
-    assert_eq!(console.len(), 3, "the console's routes: {console:#?}");
+    assert_eq!(console.len(), 13, "the console's routes: {console:#?}");
     let console_rows: BTreeSet<(String, String)> = implemented
         .iter()
         .filter(|r| r.serve == "Console")
@@ -941,6 +945,8 @@ fn every_implemented_route_is_documented_and_every_documented_route_is_implement
         ("get", "/admin/branding/preview"),
         ("post", "/v1/admin/console-link"),
         ("get", "/admin/console/health"),
+        ("post", "/admin/console/policy"),
+        ("get", "/admin/console/audit/export"),
         ("post", "/admin/console/sign-out"),
     ] {
         assert!(

@@ -38,7 +38,9 @@
 //! response's nonce, forms post only to this origin, nothing may frame a page. Words come from
 //! `core/i18n/console/` ([`words`]), kept out of the plugin's build.
 
-mod audit;
+pub mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod branding;
 #[cfg(test)]
 mod branding_tests;

@@ -486,7 +486,9 @@ impl Engine<'_> {
                     let heading = t.user_heading.replace("{user}", &user);
                     Ok(screen.message(200, "done", &heading, &done))
                 }),
-            Err(Error::InvalidInput { field, .. }) if field == "device_id" => self.user_view(
+            Err(Error::InvalidInput {
+                field: "device_id", ..
+            }) => self.user_view(
                 &screen,
                 &user,
                 Some(t.unknown_device.clone()),
