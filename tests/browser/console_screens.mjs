@@ -141,6 +141,80 @@ export async function consoleScreenSteps({ step, serve, browser, dataDir, screen
     return note;
   });
 
+  await step('the audit trail: a user\'s history from their page, filtered, exported as CSV and JSONL, axe', async () => {
+    // A record whose user agent a spreadsheet would run as a formula (the IdP's sync call's).
+    const formula = '=HYPERLINK("http://evil.example","x")';
+    const synced = await api('/v1/admin/sync-roster', {
+      actor: { ...actor, user_agent: formula }, org_id: ORG, add: [{ user_id: 'dr-roster-2' }],
+    });
+    assert.equal(synced.status, 200, JSON.stringify(synced.json));
+    await page.goto(`${serve.base}/admin/console/user?id=nurse-locked&lang=en`);
+    await checkConsoleHeaders();
+    await navigate(() => page.locator('a#history').click());
+    assert.equal(await page.locator('h1#audit').count(), 1, 'no <h1 id="audit">');
+    assert.equal(await page.locator('#audit-fallback').count(), 0, 'serve filled in the records');
+    const chain = page.locator('#chain-status');
+    assert.equal(await chain.getAttribute('class'), 'ok', await chain.textContent());
+    const rows = () => page.locator('#audit-table tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => [...tr.children].map((c) => c.textContent.trim())));
+    const history = await rows();
+    const actions = new Set(history.map((r) => r[2]));
+    for (const a of ['challenge_started', 'code_sent', 'enrolled', 'code_rejected', 'user_locked', 'access_denied', 'mfa_reset']) {
+      assert.ok(actions.has(a), `${a} in nurse-locked's history: ${[...actions]}`);
+    }
+    assert.ok(history.every((r) => r[4] === 'nurse-locked' || r[5] === 'nurse-locked'), 'only their records');
+    const seqs = history.map((r) => Number(r[0]));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a), 'newest first');
+    let note = await checkAxe(page, 'the console audit trail');
+    await screenshot(page, 'console-audit');
+    // Filtered to the reset: one record, the admin as actor.
+    await page.selectOption('#action', 'mfa_reset');
+    await navigate(() => page.locator('form button[type="submit"].primary').click());
+    const reset = await rows();
+    assert.equal(reset.length, 1, JSON.stringify(reset));
+    assert.deepEqual([reset[0][2], reset[0][3], reset[0][4], reset[0][5]], ['mfa_reset', 'success', 'console-admin', 'nurse-locked']);
+    // Exported as CSV, with the same filter: a header row and the one record.
+    const download = async (id) => {
+      const href = await page.locator(`a#${id}`).getAttribute('href');
+      const response = await context2.request.get(`${serve.base}${href}`);
+      assert.equal(response.status(), 200, `${id}: ${response.status()}`);
+      assert.match(response.headers()['content-disposition'] ?? '', /^attachment; filename="audit-console-clinic-/);
+      assert.equal(response.headers()['x-mfa-step-audit-query'], undefined, 'the query header reached the client');
+      return { type: response.headers()['content-type'], text: await response.text() };
+    };
+    const csv = await download('export-csv');
+    assert.match(csv.type, /^text\/csv/);
+    const lines = csv.text.trim().split('\r\n');
+    assert.equal(lines.length, 2, csv.text);
+    assert.match(lines[0], /^v,id,seq,at,org,actor,subject,action,outcome,reason,ip,user_agent,/);
+    assert.match(lines[1], /,console-admin,nurse-locked,mfa_reset,success,/);
+    // JSONL: the stored lines, byte for byte, one per record of the filter.
+    await page.selectOption('#action', '');
+    await navigate(() => page.locator('form button[type="submit"].primary').click());
+    const jsonl = await download('export-jsonl');
+    const records = jsonl.text.trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(records.length, (await rows()).length);
+    assert.ok(records.every((r) => r.org === ORG && typeof r.hash === 'string' && r.hash.length === 64));
+    // The formula in the roster call's user agent is neutralized in the CSV.
+    await page.goto(`${serve.base}/admin/console/audit?action=roster_synced&lang=en`);
+    await checkConsoleHeaders();
+    const synced2 = await download('export-csv');
+    assert.ok(synced2.text.includes(`"'=HYPERLINK(""http://evil.example"",""x"")"`), synced2.text);
+    assert.ok(!/(^|,)=HYPERLINK/m.test(synced2.text), 'a cell starts with =');
+    // A time range with nothing in it.
+    await page.goto(`${serve.base}/admin/console/audit?to=2000-01-01&lang=en`);
+    assert.equal(await page.locator('#audit-empty').count(), 1);
+    note += await checkAxe(page, 'the console audit trail, nothing matching');
+    // Another organization's trail: refused, nothing exported.
+    const other = await page.goto(`${serve.base}/admin/console/audit?org=demo-clinic`);
+    assert.equal(other.status(), 403);
+    const otherExport = await context2.request.get(`${serve.base}/admin/console/audit/export?format=jsonl&org=demo-clinic`);
+    assert.equal(otherExport.status(), 403);
+    assert.ok(!(await otherExport.text()).includes('"org":"demo-clinic"'));
+    await checkConsoleHeaders();
+    return note;
+  });
+
   await step('the users screen refuses another organization (403) and shows none of its users', async () => {
     const other = await page.goto(`${serve.base}/admin/console/users?org=demo-clinic`);
     assert.equal(other.status(), 403);
@@ -156,7 +230,8 @@ export async function consoleScreenSteps({ step, serve, browser, dataDir, screen
   await step('tighten the policy: the preview explains each change and who will be asked, then save, axe', async () => {
     await navigate(() => page.locator('nav.screens a', { hasText: 'Policy' }).click());
     assert.equal(await page.locator('h1#policy').count(), 1, 'no <h1 id="policy">');
-    // The platform's roles include provider and clinician: every user the clinic has.
+    // The platform's roles include provider and clinician: every user the clinic has but
+    // dr-roster-2, who holds no role.
     const now = (await page.locator('#who-now').textContent()).replace(/\s+/g, ' ').trim();
     assert.match(now, /That is 7 users\.$/, now);
     const hint = await page.locator('#trust_days-hint').textContent();
@@ -170,7 +245,8 @@ export async function consoleScreenSteps({ step, serve, browser, dataDir, screen
     assert.deepEqual(changes, [['mandate', 'tightens'], ['trust_days', 'tightens']], JSON.stringify(changes));
     assert.match(await page.locator('#changes li[data-field="trust_days"]').textContent(), /30 days → 7 days/);
     const after = (await page.locator('#who-after').textContent()).replace(/\s+/g, ' ').trim();
-    assert.match(after, /everyone in the organization: 7 users\./, after);
+    // Everyone: the seven, and dr-roster-2 (on the roster with no role; the audit step added it).
+    assert.match(after, /everyone in the organization: 8 users\./, after);
     // Nothing is saved by a preview.
     const before = await api('/v1/admin/policy/get', { actor, org_id: ORG });
     assert.equal(before.status, 200, JSON.stringify(before.json));

@@ -476,6 +476,7 @@ async function main() {
         const chosen = {
           code: 'prompt-code.png', devices: 'prompt-devices.png', locked: 'prompt-locked.png', 'demo-result': 'demo-result.png',
           'console-health': 'console-health.png', 'console-users': 'console-users.png', 'console-user': 'console-user.png',
+          'console-policy': 'console-policy.png', 'console-branding': 'console-branding.png', 'console-audit': 'console-audit.png',
         };
         for (const [name, target] of Object.entries(chosen)) {
           assert.ok(shots.has(name), `no screenshot of ${name}`);

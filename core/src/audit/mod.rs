@@ -87,6 +87,33 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order records' documentation lists them.
+    pub const ALL: [Self; 23] = [
+        Self::ChallengeStarted,
+        Self::AccessAllowed,
+        Self::AccessDenied,
+        Self::CodeSent,
+        Self::CodeResent,
+        Self::CodeDeliveryFailed,
+        Self::CodeVerified,
+        Self::CodeRejected,
+        Self::CodeExpired,
+        Self::SendThrottled,
+        Self::VerifyThrottled,
+        Self::UserLocked,
+        Self::DeviceTrusted,
+        Self::DeviceChallenged,
+        Self::DeviceRevoked,
+        Self::DeviceTokenReuse,
+        Self::PolicyChanged,
+        Self::MfaReset,
+        Self::BrandingChanged,
+        Self::Enrolled,
+        Self::EmailChanged,
+        Self::AdminConsoleViewed,
+        Self::RosterSynced,
+    ];
+
     /// The action's name in records.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -232,5 +259,38 @@ mod tests {
         );
         assert!(line.ends_with(&tail), "{line}");
         assert!(!line.contains(&"x".repeat(201)));
+    }
+
+    #[test]
+    fn all_lists_every_action_once_in_order() {
+        for (i, action) in Action::ALL.iter().enumerate() {
+            // Exhaustive: a new action does not compile here until it has its place in ALL.
+            let at = match action {
+                Action::ChallengeStarted => 0,
+                Action::AccessAllowed => 1,
+                Action::AccessDenied => 2,
+                Action::CodeSent => 3,
+                Action::CodeResent => 4,
+                Action::CodeDeliveryFailed => 5,
+                Action::CodeVerified => 6,
+                Action::CodeRejected => 7,
+                Action::CodeExpired => 8,
+                Action::SendThrottled => 9,
+                Action::VerifyThrottled => 10,
+                Action::UserLocked => 11,
+                Action::DeviceTrusted => 12,
+                Action::DeviceChallenged => 13,
+                Action::DeviceRevoked => 14,
+                Action::DeviceTokenReuse => 15,
+                Action::PolicyChanged => 16,
+                Action::MfaReset => 17,
+                Action::BrandingChanged => 18,
+                Action::Enrolled => 19,
+                Action::EmailChanged => 20,
+                Action::AdminConsoleViewed => 21,
+                Action::RosterSynced => 22,
+            };
+            assert_eq!(at, i, "{action:?}");
+        }
     }
 }

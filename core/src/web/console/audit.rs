@@ -57,36 +57,13 @@ pub(super) const LANGUAGES: &[(&str, &str)] = &[
 ];
 
 /// Every action, in the order the filter lists them.
-const ACTIONS: [Action; 22] = [
-    Action::ChallengeStarted,
-    Action::AccessAllowed,
-    Action::AccessDenied,
-    Action::CodeSent,
-    Action::CodeResent,
-    Action::CodeDeliveryFailed,
-    Action::CodeVerified,
-    Action::CodeRejected,
-    Action::CodeExpired,
-    Action::SendThrottled,
-    Action::VerifyThrottled,
-    Action::UserLocked,
-    Action::DeviceTrusted,
-    Action::DeviceChallenged,
-    Action::DeviceRevoked,
-    Action::DeviceTokenReuse,
-    Action::PolicyChanged,
-    Action::MfaReset,
-    Action::BrandingChanged,
-    Action::Enrolled,
-    Action::EmailChanged,
-    Action::AdminConsoleViewed,
-];
+const ACTIONS: [Action; Action::ALL.len()] = Action::ALL;
 
 /// Every outcome, as records write it.
 const OUTCOMES: [&str; 3] = ["success", "failure", "denied"];
 
 /// The audit screen's words. Placeholders: `{command}`, `{shown}`, `{total}`, `{seq}`,
-/// `{checked}`, `{since}`.
+/// `{checked}`, `{since}`, `{remaining}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(
@@ -138,6 +115,7 @@ pub struct AuditWords {
     pub chain_heading: String,
     pub chain_verified: String,
     pub chain_verified_first: String,
+    pub chain_verified_partial: String,
     pub chain_broken_at: String,
     pub chain_broken: String,
     pub chain_not_verified: String,
