@@ -78,7 +78,10 @@ pub fn offset_by_file(file: std::path::PathBuf) -> TestClock {
             std::thread::sleep(Duration::from_millis(100));
             let now = offset_in();
             if now != offset {
-                tracing::warn!(offset_seconds = now, "TEST CLOCK: the component's time moved");
+                tracing::warn!(
+                    offset_seconds = now,
+                    "TEST CLOCK: the component's time moved"
+                );
                 offset = now;
             }
             kept.set(Clock::System.now().saturating_add(offset));

@@ -244,7 +244,12 @@ fn preview_email_writes_the_branded_email_to_files() {
 fn serve_refuses_the_test_clock_without_demo() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--test-clock-offset-file"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--test-clock-offset-file",
+        ])
         .arg(dir.path().join("offset"))
         .arg("--data-dir")
         .arg(dir.path())

@@ -55,7 +55,9 @@ const READY_VALUE: &[u8] = b"v1";
 
 /// The family `key` belongs to.
 fn family_of(key: &str) -> Option<&'static (&'static str, usize, &'static str)> {
-    FAMILIES.iter().find(|(family, _, _)| key.starts_with(family))
+    FAMILIES
+        .iter()
+        .find(|(family, _, _)| key.starts_with(family))
 }
 
 /// The key-value operations the index needs, beyond [`Keys`].
@@ -476,7 +478,10 @@ mod tests {
             ["v1:user-seen:org-1:alice", "v1:user-seen:org-1:bob"]
         );
         assert_eq!(m.counter(&count_key(org)).unwrap(), 2);
-        assert_eq!(listed(&m, "v1:user-seen:org-2:"), ["v1:user-seen:org-2:carol"]);
+        assert_eq!(
+            listed(&m, "v1:user-seen:org-2:"),
+            ["v1:user-seen:org-2:carol"]
+        );
     }
 
     #[test]
@@ -486,7 +491,10 @@ mod tests {
         // key set as that adapter sets it), and a user entry nothing filed.
         put(&m, &format!("{ALICE}d1"), Some(T + 100)).unwrap();
         assert_eq!(listed(&m, ALICE), [format!("{ALICE}d1")]);
-        assert_eq!(m.get(mapping::LIST_READY).unwrap().as_deref(), Some(&b"v1"[..]));
+        assert_eq!(
+            m.get(mapping::LIST_READY).unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
         let user = "v1:user-seen:org-1:alice";
         m.set(&mapping::value_key(user), b"1 - provider").unwrap();
         assert_eq!(listed(&m, "v1:user-seen:org-1:"), [user]);
@@ -496,7 +504,10 @@ mod tests {
         );
         // The devices' ready key is untouched (an older adapter beside this one still agrees),
         // and no device was filed twice.
-        assert_eq!(m.get(mapping::LIST_READY).unwrap().as_deref(), Some(&b"v1"[..]));
+        assert_eq!(
+            m.get(mapping::LIST_READY).unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
         assert_eq!(m.counter(&count_key(ALICE)).unwrap(), 1, "no second slot");
         assert_eq!(listed(&m, ALICE), [format!("{ALICE}d1")]);
     }

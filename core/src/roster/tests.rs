@@ -196,7 +196,10 @@ fn a_login_notes_its_user_once_a_day_and_again_when_the_roles_change() {
     // Kept for KEEP_DAYS after the user was last seen, and listed only that long.
     let expiry = w.store.inner.expiry(&keys::user_seen("acme", "nurse.bo"));
     let kept = expiry.unwrap() / DAY - today;
-    assert!((KEEP_DAYS + 1..=KEEP_DAYS + 30).contains(&kept), "{kept} days");
+    assert!(
+        (KEEP_DAYS + 1..=KEEP_DAYS + 30).contains(&kept),
+        "{kept} days"
+    );
     // The same expiry all month: a login on another day of it does not move it.
     assert_eq!(expiry.unwrap() % (30 * DAY), (KEEP_DAYS % 30) * DAY);
     let later = T0.plus((KEEP_DAYS + 1) * DAY);

@@ -144,10 +144,11 @@ fn shape(action: &str) -> Shape {
         "user_locked" => ("denied", S, N, N),
         "device_trusted" | "device_revoked" => ("success", S, S, N),
         "device_challenged" | "device_token_reuse" => ("denied", S, S, N),
-        "policy_changed" | "mfa_reset" | "branding_changed" | "admin_console_viewed"
-        | "roster_synced" => {
-            ("success", S, N, N)
-        }
+        "policy_changed"
+        | "mfa_reset"
+        | "branding_changed"
+        | "admin_console_viewed"
+        | "roster_synced" => ("success", S, N, N),
         other => panic!("an action the schema does not document: {other}"),
     };
     Shape {

@@ -121,7 +121,10 @@ pub(super) fn check_languages<T: serde::de::DeserializeOwned>(
         }
         for (text, placeholders) in needs(&t) {
             for placeholder in placeholders {
-                assert!(text.contains(placeholder), "{tag}: {text:?} lacks {placeholder}");
+                assert!(
+                    text.contains(placeholder),
+                    "{tag}: {text:?} lacks {placeholder}"
+                );
             }
         }
     }
