@@ -45,6 +45,7 @@ mod sqlite {
         let app = App::start(&mail, &Options::sqlite());
         crate::rest::flow(&app, &mail, "acme");
         crate::rest::mail_down_fails_closed(&app, &mail, "acme");
+        crate::rest::console(&app, "acme");
         let report = app.assert_audit_whole();
         assert!(report.contains("acme: seq"), "{report}");
         // The verifier reads what Spin stored: one edited record breaks it.

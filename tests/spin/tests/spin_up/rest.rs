@@ -273,3 +273,53 @@ pub fn lock_after_twenty(options: &Options) {
     assert_eq!(ok.status, 200, "after the reset: {}", ok.text);
     app.assert_audit_whole();
 }
+
+/// The admin console on Spin: the IdP syncs its roster, an admin opens a console link, and the
+/// users screen lists the organization's users from the adapter's index of them (users seen at
+/// login, and the roster's) without a store scan; the audit screen, which Spin cannot fill in
+/// (it does not read its trail back for the console), says how to export the trail instead.
+pub fn console(app: &App, org: &str) {
+    let synced = app.post(
+        "/v1/admin/sync-roster",
+        &json!({ "actor": admin(org), "org_id": org,
+                 "add": [{ "user_id": "dr-roster", "roles": ["clinician"] }] }),
+    );
+    assert_eq!(synced.status, 200, "{}", synced.text);
+    assert_eq!(synced.json, json!({ "added": 1, "removed": 0 }));
+    let link = app.post(
+        "/v1/admin/console-link",
+        &json!({ "actor": admin(org), "org_id": org }),
+    );
+    assert_eq!(link.status, 200, "{}", link.text);
+    let mut browser = crate::support::idp::Browser::new(std::net::Ipv4Addr::LOCALHOST);
+    let opened = browser.go(app, "GET", link.json["url"].as_str().unwrap(), "");
+    assert_eq!(opened.status, 200, "{}", opened.text);
+    let users = browser.go(app, "GET", "/admin/console/users", "");
+    assert_eq!(users.status, 200, "{}", users.text);
+    assert!(
+        users
+            .text
+            .contains("data-user=\"dr-rest\" data-state=\"enrolled\""),
+        "{}",
+        users.text
+    );
+    assert!(
+        users
+            .text
+            .contains("data-user=\"dr-roster\" data-state=\"not-enrolled\""),
+        "{}",
+        users.text
+    );
+    let audit = browser.go(app, "GET", "/admin/console/audit", "");
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    assert!(
+        audit.text.contains("id=\"audit-fallback\""),
+        "{}",
+        audit.text
+    );
+    assert!(
+        audit.text.contains("mfa-step audit export"),
+        "{}",
+        audit.text
+    );
+}
