@@ -359,6 +359,44 @@ async fn the_viewer_shows_filtered_rows_exports_them_and_verifies_from_a_checkpo
             .contains("console:audit-export:csv:action=admin_console_viewed")
     );
 
+    // Dates and an action, read in the query: the records of that action from the first day on,
+    // newest first; none before 2001.
+    let lines = stored(&db, "acme");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let (day, action) = (
+        &first["at"].as_str().unwrap()[..10],
+        first["action"].as_str().unwrap(),
+    );
+    let page = server
+        .get(
+            &format!("/admin/console/audit?from={day}&to=9999-12-31&action={action}"),
+            &cookie,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    let expected: Vec<String> = lines
+        .iter()
+        .rev()
+        .filter(|l| l.contains(&format!("\"action\":\"{action}\"")))
+        .map(|l| seq_of(l).to_string())
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        rows(&page.body)
+            .iter()
+            .map(|r| r[0].clone())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    let page = server
+        .get(
+            "/admin/console/audit?from=1999-01-01&to=2000-12-31",
+            &cookie,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"audit-empty\""), "{}", page.body);
+
     // A record after the checkpoint is edited: broken at its seq; the checkpoint stays.
     server.login("u4", "acme").await;
     let before = checkpoint(&db, "acme").unwrap();
@@ -394,8 +432,9 @@ async fn the_viewer_shows_filtered_rows_exports_them_and_verifies_from_a_checkpo
     server.stop().await;
 }
 
-/// A sink whose trail cannot be read back (its appends work).
-struct Unreadable(MemoryAuditSink);
+/// A sink whose trail cannot be read back (its appends work): neither read, or (`rows_read`)
+/// only the chain check's.
+struct Unreadable(MemoryAuditSink, bool);
 
 impl AuditSink for Unreadable {
     fn head(&self, org: &str) -> PortResult<Option<Head>> {
@@ -410,31 +449,53 @@ impl AuditSink for Unreadable {
 }
 
 impl HostAuditSink for Unreadable {
-    fn stream_lines(&self, _org: &str) -> PortResult<Option<Vec<String>>> {
+    fn lines_after(
+        &self,
+        _org: &str,
+        _from_seq: u64,
+        _limit: usize,
+    ) -> PortResult<Option<Vec<String>>> {
         Err(PortError("injected read fault".to_owned()))
+    }
+    fn lines_matching(
+        &self,
+        _org: &str,
+        _from_at: Option<i64>,
+        _to_at: Option<i64>,
+        _action: Option<&str>,
+    ) -> PortResult<Option<Vec<String>>> {
+        if self.1 {
+            Ok(Some(Vec::new()))
+        } else {
+            Err(PortError("injected read fault".to_owned()))
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trail_that_cannot_be_read_is_a_try_again_page_and_never_a_partial_file() {
-    let server = InProcess::start(backends(Arc::new(Unreadable(MemoryAuditSink::new())))).await;
-    let cookie = server.console("acme").await;
-    let page = server.get("/admin/console/audit?lang=es", &cookie).await;
-    assert_eq!(page.status, 503);
-    assert!(page.body.contains("id=\"audit-unavailable\""));
-    assert!(page.body.contains("Inténtelo de nuevo"));
-    assert!(!page.body.contains("audit-table") && !page.body.contains("chain-status"));
-    let export = server
-        .get("/admin/console/audit/export?format=csv", &cookie)
-        .await;
-    assert_eq!(export.status, 503);
-    assert_eq!(export.header("content-disposition"), None);
-    assert_eq!(
-        export.header("content-type"),
-        Some("text/plain; charset=utf-8")
-    );
-    assert!(export.body.contains("Try again"));
-    server.stop().await;
+    // Neither read works, or the rows are read and the chain check's read fails.
+    for rows_read in [false, true] {
+        let sink = Unreadable(MemoryAuditSink::new(), rows_read);
+        let server = InProcess::start(backends(Arc::new(sink))).await;
+        let cookie = server.console("acme").await;
+        let page = server.get("/admin/console/audit?lang=es", &cookie).await;
+        assert_eq!(page.status, 503);
+        assert!(page.body.contains("id=\"audit-unavailable\""));
+        assert!(page.body.contains("Inténtelo de nuevo"));
+        assert!(!page.body.contains("audit-table") && !page.body.contains("chain-status"));
+        let export = server
+            .get("/admin/console/audit/export?format=csv", &cookie)
+            .await;
+        assert_eq!(export.status, 503);
+        assert_eq!(export.header("content-disposition"), None);
+        assert_eq!(
+            export.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert!(export.body.contains("Try again"));
+        server.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,10 +23,14 @@
 //!
 //! Every sink refuses an empty line or one holding CR or LF, which would break the framing.
 //!
-//! The console's audit viewer (`crate::serve::audit_view`) reads an organization's stream back
-//! ([`HostAuditSink::stream_lines`]) and keeps, beside the trail, the last record it verified the
-//! chain through, moved forward only: the `audit_checkpoint` table (SQLite), `<file>.checkpoint`
-//! (JSONL).
+//! The console's audit viewer (`crate::serve::audit_view`) reads an organization's stream back in
+//! two bounded reads: the records from its checkpoint on, for the chain check
+//! ([`HostAuditSink::lines_after`]), and the records in a time range with an action, for the rows
+//! and exports ([`HostAuditSink::lines_matching`], a page's newest rows and their count:
+//! [`HostAuditSink::newest_matching`]). The SQLite sink answers them from its indexes
+//! (`(org, seq)` and `(org, at)`), reading only what the view needs; the JSONL sink has no index
+//! and reads its whole trail on every view. The checkpoint, kept beside the trail and moved
+//! forward only, is the `audit_checkpoint` table (SQLite) or `<file>.checkpoint` (JSONL).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -122,14 +126,67 @@ pub trait HostAuditSink: AuditSink + Send + Sync {
         None
     }
 
-    /// Every stored line of `org`'s stream, in `seq` order, for the console's audit viewer
-    /// (`crate::serve::audit_view`). `Ok(None)` (the default): this sink is not read back.
+    /// The stored lines of `org`'s stream from `seq` `from_seq` on (that record included: the
+    /// viewer checks again that the checkpoint's record still carries its hash), in `seq` order,
+    /// at most `limit` of them: the chain check of the console's audit viewer
+    /// (`crate::serve::audit_view`), which verifies from its checkpoint in bounded steps.
+    /// `Ok(None)` (the default): this sink is not read back.
     ///
     /// # Errors
     /// The trail could not be read: the viewer shows "try again", never a partial list.
-    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
-        let _ = org;
+    fn lines_after(
+        &self,
+        org: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> PortResult<Option<Vec<String>>> {
+        let _ = (org, from_seq, limit);
         Ok(None)
+    }
+
+    /// The stored lines of `org`'s stream written from `from_at` to `to_at` (Unix seconds, both
+    /// included; `None`: no bound) with `action` (`None`: any), newest first: the rows and
+    /// exports of the console's audit viewer, which then checks every field of its filter on
+    /// each line ([`mfa_step_core::web::console::audit::AuditQuery::matches`]). A sink may
+    /// return more lines than asked (never fewer). `Ok(None)` (the default): this sink is not
+    /// read back.
+    ///
+    /// # Errors
+    /// The trail could not be read: the viewer shows "try again", never a partial list.
+    fn lines_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+    ) -> PortResult<Option<Vec<String>>> {
+        let _ = (org, from_at, to_at, action);
+        Ok(None)
+    }
+
+    /// The newest `limit` lines [`HostAuditSink::lines_matching`] would return, newest first,
+    /// and how many it would return in all: a page of the console's audit viewer, which shows
+    /// the newest records and counts the rest. The default reads them all and keeps `limit`; a
+    /// sink with an index counts without reading the lines. The count may include a record
+    /// written after the lines were read, never miss one of them.
+    ///
+    /// # Errors
+    /// The trail could not be read: the viewer shows "try again".
+    fn newest_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+        limit: usize,
+    ) -> PortResult<Option<(Vec<String>, u64)>> {
+        Ok(self
+            .lines_matching(org, from_at, to_at, action)?
+            .map(|mut lines| {
+                let total = lines.len() as u64;
+                lines.truncate(limit);
+                (lines, total)
+            }))
     }
 
     /// `org`'s verification checkpoint: the last record a view verified the chain through.
@@ -194,12 +251,66 @@ impl HostAuditSink for SqliteAuditSink {
         Some(self.database.clone())
     }
 
-    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
+    /// On the `(org, seq)` key: the records from `from_seq` on, and no earlier one.
+    fn lines_after(
+        &self,
+        org: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> PortResult<Option<Vec<String>>> {
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.readers.read("audit stream", |conn| {
-            conn.prepare_cached("SELECT line FROM audit_log WHERE org = ?1 ORDER BY seq")?
-                .query_map(params![org], |row| row.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
-                .map(Some)
+            conn.prepare_cached(
+                "SELECT line FROM audit_log WHERE org = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![org, from, limit], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map(Some)
+        })
+    }
+
+    /// On the `(org, at)` index when a date bounds the read, else on the `(org, seq)` key.
+    fn lines_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+    ) -> PortResult<Option<Vec<String>>> {
+        self.newest_matching(org, from_at, to_at, action, usize::MAX)
+            .map(|read| read.map(|(lines, _)| lines))
+    }
+
+    /// The lines with `LIMIT`, then the count on the indexes alone when no action is asked.
+    fn newest_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+        limit: usize,
+    ) -> PortResult<Option<(Vec<String>, u64)>> {
+        let timed = from_at.is_some() || to_at.is_some();
+        let (from, to) = (from_at.unwrap_or(i64::MIN), to_at.unwrap_or(i64::MAX));
+        let all = limit == usize::MAX;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers.read("audit records", |conn| {
+            let sql = matching_sql(timed, action.is_some());
+            let lines = conn
+                .prepare_cached(&format!("SELECT line {sql} ORDER BY seq DESC LIMIT ?5"))?
+                .query_map(params![org, from, to, action, limit], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            // Read after the lines: it counts at least them.
+            let total = if all {
+                lines.len() as u64
+            } else {
+                let n: i64 = conn
+                    .prepare_cached(&format!("SELECT count(*) {sql}"))?
+                    .query_row(params![org, from, to, action], |row| row.get(0))?;
+                u64::try_from(n).unwrap_or(0)
+            };
+            Ok(Some((lines, total)))
         })
     }
 
@@ -225,6 +336,19 @@ impl HostAuditSink for SqliteAuditSink {
                 .map(|_| ())
                 .map_err(|e| sqlite_error("audit checkpoint", &e))
         })
+    }
+}
+
+/// The `FROM … WHERE …` of [`HostAuditSink::lines_matching`] in SQLite: `?1` org, `?2`..`?3` the
+/// time range, `?4` the action. A condition is left out rather than written `?2 IS NULL OR …`, so
+/// that the planner picks the `(org, at)` index for a range and the `(org, seq)` key otherwise.
+/// Every variant names every parameter, so one binding fits them all.
+fn matching_sql(timed: bool, action: bool) -> &'static str {
+    match (timed, action) {
+        (true, true) => "FROM audit_log WHERE org = ?1 AND at BETWEEN ?2 AND ?3 AND action = ?4",
+        (true, false) => "FROM audit_log WHERE org = ?1 AND at BETWEEN ?2 AND ?3 AND ?4 IS NULL",
+        (false, true) => "FROM audit_log WHERE org = ?1 AND ?2 <= ?3 AND action = ?4",
+        (false, false) => "FROM audit_log WHERE org = ?1 AND ?2 <= ?3 AND ?4 IS NULL",
     }
 }
 
@@ -366,6 +490,11 @@ impl AuditSink for MemoryAuditSink {
 // JsonlAuditSink
 
 /// Appends each record's line to a JSON Lines file and syncs it before acknowledging.
+///
+/// The file has no index: the console's audit viewer reads the whole trail (every segment) on
+/// each view and filters it here, where the SQLite and Postgres sinks read only the records the
+/// view needs. Keep a JSONL trail for hosts whose console is seldom used, or rotate and archive
+/// its segments.
 pub struct JsonlAuditSink {
     path: PathBuf,
     rotate_bytes: Option<u64>,
@@ -793,6 +922,39 @@ impl JsonlAuditSink {
     }
 }
 
+impl JsonlAuditSink {
+    /// Every line of `org`'s stream, in `seq` order, for the console's audit viewer: every
+    /// segment, read whole (the file has no index, so a JSONL trail costs a full read per view),
+    /// up to its last complete line, so that a record being appended right now is not half-read
+    /// as a broken one.
+    fn stream_lines(&self, org: &str) -> PortResult<Vec<String>> {
+        let marker = format!("\"org\":\"{org}\",");
+        let segments = jsonl_segments(&self.path).map_err(|e| self.fail("list segments", &e))?;
+        let mut lines = Vec::new();
+        for segment in segments {
+            let mut bytes = Vec::new();
+            File::open(&segment)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| self.fail("read", &e))?;
+            let whole = bytes
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |at| at + 1);
+            let text = String::from_utf8_lossy(&bytes[..whole]);
+            // Another organization's record may quote this one's id in a field: parse to be sure.
+            // A line that does not parse but names the organization is kept, for the chain check
+            // to report.
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.contains(&marker))
+                    .filter(|l| Record::parse(l).map_or(true, |r| r.org == org))
+                    .map(str::to_owned),
+            );
+        }
+        Ok(lines)
+    }
+}
+
 impl fmt::Debug for JsonlAuditSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JsonlAuditSink")
@@ -876,32 +1038,40 @@ impl HostAuditSink for JsonlAuditSink {
             .is_none_or(|limit| self.offset_hint.load(Ordering::Acquire) + ROTATION_MARGIN < limit)
     }
 
-    /// Every segment, read up to its last complete line: a record being appended right now is
-    /// not half-read as a broken one.
-    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
-        let marker = format!("\"org\":\"{org}\",");
-        let segments = jsonl_segments(&self.path).map_err(|e| self.fail("list segments", &e))?;
-        let mut lines = Vec::new();
-        for segment in segments {
-            let mut bytes = Vec::new();
-            File::open(&segment)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| self.fail("read", &e))?;
-            let whole = bytes
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |at| at + 1);
-            let text = String::from_utf8_lossy(&bytes[..whole]);
-            // Another organization's record may quote this one's id in a field: parse to be sure.
-            // A line that does not parse but names the organization is kept, for the chain check
-            // to report.
-            lines.extend(
-                text.lines()
-                    .filter(|l| l.contains(&marker))
-                    .filter(|l| Record::parse(l).map_or(true, |r| r.org == org))
-                    .map(str::to_owned),
-            );
-        }
+    /// The whole trail read (the file has no index), then the records from `from_seq` on kept.
+    /// A line of the organization that does not parse is kept too, for the chain check to report.
+    fn lines_after(
+        &self,
+        org: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> PortResult<Option<Vec<String>>> {
+        let mut lines = self.stream_lines(org)?;
+        lines.retain(|l| Record::parse(l).map_or(true, |r| r.seq >= from_seq));
+        lines.truncate(limit);
+        Ok(Some(lines))
+    }
+
+    /// The whole trail read (the file has no index), then filtered: a record's time is its
+    /// line's `at`, which has one width (`YYYY-MM-DDTHH:MM:SSZ`) and so compares as text.
+    fn lines_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+    ) -> PortResult<Option<Vec<String>>> {
+        let from = from_at.map(|at| mfa_step_core::Timestamp(at).rfc3339());
+        let to = to_at.map(|at| mfa_step_core::Timestamp(at).rfc3339());
+        let mut lines = self.stream_lines(org)?;
+        lines.retain(|l| {
+            Record::parse(l).is_ok_and(|r| {
+                from.as_ref().is_none_or(|f| r.at >= *f)
+                    && to.as_ref().is_none_or(|t| r.at <= *t)
+                    && action.is_none_or(|a| r.action == a)
+            })
+        });
+        lines.reverse();
         Ok(Some(lines))
     }
 
@@ -951,6 +1121,7 @@ const AUDIT_SCHEMA: &str = "
         line TEXT NOT NULL,
         PRIMARY KEY (org, seq)
     ) STRICT;
+    CREATE INDEX IF NOT EXISTS audit_log_org_at ON audit_log (org, at);
     CREATE TABLE IF NOT EXISTS audit_checkpoint (
         org TEXT PRIMARY KEY,
         seq INTEGER NOT NULL,
@@ -1142,18 +1313,57 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// What the console's audit viewer relies on from a sink: an organization's lines in order
-    /// and no other's, and a checkpoint that only moves forward.
+    /// Appends a record of `org` with `action`, written at `at`.
+    pub(crate) fn append_at(
+        sink: &dyn AuditSink,
+        org: &str,
+        action: Action,
+        at: i64,
+    ) -> AuditEntry {
+        let head = sink.head(org).unwrap();
+        let (seq, prev) = Head::next(head.as_ref());
+        let mut event = event(org, "timed");
+        event.action = action;
+        let (line, hash) = event.seal(&format!("t{seq}"), seq, Timestamp(at), &prev, None);
+        let entry = AuditEntry {
+            org_id: org.to_owned(),
+            seq,
+            at,
+            action: action.as_str().to_owned(),
+            prev,
+            hash,
+            line,
+        };
+        sink.append(&entry).unwrap();
+        entry
+    }
+
+    /// What the console's audit viewer relies on from a sink: an organization's lines from a
+    /// `seq` on, in order, bounded, and no other organization's; the lines in a time range with
+    /// an action, newest first; and a checkpoint that only moves forward.
     pub(crate) fn check_viewer_reads(sink: &dyn HostAuditSink) {
         let one = append(sink, "acme", "one");
         let other = append(sink, "globex", "g");
         let two = append(sink, "acme", "two");
+        let three = append(sink, "acme", "three");
+        let after = |org, from, limit| sink.lines_after(org, from, limit).unwrap().unwrap();
         assert_eq!(
-            sink.stream_lines("acme").unwrap(),
-            Some(vec![one.line.clone(), two.line.clone()])
+            after("acme", 0, 10),
+            [&one.line, &two.line, &three.line].map(String::clone)
         );
-        assert_eq!(sink.stream_lines("globex").unwrap(), Some(vec![other.line]));
-        assert_eq!(sink.stream_lines("nobody").unwrap(), Some(Vec::new()));
+        // The record at `from` included, none before it; at most `limit`.
+        assert_eq!(
+            after("acme", 2, 10),
+            [&two.line, &three.line].map(String::clone)
+        );
+        assert_eq!(
+            after("acme", 1, 2),
+            [&one.line, &two.line].map(String::clone)
+        );
+        assert_eq!(after("acme", 3, 1), std::slice::from_ref(&three.line));
+        assert!(after("acme", 4, 10).is_empty());
+        assert_eq!(after("globex", 0, 10), std::slice::from_ref(&other.line));
+        assert!(after("nobody", 0, 10).is_empty());
         assert_eq!(sink.checkpoint("acme").unwrap(), None);
         let at = |e: &AuditEntry| Head {
             seq: e.seq,
@@ -1165,6 +1375,67 @@ pub(crate) mod tests {
         sink.advance_checkpoint("acme", &at(&one), 2).unwrap();
         assert_eq!(sink.checkpoint("acme").unwrap(), Some(at(&two)));
         assert_eq!(sink.checkpoint("globex").unwrap(), None);
+
+        // The time range (both ends included) and the action, newest first.
+        let day = 86_400;
+        let t = 1_796_000_000;
+        let r1 = append_at(sink, "clinic", Action::CodeSent, t);
+        let r2 = append_at(sink, "clinic", Action::CodeVerified, t + day);
+        let noise = append_at(sink, "globex", Action::CodeSent, t + day);
+        let r3 = append_at(sink, "clinic", Action::CodeSent, t + day + 5);
+        let r4 = append_at(sink, "clinic", Action::CodeSent, t + 2 * day);
+        let matching = |from, to, action| {
+            let lines = sink
+                .lines_matching("clinic", from, to, action)
+                .unwrap()
+                .unwrap();
+            assert!(
+                !lines.contains(&noise.line),
+                "another organization's record"
+            );
+            lines
+        };
+        let lines = |records: &[&AuditEntry]| -> Vec<String> {
+            records.iter().map(|r| r.line.clone()).collect()
+        };
+        assert_eq!(matching(None, None, None), lines(&[&r4, &r3, &r2, &r1]));
+        assert_eq!(matching(Some(t + day), None, None), lines(&[&r4, &r3, &r2]));
+        assert_eq!(
+            matching(None, Some(t + day + 5), None),
+            lines(&[&r3, &r2, &r1])
+        );
+        assert_eq!(
+            matching(Some(t + day), Some(t + day + 5), Some("code_sent")),
+            lines(&[&r3])
+        );
+        assert_eq!(matching(None, None, Some("code_verified")), lines(&[&r2]));
+        assert_eq!(
+            matching(None, None, Some("code_sent")),
+            lines(&[&r4, &r3, &r1])
+        );
+        assert!(matching(Some(t + 1), Some(t + day - 1), None).is_empty());
+        // A page: the newest few, and how many in all.
+        let newest = |from, to, action, limit| {
+            sink.newest_matching("clinic", from, to, action, limit)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(newest(None, None, None, 2), (lines(&[&r4, &r3]), 4));
+        assert_eq!(newest(None, None, Some("code_sent"), 1), (lines(&[&r4]), 3));
+        assert_eq!(
+            newest(Some(t + day), Some(t + day + 5), None, 1),
+            (lines(&[&r3]), 2)
+        );
+        assert_eq!(newest(Some(t + 3 * day), None, None, 5), (Vec::new(), 0));
+        assert_eq!(
+            newest(None, None, None, 10),
+            (lines(&[&r4, &r3, &r2, &r1]), 4)
+        );
+        assert!(matching(None, None, Some("admin_console_viewed")).is_empty());
+        assert_eq!(
+            sink.lines_matching("nobody", None, None, None).unwrap(),
+            Some(Vec::new())
+        );
     }
 
     #[test]
@@ -1178,11 +1449,60 @@ pub(crate) mod tests {
         let lines: Vec<String> = (0..3)
             .map(|i| append(&sink, "acme", &format!("n{i}")).line)
             .collect();
-        assert_eq!(sink.stream_lines("acme").unwrap(), Some(lines));
+        assert_eq!(
+            sink.lines_after("acme", 0, 10).unwrap(),
+            Some(lines.clone())
+        );
+        let newest_first: Vec<String> = lines.iter().rev().cloned().collect();
+        assert_eq!(
+            sink.lines_matching("acme", None, None, None).unwrap(),
+            Some(newest_first)
+        );
         // A checkpoint file that does not parse is no checkpoint.
         std::fs::write(sidecar(&path, ".checkpoint"), b"{not json").unwrap();
         let sink = JsonlAuditSink::open(&path).unwrap();
         assert_eq!(sink.checkpoint("acme").unwrap(), None);
+    }
+
+    #[test]
+    fn sqlite_reads_the_viewer_asks_for_use_the_tables_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sqlite");
+        drop(SqliteAuditSink::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let all = params!["acme", 1_i64, 2_i64, "code_sent"];
+            let rows = stmt
+                .query_map(&all[..stmt.parameter_count()], |row| {
+                    row.get::<_, String>(3)
+                })
+                .unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let after =
+            plan("SELECT line FROM audit_log WHERE org = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3");
+        assert!(
+            after.contains("USING INDEX") && after.contains("seq>?"),
+            "{after}"
+        );
+        for action in [true, false] {
+            let lines = |timed| {
+                format!(
+                    "SELECT line {} ORDER BY seq DESC",
+                    matching_sql(timed, action)
+                )
+            };
+            let timed = plan(&lines(true));
+            assert!(timed.contains("audit_log_org_at"), "{timed}");
+            let count = plan(&format!("SELECT count(*) {}", matching_sql(true, action)));
+            assert!(count.contains("audit_log_org_at"), "{count}");
+            let untimed = plan(&lines(false));
+            assert!(
+                untimed.contains("USING INDEX") && !untimed.contains("SCAN audit_log"),
+                "{untimed}"
+            );
+        }
     }
 
     #[test]

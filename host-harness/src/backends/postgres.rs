@@ -77,11 +77,12 @@
 //! - A store whose units go to a sink in another database never relaxes its increments; should a
 //!   relaxed store meet such a unit (one host, two sinks), it fails that unit closed.
 //!
-//! Schema: `connect` creates the tables (`mfa_step_kv`, `mfa_step_counters`, `mfa_step_audit_log`,
-//! and the console viewer's `mfa_step_audit_checkpoint`, version 2) in the first schema of the connection's `search_path`, in one transaction under an advisory lock
-//! so that nodes starting at once do not race, and records its version in `mfa_step_schema`. Store
-//! and audit sink share that one schema, so they may use one database or two. A database whose
-//! schema a newer host made is refused rather than misused.
+//! Schema: `connect` creates the tables (`mfa_step_kv`, `mfa_step_counters`, `mfa_step_audit_log`;
+//! the console viewer's `mfa_step_audit_checkpoint`, version 2; its `(org, at)` index on the log,
+//! version 3) in the first schema of the connection's `search_path`, in one transaction under an
+//! advisory lock so that nodes starting at once do not race, and records its version in
+//! `mfa_step_schema`. Store and audit sink share that one schema, so they may use one database or
+//! two. A database whose schema a newer host made is refused rather than misused.
 //!
 //! Connections: each handle keeps up to 16 idle connections and opens another when none is idle;
 //! a store adds its writer's connection and, in a runtime, up to `ASYNC_CONNECTIONS` more.
@@ -133,7 +134,7 @@ const MIGRATION_LOCK: i64 = 0x6d66_615f_7374_6570;
 /// The schema, one step per version: `mfa_step_schema` holds how many steps ran. A step never
 /// changes once released; a new version appends one. `IF NOT EXISTS` lets a step finish a database
 /// whose version table was lost.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
     CREATE TABLE IF NOT EXISTS mfa_step_kv (
         key text COLLATE "C" PRIMARY KEY,
@@ -167,6 +168,11 @@ const MIGRATIONS: [&str; 2] = [
         hash text NOT NULL,
         at bigint NOT NULL
     );
+"#,
+    // The console viewer's time-range read. Built once, at the upgrade, holding back audit
+    // appends for as long as it takes (seconds for millions of records).
+    r#"
+    CREATE INDEX IF NOT EXISTS mfa_step_audit_log_at ON mfa_step_audit_log (org, at);
 "#,
 ];
 
@@ -1765,15 +1771,73 @@ impl HostAuditSink for PostgresAuditSink {
         Some(self.pool.database.clone())
     }
 
-    fn stream_lines(&self, org: &str) -> PortResult<Option<Vec<String>>> {
+    /// On the `(org, seq)` key: the records from `from_seq` on, and no earlier one.
+    fn lines_after(
+        &self,
+        org: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> PortResult<Option<Vec<String>>> {
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.pool.run("audit stream", |conn| {
-            let statement = conn.statement(AUDIT_STREAM)?;
+            let statement = conn.statement(AUDIT_FROM_SEQ)?;
             conn.client
-                .query(&statement, &[&org])?
+                .query(&statement, &[&org, &from, &limit])?
                 .iter()
                 .map(|row| row.try_get(0))
                 .collect::<Result<Vec<String>, _>>()
                 .map(Some)
+        })
+    }
+
+    /// On the `(org, at)` index (schema version 3) when a date bounds the read, else on the
+    /// `(org, seq)` key.
+    fn lines_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+    ) -> PortResult<Option<Vec<String>>> {
+        self.newest_matching(org, from_at, to_at, action, usize::MAX)
+            .map(|read| read.map(|(lines, _)| lines))
+    }
+
+    /// The lines with `LIMIT`, then the count.
+    fn newest_matching(
+        &self,
+        org: &str,
+        from_at: Option<i64>,
+        to_at: Option<i64>,
+        action: Option<&str>,
+        limit: usize,
+    ) -> PortResult<Option<(Vec<String>, u64)>> {
+        let timed = from_at.is_some() || to_at.is_some();
+        let (from, to) = (from_at.unwrap_or(i64::MIN), to_at.unwrap_or(i64::MAX));
+        let all = limit == usize::MAX;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pool.run("audit records", |conn| {
+            let (lines_sql, count_sql) = audit_matching(timed, action.is_some());
+            let statement = conn.statement(lines_sql)?;
+            let lines = conn
+                .client
+                .query(&statement, &[&org, &from, &to, &action, &limit])?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<Vec<String>, _>>()?;
+            // Read after the lines: it counts at least them.
+            let total = if all {
+                lines.len() as u64
+            } else {
+                let statement = conn.statement(count_sql)?;
+                let n: i64 = conn
+                    .client
+                    .query_one(&statement, &[&org, &from, &to, &action])?
+                    .try_get(0)?;
+                u64::try_from(n).unwrap_or(0)
+            };
+            Ok(Some((lines, total)))
         })
     }
 
@@ -1804,8 +1868,36 @@ impl HostAuditSink for PostgresAuditSink {
     }
 }
 
-/// An organization's records in stream order (the console's audit viewer).
-const AUDIT_STREAM: &str = "SELECT line FROM mfa_step_audit_log WHERE org = $1 ORDER BY seq";
+/// An organization's records from a `seq` on, in stream order, at most `$3` of them (the console
+/// viewer's chain check).
+const AUDIT_FROM_SEQ: &str =
+    "SELECT line FROM mfa_step_audit_log WHERE org = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
+
+/// An organization's records in a time range (`$2`..`$3`) with an action (`$4`): the newest `$5`
+/// (the console viewer's rows), and how many there are. A condition is left out rather than
+/// written `$2 IS NULL OR …`, which a generic plan could not use an index for; every variant
+/// names every parameter, with its type, so one binding fits them all.
+fn audit_matching(timed: bool, action: bool) -> (&'static str, &'static str) {
+    macro_rules! both {
+        ($where:literal) => {
+            (
+                concat!(
+                    "SELECT line FROM mfa_step_audit_log WHERE ",
+                    $where,
+                    " ORDER BY seq DESC LIMIT $5"
+                ),
+                concat!("SELECT count(*) FROM mfa_step_audit_log WHERE ", $where),
+            )
+        };
+    }
+    match (timed, action) {
+        (true, true) => both!("org = $1 AND at BETWEEN $2 AND $3 AND action = $4::text"),
+        (true, false) => both!("org = $1 AND at BETWEEN $2 AND $3 AND $4::text IS NULL"),
+        (false, true) => both!("org = $1 AND $2::bigint <= $3::bigint AND action = $4::text"),
+        (false, false) => both!("org = $1 AND $2::bigint <= $3::bigint AND $4::text IS NULL"),
+    }
+}
+
 const CHECKPOINT_GET: &str = "SELECT seq, hash FROM mfa_step_audit_checkpoint WHERE org = $1";
 /// Forward only: two views racing never take a checkpoint back.
 const CHECKPOINT_ADVANCE: &str = "INSERT INTO mfa_step_audit_checkpoint (org, seq, hash, at)
@@ -2239,6 +2331,42 @@ mod tests {
             assert!(!shown.contains(&password), "{shown}");
         }
         assert!(format!("{store:?}").contains(config.get_dbname().unwrap_or("")));
+    }
+
+    #[test]
+    #[ignore = "needs a Postgres server: MFA_STEP_TEST_POSTGRES (run by .ci/suites)"]
+    fn postgres_the_viewers_reads_can_use_the_logs_indexes() {
+        let scratch = Scratch::new();
+        drop(scratch.sink());
+        let mut client = scratch.client();
+        // A tiny table is read whole anyway: forbid that, to see which index each read can use.
+        client.batch_execute("SET enable_seqscan = off").unwrap();
+        let mut plan = |sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]| {
+            client
+                .query(&format!("EXPLAIN {sql}"), params)
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let (org, from, to, limit) = ("acme", 1_i64, 2_i64, 10_i64);
+        let after = plan(AUDIT_FROM_SEQ, &[&org, &from, &limit]);
+        assert!(after.contains("mfa_step_audit_log_pkey"), "{after}");
+        for with_action in [true, false] {
+            let action: Option<&str> = with_action.then_some("code_sent");
+            let (lines, count) = audit_matching(true, with_action);
+            let timed = plan(lines, &[&org, &from, &to, &action, &limit]);
+            assert!(timed.contains("mfa_step_audit_log_at"), "{timed}");
+            let counted = plan(count, &[&org, &from, &to, &action]);
+            assert!(counted.contains("mfa_step_audit_log_at"), "{counted}");
+            let untimed = plan(
+                audit_matching(false, with_action).0,
+                &[&org, &from, &to, &action, &limit],
+            );
+            // Either index serves it (the planner picks by the table's statistics).
+            assert!(!untimed.contains("Seq Scan"), "{untimed}");
+        }
     }
 
     /// Two nodes on one scratch schema: two sinks, each with its own connections.

@@ -7,18 +7,30 @@
 //! component answer ── QUERY_HEADER? ──no──▶ unchanged
 //!        │ yes: header removed (it never reaches the client), AuditQuery::from_header
 //!        ▼
-//!   sink.stream_lines(org)  ──fails──▶ 503: the page says "try again", an export is not a file
+//!   page: sink.newest_matching(org, dates, action, limit) ─┐ any read fails ──▶ 503: the
+//!   export, or a user/outcome filter: sink.lines_matching  │  page says "try again", an
+//!   sink.checkpoint(org)                                   │  export is not a file
+//!   sink.lines_after(org, checkpoint, cap)                ─┘
 //!        │
-//!   chain check from sink.checkpoint(org): records after it only, with the core's Verifier
-//!        │  verified ──▶ sink.advance_checkpoint(org, head)     broken ──▶ checkpoint unchanged
+//!   rows: AuditQuery::matches on each line (user, outcome, and every other field again)
+//!   chain check from the checkpoint's record on, with the core's Verifier, at most
+//!   VERIFY_CAP records per view
+//!        │  verified ──▶ sink.advance_checkpoint(org, last verified)   broken ──▶ unchanged
 //!        ▼
 //!   page: AuditQuery::fragment spliced between the markers │ export: body = csv / jsonl
 //! ```
 //!
 //! The checkpoint makes a view cost the records written since the last one, not the whole
 //! trail: the chain before it was verified then, and the record at the checkpoint must still
-//! carry the hash it had (so a rewrite of it shows). `mfa-step audit verify` remains the tool
-//! that checks everything, seals and truncation against the store's counts included.
+//! carry the hash it had (so a rewrite of it shows). A stream with more unverified records than
+//! [`VERIFY_CAP`] (the first view of a large trail) is verified in steps, one per view, each
+//! moving the checkpoint on; the page says how many records are left. The rows are read with
+//! the filter's dates and action in the query (an index in SQLite and Postgres), so a narrow
+//! filter reads a narrow slice; a page without a user or outcome filter reads only its newest
+//! rows and has the others counted. A user or outcome filter is checked on every line of the
+//! range, and an export holds every match, so those read the whole range. `mfa-step audit
+//! verify` remains the tool that checks everything, seals and truncation against the store's
+//! counts included.
 
 use std::sync::Arc;
 
@@ -33,12 +45,18 @@ use mfa_step_core::web::console::audit::{AuditQuery, ChainStatus, QUERY_HEADER, 
 
 use crate::backends::HostAuditSink;
 
+/// The most records one view verifies: a view's chain check costs at most this many reads and
+/// hash checks (a few hundred milliseconds), however long the unverified stretch.
+pub const VERIFY_CAP: usize = 50_000;
+
 /// The trail as the viewer reads it: the sink serve writes to, and the seal key when the host
 /// has one (then seals are checked too).
 #[derive(Clone)]
 pub struct AuditView {
     sink: Arc<dyn HostAuditSink>,
     seal: Option<SealKey>,
+    /// The most records one view verifies ([`VERIFY_CAP`]; smaller in tests).
+    cap: usize,
 }
 
 impl AuditView {
@@ -48,7 +66,11 @@ impl AuditView {
         let seal = hmac_key
             .and_then(|hex| mfa_step_core::HmacKey::from_hex(hex).ok())
             .map(|key| SealKey::derive(&key));
-        Self { sink, seal }
+        Self {
+            sink,
+            seal,
+            cap: VERIFY_CAP,
+        }
     }
 
     /// The component's answer, completed if it asks for the trail: the query header is always
@@ -71,9 +93,9 @@ impl AuditView {
             return (parts, body);
         }
         let view = self.clone();
-        let org = query.org.clone();
-        let read = tokio::task::spawn_blocking(move || view.read(&org)).await;
-        let read = match read {
+        let asked = query.clone();
+        let read = tokio::task::spawn_blocking(move || view.read(&asked)).await;
+        let mut read = match read {
             // A sink that is not read back: the component's fallback stays, as on any host.
             Ok(Ok(None)) => return (parts, body),
             Ok(Ok(Some(read))) => Some(read),
@@ -91,7 +113,7 @@ impl AuditView {
                 let (status, fragment) = match &read {
                     Some(read) => (
                         StatusCode::OK,
-                        query.fragment(&read.matching(&query), &read.chain),
+                        query.fragment_newest(&read.newest, read.total, &read.chain),
                     ),
                     None => (StatusCode::SERVICE_UNAVAILABLE, query.unavailable()),
                 };
@@ -103,9 +125,11 @@ impl AuditView {
                 parts.status = status;
                 with_body(parts, Bytes::from(page))
             }
-            View::Csv | View::Jsonl => match &read {
+            View::Csv | View::Jsonl => match &mut read {
                 Some(read) => {
-                    let export = query.export(&read.matching(&query)).unwrap_or_default();
+                    // Every match, in stream order.
+                    read.newest.reverse();
+                    let export = query.export(&read.newest).unwrap_or_default();
                     with_body(parts, Bytes::from(export))
                 }
                 None => {
@@ -125,20 +149,74 @@ impl AuditView {
         }
     }
 
-    /// The organization's stream and its chain's status, the checkpoint moved on when verified.
-    fn read(&self, org: &str) -> anyhow::Result<Option<Read>> {
-        let Some(lines) = self
-            .sink
-            .stream_lines(org)
-            .map_err(|e| anyhow::anyhow!(e.0))?
-        else {
+    /// The records `query` keeps, newest first, and the chain's status, the checkpoint moved
+    /// on when verified. `None`: the sink is not read back.
+    fn read(&self, query: &AuditQuery) -> anyhow::Result<Option<Read>> {
+        let fail = |e: mfa_step_core::kernel::ports::PortError| anyhow::anyhow!(e.0);
+        let (org, filter) = (&query.org, &query.filter);
+        let (from, to) = filter.seconds();
+        let action = filter.action.as_deref();
+        // The sink narrows by dates and action; the user and the outcome are checked only here,
+        // on every line, so a page filtered by them reads every line in the range. Without them
+        // a page reads its newest rows and has the rest counted.
+        let read = if query.view == View::Page && filter.user.is_none() && filter.outcome.is_none()
+        {
+            self.sink
+                .newest_matching(org, from, to, action, query.limit)
+                .map_err(fail)?
+                .map(|(lines, total)| (lines, Some(usize::try_from(total).unwrap_or(usize::MAX))))
+        } else {
+            // Counted once filtered.
+            self.sink
+                .lines_matching(org, from, to, action)
+                .map_err(fail)?
+                .map(|lines| (lines, None))
+        };
+        let Some((mut newest, total)) = read else {
             return Ok(None);
         };
-        let checkpoint = self
-            .sink
-            .checkpoint(org)
-            .map_err(|e| anyhow::anyhow!(e.0))?;
-        let (chain, head) = check_chain(org, &lines, checkpoint, self.seal.clone());
+        // Every field checked again on what the sink returned (a line that is not a record is
+        // not shown: the chain check reports it).
+        newest.retain(|line| query.matches(line));
+        let total = total.unwrap_or(newest.len());
+        let chain = self.verify(org)?;
+        Ok(Some(Read {
+            newest,
+            total,
+            chain,
+        }))
+    }
+
+    /// Verifies `org`'s chain from its checkpoint on, at most [`AuditView::cap`] records, and
+    /// moves the checkpoint to the last one verified.
+    fn verify(&self, org: &str) -> anyhow::Result<ChainStatus> {
+        let fail = |e: mfa_step_core::kernel::ports::PortError| anyhow::anyhow!(e.0);
+        let checkpoint = self.sink.checkpoint(org).map_err(fail)?;
+        let since = checkpoint.as_ref().map_or(0, |c| c.seq);
+        // The checkpoint's own record comes first (its hash is checked again), then the cap.
+        let limit = self.cap + usize::from(since > 0);
+        let Some(lines) = self.sink.lines_after(org, since, limit).map_err(fail)? else {
+            return Ok(ChainStatus::NotVerified);
+        };
+        let (mut chain, head) = check_chain(org, &lines, checkpoint, self.seal.clone());
+        if lines.len() >= limit
+            && let ChainStatus::Verified {
+                through,
+                checked,
+                since,
+            } = chain
+        {
+            // The batch was full: the records after it wait for the next view.
+            let newest = self.sink.head(org).map_err(fail)?.map_or(0, |h| h.seq);
+            if newest > through {
+                chain = ChainStatus::Partial {
+                    through,
+                    checked,
+                    since,
+                    remaining: newest - through,
+                };
+            }
+        }
         if let Some(head) = head {
             let at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -149,29 +227,24 @@ impl AuditView {
                 tracing::warn!(error = %e.0, "the audit checkpoint could not be moved on");
             }
         }
-        Ok(Some(Read { lines, chain }))
+        Ok(chain)
     }
 }
 
 /// What was read.
 struct Read {
-    lines: Vec<String>,
+    /// The records the query keeps, newest first: all of them, or a page's newest.
+    newest: Vec<String>,
+    /// How many it keeps in all.
+    total: usize,
+    /// The chain's status.
     chain: ChainStatus,
 }
 
-impl Read {
-    fn matching(&self, query: &AuditQuery) -> Vec<String> {
-        self.lines
-            .iter()
-            .filter(|l| query.matches(l))
-            .cloned()
-            .collect()
-    }
-}
-
-/// Checks `org`'s stream (`lines`, in `seq` order) after `checkpoint` with the core's
-/// [`Verifier`]: the record at the checkpoint must still carry its hash, and every later one
-/// must verify. Returns the status, and the new checkpoint when everything verified.
+/// Checks `org`'s stream (`lines`, in `seq` order: from the checkpoint's record on, or the
+/// whole stream; records before the checkpoint are skipped) after `checkpoint` with the core's
+/// [`Verifier`]: the record at the checkpoint must be there and still carry its hash, and every
+/// later one must verify. Returns the status, and the new checkpoint when everything verified.
 #[must_use]
 pub fn check_chain(
     org: &str,
@@ -186,6 +259,7 @@ pub fn check_chain(
     }
     let mut checked = 0u64;
     let mut last = 0u64;
+    let mut vouched = since == 0;
     for line in lines {
         let record = match Record::parse(line) {
             Ok(record) => record,
@@ -211,7 +285,12 @@ pub fn check_chain(
             if !intact || checkpoint.as_ref().is_some_and(|c| c.hash != record.hash) {
                 return (ChainStatus::Broken { seq: Some(since) }, None);
             }
+            vouched = true;
             continue;
+        }
+        if !vouched {
+            // The record the checkpoint vouched for is gone, later ones still there.
+            return (ChainStatus::Broken { seq: Some(since) }, None);
         }
         match verifier.check(line) {
             Ok(_) => checked += 1,
@@ -225,14 +304,16 @@ pub fn check_chain(
             }
         }
     }
-    if last < since {
-        // The stream ends before the record the checkpoint vouched for: its tail was removed.
-        return (
-            ChainStatus::Broken {
-                seq: Some(last + 1),
-            },
-            None,
-        );
+    if !vouched {
+        // The stream ends before the record the checkpoint vouched for: its tail was removed,
+        // from just after the last record read (when any before the checkpoint was) or from
+        // the checkpoint on.
+        let seq = if (1..since).contains(&last) {
+            last + 1
+        } else {
+            since
+        };
+        return (ChainStatus::Broken { seq: Some(seq) }, None);
     }
     let head = verifier.heads().get(org).cloned();
     let through = head.as_ref().map_or(since, |h| h.seq);
@@ -407,5 +488,369 @@ mod tests {
             check_chain("acme", &plain, None, Some(key())),
             (ChainStatus::Broken { seq: Some(1) }, None)
         );
+    }
+
+    #[test]
+    fn a_checkpoint_whose_record_is_gone_is_a_break_there() {
+        let lines = stream("acme", 5, None);
+        // Record 3 deleted; the checkpoint vouched for it, and 4 still links to it.
+        let gap: Vec<String> = [&lines[..2], &lines[3..]].concat();
+        assert_eq!(
+            check_chain("acme", &gap[2..], Some(head_at(&lines, 3)), None),
+            (ChainStatus::Broken { seq: Some(3) }, None)
+        );
+        // Everything from the checkpoint on is gone.
+        assert_eq!(
+            check_chain("acme", &[], Some(head_at(&lines, 3)), None),
+            (ChainStatus::Broken { seq: Some(3) }, None)
+        );
+    }
+
+    /// A SQLite sink that notes what the viewer asks of it.
+    struct Counting {
+        inner: crate::backends::SqliteAuditSink,
+        /// Each `lines_after`: the `seq` asked from, the limit, how many lines came back.
+        after: std::sync::Mutex<Vec<(u64, usize, usize)>>,
+        /// How many lines each read of rows returned.
+        rows: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Counting {
+        fn open(dir: &std::path::Path) -> Arc<Self> {
+            Arc::new(Self {
+                inner: crate::backends::SqliteAuditSink::open(dir.join("audit.sqlite")).unwrap(),
+                after: std::sync::Mutex::default(),
+                rows: std::sync::Mutex::default(),
+            })
+        }
+
+        fn last_read(&self) -> (u64, usize, usize) {
+            *self.after.lock().unwrap().last().unwrap()
+        }
+
+        /// Rewrites record `seq` of `org` in the table, its hash column kept.
+        fn tamper(&self, org: &str, seq: u64) {
+            let conn = rusqlite::Connection::open(self.inner.path()).unwrap();
+            let changed = conn
+                .execute(
+                    "UPDATE audit_log SET line = replace(line, '\"actor\":\"u1\"', \
+                     '\"actor\":\"u2\"') WHERE org = ?1 AND seq = ?2",
+                    rusqlite::params![org, i64::try_from(seq).unwrap()],
+                )
+                .unwrap();
+            assert_eq!(changed, 1);
+        }
+    }
+
+    impl mfa_step_core::kernel::ports::AuditSink for Counting {
+        fn head(&self, org: &str) -> mfa_step_core::kernel::ports::PortResult<Option<Head>> {
+            self.inner.head(org)
+        }
+        fn append(
+            &self,
+            entry: &mfa_step_core::kernel::ports::AuditEntry,
+        ) -> Result<(), mfa_step_core::kernel::ports::AppendError> {
+            self.inner.append(entry)
+        }
+    }
+
+    impl HostAuditSink for Counting {
+        fn lines_after(
+            &self,
+            org: &str,
+            from_seq: u64,
+            limit: usize,
+        ) -> mfa_step_core::kernel::ports::PortResult<Option<Vec<String>>> {
+            let lines = self.inner.lines_after(org, from_seq, limit)?;
+            let n = lines.as_ref().map_or(0, Vec::len);
+            self.after.lock().unwrap().push((from_seq, limit, n));
+            Ok(lines)
+        }
+        fn lines_matching(
+            &self,
+            org: &str,
+            from_at: Option<i64>,
+            to_at: Option<i64>,
+            action: Option<&str>,
+        ) -> mfa_step_core::kernel::ports::PortResult<Option<Vec<String>>> {
+            let lines = self.inner.lines_matching(org, from_at, to_at, action)?;
+            let n = lines.as_ref().map_or(0, Vec::len);
+            self.rows.lock().unwrap().push(n);
+            Ok(lines)
+        }
+        fn newest_matching(
+            &self,
+            org: &str,
+            from_at: Option<i64>,
+            to_at: Option<i64>,
+            action: Option<&str>,
+            limit: usize,
+        ) -> mfa_step_core::kernel::ports::PortResult<Option<(Vec<String>, u64)>> {
+            let read = self
+                .inner
+                .newest_matching(org, from_at, to_at, action, limit)?;
+            let n = read.as_ref().map_or(0, |(lines, _)| lines.len());
+            self.rows.lock().unwrap().push(n);
+            Ok(read)
+        }
+        fn checkpoint(&self, org: &str) -> mfa_step_core::kernel::ports::PortResult<Option<Head>> {
+            self.inner.checkpoint(org)
+        }
+        fn advance_checkpoint(
+            &self,
+            org: &str,
+            head: &Head,
+            at: i64,
+        ) -> mfa_step_core::kernel::ports::PortResult<()> {
+            self.inner.advance_checkpoint(org, head, at)
+        }
+    }
+
+    fn viewer(sink: &Arc<Counting>, cap: usize) -> AuditView {
+        AuditView {
+            sink: sink.clone(),
+            seal: None,
+            cap,
+        }
+    }
+
+    fn page(org: &str, filter: mfa_step_core::web::console::audit::Filter) -> AuditQuery {
+        AuditQuery {
+            org: org.to_owned(),
+            filter,
+            lang: "en",
+            limit: 100,
+            view: View::Page,
+        }
+    }
+
+    fn chain_of(view: &AuditView, org: &str) -> ChainStatus {
+        view.read(&page(org, Default::default()))
+            .unwrap()
+            .unwrap()
+            .chain
+    }
+
+    fn checkpoint_seq(sink: &Counting, org: &str) -> Option<u64> {
+        sink.checkpoint(org).unwrap().map(|h| h.seq)
+    }
+
+    #[test]
+    fn a_view_after_a_checkpoint_reads_and_checks_only_the_records_from_it_on() {
+        use crate::backends::audit::tests::append;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Counting::open(dir.path());
+        for i in 0..10 {
+            append(sink.as_ref(), "acme", &format!("r{i}"));
+        }
+        append(sink.as_ref(), "globex", "other");
+        let view = viewer(&sink, VERIFY_CAP);
+        assert_eq!(
+            chain_of(&view, "acme"),
+            ChainStatus::Verified {
+                through: 10,
+                checked: 10,
+                since: 0
+            }
+        );
+        assert_eq!(sink.last_read(), (0, VERIFY_CAP, 10));
+        assert_eq!(checkpoint_seq(&sink, "acme"), Some(10));
+
+        // A record before the checkpoint is rewritten: the view does not read it (it was
+        // verified when the checkpoint was made); the whole-trail check still finds it.
+        sink.tamper("acme", 3);
+        append(sink.as_ref(), "acme", "r10");
+        append(sink.as_ref(), "acme", "r11");
+        assert_eq!(
+            chain_of(&view, "acme"),
+            ChainStatus::Verified {
+                through: 12,
+                checked: 2,
+                since: 10
+            }
+        );
+        assert_eq!(
+            sink.last_read(),
+            (10, VERIFY_CAP + 1, 3),
+            "the checkpoint's record and the two after it, nothing before"
+        );
+        let whole = sink
+            .inner
+            .lines_after("acme", 0, usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            check_chain("acme", &whole, None, None),
+            (ChainStatus::Broken { seq: Some(3) }, None)
+        );
+
+        // The record at the checkpoint, or one after it, rewritten: broken, the checkpoint kept.
+        append(sink.as_ref(), "acme", "r12");
+        sink.tamper("acme", 13);
+        for _ in 0..2 {
+            assert_eq!(
+                chain_of(&view, "acme"),
+                ChainStatus::Broken { seq: Some(13) }
+            );
+            assert_eq!(checkpoint_seq(&sink, "acme"), Some(12));
+        }
+        sink.tamper("acme", 12);
+        assert_eq!(
+            chain_of(&view, "acme"),
+            ChainStatus::Broken { seq: Some(12) }
+        );
+        assert_eq!(checkpoint_seq(&sink, "acme"), Some(12));
+        // The other organization's stream was never read for acme's views.
+        assert_eq!(checkpoint_seq(&sink, "globex"), None);
+    }
+
+    #[test]
+    fn a_long_unverified_stretch_is_verified_in_capped_steps_each_moving_the_checkpoint() {
+        use crate::backends::audit::tests::append;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Counting::open(dir.path());
+        for i in 0..10 {
+            append(sink.as_ref(), "acme", &format!("r{i}"));
+        }
+        let view = viewer(&sink, 4);
+        let steps = [
+            (
+                ChainStatus::Partial {
+                    through: 4,
+                    checked: 4,
+                    since: 0,
+                    remaining: 6,
+                },
+                (0, 4, 4),
+            ),
+            (
+                ChainStatus::Partial {
+                    through: 8,
+                    checked: 4,
+                    since: 4,
+                    remaining: 2,
+                },
+                (4, 5, 5),
+            ),
+            (
+                ChainStatus::Verified {
+                    through: 10,
+                    checked: 2,
+                    since: 8,
+                },
+                (8, 5, 3),
+            ),
+            (
+                ChainStatus::Verified {
+                    through: 10,
+                    checked: 0,
+                    since: 10,
+                },
+                (10, 5, 1),
+            ),
+        ];
+        for (expected, read) in steps {
+            assert_eq!(chain_of(&view, "acme"), expected);
+            assert_eq!(sink.last_read(), read);
+        }
+        assert_eq!(checkpoint_seq(&sink, "acme"), Some(10));
+
+        // A break inside the next step stops it there, the checkpoint where the last step left it.
+        for i in 0..6 {
+            append(sink.as_ref(), "acme", &format!("s{i}"));
+        }
+        assert!(matches!(
+            chain_of(&view, "acme"),
+            ChainStatus::Partial { through: 14, .. }
+        ));
+        sink.tamper("acme", 15);
+        assert_eq!(
+            chain_of(&view, "acme"),
+            ChainStatus::Broken { seq: Some(15) }
+        );
+        assert_eq!(checkpoint_seq(&sink, "acme"), Some(14));
+    }
+
+    #[test]
+    fn the_rows_are_the_records_the_whole_filter_keeps_and_the_page_counts_them_all() {
+        use crate::backends::audit::tests::append_at;
+        use mfa_step_core::audit::Action;
+        use mfa_step_core::web::console::audit::Filter;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Counting::open(dir.path());
+        // 2026-11-29, then three on 2026-11-30 (one of another action), then 2026-12-01.
+        let day = 86_400;
+        let t = 1_795_996_800;
+        let records: Vec<String> = [
+            (Action::CodeSent, t - 1),
+            (Action::CodeSent, t),
+            (Action::CodeVerified, t + 60),
+            (Action::CodeSent, t + day - 1),
+            (Action::CodeSent, t + day),
+        ]
+        .into_iter()
+        .map(|(action, at)| append_at(sink.as_ref(), "acme", action, at).line)
+        .collect();
+        append_at(sink.as_ref(), "globex", Action::CodeSent, t);
+        let view = viewer(&sink, VERIFY_CAP);
+        let filter = Filter {
+            action: Some("code_sent".to_owned()),
+            from: Some("2026-11-30".to_owned()),
+            to: Some("2026-11-30".to_owned()),
+            ..Filter::default()
+        };
+        let mut query = page("acme", filter.clone());
+        let read = view.read(&query).unwrap().unwrap();
+        assert_eq!(read.newest, vec![records[3].clone(), records[1].clone()]);
+        assert_eq!(read.total, 2);
+        // A page of one row: the newest, and both counted.
+        query.limit = 1;
+        let read = view.read(&query).unwrap().unwrap();
+        assert_eq!((read.newest.len(), read.total), (1, 2));
+        assert_eq!(
+            sink.rows.lock().unwrap().last(),
+            Some(&1),
+            "one line read, the rest counted"
+        );
+        let html = query.fragment_newest(&read.newest, read.total, &read.chain);
+        assert!(html.contains("newest first: 1 of 2"), "{html}");
+        assert!(html.contains("<th scope=\"row\">4</th>"), "{html}");
+        // An export holds every match, whatever a page's limit.
+        query.view = View::Jsonl;
+        let read = view.read(&query).unwrap().unwrap();
+        assert_eq!(read.newest, vec![records[3].clone(), records[1].clone()]);
+        // User and outcome are checked here, on the lines the sink returned.
+        let nobody = page(
+            "acme",
+            Filter {
+                user: Some("u2".to_owned()),
+                ..filter.clone()
+            },
+        );
+        let read = view.read(&nobody).unwrap().unwrap();
+        assert_eq!((read.newest.len(), read.total), (0, 0));
+        let failures = page(
+            "acme",
+            Filter {
+                outcome: Some("failure".to_owned()),
+                ..Filter::default()
+            },
+        );
+        assert!(view.read(&failures).unwrap().unwrap().newest.is_empty());
+        // No filter: every record of acme, newest first.
+        let read = view
+            .read(&page("acme", Filter::default()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            read.newest,
+            records.iter().rev().cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(read.total, 5);
+        let mut first_two = page("acme", Filter::default());
+        first_two.limit = 2;
+        let read = view.read(&first_two).unwrap().unwrap();
+        assert_eq!((read.newest.len(), read.total), (2, 5));
+        assert_eq!(sink.rows.lock().unwrap().last(), Some(&2));
     }
 }

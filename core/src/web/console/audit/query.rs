@@ -93,6 +93,22 @@ fn is_date(text: &str) -> bool {
     (1..=days).contains(&day)
 }
 
+/// The first second (Unix) of a valid `YYYY-MM-DD` (Howard Hinnant's `days_from_civil`).
+fn day_start(date: &str) -> Option<i64> {
+    if !is_date(date) {
+        return None;
+    }
+    let year: i64 = date.get(..4)?.parse().ok()?;
+    let month: i64 = date.get(5..7)?.parse().ok()?;
+    let day: i64 = date.get(8..10)?.parse().ok()?;
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400)
+}
+
 impl Filter {
     /// Reads the filter from a query string; an empty field is no filter.
     ///
@@ -187,6 +203,20 @@ impl Filter {
         }
     }
 
+    /// The filter's dates as Unix seconds, both bounds included: from the first second of `from`
+    /// to the last of `to` (UTC), for a host that narrows its read by a record's time before
+    /// [`AuditQuery::matches`] checks every field again.
+    #[must_use]
+    pub fn seconds(&self) -> (Option<i64>, Option<i64>) {
+        (
+            self.from.as_deref().and_then(day_start),
+            self.to
+                .as_deref()
+                .and_then(day_start)
+                .map(|start| start + 86_399),
+        )
+    }
+
     /// Whether `record` passes (the organization is the query's business, not the filter's).
     #[must_use]
     pub fn keeps(&self, record: &Record) -> bool {
@@ -243,6 +273,18 @@ pub enum ChainStatus {
         checked: u64,
         /// The checkpoint the check started from.
         since: u64,
+    },
+    /// Every record through `through` verified, as for `Verified`, but the check stopped there
+    /// to keep one view's work bounded: `remaining` newer records wait for the next view.
+    Partial {
+        /// The last verified `seq` (the new checkpoint).
+        through: u64,
+        /// Records checked now.
+        checked: u64,
+        /// The checkpoint the check started from.
+        since: u64,
+        /// Records after `through`, not yet verified.
+        remaining: u64,
     },
     /// The first break, at `seq` when the record was readable enough to tell.
     Broken {
@@ -343,11 +385,25 @@ impl AuditQuery {
     /// `matching` (the lines that [`AuditQuery::matches`], in stream order) as a table.
     #[must_use]
     pub fn fragment(&self, matching: &[String], chain: &ChainStatus) -> String {
+        self.fragment_of(matching.iter().rev(), matching.len(), chain)
+    }
+
+    /// The same HTML from the newest matching lines only (newest first; any past `limit` are
+    /// not shown) and how many match in all: for a host that counts the matches without
+    /// reading them.
+    #[must_use]
+    pub fn fragment_newest(&self, newest: &[String], total: usize, chain: &ChainStatus) -> String {
+        self.fragment_of(newest.iter(), total, chain)
+    }
+
+    fn fragment_of<'a>(
+        &self,
+        newest: impl Iterator<Item = &'a String>,
+        total: usize,
+        chain: &ChainStatus,
+    ) -> String {
         let t = words(self.lang);
-        let total = matching.len();
-        let rows: Vec<Row> = matching
-            .iter()
-            .rev()
+        let rows: Vec<Row> = newest
             .filter_map(|line| Record::parse(line).ok())
             .take(self.limit)
             .map(|r| Row {
@@ -361,6 +417,8 @@ impl AuditQuery {
                 ip: r.ip.unwrap_or_default(),
             })
             .collect();
+        // Never fewer in all than shown, whatever a host counted.
+        let total = total.max(rows.len());
         let shown = rows.len().to_string();
         let total_text = total.to_string();
         let counts = [("shown", shown.as_str()), ("total", total_text.as_str())];
@@ -383,6 +441,23 @@ impl AuditQuery {
                     ],
                 ),
                 Some(true),
+            ),
+            ChainStatus::Partial {
+                through,
+                checked,
+                remaining,
+                ..
+            } => (
+                fill(
+                    &t.chain_verified_partial,
+                    &[
+                        ("seq", &through.to_string()),
+                        ("checked", &checked.to_string()),
+                        ("remaining", &remaining.to_string()),
+                    ],
+                ),
+                // Not an alert and not yet "verified": a note that more is to come.
+                None,
             ),
             ChainStatus::Broken { seq: Some(seq) } => (
                 fill(&t.chain_broken_at, &[("seq", &seq.to_string())]),
@@ -460,4 +535,57 @@ struct Fragment<'a> {
     /// `Some(true)` verified, `Some(false)` broken, `None` not checked.
     chain_ok: Option<bool>,
     unavailable: bool,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_dates_become_inclusive_unix_second_bounds() {
+        let filter = Filter {
+            from: Some("2026-11-30".to_owned()),
+            to: Some("2026-12-01".to_owned()),
+            ..Filter::default()
+        };
+        // 2026-11-30T00:00:00Z and 2026-12-01T23:59:59Z.
+        assert_eq!(
+            filter.seconds(),
+            (Some(1_795_996_800), Some(1_795_996_800 + 2 * 86_400 - 1))
+        );
+        assert_eq!(
+            crate::Timestamp(1_795_996_800).rfc3339(),
+            "2026-11-30T00:00:00Z"
+        );
+        assert_eq!(day_start("1970-01-01"), Some(0));
+        assert_eq!(day_start("2024-02-29"), Some(1_709_164_800));
+        assert_eq!(day_start("2023-02-29"), None);
+        assert_eq!(Filter::default().seconds(), (None, None));
+    }
+
+    #[test]
+    fn a_partial_check_says_how_far_it_got_and_what_is_left_in_every_language() {
+        for lang in ["en", "es"] {
+            let query = AuditQuery {
+                org: "acme".to_owned(),
+                filter: Filter::default(),
+                lang,
+                limit: 10,
+                view: View::Page,
+            };
+            let html = query.fragment(
+                &[],
+                &ChainStatus::Partial {
+                    through: 50_000,
+                    checked: 50_000,
+                    since: 0,
+                    remaining: 1_234,
+                },
+            );
+            assert!(html.contains("50000") && html.contains("1234"), "{html}");
+            assert!(!html.contains('{'), "every placeholder filled: {html}");
+            assert!(!html.contains("role=\"alert\""), "{html}");
+        }
+    }
 }
