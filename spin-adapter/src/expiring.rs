@@ -125,7 +125,15 @@ fn file(keys: &impl Keys, stored: &str, at: i64, now: i64) -> Result<(), String>
 pub fn after_set(keys: &impl Keys, stored: &str, at: Option<i64>, now: i64) -> Result<(), String> {
     match at {
         Some(at) => file(keys, stored, at, now),
-        None => keys.delete(&note_key(stored)),
+        // A key kept for good has no note (the component gives a key an expiry always or never):
+        // a read, not a write, on each of its sets; a note left by another version goes.
+        None => {
+            let note = note_key(stored);
+            match keys.get(&note)? {
+                Some(_) => keys.delete(&note),
+                None => Ok(()),
+            }
+        }
     }
 }
 

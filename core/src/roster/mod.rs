@@ -19,8 +19,11 @@
 //! (`roster:not-noted`) and the user is missing from the list until their next login. An entry
 //! that does not parse is written again.
 //!
-//! **Kept [`KEEP_DAYS`]** (and up to 30 days more) after the user was last seen or put on the
-//! roster; "users seen" means seen in the last [`KEEP_DAYS`].
+//! **Kept for good**, like the user's enrollment (an id, roles and a day), and listed while the
+//! user was seen in the last [`KEEP_DAYS`] or is on the roster; an entry only the roster made goes
+//! when the roster removes the user. No expiry, because a host that indexes expiries (Spin's
+//! adapter) would file one on every first sight of a user: on Spin that doubled the cost of a new
+//! user's first `begin` (BENCHMARKS.md, "Spin").
 //!
 //! The value is one line of text, not JSON, to keep the login path's code small (the plugin's
 //! size budget): `<last day seen, or -> <r if on the roster, or -> <roles, comma-separated>`.
@@ -32,14 +35,14 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Action, Event, Outcome};
 use crate::engine::Engine;
 use crate::engine::record::{EventExt, Undo};
-use crate::engine::stats::{DAY_SECONDS, day_of};
+use crate::engine::stats::day_of;
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::Actor;
 use crate::kernel::ports::RefusalNote;
 use crate::kernel::time::Timestamp;
 use crate::kernel::{input, keys};
 
-/// Days an entry is kept after its user was last seen or put on the roster.
+/// Days after their last login that a user not on the roster is still listed.
 pub const KEEP_DAYS: i64 = 400;
 /// Most users one `sync_roster` call adds and removes together.
 pub const MAX_SYNC: usize = 1000;
@@ -105,17 +108,6 @@ fn format(day: Option<i64>, on_roster: bool, roles: &[String]) -> String {
     format!("{day} {mark} {}", roles.join(","))
 }
 
-/// Days whose entries share one expiry (see [`keep`]).
-const KEEP_BUCKET_DAYS: i64 = 30;
-
-/// When an entry last touched on `day` may be forgotten: [`KEEP_DAYS`] after the end of its
-/// 30-day bucket, so that an entry's expiry moves once a month, not at each day's first login (a
-/// host that indexes keys with their expiry, Spin's, files the entry again when it moves).
-fn keep(day: i64) -> Option<i64> {
-    let bucket_end = (day.div_euclid(KEEP_BUCKET_DAYS) + 1) * KEEP_BUCKET_DAYS;
-    Some((bucket_end + KEEP_DAYS) * DAY_SECONDS)
-}
-
 impl Engine<'_> {
     /// Notes that `user` of `org` reached the step today with `roles` (best effort: see the
     /// module's "A listing, not a record").
@@ -135,7 +127,7 @@ impl Engine<'_> {
             if value == line.as_bytes() {
                 return Ok(());
             }
-            self.store.set(&key, line.as_bytes(), keep(today))
+            self.store.set(&key, line.as_bytes(), None)
         });
         if noted.is_err() {
             self.audit.note_refusal(&RefusalNote {
@@ -202,16 +194,15 @@ impl Engine<'_> {
                 return Err(Error::invalid("remove", "each user at most once per call"));
             }
         }
-        let today = day_of(now);
         let mut undo = Undo::default();
         let outcome = (|| {
             for u in &add {
                 let key = keys::user_seen(org, &u.user_id);
                 let last = self.seen_day(&key)?;
-                self.remember_value(&mut undo, &key, keep(today))?;
+                self.remember_value(&mut undo, &key, None)?;
                 let value = format(last, true, &u.roles);
                 self.store
-                    .set(&key, value.as_bytes(), keep(today))
+                    .set(&key, value.as_bytes(), None)
                     .map_err(Error::store)?;
             }
             let mut removed = 0;
@@ -223,13 +214,13 @@ impl Engine<'_> {
                 let Some((last, true, roles)) = parse(&value) else {
                     continue;
                 };
-                self.remember_value(&mut undo, &key, keep(today))?;
+                self.remember_value(&mut undo, &key, None)?;
                 removed += 1;
                 match last {
                     // Seen at login: still a user, no longer on the roster.
                     Some(day) => {
                         self.store
-                            .set(&key, format(Some(day), false, &roles).as_bytes(), keep(day))
+                            .set(&key, format(Some(day), false, &roles).as_bytes(), None)
                     }
                     None => self.store.delete(&key),
                 }
