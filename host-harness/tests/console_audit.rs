@@ -352,7 +352,7 @@ async fn the_viewer_shows_filtered_rows_exports_them_and_verifies_from_a_checkpo
     assert!(
         csv_rows[1..]
             .iter()
-            .all(|r| r.contains(",admin_console_viewed,"))
+            .all(|r| r.contains(",\"admin_console_viewed\","))
     );
     assert!(
         csv.body

@@ -187,7 +187,7 @@ export async function consoleScreenSteps({ step, serve, browser, dataDir, screen
     const lines = csv.text.trim().split('\r\n');
     assert.equal(lines.length, 2, csv.text);
     assert.match(lines[0], /^v,id,seq,at,org,actor,subject,action,outcome,reason,ip,user_agent,/);
-    assert.match(lines[1], /,console-admin,nurse-locked,mfa_reset,success,/);
+    assert.match(lines[1], /,"console-admin","nurse-locked","mfa_reset","success",/);
     // JSONL: the stored lines, byte for byte, one per record of the filter.
     await page.selectOption('#action', '');
     await navigate(() => page.locator('form button[type="submit"].primary').click());

@@ -49,6 +49,11 @@ use crate::backends::HostAuditSink;
 /// hash checks (a few hundred milliseconds), however long the unverified stretch.
 pub const VERIFY_CAP: usize = 50_000;
 
+/// The most records of a view's dates and action that one view or export reads: a page filtered
+/// by user or outcome applies its filter to the newest of them (and says so), an export of more is
+/// refused (narrow the dates, or `mfa-step audit export`). About 60 MB of lines at most.
+pub const MAX_READ: usize = 100_000;
+
 /// The trail as the viewer reads it: the sink serve writes to, and the seal key when the host
 /// has one (then seals are checked too).
 #[derive(Clone)]
@@ -57,6 +62,9 @@ pub struct AuditView {
     seal: Option<SealKey>,
     /// The most records one view verifies ([`VERIFY_CAP`]; smaller in tests).
     cap: usize,
+    /// The most records of a view's dates and action one view reads ([`MAX_READ`]; smaller in
+    /// tests).
+    read_max: usize,
 }
 
 impl AuditView {
@@ -70,6 +78,7 @@ impl AuditView {
             sink,
             seal,
             cap: VERIFY_CAP,
+            read_max: MAX_READ,
         }
     }
 
@@ -113,7 +122,13 @@ impl AuditView {
                 let (status, fragment) = match &read {
                     Some(read) => (
                         StatusCode::OK,
-                        query.fragment_newest(&read.newest, read.total, &read.chain),
+                        format!(
+                            "{}{}",
+                            read.limited
+                                .map(|all| query.scan_limited(self.read_max, all))
+                                .unwrap_or_default(),
+                            query.fragment_newest(&read.newest, read.total, &read.chain)
+                        ),
                     ),
                     None => (StatusCode::SERVICE_UNAVAILABLE, query.unavailable()),
                 };
@@ -126,6 +141,16 @@ impl AuditView {
                 with_body(parts, Bytes::from(page))
             }
             View::Csv | View::Jsonl => match &mut read {
+                // Not a file: a partial export would look whole to an auditor.
+                Some(read) if read.limited.is_some() => {
+                    parts.status = StatusCode::PAYLOAD_TOO_LARGE;
+                    parts.headers.remove(header::CONTENT_DISPOSITION);
+                    parts.headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    with_body(parts, Bytes::from(query.export_too_large(self.read_max)))
+                }
                 Some(read) => {
                     // Every match, in stream order.
                     read.newest.reverse();
@@ -156,6 +181,7 @@ impl AuditView {
         let (org, filter) = (&query.org, &query.filter);
         let (from, to) = filter.seconds();
         let action = filter.action.as_deref();
+        let mut limited = None;
         // The sink narrows by dates and action; the user and the outcome are checked only here,
         // on every line, so a page filtered by them reads every line in the range. Without them
         // a page reads its newest rows and has the rest counted.
@@ -166,11 +192,15 @@ impl AuditView {
                 .map_err(fail)?
                 .map(|(lines, total)| (lines, Some(usize::try_from(total).unwrap_or(usize::MAX))))
         } else {
-            // Counted once filtered.
+            // Counted once filtered; at most MAX_READ records of the range are read (a page then
+            // says so, an export is refused), so a view never holds a whole trail in memory.
             self.sink
-                .lines_matching(org, from, to, action)
+                .newest_matching(org, from, to, action, self.read_max)
                 .map_err(fail)?
-                .map(|lines| (lines, None))
+                .map(|(lines, in_range)| {
+                    limited = (in_range > self.read_max as u64).then_some(in_range);
+                    (lines, None)
+                })
         };
         let Some((mut newest, total)) = read else {
             return Ok(None);
@@ -180,11 +210,41 @@ impl AuditView {
         newest.retain(|line| query.matches(line));
         let total = total.unwrap_or(newest.len());
         let chain = self.verify(org)?;
+        // The chain check covers the records from the checkpoint on; a record shown or exported
+        // from before it is checked against its own hash and seal here, so that no status says
+        // "verified" over a line rewritten since its stretch was verified.
+        let chain = match self.first_altered(org, &newest) {
+            Some(seq) => ChainStatus::Broken { seq: Some(seq) },
+            None => chain,
+        };
         Ok(Some(Read {
             newest,
             total,
             chain,
+            limited,
         }))
+    }
+
+    /// The lowest `seq` among `lines` whose record does not match its own hash or seal (or does
+    /// not parse as a record of `org`).
+    fn first_altered(&self, org: &str, lines: &[String]) -> Option<u64> {
+        lines
+            .iter()
+            .filter_map(|line| {
+                let Ok(record) = Record::parse(line) else {
+                    return Some(0);
+                };
+                let mut alone = Verifier::new(self.seal.clone());
+                alone.resume(
+                    org,
+                    Head {
+                        seq: record.seq.saturating_sub(1),
+                        hash: record.prev.clone(),
+                    },
+                );
+                alone.check(line).is_err().then_some(record.seq)
+            })
+            .min()
     }
 
     /// Verifies `org`'s chain from its checkpoint on, at most [`AuditView::cap`] records, and
@@ -239,6 +299,9 @@ struct Read {
     total: usize,
     /// The chain's status.
     chain: ChainStatus,
+    /// How many records the dates and action held when more than the viewer reads
+    /// ([`MAX_READ`]): only the newest of them were read.
+    limited: Option<u64>,
 }
 
 /// Checks `org`'s stream (`lines`, in `seq` order: from the checkpoint's record on, or the
@@ -611,6 +674,7 @@ mod tests {
             sink: sink.clone(),
             seal: None,
             cap,
+            read_max: MAX_READ,
         }
     }
 
@@ -656,13 +720,13 @@ mod tests {
         assert_eq!(sink.last_read(), (0, VERIFY_CAP, 10));
         assert_eq!(checkpoint_seq(&sink, "acme"), Some(10));
 
-        // A record before the checkpoint is rewritten: the view does not read it (it was
+        // A record before the checkpoint is rewritten: the chain check does not read it (it was
         // verified when the checkpoint was made); the whole-trail check still finds it.
         sink.tamper("acme", 3);
         append(sink.as_ref(), "acme", "r10");
         append(sink.as_ref(), "acme", "r11");
         assert_eq!(
-            chain_of(&view, "acme"),
+            view.verify("acme").unwrap(),
             ChainStatus::Verified {
                 through: 12,
                 checked: 2,
@@ -674,6 +738,12 @@ mod tests {
             (10, VERIFY_CAP + 1, 3),
             "the checkpoint's record and the two after it, nothing before"
         );
+        // A page that shows it checks each row it shows against its own hash: no "verified"
+        // over a rewritten row.
+        assert_eq!(
+            chain_of(&view, "acme"),
+            ChainStatus::Broken { seq: Some(3) }
+        );
         let whole = sink
             .inner
             .lines_after("acme", 0, usize::MAX)
@@ -684,19 +754,20 @@ mod tests {
             (ChainStatus::Broken { seq: Some(3) }, None)
         );
 
-        // The record at the checkpoint, or one after it, rewritten: broken, the checkpoint kept.
+        // The record at the checkpoint, or one after it, rewritten: the chain check finds it
+        // broken there and keeps the checkpoint (a page would say 3, its first broken row).
         append(sink.as_ref(), "acme", "r12");
         sink.tamper("acme", 13);
         for _ in 0..2 {
             assert_eq!(
-                chain_of(&view, "acme"),
+                view.verify("acme").unwrap(),
                 ChainStatus::Broken { seq: Some(13) }
             );
             assert_eq!(checkpoint_seq(&sink, "acme"), Some(12));
         }
         sink.tamper("acme", 12);
         assert_eq!(
-            chain_of(&view, "acme"),
+            view.verify("acme").unwrap(),
             ChainStatus::Broken { seq: Some(12) }
         );
         assert_eq!(checkpoint_seq(&sink, "acme"), Some(12));
@@ -852,5 +923,65 @@ mod tests {
         let read = view.read(&first_two).unwrap().unwrap();
         assert_eq!((read.newest.len(), read.total), (2, 5));
         assert_eq!(sink.rows.lock().unwrap().last(), Some(&2));
+    }
+
+    #[test]
+    fn a_view_reads_at_most_its_limit_of_a_range_a_page_says_so_and_an_export_is_refused() {
+        use crate::backends::audit::tests::append_at;
+        use mfa_step_core::audit::Action;
+        use mfa_step_core::web::console::audit::Filter;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Counting::open(dir.path());
+        let t = 1_795_996_800;
+        for i in 0..12 {
+            append_at(sink.as_ref(), "acme", Action::CodeSent, t + i);
+        }
+        let mut view = viewer(&sink, VERIFY_CAP);
+        view.read_max = 5;
+        // Filtered by user: applied to the newest five of the twelve, and the page says so.
+        let filter = Filter {
+            user: Some("u1".to_owned()),
+            ..Filter::default()
+        };
+        let query = page("acme", filter.clone());
+        let read = view.read(&query).unwrap().unwrap();
+        assert_eq!((read.newest.len(), read.limited), (5, Some(12)));
+        assert_eq!(
+            sink.rows.lock().unwrap().last(),
+            Some(&5),
+            "five lines read"
+        );
+        let note = query.scan_limited(5, 12);
+        assert!(note.contains("newest 5 of the 12 records"), "{note}");
+        // An export of more than that is no file.
+        let export = AuditQuery {
+            view: View::Csv,
+            ..page("acme", Filter::default())
+        };
+        let read = view.read(&export).unwrap().unwrap();
+        assert_eq!(read.limited, Some(12));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (parts, body) = rt.block_on(async {
+            let (mut parts, _) = hyper::Response::new(()).into_parts();
+            parts.headers.insert(
+                QUERY_HEADER,
+                HeaderValue::from_str(&export.header()).unwrap(),
+            );
+            parts.headers.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"audit.csv\""),
+            );
+            view.complete(parts, Bytes::new()).await
+        });
+        assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(parts.headers.get(header::CONTENT_DISPOSITION).is_none());
+        assert!(parts.headers.get(QUERY_HEADER).is_none());
+        assert!(String::from_utf8_lossy(&body).starts_with("More than 5 records match"));
+        // Within the limit, the export is whole.
+        view.read_max = 12;
+        let read = view.read(&export).unwrap().unwrap();
+        assert_eq!((read.newest.len(), read.limited), (12, None));
     }
 }

@@ -39,30 +39,43 @@ pub fn start(data_dir: &Path) -> Server {
     start_with(data_dir, &[])
 }
 
-/// `serve --demo` on a free port with `extra` arguments; waits until it listens.
+/// `serve --demo` on a free port with `extra` arguments; waits until it listens. A free port can be
+/// taken by a test running beside this one before serve binds it: then serve exits, the port
+/// answers for the other test's server, and another port is tried.
 pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BIN)
-        .args(["serve", "--demo", "--listen", &addr, "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env_remove("MFA_STEP_API_KEY")
-        .env_remove("MFA_STEP_HMAC_KEY")
-        .env_remove("MFA_STEP_PROMPT_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mfa-step serve");
-    let server = Server { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(&server.addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not start listening within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(BIN)
+            .args(["serve", "--demo", "--listen", &addr, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("MFA_STEP_API_KEY")
+            .env_remove("MFA_STEP_HMAC_KEY")
+            .env_remove("MFA_STEP_PROMPT_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mfa-step serve");
+        let mut server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut exited = false;
+        while TcpStream::connect(&server.addr).is_err() {
+            if server.child.try_wait().ok().flatten().is_some() {
+                exited = true;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not start listening within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Listening, and it is this serve that listens (not another test's on the same port).
+        if !exited && server.child.try_wait().ok().flatten().is_none() {
+            return server;
+        }
     }
-    server
+    panic!("serve could not start on any of 5 free ports");
 }
 
 /// One HTTP/1.1 request; returns the status and the body.

@@ -121,6 +121,8 @@ pub struct AuditWords {
     pub chain_not_verified: String,
     pub unavailable: String,
     pub export_unavailable: String,
+    pub scan_limited: String,
+    pub export_too_large: String,
 }
 
 /// The words of `tag`, English for anything else.
@@ -253,7 +255,8 @@ impl AuditBody<'_> {
 /// The command that exports what the filter keeps, for the fallback (`--until` is exclusive, so
 /// it is the day after `to`).
 fn export_command(org: &str, filter: &Filter) -> String {
-    let mut command = format!("mfa-step audit export --org {org}");
+    // Quoted for a shell: an organization id may hold `|` (`kernel::input::id`), and no quote.
+    let mut command = format!("mfa-step audit export --org '{org}'");
     if let Some(from) = &filter.from {
         command.push_str(&format!(" --since {from}"));
     }

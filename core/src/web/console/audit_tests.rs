@@ -138,6 +138,8 @@ fn every_language_has_every_audit_message_and_placeholder() {
             ),
             (t.chain_verified_first.clone(), vec!["{seq}", "{checked}"]),
             (t.chain_broken_at.clone(), vec!["{seq}"]),
+            (t.scan_limited.clone(), vec!["{read}", "{total}"]),
+            (t.export_too_large.clone(), vec!["{max}"]),
         ]
     });
 }
@@ -323,14 +325,19 @@ fn rows_are_newest_first_capped_with_the_count_and_the_chain_status() {
 
 #[test]
 fn csv_cells_that_a_spreadsheet_would_run_are_neutralized_and_quoted_per_rfc_4180() {
+    // Every cell quoted (a bare `x;=1+1` is two cells, the second a formula, in a spreadsheet
+    // that splits on `;`); risky first characters, also after spaces or full-width, neutralized.
     for (cell, out) in [
-        ("plain", "plain"),
-        ("=1+2", "'=1+2"),
-        ("+cmd", "'+cmd"),
-        ("-2+3", "'-2+3"),
-        ("@SUM(A1)", "'@SUM(A1)"),
-        ("\tx", "'\tx"),
+        ("plain", "\"plain\""),
+        ("=1+2", "\"'=1+2\""),
+        ("+cmd", "\"'+cmd\""),
+        ("-2+3", "\"'-2+3\""),
+        ("@SUM(A1)", "\"'@SUM(A1)\""),
+        ("\tx", "\"'\tx\""),
         ("\rx", "\"'\rx\""),
+        ("  =1+1", "\"'  =1+1\""),
+        ("＝1+1", "\"'＝1+1\""),
+        ("x;=1+1", "\"x;=1+1\""),
         ("a,b", "\"a,b\""),
         ("say \"hi\"", "\"say \"\"hi\"\"\""),
         ("two\nlines", "\"two\nlines\""),
@@ -338,8 +345,8 @@ fn csv_cells_that_a_spreadsheet_would_run_are_neutralized_and_quoted_per_rfc_418
             "=HYPERLINK(\"http://x\",\"y\")",
             "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
         ),
-        ("", ""),
-        ("a=b", "a=b"),
+        ("", "\"\""),
+        ("a=b", "\"a=b\""),
     ] {
         assert_eq!(csv_cell(cell), out, "{cell:?}");
     }
@@ -370,9 +377,9 @@ fn csv_cells_that_a_spreadsheet_would_run_are_neutralized_and_quoted_per_rfc_418
         rows[0],
         "v,id,seq,at,org,actor,subject,action,outcome,reason,ip,user_agent,device_id,challenge_id,prev,hash,seal"
     );
-    assert!(rows[1].starts_with("2,e0,1,2026-11-18T11:06:40Z,acme,'=cmd,u1,code_sent,success,\"a,\"\"b\"\"\nc\",203.0.113.9,,,,"), "{}", rows[1]);
+    assert!(rows[1].starts_with("\"2\",\"e0\",\"1\",\"2026-11-18T11:06:40Z\",\"acme\",\"'=cmd\",\"u1\",\"code_sent\",\"success\",\"a,\"\"b\"\"\nc\",\"203.0.113.9\",\"\",\"\",\"\","), "{}", rows[1]);
     assert!(
-        rows[2].contains(",u1,'@u1,code_sent,success,'-1,"),
+        rows[2].contains(",\"u1\",\"'@u1\",\"code_sent\",\"success\",\"'-1\","),
         "{}",
         rows[2]
     );
@@ -450,7 +457,9 @@ fn the_page_is_recorded_carries_the_query_and_shows_the_fallback_when_the_host_d
     let inner = &body[body.find(ROWS_START).unwrap()..body.find(ROWS_END).unwrap()];
     assert!(inner.contains("id=\"audit-fallback\""));
     assert!(
-        inner.contains("mfa-step audit export --org acme --since 2026-11-01 --until 2026-11-19"),
+        inner.contains(
+            "mfa-step audit export --org &#39;acme&#39; --since 2026-11-01 --until 2026-11-19"
+        ),
         "{inner}"
     );
     // The form keeps the filter, labelled, in Spanish.
@@ -523,7 +532,7 @@ fn the_export_is_recorded_and_a_download_a_host_that_does_nothing_leaves_as_one_
     );
     let body = html(&page);
     assert_eq!(body.lines().count(), 1);
-    assert!(body.contains("mfa-step audit export --org acme"));
+    assert!(body.contains("mfa-step audit export --org 'acme'"));
     assert_eq!(
         w.records().pop().unwrap().3.as_deref(),
         Some("console:audit-export:csv:outcome=denied")

@@ -36,12 +36,14 @@ const CSV_HEAD: [&str; 17] = [
     "seal",
 ];
 
-/// Records as CSV (RFC 4180: CRLF line ends, a header row, quoted where needed). A line that is
+/// Records as CSV (RFC 4180: CRLF line ends, a header row, every record's cell quoted). A line that is
 /// not a record is left out. Every cell a spreadsheet would run as a formula is neutralized.
 #[must_use]
 pub fn csv(lines: &[String]) -> String {
     let mut out = String::new();
-    push_row(&mut out, CSV_HEAD.iter().map(|h| (*h).to_owned()));
+    // The header's names are fixed and plain: written bare, for tools that match on them.
+    out.push_str(&CSV_HEAD.join(","));
+    out.push_str("\r\n");
     for record in lines.iter().filter_map(|l| Record::parse(l).ok()) {
         let opt = |v: Option<String>| v.unwrap_or_default();
         push_row(
@@ -80,21 +82,26 @@ fn push_row(out: &mut String, cells: impl IntoIterator<Item = String>) {
     out.push_str("\r\n");
 }
 
-/// One CSV cell: a leading `=`, `+`, `-`, `@`, tab or CR gets a `'` before it (so a spreadsheet
-/// shows it as text instead of running it), then the cell is quoted if it holds a comma, a
-/// quote, CR or LF, with quotes doubled.
+/// One CSV cell, quoted always (RFC 4180, quotes doubled): a cell quoted whatever it holds stays
+/// one cell in every spreadsheet, including those that split on `;` or a tab (a `x;=1+1` left
+/// bare is two cells there, the second a formula). A cell that a spreadsheet would run as a
+/// formula gets a `'` first: one that starts with `=`, `+`, `-`, `@`, a tab or CR, also after
+/// leading spaces, or with the full-width `＝`, `＋`, `－`, `＠` some spreadsheets read as those.
 #[must_use]
 pub fn csv_cell(value: &str) -> String {
-    let neutral = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let risky = |c: char| {
+        matches!(
+            c,
+            '=' | '+' | '-' | '@' | '\t' | '\r' | '＝' | '＋' | '－' | '＠'
+        )
+    };
+    let first = value.trim_start_matches(' ').chars().next();
+    let neutral = if value.starts_with(['\t', '\r']) || first.is_some_and(risky) {
         format!("'{value}")
     } else {
         value.to_owned()
     };
-    if neutral.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", neutral.replace('"', "\"\""))
-    } else {
-        neutral
-    }
+    format!("\"{}\"", neutral.replace('"', "\"\""))
 }
 
 /// `page` with what lies between [`ROWS_START`] and [`ROWS_END`] replaced by `fragment`; `None`

@@ -500,6 +500,40 @@ impl AuditQuery {
         format!("{}\n", words(self.lang).export_unavailable)
     }
 
+    /// The note a page shows above its rows when the host applied the filter to only the newest
+    /// `read` of the `total` records of its dates and action (HTML, escaped).
+    #[must_use]
+    pub fn scan_limited(&self, read: usize, total: u64) -> String {
+        let t = words(self.lang);
+        let text = fill(
+            &t.scan_limited,
+            &[("read", &read.to_string()), ("total", &total.to_string())],
+        );
+        let mut html = String::from("<p class=\"note warn\" id=\"audit-scan-limited\">");
+        for c in text.chars() {
+            match c {
+                '&' => html.push_str("&amp;"),
+                '<' => html.push_str("&lt;"),
+                '>' => html.push_str("&gt;"),
+                '"' => html.push_str("&quot;"),
+                '\'' => html.push_str("&#39;"),
+                c => html.push(c),
+            }
+        }
+        html.push_str("</p>");
+        html
+    }
+
+    /// What an export says instead of a file when more than `max` records match (text).
+    #[must_use]
+    pub fn export_too_large(&self, max: usize) -> String {
+        let t = words(self.lang);
+        format!(
+            "{}\n",
+            fill(&t.export_too_large, &[("max", &max.to_string())])
+        )
+    }
+
     /// The export of `matching` (in stream order) in the query's format; `None` for a page.
     #[must_use]
     pub fn export(&self, matching: &[String]) -> Option<String> {
@@ -555,7 +589,7 @@ mod tests {
             (Some(1_795_996_800), Some(1_795_996_800 + 2 * 86_400 - 1))
         );
         assert_eq!(
-            crate::Timestamp(1_795_996_800).rfc3339(),
+            crate::kernel::time::Timestamp(1_795_996_800).rfc3339(),
             "2026-11-30T00:00:00Z"
         );
         assert_eq!(day_start("1970-01-01"), Some(0));
