@@ -36,6 +36,7 @@ pub use self::export::{csv, csv_cell, jsonl, splice};
 pub use self::query::{AuditQuery, BadField, BadQuery, ChainStatus, Filter, View};
 use super::super::hosted::{WebRequest, WebResponse, field};
 use super::Screen;
+use super::words::fill;
 use crate::audit::Action;
 use crate::engine::Engine;
 use crate::kernel::error::Result;
@@ -129,13 +130,6 @@ pub struct AuditWords {
 #[must_use]
 pub fn words(tag: &str) -> AuditWords {
     super::words::load(LANGUAGES, tag)
-}
-
-/// Fills `{name}` placeholders.
-fn fill(text: &str, values: &[(&str, &str)]) -> String {
-    values.iter().fold(text.to_owned(), |t, (name, value)| {
-        t.replace(&format!("{{{name}}}"), value)
-    })
 }
 
 fn render_or_empty(template: &impl Template) -> String {

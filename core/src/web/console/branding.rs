@@ -29,6 +29,7 @@ use rand_core::CryptoRng;
 use serde::Deserialize;
 
 use super::super::hosted::{WebRequest, WebResponse, field};
+use super::words::fill;
 use super::{BRANDING, BRANDING_EMAIL, Screen, words};
 use crate::email::branding::{
     Branding, FOOTER_MAX_CHARS, LOGO_URL_MAX, NAME_MAX_CHARS, NAME_MIN_CHARS,
@@ -112,13 +113,6 @@ pub(super) fn branding_words(lang: &str) -> BrandingWords {
 #[cfg(test)]
 pub(super) fn languages() -> &'static [(&'static str, &'static str)] {
     LANGUAGES
-}
-
-/// Fills `{name}` placeholders (the values are numbers, colors and language names).
-fn fill(text: &str, values: &[(&str, &str)]) -> String {
-    values.iter().fold(text.to_owned(), |t, (name, value)| {
-        t.replace(&format!("{{{name}}}"), value)
-    })
 }
 
 /// A draft from a form or a query, as typed (an empty logo address is none).

@@ -15,6 +15,7 @@
 //! so a page renders the same way on every host.
 
 use super::words::ConsoleText;
+use super::words::fill;
 use crate::engine::stats::{DayCounts, Stat};
 use crate::kernel::time::Timestamp;
 
@@ -122,13 +123,6 @@ impl HealthView {
     pub(super) fn bar_charts(&self) -> [&BarChart; 3] {
         [&self.funnel, &self.codes, &self.security]
     }
-}
-
-/// Fills `{name}` placeholders.
-fn fill(text: &str, values: &[(&str, &str)]) -> String {
-    values.iter().fold(text.to_owned(), |t, (name, value)| {
-        t.replace(&format!("{{{name}}}"), value)
-    })
 }
 
 /// The date of a day (days since 1970-01-01), `YYYY-MM-DD`.

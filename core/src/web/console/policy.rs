@@ -29,6 +29,7 @@ use rand_core::CryptoRng;
 use serde::Deserialize;
 
 use super::super::hosted::{WebRequest, WebResponse, field};
+use super::words::fill;
 use super::{POLICY, Screen, words};
 use crate::engine::Engine;
 use crate::kernel::error::{Error, Result};
@@ -127,13 +128,6 @@ pub(super) fn policy_words(lang: &str) -> PolicyWords {
 #[cfg(test)]
 pub(super) fn languages() -> &'static [(&'static str, &'static str)] {
     LANGUAGES
-}
-
-/// Fills `{name}` placeholders. The values never hold a brace (numbers, roles, the words).
-fn fill(text: &str, values: &[(&str, &str)]) -> String {
-    values.iter().fold(text.to_owned(), |t, (name, value)| {
-        t.replace(&format!("{{{name}}}"), value)
-    })
 }
 
 fn mandate_key(m: Mandate) -> &'static str {

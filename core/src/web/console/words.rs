@@ -85,6 +85,14 @@ pub fn words(tag: &str) -> ConsoleText {
     load(LANGUAGES, tag)
 }
 
+/// Fills `{name}` placeholders in a message. The values are numbers, dates, ids, roles and the
+/// words themselves: none holds a brace, so no value is filled twice.
+pub(super) fn fill(text: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(text.to_owned(), |t, (name, value)| {
+        t.replace(&format!("{{{name}}}"), value)
+    })
+}
+
 /// A screen's words of `tag` from its own files (`languages`: (tag, JSON)), English for anything
 /// else. Every file is checked to parse by its screen's test, so the empty default is never what
 /// an admin sees.
