@@ -99,15 +99,19 @@ impl Engine<'_> {
                 if let Some(stat) = counted {
                     self.count(who.org, stat, now, rng);
                 }
-                self.note_seen(who.org, who.user, &ctx.roles, now);
                 decision
             });
-        self.noting_unreadable(
+        let decision = self.noting_unreadable(
             decided,
             || who.event(Action::AccessDenied, Outcome::Denied),
             now,
             rng,
-        )
+        )?;
+        // The decision's own writes are made durable first; the user index is written after
+        // them on a commit of its own, whose failure changes no answer (`roster`).
+        self.commit()?;
+        self.note_seen(who.org, who.user, &ctx.roles, now);
+        Ok(decision)
     }
 
     /// `begin` for a validated context: the decision, and what it counts as in the day's counts

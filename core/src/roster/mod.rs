@@ -15,7 +15,8 @@
 //! logins racing on a new day both write the same thing.
 //!
 //! **A listing, not a record.** Like the day counts (`engine::stats`), an entry that cannot be read
-//! or written changes nothing about the login: the failure goes to the host's log
+//! or written changes nothing about the login: `begin` commits its decision first and the entry
+//! after it, on a commit of its own; the failure goes to the host's log
 //! (`roster:not-noted`) and the user is missing from the list until their next login. An entry
 //! that does not parse is written again.
 //!
@@ -127,7 +128,10 @@ impl Engine<'_> {
             if value == line.as_bytes() {
                 return Ok(());
             }
-            self.store.set(&key, line.as_bytes(), None)
+            // Committed alone: a host that holds writes until a commit (`wit/store.wit`, "Unit of
+            // work") would otherwise fail the call's last commit with it.
+            self.store.set(&key, line.as_bytes(), None)?;
+            self.store.commit()
         });
         if noted.is_err() {
             self.audit.note_refusal(&RefusalNote {
