@@ -295,7 +295,9 @@ struct ServeArgs {
     log_format: LogFormat,
     /// For test suites only, with --demo: the component's clock is the system clock plus the
     /// seconds written in FILE (re-read every 100 ms; time never goes back), so a browser suite can
-    /// step across wrong-code delays. Time is then not real.
+    /// step across wrong-code delays. Time is then not real. Debug builds only: the release
+    /// binary, the one shipped, has no such flag (the adversarial suite checks it).
+    #[cfg(debug_assertions)]
     #[arg(long, value_name = "FILE")]
     test_clock_offset_file: Option<PathBuf>,
     /// Seconds between sweeps that forget the store's expired keys (abandoned sign-ins, spent codes'
@@ -476,10 +478,22 @@ fn run_preview(args: &PreviewArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--test-clock-offset-file`, which only debug builds have.
+#[cfg(debug_assertions)]
+fn test_clock_file(args: &ServeArgs) -> Option<&PathBuf> {
+    args.test_clock_offset_file.as_ref()
+}
+
+/// A release build has no test clock.
+#[cfg(not(debug_assertions))]
+fn test_clock_file(_: &ServeArgs) -> Option<&PathBuf> {
+    None
+}
+
 fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     // Shifted time sweeps a store's keys early and writes expiries far ahead: only the demo, on
     // its own data directory, may run on it.
-    if args.test_clock_offset_file.is_some() && !args.demo {
+    if test_clock_file(&args).is_some() && !args.demo {
         return Err(anyhow::anyhow!(
             "--test-clock-offset-file is for test suites: it needs --demo"
         ));
@@ -565,7 +579,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
              an audit trail in Postgres (--audit-sink postgres --audit-url …)"
         );
     }
-    let clock = match &args.test_clock_offset_file {
+    let clock = match test_clock_file(&args) {
         None => Clock::System,
         Some(file) => {
             tracing::warn!(
