@@ -1,7 +1,7 @@
 //! The organization admin's console: pages an admin opens in a browser, org-scoped, script-free,
-//! in the admin's language and the organization's look. This first slice has one screen,
-//! "Adoption and health" ([`health`]); the policy, branding, users and audit-viewer screens are to
-//! come on the same entry, session and page shell.
+//! in the admin's language and the organization's look. Five screens share one entry, session and
+//! page shell ([`Screen`]): "Adoption and health" (`health`), the policy (`policy`), the branding
+//! (`branding`), the users (`users`) and the audit trail (`audit`, whose records the host fills in).
 //!
 //! ```text
 //! IdP admin console ──POST /v1/admin/console-link (API key, actor, org_id)──▶ {url, expires_at}
@@ -10,6 +10,8 @@
 //!                    │ session cookie __Host-mfa-console (Strict), 200 "opening" page
 //!                    ▼ (meta refresh, same site)
 //!              GET /admin/console/health?days=7…90 ── recorded: admin_console_viewed ──▶ charts
+//!              GET …/policy, …/branding, …/users, …/user, …/audit ── recorded ──▶ a screen
+//!              POST …/policy, …/branding, …/user (CSRF) ──▶ the admin calls, recorded as always
 //!              POST /admin/console/sign-out (CSRF) ──▶ session deleted, cookie cleared
 //! ```
 //!
@@ -29,7 +31,8 @@
 //!
 //! **Scope.** A session is for one organization, the link's. An org-admin gets links for their own
 //! organization only and a platform-admin for any (`kernel::authority`, as every admin call); the
-//! actor's right is checked again when the link is opened and at every page. A page asked for
+//! actor's right is checked again, from the roles the signed link carried, when the link is opened
+//! and at every page (a role revoked at the IdP since counts from the next link). A page asked for
 //! another organization (`?org=`) is refused (403) and the refusal recorded in the admin's own
 //! stream. Every page view is recorded in the organization's stream (`admin_console_viewed`, the
 //! admin as actor); a view that cannot be recorded is not shown.
