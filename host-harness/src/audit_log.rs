@@ -60,9 +60,13 @@ impl SpinKv {
 const SPIN_STORE: &str = "default";
 /// Prefix of an audit record's key on Spin (`spin-adapter/src/mapping.rs`, `AUDIT_PREFIX`).
 const SPIN_AUDIT_PREFIX: &str = "audit:";
-/// Prefix of an organization's record count on Spin (`AUDIT_LEN_PREFIX`): a lower bound of its
-/// stream's length (a writer may die between its write and its count).
+/// Prefix of an organization's record count on Spin (`AUDIT_LEN_PREFIX`), kept by adapters before
+/// `audit-newest`: a lower bound of its stream's length (a writer may die between its write and
+/// its count).
 const SPIN_AUDIT_LEN_PREFIX: &str = "audit-len:";
+/// Prefix of an organization's newest record's position on Spin (`AUDIT_NEWEST_PREFIX`), decimal
+/// text written in one batch with that record: a lower bound of its stream's length too.
+const SPIN_AUDIT_NEWEST_PREFIX: &str = "audit-newest:";
 
 /// `audit:<org>:<seq>` split back into its parts (`<seq>` is the last field, 20 digits).
 fn spin_audit_key(key: &str) -> Option<(String, u64)> {
@@ -169,14 +173,26 @@ pub fn spin_kv_lines(kv: &SpinKv) -> Result<Vec<(String, u64, String)>> {
     Ok(rows)
 }
 
-/// Each organization's record count in a Spin store (`audit-len:<org>`): the fewest records its
-/// stream may hold, so a log that ends short of it was truncated. Spin's SQLite store keeps a
-/// counter as 8 little-endian bytes, Redis as decimal text.
+/// Each organization's record count in a Spin store: the fewest records its stream may hold, so a
+/// log that ends short of it was truncated. The larger of the newest record's position
+/// (`audit-newest:<org>`, decimal text) and the count older adapters kept (`audit-len:<org>`, a
+/// counter: 8 little-endian bytes in Spin's SQLite store, decimal text in Redis).
 ///
 /// # Errors
-/// The store cannot be read, or a count is neither.
+/// The store cannot be read, or a count is not a number.
 pub fn spin_kv_counts(kv: &SpinKv) -> Result<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
+    for (key, value) in spin_kv_entries(kv, SPIN_AUDIT_NEWEST_PREFIX)? {
+        let org = key
+            .strip_prefix(SPIN_AUDIT_NEWEST_PREFIX)
+            .unwrap_or_default()
+            .to_owned();
+        let n: u64 = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .with_context(|| format!("the position at {key:?} is not a number"))?;
+        counts.insert(org, n);
+    }
     for (key, value) in spin_kv_entries(kv, SPIN_AUDIT_LEN_PREFIX)? {
         let org = key
             .strip_prefix(SPIN_AUDIT_LEN_PREFIX)
@@ -189,7 +205,9 @@ pub fn spin_kv_counts(kv: &SpinKv) -> Result<BTreeMap<String, u64>> {
                 .and_then(|t| t.parse().ok())
                 .with_context(|| format!("the count at {key:?} is not a counter"))?,
         };
-        counts.insert(org, u64::try_from(n).unwrap_or(0));
+        let n = u64::try_from(n).unwrap_or(0);
+        let count = counts.entry(org).or_insert(n);
+        *count = (*count).max(n);
     }
     Ok(counts)
 }
@@ -537,5 +555,47 @@ mod tests {
         let debug = format!("{:?}", SpinKv::parse("redis://default:secret@h/0"));
         assert!(!debug.contains("secret"), "{debug}");
         assert_eq!(redis_glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn a_spin_stores_counts_are_the_larger_of_the_newest_position_and_the_old_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sqlite_key_value.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "CREATE TABLE spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
+             value BLOB NOT NULL, PRIMARY KEY (store, key))",
+            [],
+        )
+        .unwrap();
+        let put = |key: &str, value: &[u8]| {
+            conn.execute(
+                "INSERT INTO spin_key_value VALUES ('default', ?1, ?2)",
+                rusqlite::params![key, value],
+            )
+            .unwrap();
+        };
+        // Written by this adapter: the newest position only.
+        put("audit-newest:acme", b"12");
+        // Written by an older adapter, then by this one: both, the newer larger.
+        put("audit-len:both", &7i64.to_le_bytes());
+        put("audit-newest:both", b"9");
+        // Written by an older adapter only: its count.
+        put("audit-len:old", &5i64.to_le_bytes());
+        // Another store's key is not this app's.
+        conn.execute(
+            "INSERT INTO spin_key_value VALUES ('other', 'audit-newest:acme', '99')",
+            [],
+        )
+        .unwrap();
+        let counts = spin_kv_counts(&SpinKv::Sqlite(path.clone())).unwrap();
+        let expected: BTreeMap<String, u64> = [("acme", 12), ("both", 9), ("old", 5)]
+            .into_iter()
+            .map(|(org, n)| (org.to_owned(), n))
+            .collect();
+        assert_eq!(counts, expected);
+        put("audit-newest:bad", b"twelve");
+        let err = spin_kv_counts(&SpinKv::Sqlite(path)).unwrap_err();
+        assert!(format!("{err:#}").contains("audit-newest:bad"), "{err:#}");
     }
 }

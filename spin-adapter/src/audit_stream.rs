@@ -14,7 +14,8 @@
 //! |---|---|---|
 //! | `audit:<org>:<seq>` | value | the record's line, byte for byte; written once |
 //! | `audit-claim:<org>:<seq>:<epoch>` | counter | who owns position `seq` (the caller that saw 1) |
-//! | `audit-len:<org>` | counter | how many records were appended: where `head` starts looking |
+//! | `audit-newest:<org>` | value | the newest record's `seq`, in decimal: where `head` starts looking |
+//! | `audit-len:<org>` | counter | how many records were appended, as adapters before `audit-newest` counted them |
 //! | `audit-stall:<org>` | value | `{"seq", "epoch", "since_ms"}`: a claimed position seen unwritten |
 //!
 //! # Append
@@ -29,9 +30,8 @@
 //!     |      mark it stalled (since now); stalled for STALL_TIMEOUT? - no --> conflict
 //!     |                                                 yes: epoch + 1, claim again
 //!     v  yes
-//!   write  audit:<org>:<seq> = line    (only within CLAIM_BUDGET of claiming; else unavailable)
-//!     v
-//!   count  increment(audit-len:<org>)  (a hint: a failure here loses nothing)
+//!   write  audit:<org>:<seq> = line, audit-newest:<org> = seq   (one set_many; only within
+//!                                         CLAIM_BUDGET of claiming; else unavailable)
 //! ```
 //!
 //! Why this is the contract's atomic step: a record is written only by the caller that owns its
@@ -44,11 +44,19 @@
 //!
 //! # Head
 //!
-//! `audit-len` counts records whose writer got as far as counting them: a lower bound of the head
-//! (a writer may be between its write and its count, or have died there). `head` reads the count
-//! `n`, requires record `n` to exist, then steps forward while record `n + 1` exists. The hash is
-//! read from the newest record's line (its `hash` field; `append` refuses a line whose `prev` and
-//! `hash` fields differ from the entry's, so the two can never disagree).
+//! `audit-newest` is written with its record in one `set_many` (one transaction on Spin's SQLite
+//! store, one `MSET` on Redis; on a store without an atomic batch, after the record): it never
+//! names a record that is not there. Records are written in order, so it is the head, or a lower
+//! bound of it while an adapter of an older version runs beside this one. Those adapters counted
+//! records in `audit-len` after writing them instead (an increment, which on Spin's SQLite store
+//! cost one more transaction, one more sync to disk, per record), so a store without
+//! `audit-newest` starts from its count. `head` reads where to start, `n`, requires record `n` to
+//! exist, then steps forward while record `n + 1` exists. The hash is read from the newest
+//! record's line (its `hash` field; `append` refuses a line whose `prev` and `hash` fields differ
+//! from the entry's, so the two can never disagree).
+//!
+//! Both keys are also what `mfa-step audit verify --spin-kv` holds a trail to: a trail that ends
+//! before either was truncated.
 //!
 //! # Residual risks
 //!
@@ -79,7 +87,7 @@
 //!   cache in front of the store, which breaks both; Spin 3.2 removed it and this adapter targets
 //!   Spin 4.
 //! - **Records deleted from the store** are the verifier's to find, except the newest: `head`
-//!   refuses to answer if record `audit-len` is missing. When pruning exported records, keep each
+//!   refuses to answer if the record `audit-newest` names is missing. When pruning exported records, keep each
 //!   organization's newest one.
 
 use std::time::Duration;
@@ -137,6 +145,18 @@ pub trait Kv {
     /// # Errors
     /// The store could not be written.
     fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+
+    /// Stores every pair of `writes`, as one atomic write where the store has one, else one by
+    /// one in their order.
+    ///
+    /// # Errors
+    /// The store could not be written; on a store without an atomic batch, a prefix of `writes`
+    /// may be stored.
+    fn set_many(&self, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
+        writes
+            .iter()
+            .try_for_each(|(key, value)| self.set(key, value))
+    }
 
     /// Atomically adds `delta` to the counter at `key` (absent = 0) and returns the new value.
     ///
@@ -246,20 +266,14 @@ fn stored_hash(org: &str, seq: u64, line: &[u8]) -> Result<String, String> {
 /// The store could not be read, or it was changed outside the adapter (the count is negative, the
 /// record it names is missing, or a record has no readable hash).
 pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
-    let counted = kv.counter(&mapping::audit_len_key(org))?;
-    let counted = u64::try_from(counted).map_err(|_| {
-        format!(
-            "the audit record count of organization {org:?} is negative ({counted}): the store \
-             was changed outside the adapter"
-        )
-    })?;
+    let counted = start(kv, org)?;
     let mut head = None;
     if counted > 0 {
         let line = kv.get(&mapping::audit_key(org, counted))?.ok_or_else(|| {
             format!(
-                "audit record {counted} of organization {org:?} is missing although {counted} \
-                 records were appended: the store was changed outside the adapter (when pruning \
-                 exported records, keep each organization's newest one)"
+                "audit record {counted} of organization {org:?} is missing although it was \
+                 stored: the store was changed outside the adapter (when pruning exported \
+                 records, keep each organization's newest one)"
             )
         })?;
         head = Some(Head {
@@ -267,7 +281,8 @@ pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
             hash: stored_hash(org, counted, &line)?,
         });
     }
-    // Records written but not (yet) counted: their writers are between write and count, or died.
+    // Records after it: written by an adapter of an older version, which counted them after
+    // writing them, or in a store whose `audit-newest` an older adapter left behind.
     let mut seq = counted;
     while let Some(next) = seq.checked_add(1) {
         let Some(line) = kv.get(&mapping::audit_key(org, next))? else {
@@ -280,6 +295,24 @@ pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
         seq = next;
     }
     Ok(head)
+}
+
+/// Where `head` starts: the record `audit-newest` names, else (a store written by an adapter of an
+/// older version) the count in `audit-len`; 0 before the first record.
+fn start(kv: &impl Kv, org: &str) -> Result<u64, String> {
+    let changed = |what: String| {
+        format!("{what} of organization {org:?}: the store was changed outside the adapter")
+    };
+    if let Some(bytes) = kv.get(&mapping::audit_newest_key(org))? {
+        return std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .filter(|&seq| seq > 0)
+            .ok_or_else(|| changed("the newest audit record's position is unreadable".to_owned()));
+    }
+    let counted = kv.counter(&mapping::audit_len_key(org))?;
+    u64::try_from(counted)
+        .map_err(|_| changed(format!("the audit record count is negative ({counted})")))
 }
 
 /// Appends `entry` if it links to the head of its stream (see the module docs for how).
@@ -299,11 +332,7 @@ pub fn append(kv: &impl Kv, clock: &impl Clock, entry: &Entry<'_>) -> Result<(),
     if epoch > 0 && kv.exists(&key)? {
         return Err(AppendError::Conflict);
     }
-    write(kv, clock, entry, &key, claimed_at)?;
-    // Only a hint for `head`, which steps past records not counted: failing here loses nothing,
-    // and failing the append would report a stored record as not stored.
-    let _ = kv.increment(&mapping::audit_len_key(entry.org_id), 1);
-    Ok(())
+    write(kv, clock, entry, &key, claimed_at)
 }
 
 /// Refuses a line that would break the stream: empty, not one line, or chain fields that differ
@@ -417,7 +446,8 @@ fn owner_wrote(kv: &impl Kv, clock: &impl Clock, org: &str, seq: u64) -> Result<
     Ok(false)
 }
 
-/// Writes the owned position, retrying a failed write while the claim is fresh.
+/// Writes the owned position and `audit-newest` with it, retrying a failed write while the claim
+/// is fresh.
 fn write(
     kv: &impl Kv,
     clock: &impl Clock,
@@ -425,6 +455,15 @@ fn write(
     key: &str,
     claimed_at: Duration,
 ) -> Result<(), AppendError> {
+    // The record first: on a store without an atomic batch, `audit-newest` never names a record
+    // that is not there.
+    let writes = [
+        (key.to_owned(), entry.line.as_bytes().to_vec()),
+        (
+            mapping::audit_newest_key(entry.org_id),
+            entry.seq.to_string().into_bytes(),
+        ),
+    ];
     let mut failure = String::new();
     for _ in 0..WRITE_ATTEMPTS {
         if clock.monotonic().saturating_sub(claimed_at) >= CLAIM_BUDGET {
@@ -442,7 +481,7 @@ fn write(
                 }
             )));
         }
-        match kv.set(key, entry.line.as_bytes()) {
+        match kv.set_many(&writes) {
             Ok(()) => return Ok(()),
             Err(e) => failure = e,
         }
@@ -542,6 +581,19 @@ mod tests {
             let mut data = self.data.lock().unwrap();
             self.before(Op::Set, key, &mut data)?;
             data.insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+
+        /// Atomic, as on Spin's SQLite store (one transaction) and Redis (`MSET`): the hook sees
+        /// each key first, and one failure writes none of them.
+        fn set_many(&self, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
+            let mut data = self.data.lock().unwrap();
+            for (key, _) in writes {
+                self.before(Op::Set, key, &mut data)?;
+            }
+            for (key, value) in writes {
+                data.insert(key.clone(), value.clone());
+            }
             Ok(())
         }
 
@@ -996,21 +1048,69 @@ mod tests {
     }
 
     #[test]
-    fn the_head_steps_past_records_whose_count_was_lost() {
-        let kv = Memory::with_hook(|op, key, _| {
-            (op == Op::Increment(1) && key.starts_with("audit-len:"))
-                .then(|| "the count failed".to_owned())
-        });
+    fn a_record_is_written_with_its_newest_mark_and_no_count() {
+        let kv = Memory::default();
         let clock = Hands::default();
-        let a1 = append_linked(&kv, &clock, "acme", "a1");
+        append_linked(&kv, &clock, "acme", "a1");
         let a2 = append_linked(&kv, &clock, "acme", "a2");
+        assert_eq!(
+            kv.value(&mapping::audit_newest_key("acme")).as_deref(),
+            Some(&b"2"[..])
+        );
         assert_eq!(
             kv.value(&mapping::audit_len_key("acme")),
             None,
-            "no append was counted, and reading the count wrote nothing"
+            "no count is kept, and reading none wrote nothing"
         );
         assert_eq!(head(&kv, "acme").unwrap(), Some(a2.head()));
-        assert_eq!(chain(&kv, "acme"), vec![a1.line, a2.line]);
+    }
+
+    #[test]
+    fn a_record_whose_newest_mark_fails_is_not_written_either() {
+        let kv = Memory::with_hook(|op, key, _| {
+            (op == Op::Set && key.starts_with(mapping::AUDIT_NEWEST_PREFIX))
+                .then(|| "the mark failed".to_owned())
+        });
+        let clock = Hands::default();
+        let entry = Record::after("acme", None, "a1");
+        assert!(matches!(
+            append(&kv, &clock, &entry.entry()),
+            Err(AppendError::Unavailable(_))
+        ));
+        assert_eq!(kv.value(&mapping::audit_key("acme", 1)), None);
+        assert_eq!(head(&kv, "acme").unwrap(), None);
+    }
+
+    #[test]
+    fn the_head_steps_past_records_an_older_adapter_wrote_and_counted_late() {
+        // A store written by an adapter that counted records in `audit-len` after writing them:
+        // the count is 1 (the second count was lost, or its writer is between write and count).
+        let kv = Memory::default();
+        let clock = Hands::default();
+        let a1 = append_linked(&kv, &clock, "acme", "a1");
+        let a2 = append_linked(&kv, &clock, "acme", "a2");
+        {
+            let mut data = kv.data.lock().unwrap();
+            data.remove(&mapping::audit_newest_key("acme"));
+            counter_add(&mut data, &mapping::audit_len_key("acme"), 1);
+        }
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a2.head()));
+        // Its next record, by this adapter, starts the mark; an older adapter's record after
+        // that (written without moving it) is stepped past too.
+        let a3 = append_linked(&kv, &clock, "acme", "a3");
+        assert_eq!(
+            kv.value(&mapping::audit_newest_key("acme")).as_deref(),
+            Some(&b"3"[..])
+        );
+        let a4 = Record::after("acme", Some(&a3.head()), "a4");
+        kv.set(&mapping::audit_key("acme", 4), a4.line.as_bytes())
+            .unwrap();
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a4.head()));
+        assert_eq!(chain(&kv, "acme"), vec![a1.line, a2.line, a3.line, a4.line]);
+        // A mark that does not parse is a store changed by hand: refused, never read as 0.
+        kv.set(&mapping::audit_newest_key("acme"), b"four").unwrap();
+        let err = head(&kv, "acme").unwrap_err();
+        assert!(err.contains("changed outside the adapter"), "{err}");
     }
 
     #[test]

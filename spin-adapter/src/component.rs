@@ -17,7 +17,7 @@ use spin_sdk::variables;
 // `wasi:keyvalue` has no public wrapper in spin-sdk 5.2; its generated bindings are reachable
 // through the SDK's hidden `wit` module. The SDK version is pinned (`=5.2.0`) so that this path
 // cannot move underneath us.
-use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as wasi_store};
 
 use crate::audit_stream;
 use crate::expiring;
@@ -130,15 +130,17 @@ impl store::Guest for Adapter {
         mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         mapping::check_value(&value).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
-            // A listed key's index entry first: a value never exists without one.
-            listing::before_set(kv, &key, expires_at, unix_now())
-                .map_err(store::StoreError::Unavailable)?;
+            // One batch: a listed key's index entry, the value, and its expiry's note and slot,
+            // written together (one transaction on Spin's SQLite store), so that a value never
+            // exists without its entry or its expiry, and a `set` costs one sync to disk.
+            let unavailable = store::StoreError::Unavailable;
+            let now = unix_now();
+            let mut batch = expiring::Batch::default();
+            listing::on_set(kv, &mut batch, &key, expires_at, now).map_err(unavailable)?;
             let stored = mapping::value_key(&key);
-            expiring::Keys::set(kv, &stored, &value).map_err(store::StoreError::Unavailable)?;
-            // The value is written: failing to note its expiry only keeps it longer.
-            if let Err(e) = expiring::after_set(kv, &stored, expires_at, unix_now()) {
-                eprintln!("a key's expiry was not noted (it is kept longer): {e}");
-            }
+            batch.set(stored.clone(), value);
+            expiring::on_set(kv, &mut batch, &stored, expires_at, now).map_err(unavailable)?;
+            batch.write(kv).map_err(unavailable)?;
             sweep_now(kv, expires_at);
             Ok(())
         })
@@ -299,6 +301,19 @@ impl audit_stream::Kv for SpinKv {
         Ok(())
     }
 
+    fn set_many(&self, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
+        expiring::Keys::set_many(self, writes)?;
+        RECORDS.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            for (key, value) in writes {
+                if key.starts_with(mapping::AUDIT_PREFIX) {
+                    seen.insert(key.clone(), value.clone());
+                }
+            }
+        });
+        Ok(())
+    }
+
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
         atomics::increment(&self.counters, key, delta).map_err(|e| describe_wasi_kv(&e))
     }
@@ -311,6 +326,12 @@ impl expiring::Keys for SpinKv {
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
         self.values.set(key, value).map_err(|e| describe_kv(&e))
+    }
+
+    /// `wasi:keyvalue/batch.set-many`: one transaction on Spin 4.0.2's SQLite store, one `MSET`
+    /// on its Redis store.
+    fn set_many(&self, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
+        batch::set_many(&self.counters, writes).map_err(|e| describe_wasi_kv(&e))
     }
 
     fn delete(&self, key: &str) -> Result<(), String> {

@@ -6,6 +6,13 @@
 //!   ([`BUCKET_SECONDS`] wide): a slot claimed with the atomic `increment` (`expiry-count:<bucket>`),
 //!   then the key's name in it (`expiry-slot:<bucket>:<n>`). A `set` without an expiry keeps the
 //!   key for good: its noted expiry is removed.
+//! - **Batching.** The note and the slot are not written one by one: they join a [`Batch`], which
+//!   the caller writes with `set_many` together with the value they are about (a `set`), or on
+//!   their own after the counter (an `increment`). On Spin's SQLite store a batch is one
+//!   transaction, so one sync to disk instead of one per key; on Redis it is one `MSET`. Spin's
+//!   SQLite store serves every request through one connection, so each sync a write saves is
+//!   time every other request waits less (`BENCHMARKS.md`, "Spin"). A slot claimed whose batch
+//!   then failed is left empty, and sweeps step over empty slots.
 //! - **Sweeping.** Whoever writes with an expiry first in a minute (`expiry-claim:<minute>`, the
 //!   call whose increment returns 1; the claim is filed to expire too) sweeps the buckets that are due, oldest first, from
 //!   `expiry-next` (a bucket and a slot): each filed key whose noted expiry has passed by [`GRACE_SECONDS`] is deleted
@@ -48,6 +55,17 @@ pub trait Keys {
     /// # Errors
     /// The store could not be written.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String>;
+    /// Stores every pair of `writes`, as one atomic write where the store has one (Spin's SQLite
+    /// store: one transaction; Redis: one `MSET`), else one by one in their order.
+    ///
+    /// # Errors
+    /// The store could not be written; on a store without an atomic batch, a prefix of `writes`
+    /// may be stored.
+    fn set_many(&self, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
+        writes
+            .iter()
+            .try_for_each(|(key, value)| self.set(key, value))
+    }
     /// The counter at `key` (absent = 0), read without writing ([`mapping::decode_counter`]).
     ///
     /// # Errors
@@ -58,6 +76,30 @@ pub trait Keys {
                 format!("{key} holds no counter: the store was changed outside the adapter")
             })
         })
+    }
+}
+
+/// Values to be written together with one [`Keys::set_many`], in the order they were added.
+#[derive(Debug, Default)]
+#[must_use = "a batch is written only by `write`"]
+pub struct Batch(Vec<(String, Vec<u8>)>);
+
+impl Batch {
+    /// Adds `key = value` to the batch; a key added twice is written once, with its later value.
+    pub fn set(&mut self, key: String, value: Vec<u8>) {
+        self.0.retain(|(k, _)| *k != key);
+        self.0.push((key, value));
+    }
+
+    /// Writes the batch in one `set_many` (nothing for an empty one).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn write(self, keys: &impl Keys) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        keys.set_many(&self.0)
     }
 }
 
@@ -91,7 +133,11 @@ fn cursor(keys: &impl Keys) -> Result<Option<(i64, i64)>, String> {
 }
 
 fn set_cursor(keys: &impl Keys, bucket: i64, slot: i64) -> Result<(), String> {
-    keys.set(mapping::EXPIRY_NEXT, format!("{bucket}:{slot}").as_bytes())
+    keys.set(mapping::EXPIRY_NEXT, cursor_value(bucket, slot).as_bytes())
+}
+
+fn cursor_value(bucket: i64, slot: i64) -> String {
+    format!("{bucket}:{slot}")
 }
 
 fn read_i64(keys: &impl Keys, key: &str) -> Result<Option<i64>, String> {
@@ -101,30 +147,49 @@ fn read_i64(keys: &impl Keys, key: &str) -> Result<Option<i64>, String> {
         .and_then(|text| text.parse().ok()))
 }
 
-/// Files `stored` to be forgotten after `at`: its note, and a slot in `at`'s bucket.
-fn file(keys: &impl Keys, stored: &str, at: i64, now: i64) -> Result<(), String> {
-    keys.set(&note_key(stored), at.to_string().as_bytes())?;
+/// Files `stored` to be forgotten after `at`: claims a slot in `at`'s bucket now, and adds the
+/// note and the slot's entry to `batch`.
+fn file(
+    keys: &impl Keys,
+    batch: &mut Batch,
+    stored: &str,
+    at: i64,
+    now: i64,
+) -> Result<(), String> {
     let bucket = at.div_euclid(BUCKET_SECONDS);
     let slot = keys.increment(&count_key(bucket), 1)?;
-    keys.set(&slot_key(bucket, slot), stored.as_bytes())?;
+    batch.set(note_key(stored), at.to_string().into_bytes());
+    batch.set(slot_key(bucket, slot), stored.as_bytes().to_vec());
     // Sweeping starts at the bucket of the first write's time, not of its expiry: every later
     // expiry is after that time, so no bucket is filed behind the cursor. The store's first
     // filed key takes slot 1 of its bucket, so only a bucket's first key looks for the cursor
     // (one read saved on every other write; if that first write failed to place it, the next
     // bucket's first key does, and the keys filed before are only kept longer).
     if slot == 1 && keys.get(mapping::EXPIRY_NEXT)?.is_none() {
-        set_cursor(keys, now.div_euclid(BUCKET_SECONDS), 1)?;
+        let first = now.div_euclid(BUCKET_SECONDS);
+        batch.set(
+            mapping::EXPIRY_NEXT.to_owned(),
+            cursor_value(first, 1).into_bytes(),
+        );
     }
     Ok(())
 }
 
-/// After a `set` of `stored`: its expiry is replaced by `at` (none keeps it for good).
+/// For a `set` of `stored` whose value is in `batch`: its expiry is replaced by `at` (none keeps
+/// it for good), the note and slot joining `batch` so that the value and its expiry are written
+/// together.
 ///
 /// # Errors
-/// The store failed; the value is written, its expiry may not be (it is then kept longer).
-pub fn after_set(keys: &impl Keys, stored: &str, at: Option<i64>, now: i64) -> Result<(), String> {
+/// The store failed: the batch must not be written (the value would be kept without its expiry).
+pub fn on_set(
+    keys: &impl Keys,
+    batch: &mut Batch,
+    stored: &str,
+    at: Option<i64>,
+    now: i64,
+) -> Result<(), String> {
     match at {
-        Some(at) => file(keys, stored, at, now),
+        Some(at) => file(keys, batch, stored, at, now),
         // A key kept for good has no note (the component gives a key an expiry always or never):
         // a read, not a write, on each of its sets; a note left by another version goes.
         None => {
@@ -156,7 +221,11 @@ pub fn after_increment(
     }
     match read_i64(keys, &note_key(stored))? {
         Some(noted) if noted >= at => Ok(()),
-        _ => file(keys, stored, at, now),
+        _ => {
+            let mut batch = Batch::default();
+            file(keys, &mut batch, stored, at, now)?;
+            batch.write(keys)
+        }
     }
 }
 
@@ -173,7 +242,9 @@ pub fn sweep_if_due(keys: &impl Keys, now: i64) -> Result<usize, String> {
         return Ok(0);
     }
     // The claim itself is swept a few minutes on.
-    file(keys, &claim, now + 120, now)?;
+    let mut batch = Batch::default();
+    file(keys, &mut batch, &claim, now + 120, now)?;
+    batch.write(keys)?;
     sweep(keys, now)
 }
 
@@ -263,8 +334,10 @@ mod tests {
     const T: i64 = 1_795_000_000;
 
     fn put(m: &Map, key: &str, at: Option<i64>) {
-        m.set(key, b"x").unwrap();
-        after_set(m, key, at, T).unwrap();
+        let mut batch = Batch::default();
+        batch.set(key.to_owned(), b"x".to_vec());
+        on_set(m, &mut batch, key, at, T).unwrap();
+        batch.write(m).unwrap();
     }
 
     fn bump(m: &Map, key: &str, at: Option<i64>) {
@@ -316,6 +389,89 @@ mod tests {
         put(&m, "val:minute", Some(T + 60));
         sweep(&m, T + 60 + BUCKET_SECONDS + GRACE_SECONDS).unwrap();
         assert_eq!(m.data(), ["val:month"]);
+    }
+
+    /// A map that keeps the keys of each write call: a `set_many` is one batch, a `set` a batch
+    /// of one.
+    #[derive(Default)]
+    struct Batches {
+        map: Map,
+        writes: RefCell<Vec<Vec<String>>>,
+    }
+
+    impl Keys for Batches {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            self.map.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.writes.borrow_mut().push(vec![key.to_owned()]);
+            self.map.set(key, value)
+        }
+        fn set_many(&self, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
+            self.writes
+                .borrow_mut()
+                .push(writes.iter().map(|(k, _)| k.clone()).collect());
+            writes.iter().try_for_each(|(k, v)| self.map.set(k, v))
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.map.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+            self.map.increment(key, delta)
+        }
+    }
+
+    #[test]
+    fn a_value_and_its_expiry_are_written_in_one_batch_and_a_counters_expiry_in_one_more() {
+        let m = Batches::default();
+        let bucket = (T + 100).div_euclid(BUCKET_SECONDS);
+        let mut batch = Batch::default();
+        batch.set("val:a".to_owned(), b"x".to_vec());
+        on_set(&m, &mut batch, "val:a", Some(T + 100), T).unwrap();
+        batch.write(&m).unwrap();
+        let mut batch = Batch::default();
+        batch.set("val:b".to_owned(), b"y".to_vec());
+        on_set(&m, &mut batch, "val:b", Some(T + 100), T).unwrap();
+        batch.write(&m).unwrap();
+        let value = m.increment("ctr:c", 1).unwrap();
+        after_increment(&m, "ctr:c", value, Some(T + 100), T).unwrap();
+        assert_eq!(
+            *m.writes.borrow(),
+            [
+                // The store's first filed key places the sweep's cursor, in the same batch.
+                vec![
+                    "val:a".to_owned(),
+                    "expiry:val:a".to_owned(),
+                    format!("expiry-slot:{bucket}:1"),
+                    "expiry-next".to_owned(),
+                ],
+                vec![
+                    "val:b".to_owned(),
+                    "expiry:val:b".to_owned(),
+                    format!("expiry-slot:{bucket}:2"),
+                ],
+                vec!["expiry:ctr:c".to_owned(), format!("expiry-slot:{bucket}:3")],
+            ]
+        );
+        // A slot claimed whose batch was never written is stepped over by the sweep.
+        let mut lost = Batch::default();
+        on_set(&m, &mut lost, "val:lost", Some(T + 100), T).unwrap();
+        drop(lost);
+        let due = (bucket + 1) * BUCKET_SECONDS + GRACE_SECONDS;
+        assert_eq!(sweep(&m, due).unwrap(), 3);
+        assert!(!m.map.has("val:a") && !m.map.has("val:b") && !m.map.has("ctr:c"));
+    }
+
+    #[test]
+    fn a_key_added_twice_to_a_batch_is_written_once_with_its_later_value() {
+        let m = Map::default();
+        let mut batch = Batch::default();
+        batch.set("val:k".to_owned(), b"1".to_vec());
+        batch.set("val:j".to_owned(), b"2".to_vec());
+        batch.set("val:k".to_owned(), b"3".to_vec());
+        batch.write(&m).unwrap();
+        assert_eq!(m.get("val:k").unwrap().as_deref(), Some(&b"3"[..]));
+        assert_eq!(m.get("val:j").unwrap().as_deref(), Some(&b"2"[..]));
     }
 
     #[test]

@@ -21,8 +21,9 @@
 //!   ▼ val:K = v
 //! ```
 //!
-//! - **Never a value without its entry.** The entry is written first and a failure fails the
-//!   `set`, so the value is not written; an entry without its value (a crash in between, a
+//! - **Never a value without its entry.** The entry is written with the value, ahead of it in
+//!   one batch (`set_many`: one transaction on Spin's SQLite store, one `MSET` on Redis, in order
+//!   elsewhere), and a failure to claim its slot fails the `set` before anything is written; an entry without its value (a crash in between, a
 //!   `delete`, a swept value) is only skipped by readers. `delete` leaves the entry: removing it
 //!   could race a `set` that found the mark and skipped filing.
 //! - **An entry outlives its value.** It is filed to expire with the latest expiry any `set`
@@ -117,12 +118,15 @@ fn read_mark(kv: &impl Keys, key: &str) -> Result<Option<(i64, Option<i64>)>, St
 }
 
 /// Files the component's value key `key` in its parent's index, to last at least until
-/// `expires_at`, before the value is written. Keys outside [`FAMILIES`] are left alone.
+/// `expires_at`: claims the slot now and adds the entry (slot, mark and their expiry notes) to
+/// `batch`, ahead of the value, which the caller adds after it and writes with it. Keys outside
+/// [`FAMILIES`] are left alone.
 ///
 /// # Errors
-/// The store failed: the value must not be written.
-pub fn before_set(
+/// The store failed: the batch must not be written.
+pub fn on_set(
     kv: &impl Keys,
+    batch: &mut expiring::Batch,
     key: &str,
     expires_at: Option<i64>,
     now: i64,
@@ -144,12 +148,12 @@ pub fn before_set(
         None => kv.increment(&count_key(parent), 1)?,
     };
     let slot_key = slot_key(parent, slot);
-    kv.set(&slot_key, key.as_bytes())?;
-    expiring::after_set(kv, &slot_key, expires_at, now)?;
+    batch.set(slot_key.clone(), key.as_bytes().to_vec());
+    expiring::on_set(kv, batch, &slot_key, expires_at, now)?;
     let until = expires_at.map_or_else(|| "none".to_owned(), |at| at.to_string());
     let mark_key = mark_key(key);
-    kv.set(&mark_key, format!("{slot} {until}").as_bytes())?;
-    expiring::after_set(kv, &mark_key, expires_at, now)?;
+    batch.set(mark_key.clone(), format!("{slot} {until}").into_bytes());
+    expiring::on_set(kv, batch, &mark_key, expires_at, now)?;
     Ok(())
 }
 
@@ -206,7 +210,9 @@ fn file_existing(kv: &impl Listing, family: &str, ready: &str, now: i64) -> Resu
             .get(&expiring::note_key(&stored))?
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| text.parse().ok());
-        before_set(kv, key, until, now)?;
+        let mut batch = expiring::Batch::default();
+        on_set(kv, &mut batch, key, until, now)?;
+        batch.write(kv)?;
     }
     kv.set(ready, READY_VALUE)
 }
@@ -264,10 +270,12 @@ mod tests {
 
     /// The component's `set`, as the adapter does it.
     fn put(m: &Map, key: &str, at: Option<i64>) -> Result<(), String> {
-        before_set(m, key, at, T)?;
+        let mut batch = expiring::Batch::default();
+        on_set(m, &mut batch, key, at, T)?;
         let stored = mapping::value_key(key);
-        m.set(&stored, b"device")?;
-        expiring::after_set(m, &stored, at, T)
+        batch.set(stored.clone(), b"device".to_vec());
+        expiring::on_set(m, &mut batch, &stored, at, T)?;
+        batch.write(m)
     }
 
     fn listed(m: &Map, prefix: &str) -> Vec<String> {
@@ -435,8 +443,10 @@ mod tests {
         // Written by an adapter without the index: the value and its expiry note only.
         let old = format!("{ALICE}old");
         let stored = mapping::value_key(&old);
-        m.set(&stored, b"device").unwrap();
-        expiring::after_set(&m, &stored, Some(T + 100), T).unwrap();
+        let mut batch = expiring::Batch::default();
+        batch.set(stored.clone(), b"device".to_vec());
+        expiring::on_set(&m, &mut batch, &stored, Some(T + 100), T).unwrap();
+        batch.write(&m).unwrap();
         assert_eq!(listed(&m, ALICE), std::slice::from_ref(&old));
         assert_eq!(
             m.get(mapping::LIST_READY).unwrap().as_deref(),

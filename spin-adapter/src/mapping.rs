@@ -17,7 +17,8 @@
 //! | a counter | `ctr:<key>` | counter | `wasi:keyvalue/atomics.increment` (never compare-and-swap) |
 //! | an audit record (its line) | `audit:<org>:<seq>` | value | `fermyon:spin/key-value` |
 //! | who owns an audit position | `audit-claim:<org>:<seq>:<epoch>` | counter | `increment` |
-//! | how many records an organization has | `audit-len:<org>` | counter | `increment` |
+//! | an organization's newest audit record (its `seq`) | `audit-newest:<org>` | value | `set-many`, with the record |
+//! | how many records an organization has (adapters before `audit-newest`) | `audit-len:<org>` | counter | `increment` |
 //! | an audit position seen claimed but unwritten | `audit-stall:<org>` | value | `fermyon:spin/key-value` |
 //! | a user's device index: slot count, slots, marks; its readiness | `list-count:<prefix>`, `list-slot:<prefix><n>`, `list-mark:<key>`, `list-ready` | counter; values | [`crate::listing`] |
 //!
@@ -40,8 +41,11 @@ pub const COUNTER_PREFIX: &str = "ctr:";
 pub const AUDIT_PREFIX: &str = "audit:";
 /// Prefix of the counters that claim a position in an organization's audit stream.
 pub const AUDIT_CLAIM_PREFIX: &str = "audit-claim:";
-/// Prefix of the counter of each organization's audit records.
+/// Prefix of the counter of each organization's audit records (written by adapters before
+/// `audit-newest`; read where that is absent).
 pub const AUDIT_LEN_PREFIX: &str = "audit-len:";
+/// Prefix of the value that holds each organization's newest audit record's `seq`.
+pub const AUDIT_NEWEST_PREFIX: &str = "audit-newest:";
 /// Prefix of the value that records a claimed audit position seen unwritten.
 pub const AUDIT_STALL_PREFIX: &str = "audit-stall:";
 
@@ -68,7 +72,7 @@ pub const LIST_READY: &str = "list-ready";
 pub const LIST_USERS_READY: &str = "list-users-ready";
 
 /// Every namespace's prefix; none is a prefix of another.
-pub const PREFIXES: [&str; 16] = [
+pub const PREFIXES: [&str; 17] = [
     VALUE_PREFIX,
     COUNTER_PREFIX,
     AUDIT_PREFIX,
@@ -85,6 +89,7 @@ pub const PREFIXES: [&str; 16] = [
     LIST_MARK_PREFIX,
     LIST_READY,
     LIST_USERS_READY,
+    AUDIT_NEWEST_PREFIX,
 ];
 
 /// The Spin key that holds the component's value `key`.
@@ -117,6 +122,12 @@ pub fn audit_claim_key(org_id: &str, seq: u64, epoch: u32) -> String {
 #[must_use]
 pub fn audit_len_key(org_id: &str) -> String {
     format!("{AUDIT_LEN_PREFIX}{org_id}")
+}
+
+/// Where `org_id`'s newest audit record's `seq` is, in decimal: `audit-newest:<org>`.
+#[must_use]
+pub fn audit_newest_key(org_id: &str) -> String {
+    format!("{AUDIT_NEWEST_PREFIX}{org_id}")
 }
 
 /// Where a claimed but unwritten position of `org_id`'s audit stream is recorded:
@@ -325,6 +336,7 @@ mod tests {
             audit_stall_key("acme"),
             value_key("acme"),
             counter_key("acme"),
+            audit_newest_key("acme"),
         ];
         for (i, key) in all.iter().enumerate() {
             // Each lands in its own namespace, and only there.
@@ -333,10 +345,11 @@ mod tests {
                 .copied()
                 .filter(|p| key.starts_with(p))
                 .collect();
-            assert_eq!(owners, [PREFIXES[[2, 3, 4, 5, 0, 1][i]]], "{key}");
+            assert_eq!(owners, [PREFIXES[[2, 3, 4, 5, 0, 1, 16][i]]], "{key}");
         }
         assert_eq!(audit_len_key("acme"), "audit-len:acme");
         assert_eq!(audit_stall_key("acme"), "audit-stall:acme");
+        assert_eq!(audit_newest_key("acme"), "audit-newest:acme");
         // The component cannot reach them: its keys are under `val:` and `ctr:`.
         assert!(!counter_key("audit-len:acme").starts_with(AUDIT_LEN_PREFIX));
     }
@@ -371,6 +384,7 @@ mod tests {
             assert!(seen.insert(audit_key(org, 1)));
             assert!(seen.insert(audit_len_key(org)));
             assert!(seen.insert(audit_stall_key(org)));
+            assert!(seen.insert(audit_newest_key(org)));
         }
     }
 
@@ -408,6 +422,7 @@ mod tests {
             "audit:acme:00000000000000000001",
             "audit-claim:acme:00000000000000000001:0",
             "audit-len:acme",
+            "audit-newest:acme",
             "audit-stall:acme",
             "written-by-someone-else",
         ]);
@@ -427,6 +442,7 @@ mod tests {
             "audit:o:1",
             "audit-claim:o:1:0",
             "audit-len:o",
+            "audit-newest:o",
             "audit-stall:o",
             "val:b",
         ]);
