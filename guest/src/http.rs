@@ -965,14 +965,42 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         ResponseOutparam::set(out, Ok(response));
         return;
     };
-    ResponseOutparam::set(out, Ok(response));
-    if let Ok(stream) = body.write() {
-        for chunk in bytes.chunks(4096) {
-            if stream.blocking_write_and_flush(chunk).is_err() {
-                break;
-            }
+    let Ok(stream) = body.write() else {
+        ResponseOutparam::set(out, Ok(response));
+        let _ = OutgoingBody::finish(body, None);
+        return;
+    };
+    // The body goes to the host before the response does, as far as the host takes it without
+    // waiting (wasmtime's hosts take one write of up to 1 MiB: every answer here): the host
+    // then has the headers and the body together and sends them in one TCP segment. Written
+    // after, they went out as two, and on a kept-alive connection a server that leaves Nagle's
+    // algorithm on (Spin 4) held the second until the client's delayed ACK of the first, 40 ms
+    // later; that was the p99 of every Spin benchmark (`BENCHMARKS.md`, "Spin").
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        let Ok(permit) = stream.check_write() else {
+            break;
+        };
+        let Ok(permit) = usize::try_from(permit) else {
+            break;
+        };
+        if permit == 0 {
+            break;
         }
-        drop(stream);
+        let (now, later) = rest.split_at(permit.min(rest.len()));
+        if stream.write(now).is_err() {
+            break;
+        }
+        rest = later;
     }
+    ResponseOutparam::set(out, Ok(response));
+    // What the host did not take ahead waits for it to read the body, which it does once it has
+    // the response.
+    for chunk in rest.chunks(4096) {
+        if stream.blocking_write_and_flush(chunk).is_err() {
+            break;
+        }
+    }
+    drop(stream);
     let _ = OutgoingBody::finish(body, None);
 }
