@@ -11,6 +11,15 @@
 # By default the SQLite file is put in WAL mode before `spin up` creates its table (README, "Run on
 # Spin"): JOURNAL=delete measures the file as Spin leaves it (rollback journal, four fsyncs a write).
 #
+# Before wrk starts, one `begin` of another organization opens Spin's key-value store: Spin 4.0.2
+# opens its SQLite connection on the first key-value call, and when several requests make that
+# call at once each may open one (spin's key-value-spin `StoreManager::get`: "we might do
+# duplicate work here if there's a race"); the first requests then stalled for 0.1 to 0.9 s, and
+# a transaction on the kept connection could fail with SQLITE_BUSY (`database is locked`: the
+# component answers 503, fail closed). wrk counts a stall of S ms as S / (its mean interval)
+# requests (its coordinated-omission correction), so that one stall alone moved the p99 of a
+# 15 s run by up to 600 ms. COLD=1 skips the warm-up, to measure a fresh start as it is.
+#
 # Builds both components first (bash spin/build.sh). Prints the machine's load before each run,
 # req/s, p50/p99 and the status mix; fails if any answer was a 5xx or a socket failed.
 set -euo pipefail
@@ -60,7 +69,16 @@ for scenario in $scenarios; do
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  echo "== spin up, kv $kv, $scenario, $conns connections, ${seconds} s, $USERS users; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  warm=warmed
+  if [ -n "${COLD:-}" ]; then
+    warm=cold
+  else
+    curl -sf -o /dev/null -X POST "http://127.0.0.1:$port/v1/login/begin" \
+      -H "authorization: Bearer $api_key" -H 'content-type: application/json' \
+      -d '{"context":{"user_id":"warm-up","org_id":"bench-warm-up","email":"w@clinic.example","roles":["provider"],"device":{"ip":"10.255.0.1"}}}' ||
+      { echo "bench/spin: the warm-up begin failed" >&2; failed=1; }
+  fi
+  echo "== spin up ($warm), kv $kv, $scenario, $conns connections, ${seconds} s, $USERS users; load: $(cut -d' ' -f1-3 /proc/loadavg)"
   out=$(SCENARIO=$scenario API_KEY=$api_key \
     wrk -t2 -c"$conns" -d"${seconds}s" --latency -s bench/http/scenario.lua "http://127.0.0.1:$port" |
     tail -n 2)
