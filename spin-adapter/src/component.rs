@@ -338,6 +338,12 @@ impl expiring::Keys for SpinKv {
         self.values.delete(key).map_err(|e| describe_kv(&e))
     }
 
+    /// `wasi:keyvalue/batch.delete-many`: one transaction on Spin 4.0.2's SQLite store, one `DEL`
+    /// on its Redis store.
+    fn delete_many(&self, keys: &[String]) -> Result<(), String> {
+        batch::delete_many(&self.counters, keys).map_err(|e| describe_wasi_kv(&e))
+    }
+
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
         atomics::increment(&self.counters, key, delta).map_err(|e| describe_wasi_kv(&e))
     }
@@ -359,7 +365,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// After a write with an expiry, the minute's first such write sweeps what is due. A failed sweep
+/// After a write with an expiry, the window's first such write sweeps what is due
+/// ([`expiring::SWEEP_EVERY_SECONDS`]). A failed sweep
 /// only keeps more, so it is logged, never the caller's error.
 fn sweep_now(kv: &SpinKv, wrote_an_expiry: Option<i64>) {
     if wrote_an_expiry.is_none() {

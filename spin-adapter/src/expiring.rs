@@ -13,11 +13,14 @@
 //!   SQLite store serves every request through one connection, so each sync a write saves is
 //!   time every other request waits less (`BENCHMARKS.md`, "Spin"). A slot claimed whose batch
 //!   then failed is left empty, and sweeps step over empty slots.
-//! - **Sweeping.** Whoever writes with an expiry first in a minute (`expiry-claim:<minute>`, the
-//!   call whose increment returns 1; the claim is filed to expire too) sweeps the buckets that are due, oldest first, from
-//!   `expiry-next` (a bucket and a slot): each filed key whose noted expiry has passed by [`GRACE_SECONDS`] is deleted
-//!   with its note, then its slot. A key extended since it was filed is left (it is filed again in
-//!   its later bucket). A sweep stops after [`SWEEP_BUDGET`] slots and the next one goes on.
+//! - **Sweeping.** Whoever writes with an expiry first in a window of [`SWEEP_EVERY_SECONDS`]
+//!   (`expiry-claim:<window>`, the call whose increment returns 1; the claim is filed to expire
+//!   too) sweeps the buckets that are due, oldest first, from `expiry-next` (a bucket and a slot):
+//!   each filed key whose noted expiry has passed by [`GRACE_SECONDS`] is deleted with its note
+//!   and its slot in one `delete_many`, a slot whose key was extended (it is filed again in its
+//!   later bucket) or is gone alone. A sweep stops after [`SWEEP_BUDGET`] slots and the next one
+//!   goes on: at most 600 keys a minute are forgotten, which a store taking more than that many
+//!   new expiries a minute, for good, would fall behind.
 //!
 //! Without compare-and-swap two writers extending one counter can leave the earlier of their two
 //! expiries as its note (last write wins). Both compute theirs from the same rule a moment apart,
@@ -32,6 +35,12 @@ pub const BUCKET_SECONDS: i64 = 600;
 pub const GRACE_SECONDS: i64 = 600;
 /// The most slots one sweep looks at.
 pub const SWEEP_BUDGET: usize = 100;
+/// How often a sweep may start: the first write with an expiry in each window of this many
+/// seconds sweeps. One sweep a minute forgot at most 100 keys a minute, fewer than a busy
+/// platform files (each login files a few: its challenge, its counters), so its index would
+/// only have grown; six make 600 a minute, and a sweep of 100 slots is one request's extra
+/// few hundred store calls.
+pub const SWEEP_EVERY_SECONDS: i64 = 10;
 
 /// The key-value operations expiry needs. Errors are messages that never hold a value.
 pub trait Keys {
@@ -50,6 +59,15 @@ pub trait Keys {
     /// # Errors
     /// The store could not be written.
     fn delete(&self, key: &str) -> Result<(), String>;
+    /// Removes every key of `keys`, as one atomic write where the store has one (Spin's SQLite
+    /// store: one transaction; Redis: one `DEL`), else one by one in their order.
+    ///
+    /// # Errors
+    /// The store could not be written; on a store without an atomic batch, a prefix of `keys`
+    /// may be removed.
+    fn delete_many(&self, keys: &[String]) -> Result<(), String> {
+        keys.iter().try_for_each(|key| self.delete(key))
+    }
     /// Atomically adds `delta` to the counter at `key` (absent = 0) and returns the new value.
     ///
     /// # Errors
@@ -117,8 +135,8 @@ fn slot_key(bucket: i64, slot: i64) -> String {
     format!("{}{bucket}:{slot}", mapping::EXPIRY_SLOT_PREFIX)
 }
 
-fn claim_key(minute: i64) -> String {
-    format!("{}{minute}", mapping::EXPIRY_CLAIM_PREFIX)
+fn claim_key(window: i64) -> String {
+    format!("{}{window}", mapping::EXPIRY_CLAIM_PREFIX)
 }
 
 /// Where the next sweep starts: a bucket and a slot in it (`<bucket>:<slot>`).
@@ -229,15 +247,14 @@ pub fn after_increment(
     }
 }
 
-/// Sweeps the buckets due at `now` if this is the first call of its minute to ask; returns how
-/// many keys it forgot.
+/// Sweeps the buckets due at `now` if this is the first call of its window
+/// ([`SWEEP_EVERY_SECONDS`]) to ask; returns how many keys it forgot.
 ///
 /// # Errors
 /// The store failed; what was not swept is swept by a later sweep.
 pub fn sweep_if_due(keys: &impl Keys, now: i64) -> Result<usize, String> {
-    let minute = now.div_euclid(60);
-    let claim = claim_key(minute);
-    // Read before claiming: only the minute's first writers pay the claim's write.
+    let claim = claim_key(now.div_euclid(SWEEP_EVERY_SECONDS));
+    // Read before claiming: only the window's first writers pay the claim's write.
     if keys.counter(&claim)? != 0 || keys.increment(&claim, 1)? != 1 {
         return Ok(0);
     }
@@ -271,9 +288,11 @@ pub fn sweep(keys: &impl Keys, now: i64) -> Result<usize, String> {
             if let Some(stored) = keys.get(&entry)?.and_then(|b| String::from_utf8(b).ok()) {
                 let note = note_key(&stored);
                 if read_i64(keys, &note)?.is_some_and(|at| at + GRACE_SECONDS <= now) {
-                    keys.delete(&stored)?;
-                    keys.delete(&note)?;
+                    // The key before its note, and its slot last, on a store without an atomic
+                    // batch: a slot is never gone while its key is still there to forget.
+                    keys.delete_many(&[stored, note, entry])?;
                     forgotten += 1;
+                    continue;
                 }
             }
             keys.delete(&entry)?;
@@ -397,6 +416,7 @@ mod tests {
     struct Batches {
         map: Map,
         writes: RefCell<Vec<Vec<String>>>,
+        deletes: RefCell<Vec<Vec<String>>>,
     }
 
     impl Keys for Batches {
@@ -414,7 +434,12 @@ mod tests {
             writes.iter().try_for_each(|(k, v)| self.map.set(k, v))
         }
         fn delete(&self, key: &str) -> Result<(), String> {
+            self.deletes.borrow_mut().push(vec![key.to_owned()]);
             self.map.delete(key)
+        }
+        fn delete_many(&self, keys: &[String]) -> Result<(), String> {
+            self.deletes.borrow_mut().push(keys.to_vec());
+            keys.iter().try_for_each(|k| self.map.delete(k))
         }
         fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
             self.map.increment(key, delta)
@@ -460,6 +485,29 @@ mod tests {
         let due = (bucket + 1) * BUCKET_SECONDS + GRACE_SECONDS;
         assert_eq!(sweep(&m, due).unwrap(), 3);
         assert!(!m.map.has("val:a") && !m.map.has("val:b") && !m.map.has("ctr:c"));
+        // Each forgotten key goes with its note and its slot in one delete; the empty slot and
+        // the bucket's count alone.
+        assert_eq!(
+            m.deletes.borrow()[..4],
+            [
+                vec![
+                    "val:a".to_owned(),
+                    "expiry:val:a".to_owned(),
+                    format!("expiry-slot:{bucket}:1"),
+                ],
+                vec![
+                    "val:b".to_owned(),
+                    "expiry:val:b".to_owned(),
+                    format!("expiry-slot:{bucket}:2"),
+                ],
+                vec![
+                    "ctr:c".to_owned(),
+                    "expiry:ctr:c".to_owned(),
+                    format!("expiry-slot:{bucket}:3"),
+                ],
+                vec![format!("expiry-slot:{bucket}:4")],
+            ]
+        );
     }
 
     #[test]
@@ -482,19 +530,32 @@ mod tests {
     }
 
     #[test]
-    fn one_sweep_a_minute_within_its_budget_and_the_next_goes_on() {
+    fn one_sweep_a_window_within_its_budget_and_the_next_goes_on() {
         let m = Map::default();
-        let n = SWEEP_BUDGET + 10;
+        let n = 5 * SWEEP_BUDGET + 10;
         for i in 0..n {
             put(&m, &format!("val:{i}"), Some(T));
         }
         let later = T + 2 * BUCKET_SECONDS + GRACE_SECONDS;
+        assert_eq!(later % SWEEP_EVERY_SECONDS, 0, "the test starts a window");
         assert_eq!(sweep_if_due(&m, later).unwrap(), SWEEP_BUDGET);
-        assert_eq!(sweep_if_due(&m, later + 1).unwrap(), 0, "the same minute");
         assert_eq!(
-            sweep_if_due(&m, later + 60).unwrap(),
+            sweep_if_due(&m, later + SWEEP_EVERY_SECONDS - 1).unwrap(),
+            0,
+            "the same window"
+        );
+        // Within 60 s, each window's first writer goes on where the last stopped.
+        for window in 1..5 {
+            assert_eq!(
+                sweep_if_due(&m, later + window * SWEEP_EVERY_SECONDS).unwrap(),
+                SWEEP_BUDGET,
+                "window {window}"
+            );
+        }
+        assert_eq!(
+            sweep_if_due(&m, later + 5 * SWEEP_EVERY_SECONDS).unwrap(),
             10,
-            "the next minute goes on"
+            "the last ten, within 60 s"
         );
         assert!(m.data().is_empty());
         // The claims are swept too, a few minutes on.
