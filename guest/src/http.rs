@@ -971,7 +971,7 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         return;
     };
     // The body goes to the host before the response does, as far as the host takes it without
-    // waiting (wasmtime's hosts take one write of up to 1 MiB: every answer here): the host
+    // waiting (wasmtime's hosts take writes of up to 1 MiB, two of them: every answer here): the host
     // then has the headers and the body together and sends them in one TCP segment. Written
     // after, they went out as two, and on a kept-alive connection a server that leaves Nagle's
     // algorithm on (Spin 4) held the second until the client's delayed ACK of the first, 40 ms

@@ -582,6 +582,10 @@ mod tests {
         put("audit-newest:both", b"9");
         // Written by an older adapter only: its count.
         put("audit-len:old", &5i64.to_le_bytes());
+        // Written by this adapter, then by an older one beside it (a rolling upgrade): its count
+        // is the larger.
+        put("audit-newest:later", b"10");
+        put("audit-len:later", &15i64.to_le_bytes());
         // Another store's key is not this app's.
         conn.execute(
             "INSERT INTO spin_key_value VALUES ('other', 'audit-newest:acme', '99')",
@@ -589,10 +593,11 @@ mod tests {
         )
         .unwrap();
         let counts = spin_kv_counts(&SpinKv::Sqlite(path.clone())).unwrap();
-        let expected: BTreeMap<String, u64> = [("acme", 12), ("both", 9), ("old", 5)]
-            .into_iter()
-            .map(|(org, n)| (org.to_owned(), n))
-            .collect();
+        let expected: BTreeMap<String, u64> =
+            [("acme", 12), ("both", 9), ("later", 15), ("old", 5)]
+                .into_iter()
+                .map(|(org, n)| (org.to_owned(), n))
+                .collect();
         assert_eq!(counts, expected);
         put("audit-newest:bad", b"twelve");
         let err = spin_kv_counts(&SpinKv::Sqlite(path)).unwrap_err();

@@ -465,7 +465,7 @@ fn write(
         ),
     ];
     let mut failure = String::new();
-    for _ in 0..WRITE_ATTEMPTS {
+    for attempt in 0..WRITE_ATTEMPTS {
         if clock.monotonic().saturating_sub(claimed_at) >= CLAIM_BUDGET {
             return Err(AppendError::Unavailable(format!(
                 "audit record {} of organization {:?} was not stored within {} s of claiming its \
@@ -481,12 +481,33 @@ fn write(
                 }
             )));
         }
-        match kv.set_many(&writes) {
+        // A failed write may have been applied (the store answered an error after storing), and
+        // a later record appended after it since: a retry then leaves the mark where that
+        // record put it, never moves it back.
+        let moved_on = if attempt == 0 {
+            Ok(false)
+        } else {
+            newest_at_least(kv, entry.org_id, entry.seq)
+        };
+        let written = match moved_on {
+            Ok(false) => kv.set_many(&writes),
+            Ok(true) => kv.set(key, entry.line.as_bytes()),
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => return Ok(()),
             Err(e) => failure = e,
         }
     }
     Err(AppendError::Unavailable(failure))
+}
+
+/// Whether `org`'s `audit-newest` is at `seq` or past it (an unreadable one is not).
+fn newest_at_least(kv: &impl Kv, org: &str, seq: u64) -> Result<bool, String> {
+    Ok(kv
+        .get(&mapping::audit_newest_key(org))?
+        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u64>().ok())
+        .is_some_and(|newest| newest >= seq))
 }
 
 #[cfg(test)]
@@ -1079,6 +1100,34 @@ mod tests {
         ));
         assert_eq!(kv.value(&mapping::audit_key("acme", 1)), None);
         assert_eq!(head(&kv, "acme").unwrap(), None);
+    }
+
+    #[test]
+    fn a_retry_after_a_write_that_was_applied_never_moves_the_newest_mark_back() {
+        let a1 = Record::after("acme", None, "a1");
+        let a2 = Record::after("acme", Some(&a1.head()), "a2");
+        let (l1, l2) = (a1.line.clone(), a2.line.clone());
+        let mut failed = false;
+        let kv = Memory::with_hook(move |op, key, data| {
+            if op != Op::Set || key != mapping::audit_key("acme", 1) || failed {
+                return None;
+            }
+            failed = true;
+            // The store applies the batch, then answers an error (a dropped connection); another
+            // writer appends record 2 before the retry.
+            data.insert(key.to_owned(), l1.as_bytes().to_vec());
+            data.insert(mapping::audit_key("acme", 2), l2.as_bytes().to_vec());
+            data.insert(mapping::audit_newest_key("acme"), b"2".to_vec());
+            Some("the connection dropped after the write".to_owned())
+        });
+        let clock = Hands::default();
+        append(&kv, &clock, &a1.entry()).unwrap();
+        assert_eq!(
+            kv.value(&mapping::audit_newest_key("acme")).as_deref(),
+            Some(&b"2"[..])
+        );
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a2.head()));
+        assert_eq!(chain(&kv, "acme"), vec![a1.line, a2.line]);
     }
 
     #[test]

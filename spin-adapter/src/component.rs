@@ -131,8 +131,9 @@ impl store::Guest for Adapter {
         mapping::check_value(&value).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
             // One batch: a listed key's index entry, the value, and its expiry's note and slot,
-            // written together (one transaction on Spin's SQLite store), so that a value never
-            // exists without its entry or its expiry, and a `set` costs one sync to disk.
+            // written together (one transaction on Spin's SQLite store, one `MSET` on Redis), so
+            // that a value never exists without its entry or its expiry. Only the slot numbers
+            // (atomic increments, a transaction each) are taken before.
             let unavailable = store::StoreError::Unavailable;
             let now = unix_now();
             let mut batch = expiring::Batch::default();
