@@ -971,11 +971,11 @@ fn respond(out: ResponseOutparam, reply: &Reply) {
         return;
     };
     // The body goes to the host before the response does, as far as the host takes it without
-    // waiting (wasmtime's hosts take writes of up to 1 MiB, two of them: every answer here): the host
-    // then has the headers and the body together and sends them in one TCP segment. Written
-    // after, they went out as two, and on a kept-alive connection a server that leaves Nagle's
-    // algorithm on (Spin 4) held the second until the client's delayed ACK of the first, 40 ms
-    // later; that was the p99 of every Spin benchmark (`BENCHMARKS.md`, "Spin").
+    // waiting (wasmtime's hosts take two writes of up to 1 MiB: every answer here): the host then
+    // has the headers and the body together and sends them in one TCP segment. Written after,
+    // they went out as two, and on a kept-alive connection a server that leaves Nagle's algorithm
+    // on (Spin 4) held the second until the client's delayed ACK of the first, 40 ms later: the
+    // p99 of every Spin benchmark until then (`BENCHMARKS.md`, "Spin").
     let mut rest = bytes.as_slice();
     while !rest.is_empty() {
         let Ok(permit) = stream.check_write() else {

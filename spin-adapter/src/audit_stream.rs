@@ -45,8 +45,9 @@
 //! # Head
 //!
 //! `audit-newest` is written with its record in one `set_many` (one transaction on Spin's SQLite
-//! store, one `MSET` on Redis; on a store without an atomic batch, after the record): it never
-//! names a record that is not there. Records are written in order, so it is the head, or a lower
+//! store, one `MSET` on Redis: the two stores the adapter supports, README "Run on Spin"), so it
+//! never names a record that is not there (a retry after a failure leaves it alone once a later
+//! record has moved it on). Records are written in order, so it is the head, or a lower
 //! bound of it while an adapter of an older version runs beside this one. Those adapters counted
 //! records in `audit-len` after writing them instead (an increment, which on Spin's SQLite store
 //! cost one more transaction, one more sync to disk, per record), so a store without
@@ -87,8 +88,8 @@
 //!   cache in front of the store, which breaks both; Spin 3.2 removed it and this adapter targets
 //!   Spin 4.
 //! - **Records deleted from the store** are the verifier's to find, except the newest: `head`
-//!   refuses to answer if the record `audit-newest` names is missing. When pruning exported records, keep each
-//!   organization's newest one.
+//!   refuses to answer if the record `audit-newest` names is missing. When pruning exported
+//!   records, keep each organization's newest one.
 
 use std::time::Duration;
 

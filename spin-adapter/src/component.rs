@@ -367,8 +367,8 @@ fn unix_now() -> i64 {
 }
 
 /// After a write with an expiry, the window's first such write sweeps what is due
-/// ([`expiring::SWEEP_EVERY_SECONDS`]). A failed sweep
-/// only keeps more, so it is logged, never the caller's error.
+/// ([`expiring::SWEEP_EVERY_SECONDS`]). A failed sweep only keeps more, so it is logged, never
+/// the caller's error.
 fn sweep_now(kv: &SpinKv, wrote_an_expiry: Option<i64>) {
     if wrote_an_expiry.is_none() {
         return;

@@ -17,10 +17,10 @@
 //!   (`expiry-claim:<window>`, the call whose increment returns 1; the claim is filed to expire
 //!   too) sweeps the buckets that are due, oldest first, from `expiry-next` (a bucket and a slot):
 //!   each filed key whose noted expiry has passed by [`GRACE_SECONDS`] is deleted with its note
-//!   and its slot in one `delete_many`, a slot whose key was extended (it is filed again in its
-//!   later bucket) or is gone alone. A sweep stops after [`SWEEP_BUDGET`] slots and the next one
-//!   goes on: at most 600 keys a minute are forgotten, which a store taking more than that many
-//!   new expiries a minute, for good, would fall behind.
+//!   and its slot in one `delete_many`; the slot of a key extended since (it is filed again in
+//!   its later bucket) or already gone is deleted alone. A sweep stops after [`SWEEP_BUDGET`]
+//!   slots and the next one goes on: at most 600 keys a minute are forgotten, so a store that
+//!   files more expiries than that a minute, for good, falls behind.
 //!
 //! Without compare-and-swap two writers extending one counter can leave the earlier of their two
 //! expiries as its note (last write wins). Both compute theirs from the same rule a moment apart,

@@ -22,9 +22,9 @@
 //! ```
 //!
 //! - **Never a value without its entry.** The entry is written with the value, ahead of it in
-//!   one batch (`set_many`: one transaction on Spin's SQLite store, one `MSET` on Redis, in order
-//!   elsewhere), and a failure to claim its slot fails the `set` before anything is written; an entry without its value (a crash in between, a
-//!   `delete`, a swept value) is only skipped by readers. `delete` leaves the entry: removing it
+//!   one batch (`set_many`: one transaction on Spin's SQLite store, one `MSET` on Redis), and a
+//!   failure to claim its slot fails the `set` before anything is written; an entry without its
+//!   value (a `delete`, a swept value) is only skipped by readers. `delete` leaves the entry: removing it
 //!   could race a `set` that found the mark and skipped filing.
 //! - **An entry outlives its value.** It is filed to expire with the latest expiry any `set`
 //!   asked for (a `set` with a later one files it again), and the sweep keeps a key whose note was
