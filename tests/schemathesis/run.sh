@@ -40,12 +40,12 @@ command -v python3 >/dev/null 2>&1 ||
 python3 -c 'import venv, ensurepip' 2>/dev/null ||
   fail "python3 lacks the venv or ensurepip module (Debian: apt-get install python3-venv)"
 
-# The venv: one per content of requirements.txt, created once, and again when it no longer imports
-# schemathesis (a cache cleaner on a shared machine once emptied its lib/ and left `.complete`).
+# The venv: one per content of requirements.txt, created once, and again when its schemathesis no
+# longer runs (a cache cleaner on a shared machine once emptied its lib/ and left `.complete`).
 pins=$(python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()[:12])' \
   "$HERE/requirements.txt")
 VENV=${SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mfa-step/schemathesis-$pins}
-if [ ! -f "$VENV/.complete" ] || ! "$VENV/bin/python" -c 'import schemathesis' 2>/dev/null; then
+if [ ! -f "$VENV/.complete" ] || ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1; then
   echo "== creating $VENV"
   rm -rf "$VENV"
   python3 -m venv "$VENV" || fail "python3 -m venv $VENV failed"
