@@ -175,6 +175,20 @@ impl Engine<'_> {
         rng: &mut R,
     ) -> Result<Option<Vec<u8>>> {
         let previous = self.store.get(key).map_err(Error::store)?;
+        self.replace_recorded(key, previous, (value, expires_at), event, now, rng)
+    }
+
+    /// [`Engine::put_recorded`] for a caller that has just read what `key` holds (`previous`),
+    /// which is put back if the record is refused; returns it.
+    pub(crate) fn replace_recorded<T: Serialize, R: CryptoRng + ?Sized>(
+        &self,
+        key: &str,
+        previous: Option<Vec<u8>>,
+        (value, expires_at): (&T, Option<i64>),
+        event: Event,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Result<Option<Vec<u8>>> {
         self.put(key, value, expires_at)?;
         if let Err(e) = self.append(event, now, rng) {
             let _ = match &previous {

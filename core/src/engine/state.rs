@@ -22,9 +22,9 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Outcome};
+use crate::engine::Engine;
 use crate::engine::record::{EventExt, Who};
 use crate::engine::throttle::{self, GuessState, SendRoom, Stamp};
-use crate::engine::{Engine, Stored};
 use crate::kernel::error::{Error, Result};
 use crate::kernel::model::{ChallengeView, Explanation, Purpose};
 use crate::kernel::time::Timestamp;
@@ -191,7 +191,11 @@ impl Engine<'_> {
     ) -> Result<(ChallengeView, bool)> {
         let challenge_key = keys::challenge(who.org, who.user);
         let opener = opener(self.key, who);
-        if let Some(live) = self.resumable(&challenge_key, purpose, email, opt_in, &opener, now)? {
+        // Read once: whether it can be resumed, and what to put back if the new one's record fails.
+        let previous = self.store.get(&challenge_key).map_err(Error::store)?;
+        if let Some(live) =
+            self.resumable(previous.as_deref(), purpose, email, opt_in, &opener, now)?
+        {
             let view = ChallengeView {
                 challenge_id: live.id,
                 purpose: live.purpose,
@@ -218,8 +222,9 @@ impl Engine<'_> {
             .reason(&why.rule);
         // If the record cannot be written the challenge is withdrawn: no unrecorded login step.
         // The replaced challenge's counters stay (see the module doc).
-        self.put_recorded(
+        self.replace_recorded(
             &challenge_key,
+            previous,
             (&challenge, keys::keep_until(challenge.expires_at)),
             event.challenge(&challenge.id),
             now,
@@ -235,24 +240,24 @@ impl Engine<'_> {
         Ok((view, true))
     }
 
-    /// The challenge at `key` when it can be resumed for `purpose`, `email` and `opt_in` by
-    /// `opener`: the same ones, the same browser on the same network, room left for a code sent
-    /// now to live its whole life, and its current code (if one was sent) not used. A challenge
-    /// that does not parse is replaced, never resumed.
+    /// The stored challenge `stored` (the user's, as read) when it can be resumed for `purpose`,
+    /// `email` and `opt_in` by `opener`: the same ones, the same browser on the same network, room
+    /// left for a code sent now to live its whole life, and its current code (if one was sent) not
+    /// used. A challenge that does not parse is replaced, never resumed.
     #[allow(
         clippy::too_many_arguments,
         reason = "what a resume must match, each named"
     )]
     fn resumable(
         &self,
-        key: &str,
+        stored: Option<&[u8]>,
         purpose: Purpose,
         email: &str,
         opt_in: bool,
         opener: &str,
         now: Timestamp,
     ) -> Result<Option<StoredChallenge>> {
-        let Stored::Value(live) = self.load_stored::<StoredChallenge>(key)? else {
+        let Some(Ok(live)) = stored.map(serde_json::from_slice::<StoredChallenge>) else {
             return Ok(None);
         };
         if live.purpose != purpose

@@ -683,3 +683,79 @@ fn a_writer_that_loses_the_race_relinks_instead_of_forking() {
         v.check(&e.line).unwrap();
     }
 }
+
+/// A store that notes every key read with `get`.
+struct NotingReads<'a> {
+    inner: &'a MemStore,
+    reads: std::cell::RefCell<Vec<String>>,
+}
+
+impl Store for NotingReads<'_> {
+    fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        self.reads.borrow_mut().push(key.to_owned());
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], expires_at: Option<i64>) -> PortResult<()> {
+        self.inner.set(key, value, expires_at)
+    }
+    fn delete(&self, key: &str) -> PortResult<()> {
+        self.inner.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64, expires_at: Option<i64>) -> PortResult<i64> {
+        self.inner.increment(key, delta, expires_at)
+    }
+    fn list_keys(&self, prefix: &str) -> PortResult<Vec<String>> {
+        self.inner.list_keys(prefix)
+    }
+}
+
+#[test]
+fn a_challenge_replaced_reads_the_old_one_once_and_puts_it_back_when_its_record_fails() {
+    let mut w = World::new();
+    let c = ctx("dr-r");
+    w.begin(&c, T0);
+    let key = keys::challenge(&c.org_id, &c.user_id);
+    let old = w
+        .store
+        .get(&key)
+        .unwrap()
+        .expect("the first challenge is stored");
+    // Another network: the live challenge is not resumed but replaced, and its record fails.
+    let mut moved = c.clone();
+    moved.device.ip = "198.51.100.9".into();
+    let noting = NotingReads {
+        inner: &w.store,
+        reads: std::cell::RefCell::default(),
+    };
+    w.audit.fail.set(true);
+    let engine = Engine {
+        store: &noting,
+        mailer: &w.mailer,
+        audit: &w.audit,
+        settings: Settings::default(),
+        key: &w.key,
+    };
+    let decided = engine.begin(&moved, T0.plus(60), &mut w.rng);
+    assert!(matches!(decided, Err(Error::Audit(_))), "{decided:?}");
+    let reads = noting.reads.borrow();
+    assert_eq!(
+        reads.iter().filter(|k| **k == key).count(),
+        1,
+        "the challenge is read once: {reads:?}"
+    );
+    assert_eq!(
+        w.store.get(&key).unwrap(),
+        Some(old),
+        "the old challenge is back"
+    );
+
+    // With the trail back, the same begin replaces it.
+    w.audit.fail.set(false);
+    let id = w.begin(&moved, T0.plus(60));
+    assert!(
+        w.store
+            .get(&key)
+            .unwrap()
+            .is_some_and(|v| { String::from_utf8(v).unwrap().contains(&id) })
+    );
+}
