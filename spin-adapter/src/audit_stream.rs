@@ -24,14 +24,15 @@
 //!   link?  record seq-1 exists and its line's hash = prev   (or seq = 1 and prev = 64 zeros)
 //!     |  no --------------------------------------------------------------> conflict
 //!     v
-//!   claim  increment(audit-claim:<org>:<seq>:<epoch>) == 1 ?
+//!   claim  audit-claim:<org>:<seq>:<epoch> reads 0, and increment(it) == 1 ?
 //!     |  no: record seq exists, or appears within 31 ms? - yes -> pause 0-4 ms, conflict
 //!     |      otherwise its owner is writing it, or died after claiming:
 //!     |      mark it stalled (since now); stalled for STALL_TIMEOUT? - no --> conflict
 //!     |                                                 yes: epoch + 1, claim again
 //!     v  yes
-//!   write  audit:<org>:<seq> = line, audit-newest:<org> = seq   (one set_many; only within
-//!                                         CLAIM_BUDGET of claiming; else unavailable)
+//!   write  audit:<org>:<seq> = line, audit-newest:<org> = seq   (one set_many, which on Spin
+//!          also holds the unit's values, see `unit`; only within CLAIM_BUDGET of claiming; else
+//!          unavailable)
 //! ```
 //!
 //! Why this is the contract's atomic step: a record is written only by the caller that owns its
@@ -148,7 +149,8 @@ pub trait Kv {
     fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
 
     /// Stores every pair of `writes`, as one atomic write where the store has one, else one by
-    /// one in their order.
+    /// one in their order. The stream writes its records with this, and only them (a record and
+    /// `audit-newest`, or the record alone), so a store may write other changes with them.
     ///
     /// # Errors
     /// The store could not be written; on a store without an atomic batch, a prefix of `writes`
@@ -164,6 +166,11 @@ pub trait Kv {
     /// # Errors
     /// The store could not be written.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, String>;
+
+    /// The newest position of `org`'s stream at which this instance has read or written a record,
+    /// if any. Records are never changed or taken back, so it is a lower bound of the head; past
+    /// `audit-newest`, it shows records an adapter of an older version wrote (see [`head`]).
+    fn newest_seen(&self, org: &str) -> Option<u64>;
 
     /// The counter at `key` (absent = 0), read without writing ([`mapping::decode_counter`]).
     ///
@@ -267,7 +274,7 @@ fn stored_hash(org: &str, seq: u64, line: &[u8]) -> Result<String, String> {
 /// The store could not be read, or it was changed outside the adapter (the count is negative, the
 /// record it names is missing, or a record has no readable hash).
 pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
-    let counted = start(kv, org)?;
+    let (counted, marked) = start(kv, org)?;
     let mut head = None;
     if counted > 0 {
         let line = kv.get(&mapping::audit_key(org, counted))?.ok_or_else(|| {
@@ -283,7 +290,16 @@ pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
         });
     }
     // Records after it: written by an adapter of an older version, which counted them after
-    // writing them, or in a store whose `audit-newest` an older adapter left behind.
+    // writing them, or in a store whose `audit-newest` an older adapter left behind. Beside
+    // adapters of this version `audit-newest` is the head, so the next record is looked for only
+    // when it is not there (the start is a count), or when this instance has seen a record past
+    // it: an append that lost its position to an older adapter's record saw that record, and its
+    // relink steps past it. Looking always cost every append a read, and every writer that lost a
+    // race one more each time it relinked.
+    let past_mark = kv.newest_seen(org).is_some_and(|seen| seen > counted);
+    if marked && !past_mark {
+        return Ok(head);
+    }
     let mut seq = counted;
     while let Some(next) = seq.checked_add(1) {
         let Some(line) = kv.get(&mapping::audit_key(org, next))? else {
@@ -298,22 +314,29 @@ pub fn head(kv: &impl Kv, org: &str) -> Result<Option<Head>, String> {
     Ok(head)
 }
 
-/// Where `head` starts: the record `audit-newest` names, else (a store written by an adapter of an
-/// older version) the count in `audit-len`; 0 before the first record.
-fn start(kv: &impl Kv, org: &str) -> Result<u64, String> {
+/// Where `head` starts, and whether from `audit-newest`: the record it names, else (a store
+/// written by an adapter of an older version) the count in `audit-len`; 0 before the first record.
+fn start(kv: &impl Kv, org: &str) -> Result<(u64, bool), String> {
     let changed = |what: String| {
         format!("{what} of organization {org:?}: the store was changed outside the adapter")
     };
-    if let Some(bytes) = kv.get(&mapping::audit_newest_key(org))? {
-        return std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|text| text.parse::<u64>().ok())
+    if let Some(newest) = read_newest(kv, org)? {
+        return newest
             .filter(|&seq| seq > 0)
+            .map(|seq| (seq, true))
             .ok_or_else(|| changed("the newest audit record's position is unreadable".to_owned()));
     }
     let counted = kv.counter(&mapping::audit_len_key(org))?;
     u64::try_from(counted)
+        .map(|seq| (seq, false))
         .map_err(|_| changed(format!("the audit record count is negative ({counted})")))
+}
+
+/// `org`'s `audit-newest`: `None` when absent, `Some(None)` when it does not parse.
+fn read_newest(kv: &impl Kv, org: &str) -> Result<Option<Option<u64>>, String> {
+    Ok(kv
+        .get(&mapping::audit_newest_key(org))?
+        .map(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u64>().ok()))
 }
 
 /// Appends `entry` if it links to the head of its stream (see the module docs for how).
@@ -392,9 +415,14 @@ fn claim(
     let timeout = u64::try_from(STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
     let mut epoch = 0u32;
     for _ in 0..CLAIM_STEPS {
-        // Read before claiming: the budget then covers the claim's own round trip.
+        // Read the time before claiming: the budget then covers the claim's own round trip.
         let started = clock.monotonic();
-        if kv.increment(&mapping::audit_claim_key(org, seq, epoch), 1)? == 1 {
+        let claim = mapping::audit_claim_key(org, seq, epoch);
+        // And the claim before taking it: with many writers on one organization most find the
+        // position taken, and a read costs them no write (on Spin's SQLite store a write is a
+        // transaction and a sync to disk, on the one connection every request waits for).
+        // Exactly one writer still sees its increment return 1.
+        if kv.counter(&claim)? == 0 && kv.increment(&claim, 1)? == 1 {
             return Ok((epoch, started));
         }
         if owner_wrote(kv, clock, org, seq)? {
@@ -434,13 +462,15 @@ fn claim(
 /// Whether the record at a position another writer holds is there, waiting for it a moment
 /// ([`OWNER_WAITS_MS`]).
 fn owner_wrote(kv: &impl Kv, clock: &impl Clock, org: &str, seq: u64) -> Result<bool, String> {
+    // Read, not only looked for: the record is then seen ([`Kv::newest_seen`]), and the relink's
+    // `head` finds its line without reading it again.
     let key = mapping::audit_key(org, seq);
-    if kv.exists(&key)? {
+    if kv.get(&key)?.is_some() {
         return Ok(true);
     }
     for ms in OWNER_WAITS_MS {
         clock.pause(Duration::from_millis(ms));
-        if kv.exists(&key)? {
+        if kv.get(&key)?.is_some() {
             return Ok(true);
         }
     }
@@ -492,7 +522,7 @@ fn write(
         };
         let written = match moved_on {
             Ok(false) => kv.set_many(&writes),
-            Ok(true) => kv.set(key, entry.line.as_bytes()),
+            Ok(true) => kv.set_many(&writes[..1]),
             Err(e) => Err(e),
         };
         match written {
@@ -505,10 +535,7 @@ fn write(
 
 /// Whether `org`'s `audit-newest` is at `seq` or past it (an unreadable one is not).
 fn newest_at_least(kv: &impl Kv, org: &str, seq: u64) -> Result<bool, String> {
-    Ok(kv
-        .get(&mapping::audit_newest_key(org))?
-        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u64>().ok())
-        .is_some_and(|newest| newest >= seq))
+    Ok(read_newest(kv, org)?.flatten().is_some_and(|newest| newest >= seq))
 }
 
 #[cfg(test)]
@@ -540,6 +567,7 @@ mod tests {
     struct Memory {
         data: Mutex<HashMap<String, Vec<u8>>>,
         hook: Mutex<Option<Hook>>,
+        seen: Mutex<HashMap<String, u64>>,
     }
 
     impl Memory {
@@ -549,6 +577,7 @@ mod tests {
             Self {
                 data: Mutex::default(),
                 hook: Mutex::new(Some(Box::new(hook))),
+                seen: Mutex::default(),
             }
         }
 
@@ -574,6 +603,16 @@ mod tests {
             self.data.lock().unwrap().get(key).cloned()
         }
 
+        /// Notes a record read or written, as an instance's cache does (shared by every thread
+        /// here: a record seen anywhere exists for good, so that is still a lower bound).
+        fn saw(&self, key: &str) {
+            if let Some((org, seq)) = mapping::audit_key_parts(key) {
+                let mut seen = self.seen.lock().unwrap();
+                let newest = seen.entry(org.to_owned()).or_default();
+                *newest = (*newest).max(seq);
+            }
+        }
+
         fn keys(&self) -> Vec<String> {
             let mut keys: Vec<String> = self.data.lock().unwrap().keys().cloned().collect();
             keys.sort();
@@ -592,7 +631,15 @@ mod tests {
 
     impl Kv for Memory {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.value(key))
+            let value = self.value(key);
+            if value.is_some() {
+                self.saw(key);
+            }
+            Ok(value)
+        }
+
+        fn newest_seen(&self, org: &str) -> Option<u64> {
+            self.seen.lock().unwrap().get(org).copied()
         }
 
         fn exists(&self, key: &str) -> Result<bool, String> {
@@ -615,6 +662,7 @@ mod tests {
             }
             for (key, value) in writes {
                 data.insert(key.clone(), value.clone());
+                self.saw(key);
             }
             Ok(())
         }
@@ -1013,6 +1061,11 @@ mod tests {
         // Two waits for the record, then the pause that spreads the relinks.
         assert_eq!(clock.pauses.load(Ordering::SeqCst), 3, "it waited, briefly");
         assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 1, 0)).unwrap(),
+            1,
+            "it read the claim and did not take it (no write)"
+        );
+        assert_eq!(
             kv.value(&mapping::audit_stall_key("acme")),
             None,
             "no stall"
@@ -1153,10 +1206,26 @@ mod tests {
             Some(&b"3"[..])
         );
         let a4 = Record::after("acme", Some(&a3.head()), "a4");
+        // The older adapter claims position 4 and writes it, without moving the mark.
+        kv.increment(&mapping::audit_claim_key("acme", 4, 0), 1)
+            .unwrap();
         kv.set(&mapping::audit_key("acme", 4), a4.line.as_bytes())
             .unwrap();
+        // Unseen, record 4 is not looked for: the head stays at the mark.
+        assert_eq!(head(&kv, "acme").unwrap(), Some(a3.head()));
+        // An append linked there loses position 4 to it and sees it; its relink steps past.
+        let stale = Record::after("acme", Some(&a3.head()), "a5");
+        assert_eq!(
+            append(&kv, &clock, &stale.entry()),
+            Err(AppendError::Conflict)
+        );
         assert_eq!(head(&kv, "acme").unwrap(), Some(a4.head()));
-        assert_eq!(chain(&kv, "acme"), vec![a1.line, a2.line, a3.line, a4.line]);
+        let a5 = append_linked(&kv, &clock, "acme", "a5");
+        assert_eq!((a5.seq, a5.prev.clone()), (5, a4.hash.clone()));
+        assert_eq!(
+            chain(&kv, "acme"),
+            vec![a1.line, a2.line, a3.line, a4.line, a5.line]
+        );
         // A mark that does not parse is a store changed by hand: refused, never read as 0.
         kv.set(&mapping::audit_newest_key("acme"), b"four").unwrap();
         let err = head(&kv, "acme").unwrap_err();

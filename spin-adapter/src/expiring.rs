@@ -98,15 +98,52 @@ pub trait Keys {
 }
 
 /// Values to be written together with one [`Keys::set_many`], in the order they were added.
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use = "a batch is written only by `write`"]
 pub struct Batch(Vec<(String, Vec<u8>)>);
+
+/// Names the keys only: a value may be a challenge's seed.
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
 
 impl Batch {
     /// Adds `key = value` to the batch; a key added twice is written once, with its later value.
     pub fn set(&mut self, key: String, value: Vec<u8>) {
         self.0.retain(|(k, _)| *k != key);
         self.0.push((key, value));
+    }
+
+    /// Adds every write of `other`, after this batch's own ([`Batch::set`] each).
+    pub fn append(&mut self, other: Self) {
+        for (key, value) in other.0 {
+            self.set(key, value);
+        }
+    }
+
+    /// The value the batch would write at `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.as_slice())
+    }
+
+    /// Whether the batch writes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The writes, in order.
+    #[must_use]
+    pub fn writes(&self) -> &[(String, Vec<u8>)] {
+        &self.0
     }
 
     /// Writes the batch in one `set_many` (nothing for an empty one).
@@ -220,6 +257,24 @@ pub fn on_set(
     }
 }
 
+/// [`on_set`] for a key written for the first time, which has no expiry noted to replace: with
+/// `at` it is filed, without it nothing is read or written.
+///
+/// # Errors
+/// The store failed: the batch must not be written.
+pub fn on_first_set(
+    keys: &impl Keys,
+    batch: &mut Batch,
+    stored: &str,
+    at: Option<i64>,
+    now: i64,
+) -> Result<(), String> {
+    match at {
+        Some(at) => file(keys, batch, stored, at, now),
+        None => Ok(()),
+    }
+}
+
 /// After an `increment` of the counter `stored` that left it at `value`: with `at`, its expiry
 /// becomes the later of its noted one and `at`. A counter at 0 is not noted (a read creates
 /// nothing: the adapter reads a counter with a `get`).
@@ -263,6 +318,27 @@ pub fn sweep_if_due(keys: &impl Keys, now: i64) -> Result<usize, String> {
     file(keys, &mut batch, &claim, now + 120, now)?;
     batch.write(keys)?;
     sweep(keys, now)
+}
+
+/// One instance's asking for sweeps: the window ([`SWEEP_EVERY_SECONDS`]) it last asked in. Spin
+/// makes an instance per request, and a request may write several keys with an expiry: only its
+/// first asks (one read of the window's claim), since the answer cannot change for the rest of
+/// the window (the claim is taken, by this instance or another, or this one just swept).
+#[derive(Debug, Default)]
+pub struct SweepGate(std::cell::Cell<Option<i64>>);
+
+impl SweepGate {
+    /// [`sweep_if_due`], unless this gate asked in `now`'s window already (then 0).
+    ///
+    /// # Errors
+    /// The store failed; what was not swept is swept by a later sweep.
+    pub fn sweep_if_due(&self, keys: &impl Keys, now: i64) -> Result<usize, String> {
+        let window = now.div_euclid(SWEEP_EVERY_SECONDS);
+        if self.0.replace(Some(window)) == Some(window) {
+            return Ok(0);
+        }
+        sweep_if_due(keys, now)
+    }
 }
 
 /// Sweeps the buckets due at `now`, oldest first, within [`SWEEP_BUDGET`] slots.
@@ -561,5 +637,33 @@ mod tests {
         // The claims are swept too, a few minutes on.
         sweep(&m, later + 3 * BUCKET_SECONDS).unwrap();
         assert!(!m.0.borrow().keys().any(|k| k.starts_with("expiry-claim:")));
+    }
+
+    #[test]
+    fn an_instance_asks_for_a_sweep_once_a_window() {
+        let m = Map::default();
+        for i in 0..3 {
+            put(&m, &format!("val:{i}"), Some(T));
+        }
+        let later = T + 2 * BUCKET_SECONDS + GRACE_SECONDS;
+        let gate = SweepGate::default();
+        m.increment(&claim_key(later.div_euclid(SWEEP_EVERY_SECONDS)), 1)
+            .unwrap();
+        assert_eq!(
+            gate.sweep_if_due(&m, later).unwrap(),
+            0,
+            "claimed by another"
+        );
+        // The claim gone, this instance would win it, but it asked in this window already.
+        m.delete(&claim_key(later.div_euclid(SWEEP_EVERY_SECONDS)))
+            .unwrap();
+        assert_eq!(gate.sweep_if_due(&m, later + 1).unwrap(), 0);
+        assert_eq!(m.data().len(), 3);
+        // The next window it asks again, and sweeps.
+        assert_eq!(
+            gate.sweep_if_due(&m, later + SWEEP_EVERY_SECONDS).unwrap(),
+            3
+        );
+        assert!(m.data().is_empty());
     }
 }

@@ -6,12 +6,12 @@
 //!
 //! | export | Spin API |
 //! |---|---|
-//! | `store.get` / `set` / `delete` | `fermyon:spin/key-value` on the `default` store; expiries through an index the writers sweep ([`expiring`]) |
+//! | `store.get` / `set` / `delete` | `fermyon:spin/key-value` on the `default` store; expiries through an index the writers sweep ([`expiring`]); `set`s held for the unit's audit record or `commit` ([`unit`]) |
 //! | `store.list-keys` | a user's devices from a per-user index built on `increment` ([`listing`]); other prefixes by a scan |
 //! | `store.increment` | `wasi:keyvalue/atomics.increment` on the same store (no compare-and-swap) |
 //! | `mailer.send` | an HTTP `POST` of the message as JSON to the `mail_api_url` variable |
-//! | `audit.head` | key-value reads: the record count, then the newest record's line (its `hash`) |
-//! | `audit.append` | claim the position with `increment`, write the line, count it; then an optional `POST` to `siem_url` |
+//! | `audit.head` | key-value reads: `audit-newest`, then the newest record's line (its `hash`) |
+//! | `audit.append` | claim the position with `increment`, write the line with `audit-newest` and the unit's held `set`s in one batch; then an optional `POST` to `siem_url` |
 //! | `config.get` | Spin variables |
 //!
 //! Spin composes it with the guest through `[component.mfa-step.dependencies]` in `spin.toml`.
@@ -31,6 +31,7 @@ pub mod audit_stream;
 pub mod expiring;
 pub mod listing;
 pub mod mapping;
+pub mod unit;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

@@ -101,20 +101,16 @@ fn mark_key(key: &str) -> String {
 }
 
 /// A mark: the key's slot and the expiry its entry is filed with (`None`: for good).
-fn read_mark(kv: &impl Keys, key: &str) -> Result<Option<(i64, Option<i64>)>, String> {
-    let Some(bytes) = kv.get(&mark_key(key))? else {
-        return Ok(None);
+/// A stored mark's slot and expiry. An unreadable mark is none: the key is filed again, in a new
+/// slot (a duplicate entry, never a lost one).
+fn parse_mark(bytes: &[u8]) -> Option<(i64, Option<i64>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (slot, until) = text.split_once(' ')?;
+    let until = match until {
+        "none" => None,
+        at => Some(at.parse().ok()?),
     };
-    // An unreadable mark files the key again, in a new slot: a duplicate entry, never a lost one.
-    let parsed = std::str::from_utf8(&bytes).ok().and_then(|text| {
-        let (slot, until) = text.split_once(' ')?;
-        let until = match until {
-            "none" => None,
-            at => Some(at.parse().ok()?),
-        };
-        Some((slot.parse().ok()?, until))
-    });
-    Ok(parsed)
+    Some((slot.parse().ok()?, until))
 }
 
 /// Files the component's value key `key` in its parent's index, to last at least until
@@ -134,7 +130,8 @@ pub fn on_set(
     let Some(parent) = parent(key) else {
         return Ok(());
     };
-    let mark = read_mark(kv, key)?;
+    let stored_mark = kv.get(&mark_key(key))?;
+    let mark = stored_mark.as_deref().and_then(parse_mark);
     let covered = match (mark, expires_at) {
         (Some((_, None)), _) => true,
         (Some((_, Some(filed))), Some(wanted)) => filed >= wanted,
@@ -143,17 +140,27 @@ pub fn on_set(
     if covered {
         return Ok(());
     }
-    let slot = match mark {
-        Some((slot, _)) => slot,
-        None => kv.increment(&count_key(parent), 1)?,
+    // A slot number just taken was never used, and a mark never stored was never filed (a mark is
+    // swept with its note, in one batch): neither can have an expiry noted to replace, so neither
+    // note is read. A slot or a mark written before may have one.
+    let expire = |batch: &mut expiring::Batch, stored: &str, fresh: bool| {
+        if fresh {
+            expiring::on_first_set(kv, batch, stored, expires_at, now)
+        } else {
+            expiring::on_set(kv, batch, stored, expires_at, now)
+        }
+    };
+    let (slot, fresh_slot) = match mark {
+        Some((slot, _)) => (slot, false),
+        None => (kv.increment(&count_key(parent), 1)?, true),
     };
     let slot_key = slot_key(parent, slot);
     batch.set(slot_key.clone(), key.as_bytes().to_vec());
-    expiring::on_set(kv, batch, &slot_key, expires_at, now)?;
+    expire(batch, &slot_key, fresh_slot)?;
     let until = expires_at.map_or_else(|| "none".to_owned(), |at| at.to_string());
     let mark_key = mark_key(key);
     batch.set(mark_key.clone(), format!("{slot} {until}").into_bytes());
-    expiring::on_set(kv, batch, &mark_key, expires_at, now)?;
+    expire(batch, &mark_key, stored_mark.is_none())?;
     Ok(())
 }
 
@@ -224,16 +231,23 @@ mod tests {
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
 
-    /// A store in a map, counting scans; `fail_on` makes writes of keys with that prefix fail.
+    fn read_mark(kv: &impl Keys, key: &str) -> Result<Option<(i64, Option<i64>)>, String> {
+        Ok(kv.get(&mark_key(key))?.as_deref().and_then(parse_mark))
+    }
+
+    /// A store in a map, counting scans and noting the keys read; `fail_on` makes writes of keys
+    /// with that prefix fail.
     #[derive(Default)]
     struct Map {
         map: RefCell<BTreeMap<String, Vec<u8>>>,
         scans: Cell<usize>,
+        reads: RefCell<Vec<String>>,
         fail_on: RefCell<Option<String>>,
     }
 
     impl Keys for Map {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            self.reads.borrow_mut().push(key.to_owned());
             Ok(self.map.borrow().get(key).cloned())
         }
         fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
@@ -520,5 +534,46 @@ mod tests {
         );
         assert_eq!(m.counter(&count_key(ALICE)).unwrap(), 1, "no second slot");
         assert_eq!(listed(&m, ALICE), [format!("{ALICE}d1")]);
+    }
+
+    #[test]
+    fn a_key_filed_for_the_first_time_reads_no_note_of_its_entry_and_one_filed_again_does() {
+        let m = Map::default();
+        let user = "v1:user-seen:org-1:alice";
+        put(&m, user, None).unwrap();
+        let entry_notes = |m: &Map| -> Vec<String> {
+            m.reads
+                .borrow()
+                .iter()
+                .filter(|k| k.starts_with("expiry:list-"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            entry_notes(&m),
+            Vec::<String>::new(),
+            "a fresh slot and mark"
+        );
+        assert_eq!(listed(&m, "v1:user-seen:org-1:"), [user]);
+
+        // An unreadable mark files the key again in a new slot, and its note is looked for (an
+        // expiry noted for it must not outlive the mark written now).
+        let device = format!("{ALICE}d1");
+        put(&m, &device, Some(T + 100)).unwrap();
+        m.set(&mark_key(&device), b"garbage").unwrap();
+        m.reads.borrow_mut().clear();
+        put(&m, &device, None).unwrap();
+        assert_eq!(
+            entry_notes(&m),
+            [format!("expiry:list-mark:{device}")],
+            "the new slot's note is not read, the mark's is"
+        );
+        assert!(
+            m.get(&expiring::note_key(&mark_key(&device)))
+                .unwrap()
+                .is_none(),
+            "the mark, now for good, has no expiry left"
+        );
+        assert_eq!(listed(&m, ALICE), [device]);
     }
 }

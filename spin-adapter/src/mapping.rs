@@ -111,6 +111,13 @@ pub fn audit_key(org_id: &str, seq: u64) -> String {
     format!("{AUDIT_PREFIX}{org_id}:{seq:020}")
 }
 
+/// The organization and position of the audit record stored at `key` ([`audit_key`]'s inverse).
+#[must_use]
+pub fn audit_key_parts(key: &str) -> Option<(&str, u64)> {
+    let (org_id, seq) = key.strip_prefix(AUDIT_PREFIX)?.rsplit_once(':')?;
+    Some((org_id, seq.parse().ok()?))
+}
+
 /// The counter that claims position `seq` of `org_id`'s audit stream in `epoch`:
 /// `audit-claim:<org>:<seq, 20 digits>:<epoch>`. The writer whose increment returns 1 owns it.
 #[must_use]
@@ -316,6 +323,9 @@ mod tests {
         assert_eq!(value_key("ctr:x"), "val:ctr:x");
         assert_eq!(counter_key("audit:acme:1"), "ctr:audit:acme:1");
         assert!(!value_key("audit:acme:1").starts_with(AUDIT_PREFIX));
+        assert_eq!(audit_key_parts(&audit_key("acme", 42)), Some(("acme", 42)));
+        assert_eq!(audit_key_parts("audit-newest:acme"), None);
+        assert_eq!(audit_key_parts("audit:acme:x"), None);
     }
 
     #[test]
