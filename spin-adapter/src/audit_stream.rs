@@ -24,8 +24,10 @@
 //!   link?  record seq-1 exists and its line's hash = prev   (or seq = 1 and prev = 64 zeros)
 //!     |  no --------------------------------------------------------------> conflict
 //!     v
-//!   claim  audit-claim:<org>:<seq>:<epoch> reads 0, and increment(it) == 1 ?
-//!     |  no: record seq exists, or appears within 31 ms? - yes -> pause 0-4 ms, conflict
+//!   claim  audit-claim:<org>:<seq>:<epoch> reads 0 (not read by a writer that lost before),
+//!          and increment(it) == 1 ?
+//!     |  no: record seq exists, or appears within 31 ms? - yes -> conflict (after a pause of
+//!     |      0-4 ms if this writer had not lost before)
 //!     |      otherwise its owner is writing it, or died after claiming:
 //!     |      mark it stalled (since now); stalled for STALL_TIMEOUT? - no --> conflict
 //!     |                                                 yes: epoch + 1, claim again
@@ -212,6 +214,9 @@ pub struct Entry<'a> {
     pub hash: &'a str,
     /// Its line, stored byte for byte.
     pub line: &'a str,
+    /// How many races for a position its writer lost since it last appended a record (0 on a
+    /// first attempt): the writers that have waited longest relink first.
+    pub lost: u32,
 }
 
 /// The newest record of a stream.
@@ -350,7 +355,7 @@ pub fn append(kv: &impl Kv, clock: &impl Clock, entry: &Entry<'_>) -> Result<(),
     if !links(kv, entry)? {
         return Err(AppendError::Conflict);
     }
-    let (epoch, claimed_at) = claim(kv, clock, entry.org_id, entry.seq)?;
+    let (epoch, claimed_at) = claim(kv, clock, entry)?;
     let key = mapping::audit_key(entry.org_id, entry.seq);
     // Past the first epoch the stalled owner may, after all, have written within its budget.
     if epoch > 0 && kv.exists(&key)? {
@@ -409,28 +414,35 @@ fn read_stall(kv: &impl Kv, org: &str) -> Result<Option<Stall>, String> {
 fn claim(
     kv: &impl Kv,
     clock: &impl Clock,
-    org: &str,
-    seq: u64,
+    entry: &Entry<'_>,
 ) -> Result<(u32, Duration), AppendError> {
+    let (org, seq) = (entry.org_id, entry.seq);
     let timeout = u64::try_from(STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
     let mut epoch = 0u32;
     for _ in 0..CLAIM_STEPS {
         // Read the time before claiming: the budget then covers the claim's own round trip.
         let started = clock.monotonic();
         let claim = mapping::audit_claim_key(org, seq, epoch);
-        // And the claim before taking it: with many writers on one organization most find the
-        // position taken, and a read costs them no write (on Spin's SQLite store a write is a
-        // transaction and a sync to disk, on the one connection every request waits for).
+        // A writer new to the race reads the claim before taking it: with many writers on one
+        // organization most find the position taken, and a read costs them no write (on Spin's
+        // SQLite store a write is a transaction and a sync to disk, on the one connection every
+        // request waits for). A writer that lost before claims at once, a round trip ahead of the
+        // new ones: on Redis, where calls run side by side, reading first for every writer
+        // widened each race and left more writers losing 32 in a row ("stayed busy", 503s).
         // Exactly one writer still sees its increment return 1.
-        if kv.counter(&claim)? == 0 && kv.increment(&claim, 1)? == 1 {
+        if (entry.lost > 0 || kv.counter(&claim)? == 0) && kv.increment(&claim, 1)? == 1 {
             return Ok((epoch, started));
         }
         if owner_wrote(kv, clock, org, seq)? {
-            // Every writer that lost this position relinks now, and all but one lose the next:
-            // a random pause of up to 4 ms spreads them out, so that each loses fewer races
-            // before it wins one (the component gives up after 32).
-            let jitter = u64::from(clock.monotonic().subsec_nanos() % 4_000);
-            clock.pause(Duration::from_micros(jitter));
+            // Every writer that lost this position relinks now, and all but one lose the next.
+            // One that lost for the first time pauses at random for up to 4 ms, so that the
+            // writers that have lost before (and writers new to the race, which never paused)
+            // relink ahead of it: the longest waits are cut, where a pause for every loser (the
+            // way before) left some losing a dozen times in a row.
+            if entry.lost == 0 {
+                let jitter = u64::from(clock.monotonic().subsec_nanos() % 4_000);
+                clock.pause(Duration::from_micros(jitter));
+            }
             return Err(AppendError::Conflict);
         }
         // Held, not written: its owner is writing, or died. Read the time only now, after seeing
@@ -535,7 +547,9 @@ fn write(
 
 /// Whether `org`'s `audit-newest` is at `seq` or past it (an unreadable one is not).
 fn newest_at_least(kv: &impl Kv, org: &str, seq: u64) -> Result<bool, String> {
-    Ok(read_newest(kv, org)?.flatten().is_some_and(|newest| newest >= seq))
+    Ok(read_newest(kv, org)?
+        .flatten()
+        .is_some_and(|newest| newest >= seq))
 }
 
 #[cfg(test)]
@@ -738,6 +752,7 @@ mod tests {
                 prev: &self.prev,
                 hash: &self.hash,
                 line: &self.line,
+                lost: 0,
             }
         }
 
@@ -1074,6 +1089,39 @@ mod tests {
         let relinked = append_linked(&kv, &clock.hands, "acme", "mine");
         assert_eq!((relinked.seq, relinked.prev), (2, owner.hash.clone()));
         assert_eq!(chain(&kv, "acme"), vec![owner.line, relinked.line]);
+    }
+
+    #[test]
+    fn a_writer_that_lost_before_takes_its_turn_first_it_claims_at_once_and_relinks_unpaused() {
+        let kv = Memory::default();
+        let owner = Record::after("acme", None, "owner");
+        let clock = OwnerWritesDuringTheWait {
+            hands: Hands::default(),
+            kv: &kv,
+            owner_line: owner.line.as_bytes().to_vec(),
+            pauses: AtomicU64::new(0),
+        };
+        kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+            .unwrap();
+        let mine = Record::after("acme", None, "mine");
+        let veteran = Entry {
+            lost: 3,
+            ..mine.entry()
+        };
+        assert_eq!(append(&kv, &clock, &veteran), Err(AppendError::Conflict));
+        assert_eq!(
+            clock.pauses.load(Ordering::SeqCst),
+            2,
+            "the two waits for the owner's record, and no pause before relinking"
+        );
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 1, 0)).unwrap(),
+            2,
+            "it took its claim without reading it first"
+        );
+        // Its relink wins the next position as any writer's would.
+        let relinked = append_linked(&kv, &clock.hands, "acme", "mine");
+        assert_eq!((relinked.seq, relinked.prev), (2, owner.hash.clone()));
     }
 
     #[test]

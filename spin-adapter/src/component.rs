@@ -7,7 +7,7 @@
 //! token. The one trap is a variables provider that fails inside `config.get`, which has no error
 //! to return (see [`config_get`]).
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -82,6 +82,8 @@ thread_local! {
     static SWEEPS: expiring::SweepGate = expiring::SweepGate::default();
     /// The unit of work's `set`s, held until its audit record or `commit` ([`unit`]).
     static HELD: unit::Held = unit::Held::default();
+    /// How many races for an audit position this instance lost since its last record.
+    static LOST: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Writes the held `set`s ([`unit::Held::flush`]): before the store itself is changed or listed,
@@ -463,8 +465,9 @@ impl audit::Guest for Adapter {
             prev: &entry.prev,
             hash: &entry.hash,
             line: &entry.line,
+            lost: LOST.get(),
         };
-        with_kv(audit::AuditError::Unavailable, |kv| {
+        let appended = with_kv(audit::AuditError::Unavailable, |kv| {
             audit_stream::append(kv, &clock, &linked).map_err(|e| match e {
                 // Nothing was written: the component relinks and appends again, and the held
                 // `set`s go with that record.
@@ -475,7 +478,12 @@ impl audit::Guest for Adapter {
                     audit::AuditError::Unavailable(m)
                 }
             })
-        })?;
+        });
+        LOST.set(match appended {
+            Err(audit::AuditError::Conflict) => LOST.get().saturating_add(1),
+            _ => 0,
+        });
+        appended?;
         // The key-value store is the system of record and decides the answer. The SIEM gets a copy
         // when `siem_url` is set, on a best-effort basis: failing the operation after the record is
         // stored would leave a record of a change the component then undoes. A missed copy is
