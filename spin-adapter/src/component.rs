@@ -86,8 +86,7 @@ thread_local! {
     static LOST: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Writes the held `set`s ([`unit::Held::flush`]): before the store itself is changed or listed,
-/// and at `commit`.
+/// Writes the held `set`s now ([`unit::Held::flush`]): before the store's index is listed.
 fn flush_held(kv: &SpinKv) -> Result<(), String> {
     HELD.with(|held| held.flush(kv))
 }
@@ -170,8 +169,10 @@ impl store::Guest for Adapter {
         // with it any expiry noted for it.
         mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
-            // The held `set`s first, so that a value set and then deleted in one unit is gone.
-            flush_held(kv).map_err(store::StoreError::Unavailable)?;
+            // A value set in this unit and not yet written goes from the held writes (its listing
+            // entry and expiry slot may stay: readers and sweeps skip an entry without its value).
+            let stored = mapping::value_key(&key);
+            HELD.with(|held| held.forget(&[expiring::note_key(&stored), stored]));
             for stored in [mapping::value_key(&key), mapping::counter_key(&key)] {
                 expiring::Keys::delete(kv, &stored).map_err(store::StoreError::Unavailable)?;
                 expiring::Keys::delete(kv, &expiring::note_key(&stored))
@@ -231,13 +232,14 @@ impl store::Guest for Adapter {
     }
 
     fn commit() -> Result<(), store::StoreError> {
-        // The held `set`s that no audit record took with it, in one batch. Everything else was
-        // durable when its call returned.
+        // The held `set`s that no audit record took with it, in one batch; `err` for a unit whose
+        // writes were dropped ([`unit`]). Everything else was durable when its call returned.
         if HELD.with(unit::Held::is_empty) {
             return Ok(());
         }
         with_kv(store::StoreError::Unavailable, |kv| {
-            flush_held(kv).map_err(store::StoreError::Unavailable)
+            HELD.with(|held| held.commit(kv))
+                .map_err(store::StoreError::Unavailable)
         })
     }
 }
@@ -473,7 +475,8 @@ impl audit::Guest for Adapter {
                 // `set`s go with that record.
                 audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
                 audit_stream::AppendError::Unavailable(m) => {
-                    // The unit failed: its held `set`s are dropped, never written without it.
+                    // The unit failed: its held `set`s are dropped, never written without it, and
+                    // its `commit` fails.
                     HELD.with(unit::Held::discard);
                     audit::AuditError::Unavailable(m)
                 }

@@ -125,6 +125,11 @@ impl Batch {
         }
     }
 
+    /// Takes `keys` out of the batch.
+    pub fn remove(&mut self, keys: &[String]) {
+        self.0.retain(|(k, _)| !keys.contains(k));
+    }
+
     /// The value the batch would write at `key`.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&[u8]> {

@@ -13,49 +13,87 @@
 //!   `audit-newest` (one transaction on SQLite, one `MSET` on Redis: the record and the change it
 //!   describes, together or not at all), or on their own by `commit`, and before a `delete` or a
 //!   `list-keys`, which work on the store itself.
-//! - A write that fails drops the held writes (none of the unit): the call answers `unavailable`
-//!   and the component puts back what it wrote, as the contract has it. A record write is
-//!   retried with them while its position's claim is fresh; an `append` that fails drops them.
+//! - A write that fails drops the held writes (none of the unit) and marks the unit lost: until
+//!   the next `commit`, which then answers `err`, no record is written (it would be written
+//!   without part of its change). The call answers `unavailable`, and the component puts back
+//!   what it wrote, as the contract has it. A record write that fails keeps the held writes for
+//!   its retry (while its position's claim is fresh); an `append` that fails drops them.
+//! - A `delete` takes its key out of the held writes and deletes it in the store; the rest stays
+//!   held. `list-keys` writes the held writes first: the index it reads is in the store. So a
+//!   unit is written whole with its record unless it listed keys before it.
 //!
 //! Never held: counters (an increment applies at once, the contract's count-first limits), and the
 //! adapter's own bookkeeping outside a `set` (sweeps, a counter's expiry, audit claims and stalls).
 //! An instance that ends without a `commit` (a trap) leaves its held writes unwritten, as a
 //! transaction that was never committed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::expiring::{Batch, Keys};
 
+/// Why the unit's `commit` or record fails after its held writes were dropped.
+const LOST: &str = "this unit of work's writes were not kept (a write of them failed, or its \
+                    audit record could not be stored); nothing of it is written";
+
 /// The writes held for the current unit of work.
 #[derive(Debug, Default)]
-pub struct Held(RefCell<Batch>);
+pub struct Held {
+    writes: RefCell<Batch>,
+    /// The unit's held writes were dropped: its next `commit` fails, and no record is written.
+    lost: Cell<bool>,
+}
 
 impl Held {
     /// Holds `batch` until the unit is written; a key held twice is written once, with its later
     /// value.
     pub fn hold(&self, batch: Batch) {
-        self.0.borrow_mut().append(batch);
+        self.writes.borrow_mut().append(batch);
     }
 
     /// The held value at the store key `stored`, if any.
     #[must_use]
     pub fn value(&self, stored: &str) -> Option<Vec<u8>> {
-        self.0.borrow().get(stored).map(<[u8]>::to_vec)
+        self.writes.borrow().get(stored).map(<[u8]>::to_vec)
     }
 
-    /// Whether nothing is held.
+    /// Takes the store keys `stored` out of the held writes (a `delete` of them).
+    pub fn forget(&self, stored: &[String]) {
+        self.writes.borrow_mut().remove(stored);
+    }
+
+    /// Whether `commit` has nothing to do: nothing held, and nothing lost.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
+        !self.lost.get() && self.writes.borrow().is_empty()
     }
 
-    /// Writes the held writes in one `set_many` (nothing when none are held). They are no longer
-    /// held afterwards, whether or not the write succeeded.
+    /// Ends the unit (`commit`): writes the held writes in one `set_many` (nothing when none are
+    /// held). Nothing is held afterwards, and a new unit starts, whether or not it succeeded.
     ///
     /// # Errors
-    /// The store failed: none of the held writes may be kept (an atomic batch keeps none).
+    /// The unit was lost before ([`Held::discard`], a failed write), or the store failed now: none
+    /// of the held writes is kept (an atomic batch keeps none).
+    pub fn commit(&self, keys: &impl Keys) -> Result<(), String> {
+        let writes = self.writes.take();
+        if self.lost.replace(false) {
+            return Err(LOST.to_owned());
+        }
+        writes.write(keys)
+    }
+
+    /// Writes the held writes now, in one `set_many`, and goes on with the unit (before
+    /// `list-keys`).
+    ///
+    /// # Errors
+    /// The unit was lost before, or the store failed now: the unit is lost.
     pub fn flush(&self, keys: &impl Keys) -> Result<(), String> {
-        self.0.take().write(keys)
+        if self.lost.get() {
+            return Err(LOST.to_owned());
+        }
+        self.writes
+            .take()
+            .write(keys)
+            .inspect_err(|_| self.lost.set(true))
     }
 
     /// Writes the held writes and then `writes` (an audit record and its mark) in one `set_many`.
@@ -63,18 +101,23 @@ impl Held {
     /// the same record.
     ///
     /// # Errors
-    /// The store failed.
+    /// The unit was lost before (the record is refused: it would be stored without part of its
+    /// change), or the store failed.
     pub fn write_with(&self, keys: &impl Keys, writes: &[(String, Vec<u8>)]) -> Result<(), String> {
-        let mut all = self.0.borrow().writes().to_vec();
+        if self.lost.get() {
+            return Err(LOST.to_owned());
+        }
+        let mut all = self.writes.borrow().writes().to_vec();
         all.extend_from_slice(writes);
         keys.set_many(&all)?;
-        drop(self.0.take());
+        drop(self.writes.take());
         Ok(())
     }
 
-    /// Drops the held writes, unwritten: the unit they belong to failed.
+    /// Drops the held writes, unwritten: the unit they belong to failed (its `commit` fails).
     pub fn discard(&self) {
-        drop(self.0.take());
+        drop(self.writes.take());
+        self.lost.set(true);
     }
 }
 
@@ -157,12 +200,24 @@ mod tests {
         assert!(m.get("audit:acme:1").unwrap().is_some());
         assert!(held.is_empty());
         // Nothing held: a commit writes nothing.
-        held.flush(&m).unwrap();
+        held.commit(&m).unwrap();
         assert_eq!(m.batches.get(), 1);
+        // A delete takes its key out; the rest is written at commit.
+        held.hold(batch(&[
+            ("val:e", "e"),
+            ("expiry:val:e", "100"),
+            ("val:f", "f"),
+        ]));
+        held.forget(&["val:e".to_owned(), "expiry:val:e".to_owned()]);
+        assert_eq!(held.value("val:e"), None);
+        held.commit(&m).unwrap();
+        assert_eq!(m.get("val:e").unwrap(), None);
+        assert_eq!(m.get("expiry:val:e").unwrap(), None);
+        assert_eq!(m.get("val:f").unwrap().as_deref(), Some(&b"f"[..]));
     }
 
     #[test]
-    fn a_failed_record_write_keeps_the_values_for_its_retry_and_a_failed_flush_keeps_none() {
+    fn a_failed_record_write_keeps_the_values_for_its_retry_and_a_lost_unit_fails_its_commit() {
         let m = Map::default();
         let held = Held::default();
         held.hold(batch(&[("val:c", "new")]));
@@ -173,21 +228,29 @@ mod tests {
         held.write_with(&m, &record()).unwrap();
         assert_eq!(m.get("val:c").unwrap().as_deref(), Some(&b"new"[..]));
 
+        // A failed write of the unit loses it whole, and says so until the unit ends: no record
+        // is written without it, and its commit fails (then the next unit starts afresh).
         held.hold(batch(&[("val:d", "d")]));
         m.down.set(true);
         assert!(held.flush(&m).is_err());
-        assert!(
-            held.is_empty(),
-            "a unit whose write failed is dropped whole"
-        );
         m.down.set(false);
-        held.flush(&m).unwrap();
+        assert!(
+            held.write_with(&m, &record()).is_err(),
+            "no record without its change"
+        );
+        assert!(!held.is_empty(), "the commit has something to say");
+        assert!(held.commit(&m).is_err());
         assert_eq!(m.get("val:d").unwrap(), None);
+        held.hold(batch(&[("val:g", "g")]));
+        held.commit(&m).unwrap();
+        assert_eq!(m.get("val:g").unwrap().as_deref(), Some(&b"g"[..]));
 
+        // So does a unit whose record could not be stored.
         held.hold(batch(&[("val:e", "e")]));
         held.discard();
-        held.flush(&m).unwrap();
+        assert!(held.commit(&m).is_err());
         assert_eq!(m.get("val:e").unwrap(), None);
+        held.commit(&m).unwrap();
     }
 
     #[test]
