@@ -54,10 +54,14 @@
 //! bound of it while an adapter of an older version runs beside this one. Those adapters counted
 //! records in `audit-len` after writing them instead (an increment, which on Spin's SQLite store
 //! cost one more transaction, one more sync to disk, per record), so a store without
-//! `audit-newest` starts from its count. `head` reads where to start, `n`, requires record `n` to
-//! exist, then steps forward while record `n + 1` exists. The hash is read from the newest
-//! record's line (its `hash` field; `append` refuses a line whose `prev` and `hash` fields differ
-//! from the entry's, so the two can never disagree).
+//! `audit-newest` starts from its count. `head` reads where to start, `n`, and requires record `n`
+//! to exist. It steps forward while record `n + 1` exists only where a later record can be: when
+//! `n` is a count, or when this instance has seen a record past `n` (a writer that lost its
+//! position to an older adapter's record read that record, and its relink steps past it: one
+//! conflict per record an older adapter wrote, never a loop). Beside adapters of this version the
+//! step costs a read per append and finds nothing, so it is not taken. The hash is read from the
+//! newest record's line (its `hash` field; `append` refuses a line whose `prev` and `hash` fields
+//! differ from the entry's, so the two can never disagree).
 //!
 //! Both keys are also what `mfa-step audit verify --spin-kv` holds a trail to: a trail that ends
 //! before either was truncated.
@@ -93,6 +97,10 @@
 //! - **Records deleted from the store** are the verifier's to find, except the newest: `head`
 //!   refuses to answer if the record `audit-newest` names is missing. When pruning exported
 //!   records, keep each organization's newest one.
+//! - **Claims deleted from the store** would let a position be claimed twice: a record written
+//!   past `audit-newest` (by an adapter of an older version) is found through its claim, which is
+//!   how a writer learns of it without looking past the mark on every append. Never prune
+//!   `audit-claim:` keys, or restore records without their claims.
 
 use std::time::Duration;
 
