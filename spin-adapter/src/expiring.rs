@@ -274,10 +274,10 @@ pub fn on_first_set(
     at: Option<i64>,
     now: i64,
 ) -> Result<(), String> {
-    match at {
-        Some(at) => file(keys, batch, stored, at, now),
-        None => Ok(()),
+    if at.is_none() {
+        return Ok(());
     }
+    on_set(keys, batch, stored, at, now)
 }
 
 /// After an `increment` of the counter `stored` that left it at `value`: with `at`, its expiry
