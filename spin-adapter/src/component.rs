@@ -169,15 +169,16 @@ impl store::Guest for Adapter {
         // with it any expiry noted for it.
         mapping::check_key(&key).map_err(store::StoreError::Invalid)?;
         with_kv(store::StoreError::Unavailable, |kv| {
-            // A value set in this unit and not yet written goes from the held writes (its listing
-            // entry and expiry slot may stay: readers and sweeps skip an entry without its value).
-            let stored = mapping::value_key(&key);
-            HELD.with(|held| held.forget(&[expiring::note_key(&stored), stored]));
             for stored in [mapping::value_key(&key), mapping::counter_key(&key)] {
                 expiring::Keys::delete(kv, &stored).map_err(store::StoreError::Unavailable)?;
                 expiring::Keys::delete(kv, &expiring::note_key(&stored))
                     .map_err(store::StoreError::Unavailable)?;
             }
+            // Deleted: a value set in this unit and not yet written goes from the held writes too
+            // (its listing entry and expiry slot may stay: readers and sweeps skip an entry
+            // without its value). A delete that failed leaves it, as a delete after a write would.
+            let stored = mapping::value_key(&key);
+            HELD.with(|held| held.forget(&[expiring::note_key(&stored), stored]));
             Ok(())
         })
     }
@@ -458,6 +459,14 @@ impl audit::Guest for Adapter {
     }
 
     fn append(entry: audit::Entry) -> Result<(), audit::AuditError> {
+        // A lost unit takes no record (see `unit`): refused before a position is claimed, which
+        // would otherwise stay claimed and unwritten, and stall the stream for everyone.
+        if HELD.with(unit::Held::is_lost) {
+            LOST.set(0);
+            return Err(audit::AuditError::Unavailable(
+                "this unit of work's writes were not kept; its record is not written".to_owned(),
+            ));
+        }
         let clock = SpinClock {
             started: Instant::now(),
         };

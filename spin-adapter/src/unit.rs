@@ -4,28 +4,28 @@
 //! Each write to Spin's SQLite store is a transaction of its own, and so a sync to disk, on the
 //! one connection every request's store calls queue on: a new user's `begin` wrote its challenge
 //! in one and its record in another. The contract lets a host hold a unit's `set`s and `delete`s
-//! until `commit` and keep all of them or none; this module holds the `set`s:
+//! until `commit` and keep all of them or none; this module holds the `set`s (a `delete` is
+//! written at once):
 //!
 //! - A `set` (its value, its listing entry, its expiry's note and slot: one [`Batch`]) joins the
 //!   held writes. Only slot numbers, atomic increments, are taken at once.
 //! - `get` answers a held value (read-your-writes).
 //! - The held writes are written in the same `set_many` as the next audit record and
-//!   `audit-newest` (one transaction on SQLite, one `MSET` on Redis: the record and the change it
-//!   describes, together or not at all), or on their own by `commit`, and before a `delete` or a
-//!   `list-keys`, which work on the store itself.
-//! - A write that fails drops the held writes (none of the unit) and marks the unit lost: until
-//!   the next `commit`, which then answers `err`, no record is written (it would be written
-//!   without part of its change). The call answers `unavailable`, and the component puts back
-//!   what it wrote, as the contract has it. A record write that fails keeps the held writes for
-//!   its retry (while its position's claim is fresh); an `append` that fails drops them.
-//! - A `delete` takes its key out of the held writes and deletes it in the store; the rest stays
-//!   held. `list-keys` writes the held writes first: the index it reads is in the store. So a
-//!   unit is written whole with its record unless it listed keys before it.
+//!   `audit-newest` (one transaction on SQLite, one `MSET` on Redis: the record and the `set`s it
+//!   describes, together or not at all), or on their own by `commit`. `list-keys` writes them
+//!   first: the index it reads is in the store.
+//! - A `delete` that succeeds takes its key out of the held writes (the rest stays held).
+//! - A unit whose held writes were dropped is *lost*: a write of them failed, or its `append`
+//!   failed. Until its `commit` no record is taken (it would be stored without part of its change)
+//!   and the component's `append` answers `unavailable` before claiming a position. The component
+//!   then puts back what it wrote (`set`s of the values before, held after the loss), and the
+//!   `commit` writes those and answers `err`; the next unit starts afresh. A record write that
+//!   fails keeps the held writes for its retry, while its position's claim is fresh.
 //!
-//! Never held: counters (an increment applies at once, the contract's count-first limits), and the
-//! adapter's own bookkeeping outside a `set` (sweeps, a counter's expiry, audit claims and stalls).
-//! An instance that ends without a `commit` (a trap) leaves its held writes unwritten, as a
-//! transaction that was never committed.
+//! Never held: counters (an increment applies at once, the contract's count-first limits),
+//! `delete`s, and the adapter's own bookkeeping outside a `set` (sweeps, a counter's expiry, audit
+//! claims and stalls). An instance that ends without a `commit` (a trap) leaves its held `set`s
+//! unwritten.
 
 use std::cell::{Cell, RefCell};
 
@@ -67,18 +67,27 @@ impl Held {
         !self.lost.get() && self.writes.borrow().is_empty()
     }
 
+    /// Whether the unit is lost ([`Held::discard`], a failed write): no record may be appended
+    /// until its `commit`.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        self.lost.get()
+    }
+
     /// Ends the unit (`commit`): writes the held writes in one `set_many` (nothing when none are
-    /// held). Nothing is held afterwards, and a new unit starts, whether or not it succeeded.
+    /// held). Nothing is held afterwards, and a new unit starts, whether or not it succeeded. A
+    /// lost unit's held writes are those made after the loss (the component's put-backs): they
+    /// are written, and the commit still fails.
     ///
     /// # Errors
-    /// The unit was lost before ([`Held::discard`], a failed write), or the store failed now: none
-    /// of the held writes is kept (an atomic batch keeps none).
+    /// The unit was lost before, or the store failed now (an atomic batch keeps none of it).
     pub fn commit(&self, keys: &impl Keys) -> Result<(), String> {
-        let writes = self.writes.take();
-        if self.lost.replace(false) {
+        let lost = self.lost.replace(false);
+        self.writes.take().write(keys)?;
+        if lost {
             return Err(LOST.to_owned());
         }
-        writes.write(keys)
+        Ok(())
     }
 
     /// Writes the held writes now, in one `set_many`, and goes on with the unit (before
@@ -114,7 +123,7 @@ impl Held {
         Ok(())
     }
 
-    /// Drops the held writes, unwritten: the unit they belong to failed (its `commit` fails).
+    /// Drops the writes held now, unwritten: the unit they belong to failed (its `commit` fails).
     pub fn discard(&self) {
         drop(self.writes.take());
         self.lost.set(true);
@@ -245,11 +254,19 @@ mod tests {
         held.commit(&m).unwrap();
         assert_eq!(m.get("val:g").unwrap().as_deref(), Some(&b"g"[..]));
 
-        // So does a unit whose record could not be stored.
-        held.hold(batch(&[("val:e", "e")]));
+        // So does a unit whose record could not be stored; what the component then puts back
+        // (held after the loss) is written by the commit that fails.
+        m.set("val:e", b"before").unwrap();
+        held.hold(batch(&[("val:e", "changed"), ("val:h", "h")]));
         held.discard();
+        assert!(held.is_lost());
+        assert_eq!(held.value("val:e"), None, "the change is dropped");
+        held.hold(batch(&[("val:k", "put back")]));
         assert!(held.commit(&m).is_err());
-        assert_eq!(m.get("val:e").unwrap(), None);
+        assert!(!held.is_lost(), "the next unit starts afresh");
+        assert_eq!(m.get("val:e").unwrap().as_deref(), Some(&b"before"[..]));
+        assert_eq!(m.get("val:h").unwrap(), None);
+        assert_eq!(m.get("val:k").unwrap().as_deref(), Some(&b"put back"[..]));
         held.commit(&m).unwrap();
     }
 
