@@ -1,6 +1,6 @@
-//! The component: each `mfa-step:plugin` export, implemented with one Spin API call (or two), and
-//! `audit` with the protocol in [`crate::audit_stream`], which this file only wires to Spin's store
-//! and clocks.
+//! The component: each `mfa-step:plugin` export, implemented with one Spin API call (or two), the
+//! store's `set`s held for the unit of work ([`crate::unit`]), and `audit` with the protocol in
+//! [`crate::audit_stream`], which this file only wires to Spin's store and clocks.
 //!
 //! Failures the component can act on (a store or mail API that is down) are `unavailable` errors,
 //! so that the component fails closed; their messages never carry a key's value, a mail body or a

@@ -33,7 +33,8 @@ use crate::expiring::{Batch, Keys};
 
 /// Why the unit's `commit` or record fails after its held writes were dropped.
 const LOST: &str = "this unit of work's writes were not kept (a write of them failed, or its \
-                    audit record could not be stored); nothing of it is written";
+                    audit record could not be stored): its changes were dropped, only what was \
+                    put back since is written";
 
 /// The writes held for the current unit of work.
 #[derive(Debug, Default)]
