@@ -138,6 +138,15 @@ const CLAIM_STEPS: usize = 4;
 /// 0.2 % of appends failing after 32 lost races ("stayed busy") into none (`BENCHMARKS.md`).
 pub const OWNER_WAITS_MS: [u64; 5] = [1, 2, 4, 8, 16];
 
+/// Races lost in a row from which a writer that loses a position claims the one after it at once,
+/// before the owner's record is there ("Reserving ahead" in the module docs).
+pub const RESERVE_FROM_LOSSES: u32 = 8;
+
+/// Races lost in a row from which a writer no longer reserves: the component relinks at most 32
+/// times (`wit/audit.wit`), and a writer whose call gives up would leave its reserved position
+/// claimed and unwritten, stalling its organization.
+pub const RESERVE_UNTIL_LOSSES: u32 = 24;
+
 /// The key-value operations the stream needs. Errors are messages that never hold a value.
 pub trait Kv {
     /// The value at `key`, if any.
@@ -234,6 +243,16 @@ pub struct Head {
     pub seq: u64,
     /// Its hash.
     pub hash: String,
+}
+
+/// A position a writer claimed ahead of the record it follows (see "Reserving ahead"): its
+/// claim, taken with an increment that returned 1, is the writer's until it writes the record
+/// there, within [`CLAIM_BUDGET`] of `claimed_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    org_id: String,
+    seq: u64,
+    claimed_at: Duration,
 }
 
 /// Why a record was not appended (the WIT's `audit-error`).
@@ -359,12 +378,35 @@ fn read_newest(kv: &impl Kv, org: &str) -> Result<Option<Option<u64>>, String> {
 /// its position (nothing written); [`AppendError::Unavailable`] when the line is refused (empty,
 /// more than one line, or its `prev`/`hash` fields differ from the entry's) or the store fails.
 pub fn append(kv: &impl Kv, clock: &impl Clock, entry: &Entry<'_>) -> Result<(), AppendError> {
+    append_reserving(kv, clock, entry, &mut None)
+}
+
+/// [`append`] by a writer that keeps what it reserved between its attempts (`reserved`): a writer
+/// far behind in the race reserves the position after the one it lost, and writes its next attempt
+/// there ("Reserving ahead" in the module docs).
+///
+/// # Errors
+/// As [`append`].
+pub fn append_reserving(
+    kv: &impl Kv,
+    clock: &impl Clock,
+    entry: &Entry<'_>,
+    reserved: &mut Option<Reservation>,
+) -> Result<(), AppendError> {
     check_line(entry)?;
     if !links(kv, entry)? {
         return Err(AppendError::Conflict);
     }
-    let (epoch, claimed_at) = claim(kv, clock, entry)?;
     let key = mapping::audit_key(entry.org_id, entry.seq);
+    if let Some(mine) = reserved.take_if(|r| r.org_id == entry.org_id && r.seq == entry.seq) {
+        return write(kv, clock, entry, &key, mine.claimed_at);
+    }
+    // A reservation for another position (the writer relinked elsewhere): given up, so that
+    // nobody waits for it.
+    if let Some(stale) = reserved.take() {
+        give_up(kv, &stale)?;
+    }
+    let (epoch, claimed_at) = claim(kv, clock, entry, reserved)?;
     // Past the first epoch the stalled owner may, after all, have written within its budget.
     if epoch > 0 && kv.exists(&key)? {
         return Err(AppendError::Conflict);
@@ -423,6 +465,7 @@ fn claim(
     kv: &impl Kv,
     clock: &impl Clock,
     entry: &Entry<'_>,
+    reserved: &mut Option<Reservation>,
 ) -> Result<(u32, Duration), AppendError> {
     let (org, seq) = (entry.org_id, entry.seq);
     let timeout = u64::try_from(STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
@@ -441,6 +484,9 @@ fn claim(
         if (entry.lost > 0 || kv.counter(&claim)? == 0) && kv.increment(&claim, 1)? == 1 {
             return Ok((epoch, started));
         }
+        if epoch == 0 && (RESERVE_FROM_LOSSES..RESERVE_UNTIL_LOSSES).contains(&entry.lost) {
+            *reserved = reserve_next(kv, clock, org, seq)?;
+        }
         if owner_wrote(kv, clock, org, seq)? {
             // Every writer that lost this position relinks now, and all but one lose the next.
             // One that lost for the first time pauses at random for up to 4 ms, so that the
@@ -453,8 +499,19 @@ fn claim(
             }
             return Err(AppendError::Conflict);
         }
-        // Held, not written: its owner is writing, or died. Read the time only now, after seeing
-        // the claim, so that a stall is never dated before the claim it times.
+        // Held, not written: its owner is writing, or died. A position reserved after it would
+        // wait as long: given up now, so that nobody waits for it in turn.
+        if let Some(mine) = reserved.take() {
+            give_up(kv, &mine)?;
+        }
+        // A position its reserver gave up is taken in the next epoch at once: nobody writes the
+        // first one.
+        if epoch == 0 && kv.exists(&mapping::audit_void_key(org, seq))? {
+            epoch = 1;
+            continue;
+        }
+        // Read the time only now, after seeing the claim, so that a stall is never dated before
+        // the claim it times.
         let now = clock.unix_millis();
         match read_stall(kv, org)? {
             Some(stall) if stall.seq == seq && stall.epoch > epoch => epoch = stall.epoch,
@@ -477,6 +534,47 @@ fn claim(
         }
     }
     Err(AppendError::Conflict)
+}
+
+/// Claims the position after `seq` (in its first epoch) for a writer that lost `seq`: the
+/// reservation if the claim is this writer's, `None` if another writer reserved it first.
+fn reserve_next(
+    kv: &impl Kv,
+    clock: &impl Clock,
+    org: &str,
+    seq: u64,
+) -> Result<Option<Reservation>, String> {
+    let Some(next) = seq.checked_add(1) else {
+        return Ok(None);
+    };
+    let claimed_at = clock.monotonic();
+    Ok(
+        (kv.increment(&mapping::audit_claim_key(org, next, 0), 1)? == 1).then(|| Reservation {
+            org_id: org.to_owned(),
+            seq: next,
+            claimed_at,
+        }),
+    )
+}
+
+/// Gives up the position in `reserved`, if any ([`give_up`]): for a writer whose call fails
+/// before it could write there.
+///
+/// # Errors
+/// The store could not be written; the reservation is forgotten all the same (its writer never
+/// writes there), and the position is then taken over as one whose owner died.
+pub fn abandon(kv: &impl Kv, reserved: &mut Option<Reservation>) -> Result<(), String> {
+    reserved.take().map_or(Ok(()), |mine| give_up(kv, &mine))
+}
+
+/// Gives up a reserved position: marks it void, so that the writers that find it claimed and
+/// unwritten take it in the next epoch instead of waiting [`STALL_TIMEOUT`]. The reservation is
+/// consumed: its writer never writes there.
+fn give_up(kv: &impl Kv, reservation: &Reservation) -> Result<(), String> {
+    kv.set(
+        &mapping::audit_void_key(&reservation.org_id, reservation.seq),
+        b"1",
+    )
 }
 
 /// Whether the record at a position another writer holds is there, waiting for it a moment
@@ -1130,6 +1228,273 @@ mod tests {
         // Its relink wins the next position as any writer's would.
         let relinked = append_linked(&kv, &clock.hands, "acme", "mine");
         assert_eq!((relinked.seq, relinked.prev), (2, owner.hash.clone()));
+    }
+
+    /// Appends as the component does: relinking after each conflict, with the races lost so far
+    /// and the position reserved between attempts. How many of its attempts wrote a reserved
+    /// position is added to `used`.
+    fn append_as_component(
+        kv: &impl Kv,
+        clock: &impl Clock,
+        org: &str,
+        note: &str,
+        lost: &mut u32,
+        used: &mut usize,
+    ) -> Record {
+        let mut reserved = None;
+        for _ in 0..10_000 {
+            let record = Record::after(org, head(kv, org).unwrap().as_ref(), note);
+            let entry = Entry {
+                lost: *lost,
+                ..record.entry()
+            };
+            let had = reserved.clone();
+            match append_reserving(kv, clock, &entry, &mut reserved) {
+                Ok(()) => {
+                    *used += usize::from(had.is_some_and(|r| r.seq == record.seq));
+                    assert_eq!(reserved, None, "a reservation outlived its record");
+                    return record;
+                }
+                Err(AppendError::Conflict) => {
+                    *lost += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        panic!("no progress");
+    }
+
+    #[test]
+    fn a_writer_far_behind_reserves_the_next_position_and_its_relink_writes_there() {
+        let kv = Memory::default();
+        let owner = Record::after("acme", None, "owner");
+        let clock = OwnerWritesDuringTheWait {
+            hands: Hands::default(),
+            kv: &kv,
+            owner_line: owner.line.as_bytes().to_vec(),
+            pauses: AtomicU64::new(0),
+        };
+        // The owner has claimed position 1 and writes it while the others wait.
+        kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+            .unwrap();
+        let mine = Record::after("acme", None, "mine");
+        let behind = Entry {
+            lost: RESERVE_FROM_LOSSES,
+            ..mine.entry()
+        };
+        let mut reserved = None;
+        assert_eq!(
+            append_reserving(&kv, &clock, &behind, &mut reserved),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(
+            reserved.as_ref().map(|r| (r.org_id.as_str(), r.seq)),
+            Some(("acme", 2))
+        );
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 2, 0)).unwrap(),
+            1,
+            "position 2 is claimed before the record it follows was there"
+        );
+        // Another writer that relinks after the owner's record finds the position taken...
+        let rival = Record::after("acme", Some(&owner.head()), "rival");
+        let veteran = Entry {
+            lost: 3,
+            ..rival.entry()
+        };
+        assert_eq!(
+            append(&kv, &clock.hands, &veteran),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(chain(&kv, "acme"), vec![owner.line.clone()]);
+        // ...and the reserver's relink writes it without claiming again.
+        let relinked = Record::after("acme", head(&kv, "acme").unwrap().as_ref(), "mine");
+        assert_eq!(relinked.seq, 2);
+        let entry = Entry {
+            lost: RESERVE_FROM_LOSSES + 1,
+            ..relinked.entry()
+        };
+        assert_eq!(
+            append_reserving(&kv, &clock.hands, &entry, &mut reserved),
+            Ok(())
+        );
+        assert_eq!(reserved, None);
+        assert_eq!(chain(&kv, "acme"), vec![owner.line, relinked.line]);
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 2, 0)).unwrap(),
+            2,
+            "the reservation's claim and the rival's; none by the reserver's write"
+        );
+    }
+
+    #[test]
+    fn writers_new_to_the_race_or_near_their_last_attempt_reserve_nothing() {
+        for lost in [0, RESERVE_FROM_LOSSES - 1, RESERVE_UNTIL_LOSSES, 31] {
+            let kv = Memory::default();
+            let owner = Record::after("acme", None, "owner");
+            let clock = OwnerWritesDuringTheWait {
+                hands: Hands::default(),
+                kv: &kv,
+                owner_line: owner.line.as_bytes().to_vec(),
+                pauses: AtomicU64::new(0),
+            };
+            kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+                .unwrap();
+            let mine = Record::after("acme", None, "mine");
+            let mut reserved = None;
+            let entry = Entry {
+                lost,
+                ..mine.entry()
+            };
+            assert_eq!(
+                append_reserving(&kv, &clock, &entry, &mut reserved),
+                Err(AppendError::Conflict)
+            );
+            assert_eq!(reserved, None, "lost {lost}");
+            assert_eq!(
+                kv.counter(&mapping::audit_claim_key("acme", 2, 0)).unwrap(),
+                0,
+                "lost {lost}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reservation_behind_an_owner_that_does_not_write_is_given_up_and_taken_at_once() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        // The owner of position 1 claimed it and has not written it.
+        kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+            .unwrap();
+        let mine = Record::after("acme", None, "mine");
+        let behind = Entry {
+            lost: RESERVE_FROM_LOSSES,
+            ..mine.entry()
+        };
+        let mut reserved = None;
+        assert_eq!(
+            append_reserving(&kv, &clock, &behind, &mut reserved),
+            Err(AppendError::Conflict)
+        );
+        // Position 2 was reserved, then given up when the owner's record did not come: the
+        // reserver never writes it, whatever it appends next.
+        assert_eq!(reserved, None);
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 2, 0)).unwrap(),
+            1
+        );
+        assert_eq!(
+            kv.value(&mapping::audit_void_key("acme", 2)).as_deref(),
+            Some(&b"1"[..])
+        );
+        // The owner writes after all (within its budget). The next writer at position 2 finds it
+        // claimed and unwritten, and takes it in the next epoch without waiting for a stall.
+        let owner = Record::after("acme", None, "owner");
+        kv.set(&mapping::audit_key("acme", 1), owner.line.as_bytes())
+            .unwrap();
+        let next = append_linked(&kv, &clock, "acme", "next");
+        assert_eq!(next.seq, 2);
+        assert_eq!(chain(&kv, "acme"), vec![owner.line, next.line]);
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 2, 1)).unwrap(),
+            1,
+            "taken in epoch 1, with no time passed"
+        );
+    }
+
+    #[test]
+    fn a_reservation_is_given_up_by_a_failing_call_and_by_a_relink_elsewhere() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        let mut reserved = Some(Reservation {
+            org_id: "acme".to_owned(),
+            seq: 5,
+            claimed_at: Duration::ZERO,
+        });
+        abandon(&kv, &mut reserved).unwrap();
+        assert_eq!(reserved, None);
+        assert!(kv.value(&mapping::audit_void_key("acme", 5)).is_some());
+        abandon(&kv, &mut reserved).unwrap();
+
+        // A relink to another position than the reserved one gives the reservation up first.
+        let mut reserved = Some(Reservation {
+            org_id: "acme".to_owned(),
+            seq: 7,
+            claimed_at: Duration::ZERO,
+        });
+        let first = Record::after("acme", None, "first");
+        assert_eq!(
+            append_reserving(&kv, &clock, &first.entry(), &mut reserved),
+            Ok(())
+        );
+        assert_eq!(reserved, None);
+        assert!(kv.value(&mapping::audit_void_key("acme", 7)).is_some());
+        assert_eq!(chain(&kv, "acme"), vec![first.line]);
+    }
+
+    #[test]
+    fn a_reservation_past_its_budget_is_not_written() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        let first = append_linked(&kv, &clock, "acme", "first");
+        kv.increment(&mapping::audit_claim_key("acme", 2, 0), 1)
+            .unwrap();
+        let mut reserved = Some(Reservation {
+            org_id: "acme".to_owned(),
+            seq: 2,
+            claimed_at: clock.monotonic(),
+        });
+        clock.advance(CLAIM_BUDGET);
+        let late = Record::after("acme", Some(&first.head()), "late");
+        let outcome = append_reserving(&kv, &clock, &late.entry(), &mut reserved);
+        assert!(
+            matches!(&outcome, Err(AppendError::Unavailable(m)) if m.contains("within 1 s")),
+            "{outcome:?}"
+        );
+        assert_eq!(chain(&kv, "acme"), vec![first.line]);
+    }
+
+    #[test]
+    fn writers_far_behind_in_many_threads_reserve_and_never_fork_a_chain() {
+        // Every writer starts each record as one far behind, so that positions are reserved,
+        // written, given up and taken over in the next epoch, all at once.
+        let kv = Arc::new(Memory::default());
+        let clock = Hands::default();
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let kv = Arc::clone(&kv);
+                let clock = clock.clone();
+                std::thread::spawn(move || {
+                    let mut used = 0;
+                    for i in 0..25 {
+                        let mut lost = RESERVE_FROM_LOSSES;
+                        append_as_component(
+                            kv.as_ref(),
+                            &clock,
+                            "acme",
+                            &format!("t{t}-{i}"),
+                            &mut lost,
+                            &mut used,
+                        );
+                    }
+                    used
+                })
+            })
+            .collect();
+        let used: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(chain(&kv, "acme").len(), 150);
+        assert_eq!(head(kv.as_ref(), "acme").unwrap().map(|h| h.seq), Some(150));
+        // Each position was written once: by its epoch-0 claimant (a writer or a reserver), or in
+        // a later epoch after a stall or a reservation given up.
+        for seq in 1..=150 {
+            assert!(
+                kv.counter(&mapping::audit_claim_key("acme", seq, 0))
+                    .unwrap()
+                    >= 1
+            );
+        }
+        eprintln!("{used} of 150 records written at a reserved position");
     }
 
     #[test]

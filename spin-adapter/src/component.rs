@@ -84,6 +84,12 @@ thread_local! {
     static HELD: unit::Held = unit::Held::default();
     /// How many races for an audit position this instance lost since its last record.
     static LOST: Cell<u32> = const { Cell::new(0) };
+    /// The audit position this instance reserved for its next attempt, if any
+    /// ([`audit_stream::append_reserving`]).
+    static RESERVED: RefCell<Option<audit_stream::Reservation>> = const { RefCell::new(None) };
+    /// When this instance started: the origin of its monotonic readings ([`SpinClock`]), which
+    /// a reservation's time is kept in across calls.
+    static STARTED: Instant = Instant::now();
 }
 
 /// Writes the held `set`s now ([`unit::Held::flush`]): before the store's index is listed.
@@ -422,10 +428,8 @@ fn sweep_now(kv: &SpinKv, wrote_an_expiry: Option<i64>) {
 }
 
 /// WASI's clocks, which Spin provides: the wall clock to date a stalled position for other
-/// instances, the monotonic one to time this call's own claim.
-struct SpinClock {
-    started: Instant,
-}
+/// instances, the monotonic one to time this instance's own claims.
+struct SpinClock;
 
 impl audit_stream::Clock for SpinClock {
     fn unix_millis(&self) -> u64 {
@@ -438,7 +442,7 @@ impl audit_stream::Clock for SpinClock {
     }
 
     fn monotonic(&self) -> Duration {
-        self.started.elapsed()
+        STARTED.with(Instant::elapsed)
     }
 
     fn pause(&self, pause: Duration) {
@@ -447,11 +451,34 @@ impl audit_stream::Clock for SpinClock {
     }
 }
 
+/// Gives up the audit position this instance reserved, if any, for a call that fails before it
+/// could write there ([`audit_stream::abandon`]). Best effort: if the store cannot be written, the
+/// position is taken over as one whose owner died.
+fn abandon_reserved() {
+    if RESERVED.with_borrow(Option::is_none) {
+        return;
+    }
+    let abandoned = with_kv(
+        |why| why,
+        |kv| RESERVED.with_borrow_mut(|reserved| audit_stream::abandon(kv, reserved)),
+    );
+    RESERVED.set(None);
+    if let Err(why) = abandoned {
+        eprintln!("a reserved audit position could not be given up; it is taken over later: {why}");
+    }
+}
+
 impl audit::Guest for Adapter {
     fn head(org_id: String) -> Result<Option<audit::ChainHead>, audit::AuditError> {
         let head = with_kv(audit::AuditError::Unavailable, |kv| {
             audit_stream::head(kv, &org_id).map_err(audit::AuditError::Unavailable)
-        })?;
+        });
+        if head.is_err() {
+            // The call fails without appending again: a position reserved for that append is
+            // given up, not left for others to wait on.
+            abandon_reserved();
+        }
+        let head = head?;
         Ok(head.map(|h| audit::ChainHead {
             seq: h.seq,
             hash: h.hash,
@@ -463,13 +490,11 @@ impl audit::Guest for Adapter {
         // would otherwise stay claimed and unwritten, and stall the stream for everyone.
         if HELD.with(unit::Held::is_lost) {
             LOST.set(0);
+            abandon_reserved();
             return Err(audit::AuditError::Unavailable(
                 "this unit of work's writes were not kept; its record is not written".to_owned(),
             ));
         }
-        let clock = SpinClock {
-            started: Instant::now(),
-        };
         let linked = audit_stream::Entry {
             org_id: &entry.org_id,
             seq: entry.seq,
@@ -479,22 +504,29 @@ impl audit::Guest for Adapter {
             lost: LOST.get(),
         };
         let appended = with_kv(audit::AuditError::Unavailable, |kv| {
-            audit_stream::append(kv, &clock, &linked).map_err(|e| match e {
-                // Nothing was written: the component relinks and appends again, and the held
-                // `set`s go with that record.
-                audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
-                audit_stream::AppendError::Unavailable(m) => {
-                    // The unit failed: its held `set`s are dropped, never written without it, and
-                    // its `commit` fails.
-                    HELD.with(unit::Held::discard);
-                    audit::AuditError::Unavailable(m)
-                }
-            })
+            RESERVED
+                .with_borrow_mut(|reserved| {
+                    audit_stream::append_reserving(kv, &SpinClock, &linked, reserved)
+                })
+                .map_err(|e| match e {
+                    // Nothing was written: the component relinks and appends again, and the held
+                    // `set`s go with that record.
+                    audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
+                    audit_stream::AppendError::Unavailable(m) => {
+                        // The unit failed: its held `set`s are dropped, never written without it, and
+                        // its `commit` fails.
+                        HELD.with(unit::Held::discard);
+                        audit::AuditError::Unavailable(m)
+                    }
+                })
         });
         LOST.set(match appended {
             Err(audit::AuditError::Conflict) => LOST.get().saturating_add(1),
             _ => 0,
         });
+        if matches!(appended, Err(audit::AuditError::Unavailable(_))) {
+            abandon_reserved();
+        }
         appended?;
         // The key-value store is the system of record and decides the answer. The SIEM gets a copy
         // when `siem_url` is set, on a best-effort basis: failing the operation after the record is

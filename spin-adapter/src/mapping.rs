@@ -48,6 +48,8 @@ pub const AUDIT_LEN_PREFIX: &str = "audit-len:";
 pub const AUDIT_NEWEST_PREFIX: &str = "audit-newest:";
 /// Prefix of the value that records a claimed audit position seen unwritten.
 pub const AUDIT_STALL_PREFIX: &str = "audit-stall:";
+/// Prefix of the value that marks a reserved audit position its reserver gave up.
+pub const AUDIT_VOID_PREFIX: &str = "audit-void:";
 
 /// Prefix of a key's noted expiry (see [`crate::expiring`]).
 pub const EXPIRY_PREFIX: &str = "expiry:";
@@ -72,7 +74,7 @@ pub const LIST_READY: &str = "list-ready";
 pub const LIST_USERS_READY: &str = "list-users-ready";
 
 /// Every namespace's prefix; none is a prefix of another.
-pub const PREFIXES: [&str; 17] = [
+pub const PREFIXES: [&str; 18] = [
     VALUE_PREFIX,
     COUNTER_PREFIX,
     AUDIT_PREFIX,
@@ -90,6 +92,7 @@ pub const PREFIXES: [&str; 17] = [
     LIST_READY,
     LIST_USERS_READY,
     AUDIT_NEWEST_PREFIX,
+    AUDIT_VOID_PREFIX,
 ];
 
 /// The Spin key that holds the component's value `key`.
@@ -142,6 +145,13 @@ pub fn audit_newest_key(org_id: &str) -> String {
 #[must_use]
 pub fn audit_stall_key(org_id: &str) -> String {
     format!("{AUDIT_STALL_PREFIX}{org_id}")
+}
+
+/// Where a reserved position of `org_id`'s audit stream that its reserver gave up is marked (see
+/// [`crate::audit_stream`], "Reserving ahead"): `audit-void:<org>:<seq, 20 digits>`.
+#[must_use]
+pub fn audit_void_key(org_id: &str, seq: u64) -> String {
+    format!("{AUDIT_VOID_PREFIX}{org_id}:{seq:020}")
 }
 
 /// A counter's value read with a plain `get` of its key, without writing: Spin's SQLite store keeps
@@ -347,6 +357,7 @@ mod tests {
             value_key("acme"),
             counter_key("acme"),
             audit_newest_key("acme"),
+            audit_void_key("acme", 1),
         ];
         for (i, key) in all.iter().enumerate() {
             // Each lands in its own namespace, and only there.
@@ -355,7 +366,7 @@ mod tests {
                 .copied()
                 .filter(|p| key.starts_with(p))
                 .collect();
-            assert_eq!(owners, [PREFIXES[[2, 3, 4, 5, 0, 1, 16][i]]], "{key}");
+            assert_eq!(owners, [PREFIXES[[2, 3, 4, 5, 0, 1, 16, 17][i]]], "{key}");
         }
         assert_eq!(audit_len_key("acme"), "audit-len:acme");
         assert_eq!(audit_stall_key("acme"), "audit-stall:acme");
