@@ -17,6 +17,7 @@
 //! | `audit-newest:<org>` | value | the newest record's `seq`, in decimal: where `head` starts looking |
 //! | `audit-len:<org>` | counter | how many records were appended, as adapters before `audit-newest` counted them |
 //! | `audit-stall:<org>` | value | `{"seq", "epoch", "since_ms"}`: a claimed position seen unwritten |
+//! | `audit-void:<org>:<seq>` | value | `1`: a position reserved ahead that its reserver gave up |
 //!
 //! # Append
 //!
@@ -24,11 +25,16 @@
 //!   link?  record seq-1 exists and its line's hash = prev   (or seq = 1 and prev = 64 zeros)
 //!     |  no --------------------------------------------------------------> conflict
 //!     v
+//!   reserved?  this writer reserved seq (below) ------------------------------> write
+//!     v
 //!   claim  audit-claim:<org>:<seq>:<epoch> reads 0 (not read by a writer that lost before),
 //!          and increment(it) == 1 ?
-//!     |  no: record seq exists, or appears within 31 ms? - yes -> conflict (after a pause of
+//!     |  no: (lost 8 to 23 races in a row: reserve seq+1, below)
+//!     |      record seq exists, or appears within 31 ms? - yes -> conflict (after a pause of
 //!     |      0-4 ms if this writer had not lost before)
 //!     |      otherwise its owner is writing it, or died after claiming:
+//!     |      (give up a reservation of seq+1: mark it void)
+//!     |      seq marked void? - yes: epoch 1, claim again
 //!     |      mark it stalled (since now); stalled for STALL_TIMEOUT? - no --> conflict
 //!     |                                                 yes: epoch + 1, claim again
 //!     v  yes
@@ -38,10 +44,11 @@
 //! ```
 //!
 //! Why this is the contract's atomic step: a record is written only by the caller that owns its
-//! position, and the owner checked, before claiming, that the record before it exists with the
-//! hash it links to. Records are written once and never change, so that check still holds when it
-//! writes; and positions are claimed only right after an existing record, so the stream has no gaps
-//! and "record `seq` exists" means "the head is at least `seq`". Two writers racing for one position
+//! position, and the owner checked, before writing, that the record before it exists with the
+//! hash it links to (before claiming, except a reservation, claimed ahead: see "Reserving ahead").
+//! Records are written once and never change, so that check still holds when it writes; and a
+//! record is written only right after an existing record, so the stream has no gaps and "record
+//! `seq` exists" means "the head is at least `seq`". Two writers racing for one position
 //! both pass the link check, but only one sees its claim return 1: the other gets `conflict`, as
 //! from a locked sink. Nothing is written before the claim is won, so a conflict writes nothing.
 //!
@@ -66,6 +73,31 @@
 //! Both keys are also what `mfa-step audit verify --spin-kv` holds a trail to: a trail that ends
 //! before either was truncated.
 //!
+//! # Reserving ahead
+//!
+//! Writers that lost a position all relink once its record is there, and the next position goes
+//! to whichever claims first: at random, when the store runs calls side by side (Redis), so that
+//! with 16 writers on one organization some lost 32 races in a row and their calls failed closed
+//! ("the stream stayed busy", a 503 every few thousand appends). A writer that has lost
+//! [`RESERVE_FROM_LOSSES`] races in a row therefore claims position `seq + 1` as soon as it loses
+//! `seq`, before record `seq` is written (epoch 0, the same claim counter, so again exactly one
+//! writer owns it: the reserver, or one that claimed it first). When record `seq` comes, it
+//! relinks to `seq + 1` and writes there without claiming. It checks the link first, as any
+//! owner, and writes within [`CLAIM_BUDGET`] of the reservation; since others start timing a
+//! stall of `seq + 1` only once record `seq` exists, after the reservation, takeover keeps its
+//! margin.
+//!
+//! A reservation is given up, marked `audit-void`, when record `seq` does not come within the
+//! owner's wait (31 ms), when the writer's next attempt is at another position or too late to
+//! write, and when its call fails before appending again (the component's `head` or `append`
+//! fails). Writers that find a void position claimed and unwritten take it in epoch 1 after the
+//! 31 ms wait, not after [`STALL_TIMEOUT`]; a writer holding a reservation leaves such a position
+//! to the others and keeps its reservation (giving it up there made the next position void too).
+//! Writers past [`RESERVE_UNTIL_LOSSES`] do not reserve: the component relinks at most 32 times,
+//! and a call that gives up leaves nothing to give a reservation up. Measured on Redis
+//! (`BENCHMARKS.md`): no writer lost more than 14 races in a row, and no 503, where 2 to 11 calls
+//! a 15 s run had failed.
+//!
 //! # Residual risks
 //!
 //! - **A writer that dies between its claim and its write** (the instance is killed, the store
@@ -76,7 +108,11 @@
 //!   [`STALL_TIMEOUT`] has passed a writer claims the position again in the next *epoch* (a fresh
 //!   claim counter, so again exactly one writer wins) and writes its own record there. The dead
 //!   writer's record was never acknowledged, so nothing acknowledged is lost. **An organization's
-//!   audited operations fail for up to [`STALL_TIMEOUT`] after such a crash.**
+//!   audited operations fail for up to [`STALL_TIMEOUT`] after such a crash.** A writer that dies
+//!   holding a reservation (or whose store fails as it would give one up) leaves the same: its
+//!   position is taken over [`STALL_TIMEOUT`] after its record-before is written. Adapters older
+//!   than reservations do not read `audit-void`: beside this one, they wait for a void position
+//!   as for a stalled one, until a writer of this version takes it.
 //! - **Takeover relies on time.** An owner gives up without writing if more than [`CLAIM_BUDGET`]
 //!   has passed since it claimed (monotonic clock), and a position is taken over only after
 //!   [`STALL_TIMEOUT`] (wall clock, compared between instances). Two records at one position (a
@@ -121,7 +157,8 @@ pub const CLAIM_BUDGET: Duration = Duration::from_secs(1);
 /// exceed [`CLAIM_BUDGET`] by more than any delay of a write inside the store's client or network
 /// plus any difference between the instances' wall clocks: 4 s leaves 3 s for both, and blocks an
 /// organization whose writer died holding a position for at most 5 s, which `tests/spin` measures
-/// with two `spin up` sharing a Redis.
+/// with two `spin up` sharing a Redis (twice that if a writer that reserved the next position
+/// died too, or the store failed as it would mark the reservation void: "Residual risks").
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Attempts at writing the record once the position is owned (each within [`CLAIM_BUDGET`]).
@@ -378,7 +415,11 @@ fn read_newest(kv: &impl Kv, org: &str) -> Result<Option<Option<u64>>, String> {
 /// its position (nothing written); [`AppendError::Unavailable`] when the line is refused (empty,
 /// more than one line, or its `prev`/`hash` fields differ from the entry's) or the store fails.
 pub fn append(kv: &impl Kv, clock: &impl Clock, entry: &Entry<'_>) -> Result<(), AppendError> {
-    append_reserving(kv, clock, entry, &mut None)
+    // A caller that keeps nothing between its attempts gives up what this one reserved.
+    let mut reserved = None;
+    let appended = append_reserving(kv, clock, entry, &mut reserved);
+    abandon(kv, &mut reserved)?;
+    appended
 }
 
 /// [`append`] by a writer that keeps what it reserved between its attempts (`reserved`): a writer
@@ -394,17 +435,25 @@ pub fn append_reserving(
     reserved: &mut Option<Reservation>,
 ) -> Result<(), AppendError> {
     check_line(entry)?;
-    if !links(kv, entry)? {
-        return Err(AppendError::Conflict);
-    }
-    let key = mapping::audit_key(entry.org_id, entry.seq);
-    if let Some(mine) = reserved.take_if(|r| r.org_id == entry.org_id && r.seq == entry.seq) {
-        return write(kv, clock, entry, &key, mine.claimed_at);
-    }
+    let mine = reserved.take_if(|r| r.org_id == entry.org_id && r.seq == entry.seq);
     // A reservation for another position (the writer relinked elsewhere): given up, so that
     // nobody waits for it.
     if let Some(stale) = reserved.take() {
         give_up(kv, &stale)?;
+    }
+    if !links(kv, entry)? {
+        // Kept, if it is this position's: the writer relinks to it once it can.
+        *reserved = mine;
+        return Err(AppendError::Conflict);
+    }
+    let key = mapping::audit_key(entry.org_id, entry.seq);
+    if let Some(mine) = mine {
+        if clock.monotonic().saturating_sub(mine.claimed_at) >= CLAIM_BUDGET {
+            // Too late to write (`write` says so): nothing was sent, so the position is given up
+            // at once rather than left to stall.
+            give_up(kv, &mine)?;
+        }
+        return write(kv, clock, entry, &key, mine.claimed_at);
     }
     let (epoch, claimed_at) = claim(kv, clock, entry, reserved)?;
     // Past the first epoch the stalled owner may, after all, have written within its budget.
@@ -481,7 +530,13 @@ fn claim(
         // new ones: on Redis, where calls run side by side, reading first for every writer
         // widened each race and left more writers losing 32 in a row ("stayed busy", 503s).
         // Exactly one writer still sees its increment return 1.
-        if (entry.lost > 0 || kv.counter(&claim)? == 0) && kv.increment(&claim, 1)? == 1 {
+        // A writer that reserved the next position leaves this one to the others (it would
+        // have to give its reservation up to write here) and waits for its record.
+        let holding_next = reserved.is_some();
+        if !holding_next
+            && (entry.lost > 0 || kv.counter(&claim)? == 0)
+            && kv.increment(&claim, 1)? == 1
+        {
             return Ok((epoch, started));
         }
         if epoch == 0 && (RESERVE_FROM_LOSSES..RESERVE_UNTIL_LOSSES).contains(&entry.lost) {
@@ -499,16 +554,17 @@ fn claim(
             }
             return Err(AppendError::Conflict);
         }
-        // Held, not written: its owner is writing, or died. A position reserved after it would
-        // wait as long: given up now, so that nobody waits for it in turn.
-        if let Some(mine) = reserved.take() {
-            give_up(kv, &mine)?;
-        }
-        // A position its reserver gave up is taken in the next epoch at once: nobody writes the
-        // first one.
+        // Held, not written: its owner is writing, or died. A position its reserver gave up is
+        // taken in the next epoch at once: nobody writes the first one. A reservation of the
+        // position after it is kept: this one is written as soon as a writer takes it.
         if epoch == 0 && kv.exists(&mapping::audit_void_key(org, seq))? {
             epoch = 1;
             continue;
+        }
+        // Otherwise a position reserved after it would wait as long: given up now, so that nobody
+        // waits for it in turn.
+        if let Some(mine) = reserved.take() {
+            give_up(kv, &mine)?;
         }
         // Read the time only now, after seeing the claim, so that a stall is never dated before
         // the claim it times.
@@ -537,7 +593,8 @@ fn claim(
 }
 
 /// Claims the position after `seq` (in its first epoch) for a writer that lost `seq`: the
-/// reservation if the claim is this writer's, `None` if another writer reserved it first.
+/// reservation if the claim is this writer's, `None` if another writer claimed it first (reserving
+/// it, or having relinked after record `seq`).
 fn reserve_next(
     kv: &impl Kv,
     clock: &impl Clock,
@@ -557,7 +614,7 @@ fn reserve_next(
     )
 }
 
-/// Gives up the position in `reserved`, if any ([`give_up`]): for a writer whose call fails
+/// Gives up the position in `reserved`, if any (marks it void): for a writer whose call fails
 /// before it could write there.
 ///
 /// # Errors
@@ -1141,6 +1198,17 @@ mod tests {
         pauses: AtomicU64,
     }
 
+    impl<'a> OwnerWritesDuringTheWait<'a> {
+        fn new(kv: &'a Memory, owner: &Record) -> Self {
+            Self {
+                hands: Hands::default(),
+                kv,
+                owner_line: owner.line.as_bytes().to_vec(),
+                pauses: AtomicU64::new(0),
+            }
+        }
+    }
+
     impl Clock for OwnerWritesDuringTheWait<'_> {
         fn unix_millis(&self) -> u64 {
             self.hands.unix_millis()
@@ -1165,12 +1233,7 @@ mod tests {
     fn a_writer_that_lost_a_position_waits_for_the_owners_record_and_marks_no_stall() {
         let kv = Memory::default();
         let owner = Record::after("acme", None, "owner");
-        let clock = OwnerWritesDuringTheWait {
-            hands: Hands::default(),
-            kv: &kv,
-            owner_line: owner.line.as_bytes().to_vec(),
-            pauses: AtomicU64::new(0),
-        };
+        let clock = OwnerWritesDuringTheWait::new(&kv, &owner);
         // The owner has claimed position 1 and not written it yet.
         kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
             .unwrap();
@@ -1201,12 +1264,7 @@ mod tests {
     fn a_writer_that_lost_before_takes_its_turn_first_it_claims_at_once_and_relinks_unpaused() {
         let kv = Memory::default();
         let owner = Record::after("acme", None, "owner");
-        let clock = OwnerWritesDuringTheWait {
-            hands: Hands::default(),
-            kv: &kv,
-            owner_line: owner.line.as_bytes().to_vec(),
-            pauses: AtomicU64::new(0),
-        };
+        let clock = OwnerWritesDuringTheWait::new(&kv, &owner);
         kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
             .unwrap();
         let mine = Record::after("acme", None, "mine");
@@ -1269,12 +1327,7 @@ mod tests {
     fn a_writer_far_behind_reserves_the_next_position_and_its_relink_writes_there() {
         let kv = Memory::default();
         let owner = Record::after("acme", None, "owner");
-        let clock = OwnerWritesDuringTheWait {
-            hands: Hands::default(),
-            kv: &kv,
-            owner_line: owner.line.as_bytes().to_vec(),
-            pauses: AtomicU64::new(0),
-        };
+        let clock = OwnerWritesDuringTheWait::new(&kv, &owner);
         // The owner has claimed position 1 and writes it while the others wait.
         kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
             .unwrap();
@@ -1329,16 +1382,33 @@ mod tests {
     }
 
     #[test]
+    fn writers_from_8_to_23_races_behind_reserve() {
+        for lost in [RESERVE_FROM_LOSSES, RESERVE_UNTIL_LOSSES - 1] {
+            let kv = Memory::default();
+            let owner = Record::after("acme", None, "owner");
+            let clock = OwnerWritesDuringTheWait::new(&kv, &owner);
+            kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+                .unwrap();
+            let mine = Record::after("acme", None, "mine");
+            let mut reserved = None;
+            let entry = Entry {
+                lost,
+                ..mine.entry()
+            };
+            assert_eq!(
+                append_reserving(&kv, &clock, &entry, &mut reserved),
+                Err(AppendError::Conflict)
+            );
+            assert_eq!(reserved.map(|r| r.seq), Some(2), "lost {lost}");
+        }
+    }
+
+    #[test]
     fn writers_new_to_the_race_or_near_their_last_attempt_reserve_nothing() {
         for lost in [0, RESERVE_FROM_LOSSES - 1, RESERVE_UNTIL_LOSSES, 31] {
             let kv = Memory::default();
             let owner = Record::after("acme", None, "owner");
-            let clock = OwnerWritesDuringTheWait {
-                hands: Hands::default(),
-                kv: &kv,
-                owner_line: owner.line.as_bytes().to_vec(),
-                pauses: AtomicU64::new(0),
-            };
+            let clock = OwnerWritesDuringTheWait::new(&kv, &owner);
             kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
                 .unwrap();
             let mine = Record::after("acme", None, "mine");
@@ -1453,6 +1523,154 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(chain(&kv, "acme"), vec![first.line]);
+        assert!(
+            kv.value(&mapping::audit_void_key("acme", 2)).is_some(),
+            "given up at once: nothing was sent"
+        );
+    }
+
+    /// Hands whose pauses, from the `at`-th on, find position 1 written in epoch 1 by another
+    /// writer (the one that took a void position).
+    struct TakerWritesLater<'a> {
+        inner: OwnerWritesDuringTheWait<'a>,
+        at: u64,
+    }
+
+    impl Clock for TakerWritesLater<'_> {
+        fn unix_millis(&self) -> u64 {
+            self.inner.hands.unix_millis()
+        }
+
+        fn monotonic(&self) -> Duration {
+            self.inner.hands.monotonic()
+        }
+
+        fn pause(&self, _: Duration) {
+            if self.inner.pauses.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+                let mut data = self.inner.kv.data.lock().unwrap();
+                counter_add(&mut data, &mapping::audit_claim_key("acme", 1, 1), 1);
+                data.insert(mapping::audit_key("acme", 1), self.inner.owner_line.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn a_reserver_leaves_a_void_position_to_the_others_and_keeps_its_reservation() {
+        let kv = Memory::default();
+        // Position 1 was reserved and given up; the next one to take it writes it in epoch 1.
+        kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+            .unwrap();
+        kv.set(&mapping::audit_void_key("acme", 1), b"1").unwrap();
+        let taker = Record::after("acme", None, "taker");
+        let pauses = u64::try_from(OWNER_WAITS_MS.len()).unwrap();
+        let clock = TakerWritesLater {
+            inner: OwnerWritesDuringTheWait::new(&kv, &taker),
+            // During the second wait: after the first found nothing and the void sent it on.
+            at: pauses + 2,
+        };
+        let mine = Record::after("acme", None, "mine");
+        let behind = Entry {
+            lost: RESERVE_FROM_LOSSES,
+            ..mine.entry()
+        };
+        let mut reserved = None;
+        assert_eq!(
+            append_reserving(&kv, &clock, &behind, &mut reserved),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(reserved.as_ref().map(|r| r.seq), Some(2), "kept");
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 1, 1)).unwrap(),
+            1,
+            "only the taker's claim in epoch 1: the reserver left it"
+        );
+        assert_eq!(kv.value(&mapping::audit_void_key("acme", 2)), None);
+        let relinked = Record::after("acme", Some(&taker.head()), "mine");
+        let entry = Entry {
+            lost: RESERVE_FROM_LOSSES + 1,
+            ..relinked.entry()
+        };
+        assert_eq!(
+            append_reserving(&kv, &clock.inner.hands, &entry, &mut reserved),
+            Ok(())
+        );
+        assert_eq!(chain(&kv, "acme"), vec![taker.line, relinked.line]);
+    }
+
+    #[test]
+    fn a_reservation_is_used_only_by_its_organization_and_kept_while_the_link_is_missing() {
+        let kv = Memory::default();
+        let clock = Hands::default();
+        let first = append_linked(&kv, &clock, "acme", "first");
+        // Reserved in another organization: given up, and acme's position claimed as usual.
+        let mut reserved = Some(Reservation {
+            org_id: "beta".to_owned(),
+            seq: 2,
+            claimed_at: Duration::ZERO,
+        });
+        let second = Record::after("acme", Some(&first.head()), "second");
+        assert_eq!(
+            append_reserving(&kv, &clock, &second.entry(), &mut reserved),
+            Ok(())
+        );
+        assert_eq!(reserved, None);
+        assert!(kv.value(&mapping::audit_void_key("beta", 2)).is_some());
+        assert_eq!(kv.value(&mapping::audit_void_key("acme", 2)), None);
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 2, 0)).unwrap(),
+            1
+        );
+        // Reserved here, but the entry does not link (a wrong prev): nothing is written and the
+        // reservation stays for the relink.
+        kv.increment(&mapping::audit_claim_key("acme", 3, 0), 1)
+            .unwrap();
+        let mut reserved = Some(Reservation {
+            org_id: "acme".to_owned(),
+            seq: 3,
+            claimed_at: Duration::ZERO,
+        });
+        let forged = Record::after(
+            "acme",
+            Some(&Head {
+                seq: 2,
+                hash: "ab".repeat(32),
+            }),
+            "forged",
+        );
+        assert_eq!(
+            append_reserving(&kv, &clock, &forged.entry(), &mut reserved),
+            Err(AppendError::Conflict)
+        );
+        assert_eq!(reserved.as_ref().map(|r| r.seq), Some(3));
+        assert_eq!(chain(&kv, "acme").len(), 2);
+        let third = Record::after("acme", Some(&second.head()), "third");
+        assert_eq!(
+            append_reserving(&kv, &clock, &third.entry(), &mut reserved),
+            Ok(())
+        );
+        assert_eq!(reserved, None);
+        assert_eq!(chain(&kv, "acme").len(), 3);
+        assert_eq!(
+            kv.counter(&mapping::audit_claim_key("acme", 3, 0)).unwrap(),
+            1,
+            "written at the reservation, not claimed again"
+        );
+    }
+
+    #[test]
+    fn append_without_a_place_to_keep_a_reservation_gives_it_up() {
+        let kv = Memory::default();
+        let owner = Record::after("acme", None, "owner");
+        let clock = OwnerWritesDuringTheWait::new(&kv, &owner);
+        kv.increment(&mapping::audit_claim_key("acme", 1, 0), 1)
+            .unwrap();
+        let mine = Record::after("acme", None, "mine");
+        let behind = Entry {
+            lost: RESERVE_FROM_LOSSES,
+            ..mine.entry()
+        };
+        assert_eq!(append(&kv, &clock, &behind), Err(AppendError::Conflict));
+        assert!(kv.value(&mapping::audit_void_key("acme", 2)).is_some());
     }
 
     #[test]
@@ -1485,16 +1703,8 @@ mod tests {
         let used: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(chain(&kv, "acme").len(), 150);
         assert_eq!(head(kv.as_ref(), "acme").unwrap().map(|h| h.seq), Some(150));
-        // Each position was written once: by its epoch-0 claimant (a writer or a reserver), or in
-        // a later epoch after a stall or a reservation given up.
-        for seq in 1..=150 {
-            assert!(
-                kv.counter(&mapping::audit_claim_key("acme", seq, 0))
-                    .unwrap()
-                    >= 1
-            );
-        }
-        eprintln!("{used} of 150 records written at a reserved position");
+        // Reservations were made and written (about 45 of the 150 records in runs so far).
+        assert!(used > 0, "no record was written at a reserved position");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! | an organization's newest audit record (its `seq`) | `audit-newest:<org>` | value | `set-many`, with the record |
 //! | how many records an organization has (adapters before `audit-newest`) | `audit-len:<org>` | counter | `increment` |
 //! | an audit position seen claimed but unwritten | `audit-stall:<org>` | value | `fermyon:spin/key-value` |
+//! | a reserved audit position its reserver gave up | `audit-void:<org>:<seq>` | value | `fermyon:spin/key-value` |
 //! | a user's device index: slot count, slots, marks; its readiness | `list-count:<prefix>`, `list-slot:<prefix><n>`, `list-mark:<key>`, `list-ready` | counter; values | [`crate::listing`] |
 //!
 //! `<seq>` is zero-padded to 20 digits, so that a lexical scan of one organization's records returns
