@@ -87,8 +87,8 @@ thread_local! {
     /// The audit position this instance reserved for its next attempt, if any
     /// ([`audit_stream::append_reserving`]).
     static RESERVED: RefCell<Option<audit_stream::Reservation>> = const { RefCell::new(None) };
-    /// When this instance started: the origin of its monotonic readings ([`SpinClock`]), which
-    /// a reservation's time is kept in across calls.
+    /// The origin of this instance's monotonic readings ([`SpinClock`]: its first one), in which
+    /// a reservation's time is kept across calls.
     static STARTED: Instant = Instant::now();
 }
 
