@@ -7,11 +7,12 @@
     reason = "test support; each test file uses a different part"
 )]
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mfa-step");
 
@@ -39,40 +40,41 @@ pub fn start(data_dir: &Path) -> Server {
     start_with(data_dir, &[])
 }
 
-/// `serve --demo` on a free port with `extra` arguments; waits until it listens. A free port can be
-/// taken by a test running beside this one before serve binds it: then serve exits, the port
-/// answers for the other test's server, and another port is tried.
+/// `serve --demo` on a free port with `extra` arguments; waits until it answers. A free port can be
+/// taken by a test running beside this one before serve binds it: then serve exits, and another
+/// port is tried. That the port answers does not say whose server it is (a connect once reached
+/// another test's, and this test then read a data folder its own serve had not written), so this
+/// waits for the first line of the walk-through `serve --demo` prints once it answers
+/// (`ops.rs` holds it to that), which only its own process can print.
 pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
     for _ in 0..5 {
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["serve", "--demo", "--listen", &addr, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("MFA_STEP_API_KEY")
             .env_remove("MFA_STEP_HMAC_KEY")
             .env_remove("MFA_STEP_PROMPT_KEY")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start mfa-step serve");
-        let mut server = Server { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut exited = false;
-        while TcpStream::connect(&server.addr).is_err() {
-            if server.child.try_wait().ok().flatten().is_some() {
-                exited = true;
-                break;
+        let stdout = child.stdout.take().unwrap();
+        let (first_line, printed) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next().and_then(Result::ok));
+            // The rest is drained, so that serve never blocks on a full pipe.
+            lines.for_each(drop);
+        });
+        match printed.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(_)) => return Server { child, addr },
+            // Its output closed before a line: it exited (the port was taken).
+            Ok(None) => {
+                let _ = child.wait();
             }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start listening within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Listening, and it is this serve that listens (not another test's on the same port).
-        if !exited && server.child.try_wait().ok().flatten().is_none() {
-            return server;
+            Err(_) => panic!("serve printed no walk-through within 60 s"),
         }
     }
     panic!("serve could not start on any of 5 free ports");
