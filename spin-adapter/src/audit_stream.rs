@@ -91,9 +91,10 @@
 //! A reservation is given up, marked `audit-void`, when record `seq` does not come within the
 //! owner's wait (31 ms), when the writer's next attempt is at another position or too late to
 //! write (that attempt answers `conflict`: the writer relinks), and when its call fails before
-//! appending again (the component's `head` or `append` fails). Writers that find a void position claimed and unwritten take it in epoch 1 after the
-//! 31 ms wait, not after [`STALL_TIMEOUT`]; a writer holding a reservation leaves such a position
-//! to the others and keeps its reservation (giving it up there made the next position void too).
+//! appending again (the component's `head` or `append` fails). Writers that find a void position
+//! claimed and unwritten take it in epoch 1 after the 31 ms wait, not after [`STALL_TIMEOUT`]; a
+//! writer holding a reservation leaves such a position to the others and keeps its reservation
+//! (giving it up there made the next position void too), and claims it itself if none did.
 //! Writers past [`RESERVE_UNTIL_LOSSES`] do not reserve: the component relinks at most 32 times,
 //! and a call that gives up leaves nothing to give a reservation up. Measured on Redis
 //! (`BENCHMARKS.md`): no writer lost more than 12 to 14 races in a row, and no 503, where up to 11

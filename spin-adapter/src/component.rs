@@ -509,12 +509,12 @@ impl audit::Guest for Adapter {
                     audit_stream::append_reserving(kv, &SpinClock, &linked, reserved)
                 })
                 .map_err(|e| match e {
-                    // Nothing was written: the component relinks and appends again, and the held
-                    // `set`s go with that record.
+                    // Nothing was written: the component relinks and appends again, and the
+                    // held `set`s go with that record.
                     audit_stream::AppendError::Conflict => audit::AuditError::Conflict,
                     audit_stream::AppendError::Unavailable(m) => {
-                        // The unit failed: its held `set`s are dropped, never written without it, and
-                        // its `commit` fails.
+                        // The unit failed: its held `set`s are dropped, never written without
+                        // it, and its `commit` fails.
                         HELD.with(unit::Held::discard);
                         audit::AuditError::Unavailable(m)
                     }
